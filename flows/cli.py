@@ -1,0 +1,172 @@
+"""`steward`: the front door. It parses arguments, prepares the environment, and calls a flow or a task."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from steward.settings import Settings
+
+if TYPE_CHECKING:
+    from flows.train import TrainResult
+
+app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
+app.add_typer(server_app, name="server")
+console = Console()
+err = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input was wrong (shown as a message and exit 1), not that Steward broke."""
+    from steward.params import ParamsError
+    from steward.registry import RegistryError
+    from tasks.dvc import DvcError
+    from tasks.ingest import IngestError
+    from tasks.validate import ValidationFailed
+
+    return (ValidationFailed, IngestError, ParamsError, RegistryError, DvcError, FileNotFoundError, KeyError)
+
+
+def _environment(settings: Settings, *, server: bool) -> None:
+    """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
+    os.environ.update(settings.tool_env())
+    if not server:
+        return
+    if settings.prefect_api_url:
+        console.print(f"Prefect API: {settings.prefect_api_url}")
+        return
+    from flows.server import ensure_server
+
+    local = ensure_server(settings)
+    os.environ["PREFECT_API_URL"] = local.api_url
+    verb = "Started" if local.started else "Using"
+    console.print(
+        f"{verb} a local Prefect server at {local.api_url.removesuffix('/api')} (pid {local.pid}; "
+        f"log {local.log}). PREFECT_API_URL was unset; stop it with `steward server stop`."
+    )
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _run_training(data: str | None) -> TrainResult:
+    settings = Settings()
+    _environment(settings, server=True)
+    from flows.train import train_flow
+
+    try:
+        return train_flow(data=data)
+    except _user_errors() as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def train(
+    data: str | None = typer.Option(None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."),
+) -> None:
+    """Run the training flow: ingest, validate, prepare, train, evaluate, register a candidate."""
+    result = _run_training(data)
+    console.print(f"[green]candidate registered:[/] {result.model.ref} ({result.model.model_tag})")
+
+
+@app.command()
+def run() -> None:
+    """The whole lifecycle on the bundled data (today: training up to a registered candidate)."""
+    settings = Settings()
+    result = _run_training(None)
+    from steward.layout import Layout
+
+    layout = Layout(settings.project_dir)
+    table = Table(title="Where everything went", show_lines=False)
+    table.add_column("output")
+    table.add_column("location")
+    rows = [
+        ("data snapshot (DVC md5 " + result.snapshot.md5[:12] + ")", str(result.snapshot.path)),
+        ("DVC remote", str(settings.dvc_remote_dir)),
+        ("validation report / Data Docs", f"{layout.report('validate')} / {layout / 'reports/data_docs'}"),
+        ("evaluation metrics / calibration plot", f"{layout.report('evaluate')} / {layout.report('calibration', '.png')}"),
+        ("model file (DVC output)", str(layout.model_file)),
+        ("BentoML model store", f"{result.model.model_tag} in {settings.bentoml_home}"),
+        ("registry", f"{result.model.ref} [{result.model.state.value}] in {settings.db_url}"),
+        ("Prefect runs and artifacts", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")),
+    ]
+    for name, where in rows:
+        table.add_row(name, where)
+    console.print(table)
+    metrics = result.model.metrics
+    console.print(
+        "held-out: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
+        + f"; stages run: {', '.join(result.stages_run) or 'none (all unchanged)'}"
+    )
+
+
+@app.command()
+def ingest(
+    source: str | None = typer.Argument(None, help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."),
+) -> None:
+    """Validate a snapshot and make it data/raw's current DVC-tracked version (no Prefect needed)."""
+    from steward.layout import Layout
+    from steward.params import load_params
+    from steward.storage import Storage
+    from tasks.ingest import accept_snapshot, fetch_snapshot
+
+    settings = Settings()
+    _environment(settings, server=False)
+    layout = Layout(settings.project_dir)
+    chosen = source or str(layout.bundled_data)
+    try:
+        params = load_params(layout.params_file)
+        staging = fetch_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
+        snapshot = accept_snapshot(staging, source=chosen, settings=settings, params=params)
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    state = "new version" if snapshot.changed else "unchanged"
+    console.print(f"{snapshot.path}: {snapshot.rows} rows, md5 {snapshot.md5} ({state})")
+
+
+@app.command()
+def models() -> None:
+    """List the registry's model versions, newest first."""
+    from steward.db import make_engine
+    from steward.registry import Registry
+
+    settings = Settings()
+    table = Table("model", "state", "BentoML tag", "data md5", "git commit", "AUC", "created")
+    for version in Registry(make_engine(settings.db_url)).list():
+        auc = version.metrics.get("auc")
+        table.add_row(version.ref, version.state.value, version.model_tag, version.data_md5[:12],
+                      (version.git_commit or "-")[:12], f"{auc:.3f}" if auc is not None else "-",
+                      f"{version.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start (or find) the local Prefect server and print its URL."""
+    _environment(Settings(), server=True)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server started for this STEWARD_HOME."""
+    from flows.server import stop_server
+
+    console.print("stopped" if stop_server(Settings()) else "no local Prefect server was running")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,127 @@
+"""params.yaml as a typed model: one section per stage, parsed once, every bad key or value named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_NOT_FOUND = "params file not found: {path}"
+PARAMS_NOT_YAML = "{path} is not valid YAML: {error}"
+PARAMS_NOT_MAPPING = "{path} must hold a mapping of stage sections, got {kind}"
+PARAMS_INVALID = "{path} is invalid:\n{problems}"
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    label: str = "credit_risk"
+    positive_label: str = "good"
+    id_column: str = "applicant_id"
+    protected: list[str] = Field(
+        default=["sex", "age", "foreign_worker"],
+        description="Columns kept out of the model's features by default and kept for audits.",
+    )
+    age_column: str = "age"
+    age_threshold: int = Field(default=25, ge=1, le=120, description="Age groups: under it / it and over.")
+
+
+class ValidateParams(Section):
+    raw_suite: str = "expectations/raw_credit.json"
+    features_suite: str = "expectations/features.json"
+
+
+class PrepareParams(Section):
+    test_size: Fraction = 0.3
+    seed: int = 42
+    exclude_protected: bool = True
+
+
+class GradientBoostingParams(Section):
+    n_estimators: int = Field(default=150, ge=1, le=5000)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    max_depth: int = Field(default=3, ge=1, le=16)
+    subsample: float = Field(default=1.0, gt=0, le=1)
+
+
+class LogisticRegressionParams(Section):
+    C: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=2000, ge=10)
+
+
+class TrainParams(Section):
+    model: Literal["gradient_boosting", "logistic_regression"] = "gradient_boosting"
+    seed: int = 42
+    gradient_boosting: GradientBoostingParams = GradientBoostingParams()
+    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+
+
+class EvaluateParams(Section):
+    calibration_bins: int = Field(default=10, ge=2, le=100)
+    threshold: Fraction = Field(default=0.5, description="Probability of the positive label at which to approve.")
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _label_not_protected(self) -> Params:
+        if self.data.label in self.data.protected:
+            raise ValueError(f"data.label {self.data.label!r} cannot also be a protected attribute")
+        return self
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of every value, defaults included: the params hash in lineage."""
+        canonical = json.dumps(self.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, not YAML, or names a key or value Steward does not accept."""
+
+
+def _location(loc: tuple[str | int, ...]) -> str:
+    return ".".join("validate" if part == "validate_" else str(part) for part in loc) or "(top level)"
+
+
+def parse_params(raw: object, *, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; errors name each dotted key with what was wrong."""
+    if not isinstance(raw, dict):
+        raise ParamsError(PARAMS_NOT_MAPPING.format(path=source, kind=type(raw).__name__))
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = _location(err["loc"])
+            got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"  - {key}: {message}{got}")
+        raise ParamsError(PARAMS_INVALID.format(path=source, problems="\n".join(problems))) from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml."""
+    if not path.is_file():
+        raise ParamsError(PARAMS_NOT_FOUND.format(path=path))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(PARAMS_NOT_YAML.format(path=path, error=exc)) from None
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,210 @@
+"""The model registry: every model version with its lineage and its place in the state machine.
+
+States: candidate → rejected | approved → shadow → canary → production → retired, plus rolled_back.
+A transition the machine does not allow is refused, whoever asks.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from steward.db import Base
+
+UNKNOWN_MODEL = "no model version {ref!r} in the registry"
+TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
+
+
+class State(enum.StrEnum):
+    CANDIDATE = "candidate"
+    REJECTED = "rejected"
+    APPROVED = "approved"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PRODUCTION = "production"
+    RETIRED = "retired"
+    ROLLED_BACK = "rolled_back"
+
+
+ALLOWED: dict[State, frozenset[State]] = {
+    State.CANDIDATE: frozenset({State.REJECTED, State.APPROVED}),
+    State.APPROVED: frozenset({State.SHADOW, State.RETIRED}),
+    State.SHADOW: frozenset({State.CANARY, State.ROLLED_BACK, State.RETIRED}),
+    State.CANARY: frozenset({State.PRODUCTION, State.ROLLED_BACK}),
+    State.PRODUCTION: frozenset({State.RETIRED, State.ROLLED_BACK}),
+    State.REJECTED: frozenset(),
+    State.RETIRED: frozenset(),
+    State.ROLLED_BACK: frozenset({State.RETIRED}),
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time Steward stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class RegistryError(ValueError):
+    """An unknown model or a transition the state machine forbids."""
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    model_tag: Mapped[str] = mapped_column(String(300))
+    model_md5: Mapped[str] = mapped_column(String(64))
+    data_md5: Mapped[str] = mapped_column(String(64))
+    params_hash: Mapped[str] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registry entry as plain data (safe to pass around after its session closed)."""
+
+    id: int
+    name: str
+    version: int
+    state: State
+    model_tag: str
+    model_md5: str
+    data_md5: str
+    params_hash: str
+    git_commit: str | None
+    flow_run_id: str | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+    @classmethod
+    def _of(cls, row: ModelVersionRow) -> ModelVersion:
+        return cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            state=State(row.state),
+            model_tag=row.model_tag,
+            model_md5=row.model_md5,
+            data_md5=row.data_md5,
+            params_hash=row.params_hash,
+            git_commit=row.git_commit,
+            flow_run_id=row.flow_run_id,
+            metrics=dict(row.metrics or {}),
+            created_at=_utc(row.created_at),
+            updated_at=_utc(row.updated_at),
+        )
+
+
+class Registry:
+    """Model versions in Steward's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def register(
+        self,
+        *,
+        name: str,
+        model_tag: str,
+        model_md5: str,
+        data_md5: str,
+        params_hash: str,
+        git_commit: str | None,
+        flow_run_id: str | None,
+        metrics: dict[str, Any],
+    ) -> ModelVersion:
+        """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
+        now = datetime.now(UTC)
+        with Session(self._engine) as session, session.begin():
+            latest = session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name))
+            row = ModelVersionRow(
+                name=name,
+                version=(latest or 0) + 1,
+                state=State.CANDIDATE.value,
+                model_tag=model_tag,
+                model_md5=model_md5,
+                data_md5=data_md5,
+                params_hash=params_hash,
+                git_commit=git_commit,
+                flow_run_id=flow_run_id,
+                metrics=metrics,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            return ModelVersion._of(row)
+
+    def find(self, *, name: str, model_md5: str, data_md5: str) -> ModelVersion | None:
+        """The version of `name` holding exactly these model bytes trained on this data, if any."""
+        query = select(ModelVersionRow).where(
+            ModelVersionRow.name == name, ModelVersionRow.model_md5 == model_md5, ModelVersionRow.data_md5 == data_md5
+        )
+        with Session(self._engine) as session:
+            row = session.scalar(query.order_by(ModelVersionRow.id.desc()).limit(1))
+            return None if row is None else ModelVersion._of(row)
+
+    def get(self, ref: str | int) -> ModelVersion:
+        """A version by id (`7`), by `name:vN`, or by `name` (its newest version)."""
+        with Session(self._engine) as session:
+            row = session.scalar(self._select(ref))
+            if row is None:
+                raise RegistryError(UNKNOWN_MODEL.format(ref=ref))
+            return ModelVersion._of(row)
+
+    def list(self, *, state: State | None = None, name: str | None = None) -> list[ModelVersion]:
+        """Versions, newest first, optionally of one state or name."""
+        query = select(ModelVersionRow).order_by(ModelVersionRow.id.desc())
+        if state is not None:
+            query = query.where(ModelVersionRow.state == state.value)
+        if name is not None:
+            query = query.where(ModelVersionRow.name == name)
+        with Session(self._engine) as session:
+            return [ModelVersion._of(row) for row in session.scalars(query)]
+
+    def transition(self, ref: str | int, target: State) -> ModelVersion:
+        """Move a version to `target` if the state machine allows it from where it is now."""
+        with Session(self._engine) as session, session.begin():
+            row = session.scalar(self._select(ref).with_for_update())
+            if row is None:
+                raise RegistryError(UNKNOWN_MODEL.format(ref=ref))
+            current = State(row.state)
+            if target not in ALLOWED[current]:
+                allowed = ", ".join(sorted(ALLOWED[current])) or "nothing"
+                raise RegistryError(
+                    TRANSITION_REFUSED.format(ref=f"{row.name}:v{row.version}", current=current,
+                                              target=target, allowed=allowed)
+                )
+            row.state = target.value
+            row.updated_at = datetime.now(UTC)
+            session.flush()
+            return ModelVersion._of(row)
+
+    @staticmethod
+    def _select(ref: str | int):  # type: ignore[no-untyped-def]
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return select(ModelVersionRow).where(ModelVersionRow.id == int(ref))
+        name, _, version = ref.partition(":v")
+        query = select(ModelVersionRow).where(ModelVersionRow.name == name)
+        if version:
+            if not version.isdigit():
+                return query.where(ModelVersionRow.version == -1)
+            return query.where(ModelVersionRow.version == int(version))
+        return query.order_by(ModelVersionRow.version.desc()).limit(1)

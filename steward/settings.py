@@ -1,0 +1,88 @@
+"""Settings from the environment: where Steward keeps its state and which services it talks to.
+
+One of the two configuration sources (the other is params.yaml). Read once at the front door
+(`flows/cli.py`, a DVC stage's `main`, the BentoML service) and passed down as an argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding dvc.yaml, else `start` itself."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+class Settings(BaseSettings):
+    """Environment of one Steward installation (variables prefixed STEWARD_)."""
+
+    model_config = SettingsConfigDict(env_prefix="STEWARD_", extra="ignore")
+
+    project_dir: Path = Field(default_factory=find_project_dir)
+    home: Path | None = Field(default=None, description="State folder; default <project_dir>/.steward")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home")
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9000 for MinIO")
+    s3_bucket: str | None = None
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias="PREFECT_API_URL",
+        description="A running Prefect server; unset: Steward starts one on 127.0.0.1",
+    )
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+
+    @property
+    def state_dir(self) -> Path:
+        """STEWARD_HOME, resolved against the project."""
+        home = self.home if self.home is not None else Path(".steward")
+        return home if home.is_absolute() else self.project_dir / home
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'steward.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    @property
+    def dvc_remote_dir(self) -> Path:
+        return self.state_dir / "dvc-remote"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.state_dir / "bentoml"
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for the tools Steward drives (Prefect, BentoML, DVC): state under home, no telemetry."""
+        env = {
+            "STEWARD_PROJECT_DIR": str(self.project_dir),
+            "STEWARD_HOME": str(self.state_dir),
+            "PREFECT_HOME": str(self.prefect_home),
+            "BENTOML_HOME": str(self.bentoml_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+            "DVC_NO_ANALYTICS": "1",
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MPLBACKEND": "Agg",
+        }
+        if self.database_url:
+            env["STEWARD_DATABASE_URL"] = self.database_url
+        if self.s3_endpoint_url:
+            env["STEWARD_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+        if self.s3_bucket:
+            env["STEWARD_S3_BUCKET"] = self.s3_bucket
+        if self.prefect_api_url:
+            env["PREFECT_API_URL"] = self.prefect_api_url
+        return env

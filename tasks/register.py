@@ -1,0 +1,86 @@
+"""Register: put a trained model in the BentoML model store with its lineage, and in the registry."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from steward.registry import ModelVersion, Registry
+
+MODEL_NAME = "credit-risk"
+
+
+def git_revision(project_dir: Path) -> str | None:
+    """HEAD's commit, suffixed `-dirty` when tracked files differ from it; None outside git."""
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if dirty else commit
+
+
+def lineage_labels(*, data_md5: str, params_hash: str, git_commit: str | None, flow_run_id: str | None) -> dict[str, str]:
+    """BentoML labels (strings only) recording where a model came from."""
+    return {
+        "data_md5": data_md5,
+        "params_hash": params_hash,
+        "git_commit": git_commit or "none",
+        "flow_run_id": flow_run_id or "none",
+    }
+
+
+def save_to_model_store(model: Any, *, name: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+    """Save a scikit-learn model in the BentoML store (BENTOML_HOME); returns its pinned tag."""
+    import bentoml
+
+    saved = bentoml.sklearn.save_model(name, model, labels=labels, metadata=metadata)
+    return str(saved.tag)
+
+
+def register_candidate(
+    *,
+    model_file: Path,
+    model_md5: str,
+    registry: Registry,
+    name: str,
+    data_md5: str,
+    params_hash: str,
+    git_commit: str | None,
+    flow_run_id: str | None,
+    metrics: dict[str, Any],
+) -> ModelVersion:
+    """Store the model with its lineage and enter it in the registry as a candidate.
+
+    The same model bytes trained on the same data are registered once: a re-run that changed
+    nothing returns the existing version.
+    """
+    import joblib
+
+    existing = registry.find(name=name, model_md5=model_md5, data_md5=data_md5)
+    if existing is not None:
+        return existing
+    labels = lineage_labels(data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id)
+    tag = save_to_model_store(joblib.load(model_file), name=name, labels=labels, metadata=metrics)
+    return registry.register(
+        name=name,
+        model_tag=tag,
+        model_md5=model_md5,
+        data_md5=data_md5,
+        params_hash=params_hash,
+        git_commit=git_commit,
+        flow_run_id=flow_run_id,
+        metrics=metrics,
+    )
+
+
+register_candidate_task = task(
+    register_candidate, name="register-candidate", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
+)

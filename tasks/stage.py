@@ -1,0 +1,36 @@
+"""What every DVC stage entry point starts from: settings, params and the project layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steward.layout import Layout
+from steward.params import Params, load_params
+from steward.settings import Settings
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageContext:
+    settings: Settings
+    params: Params
+    layout: Layout
+
+
+def stage_context() -> StageContext:
+    """Read the environment and params.yaml once, for one stage run."""
+    settings = Settings()
+    layout = Layout(settings.project_dir)
+    return StageContext(settings=settings, params=load_params(layout.params_file), layout=layout)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write a report deterministically (sorted keys, schema_version first) so unchanged runs give equal files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"schema_version": REPORT_SCHEMA_VERSION, **payload}
+    path.write_text(json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path

@@ -1,0 +1,87 @@
+import pytest
+
+from steward.db import make_engine
+from steward.registry import ALLOWED, Registry, RegistryError, State
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry(make_engine(f"sqlite:///{tmp_path / 'steward.db'}"))
+
+
+def _register(registry, *, model_md5="m1", data_md5="d1", name="credit-risk"):
+    return registry.register(
+        name=name, model_tag=f"{name}:abc", model_md5=model_md5, data_md5=data_md5,
+        params_hash="p" * 64, git_commit="c0ffee", flow_run_id="run-1", metrics={"auc": 0.8},
+    )
+
+
+def test_register_counts_versions_per_name_and_records_lineage(registry):
+    first = _register(registry)
+    second = _register(registry, model_md5="m2")
+    other = _register(registry, name="hiring")
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+    assert first.state is State.CANDIDATE
+    got = registry.get("credit-risk:v1")
+    assert (got.data_md5, got.git_commit, got.flow_run_id, got.metrics) == ("d1", "c0ffee", "run-1", {"auc": 0.8})
+    assert registry.get("credit-risk").version == 2
+    assert registry.get(str(other.id)).name == "hiring"
+    assert [v.version for v in registry.list(name="credit-risk")] == [2, 1]
+
+
+def test_find_matches_model_and_data_bytes(registry):
+    version = _register(registry)
+    assert registry.find(name="credit-risk", model_md5="m1", data_md5="d1") == version
+    assert registry.find(name="credit-risk", model_md5="m1", data_md5="d2") is None
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize("ref", ["nope", "credit-risk:v9", "credit-risk:vx", "999"])
+def test_unknown_refs_are_named(registry, ref):
+    _register(registry)
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.get(ref)
+
+
+def test_every_forbidden_transition_is_refused_and_every_allowed_one_works(tmp_path):
+    for source in State:
+        for target in State:
+            registry = Registry(make_engine(f"sqlite:///{tmp_path / f'{source}-{target}.db'}"))
+            version = _register(registry)
+            _walk_to(registry, version.id, source)
+            if target in ALLOWED[source]:
+                assert registry.transition(version.id, target).state is target
+            else:
+                with pytest.raises(RegistryError, match=f"is {source}; it cannot become {target}"):
+                    registry.transition(version.id, target)
+                assert registry.get(version.id).state is source
+
+
+def test_a_rejected_model_can_never_reach_traffic(registry):
+    version = _register(registry)
+    registry.transition(version.id, State.REJECTED)
+    for target in (State.SHADOW, State.CANARY, State.PRODUCTION, State.APPROVED):
+        with pytest.raises(RegistryError):
+            registry.transition(version.id, target)
+
+
+PATHS = {
+    State.CANDIDATE: [],
+    State.REJECTED: [State.REJECTED],
+    State.APPROVED: [State.APPROVED],
+    State.SHADOW: [State.APPROVED, State.SHADOW],
+    State.CANARY: [State.APPROVED, State.SHADOW, State.CANARY],
+    State.PRODUCTION: [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION],
+    State.RETIRED: [State.APPROVED, State.RETIRED],
+    State.ROLLED_BACK: [State.APPROVED, State.SHADOW, State.ROLLED_BACK],
+}
+
+
+def _walk_to(registry, version_id, state):
+    for step in PATHS[state]:
+        registry.transition(version_id, step)
