@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -15,7 +14,9 @@ from steward.settings import Settings
 if TYPE_CHECKING:
     from flows.train import TrainResult
 
-app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
+app = typer.Typer(
+    help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True
+)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
 app.add_typer(server_app, name="server")
 console = Console()
@@ -71,7 +72,9 @@ def _run_training(data: str | None) -> TrainResult:
 
 @app.command()
 def train(
-    data: str | None = typer.Option(None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."),
+    data: str | None = typer.Option(
+        None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+    ),
 ) -> None:
     """Run the training flow: ingest, validate, prepare, train, evaluate, register a candidate."""
     result = _run_training(data)
@@ -93,7 +96,10 @@ def run() -> None:
         ("data snapshot (DVC md5 " + result.snapshot.md5[:12] + ")", str(result.snapshot.path)),
         ("DVC remote", str(settings.dvc_remote_dir)),
         ("validation report / Data Docs", f"{layout.report('validate')} / {layout / 'reports/data_docs'}"),
-        ("evaluation metrics / calibration plot", f"{layout.report('evaluate')} / {layout.report('calibration', '.png')}"),
+        (
+            "evaluation metrics / calibration plot",
+            f"{layout.report('evaluate')} / {layout.report('calibration', '.png')}",
+        ),
         ("model file (DVC output)", str(layout.model_file)),
         ("BentoML model store", f"{result.model.model_tag} in {settings.bentoml_home}"),
         ("registry", f"{result.model.ref} [{result.model.state.value}] in {settings.db_url}"),
@@ -104,14 +110,17 @@ def run() -> None:
     console.print(table)
     metrics = result.model.metrics
     console.print(
-        "held-out: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
+        "held-out: "
+        + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
         + f"; stages run: {', '.join(result.stages_run) or 'none (all unchanged)'}"
     )
 
 
 @app.command()
 def ingest(
-    source: str | None = typer.Argument(None, help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."),
+    source: str | None = typer.Argument(
+        None, help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+    ),
 ) -> None:
     """Validate a snapshot and make it data/raw's current DVC-tracked version (no Prefect needed)."""
     from steward.layout import Layout
@@ -144,9 +153,15 @@ def models() -> None:
     table = Table("model", "state", "BentoML tag", "data md5", "git commit", "AUC", "created")
     for version in Registry(make_engine(settings.db_url)).list():
         auc = version.metrics.get("auc")
-        table.add_row(version.ref, version.state.value, version.model_tag, version.data_md5[:12],
-                      (version.git_commit or "-")[:12], f"{auc:.3f}" if auc is not None else "-",
-                      f"{version.created_at:%Y-%m-%d %H:%M}")
+        table.add_row(
+            version.ref,
+            version.state.value,
+            version.model_tag,
+            version.data_md5[:12],
+            (version.git_commit or "-")[:12],
+            f"{auc:.3f}" if auc is not None else "-",
+            f"{version.created_at:%Y-%m-%d %H:%M}",
+        )
     console.print(table)
 
 

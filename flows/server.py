@@ -6,6 +6,7 @@ so a second terminal (an approver, say) finds the same server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,9 @@ def start_server(settings: Settings, *, timeout: float = START_TIMEOUT_S) -> Loc
             break
         if healthy(api_url):
             server = LocalServer(api_url=api_url, pid=process.pid, log=log, started=True)
-            _state_file(settings).write_text(json.dumps({"api_url": api_url, "pid": process.pid, "log": str(log)}))
+            _state_file(settings).write_text(
+                json.dumps({"api_url": api_url, "pid": process.pid, "log": str(log)})
+            )
             return server
         time.sleep(0.5)
     stop_pid(process.pid)
@@ -119,10 +122,8 @@ def stop_pid(pid: int, *, timeout: float = 20.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child, so it stops looking alive
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)

@@ -9,13 +9,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from steward.db import make_engine
-from steward.layout import Layout
+from steward.layout import MODEL_FILE, Layout
 from steward.params import load_params
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
 from steward.storage import Storage
 from tasks.artifacts import markdown_table, publish, read_report, report_markdown
-from steward.layout import MODEL_FILE
 from tasks.dvc import DvcResult, locked_md5, reproduce
 from tasks.ingest import Snapshot, accept_snapshot_task, fetch_snapshot_task, push_snapshot_task
 from tasks.register import MODEL_NAME, git_revision, register_candidate_task
@@ -50,20 +49,29 @@ def train_flow(data: str | None = None) -> TrainResult:
     push_snapshot_task(settings=settings)
     publish(
         "ingest",
-        markdown_table({"source": source, "rows": snapshot.rows, "data md5 (DVC)": snapshot.md5,
-                        "new version": snapshot.changed}),
+        markdown_table(
+            {
+                "source": source,
+                "rows": snapshot.rows,
+                "data md5 (DVC)": snapshot.md5,
+                "new version": snapshot.changed,
+            }
+        ),
         description="The snapshot this run trained on",
     )
 
     ran = []
     for stage in STAGES:
         result = repro_stage(stage, settings=settings)
-        if not result.skipped:
+        if result.ran(stage):
             ran.append(stage)
         if stage in STAGE_REPORTS:
             report = read_report(layout.report(STAGE_REPORTS[stage]))
-            publish(f"stage-{stage}", report_markdown(stage, report, ran=not result.skipped),
-                    description=f"DVC stage {stage}")
+            publish(
+                f"stage-{stage}",
+                report_markdown(stage, report, ran=result.ran(stage)),
+                description=f"DVC stage {stage}",
+            )
 
     metrics = read_report(layout.report("evaluate")).get("metrics", {})
     model = register_candidate_task(
@@ -79,9 +87,16 @@ def train_flow(data: str | None = None) -> TrainResult:
     )
     publish(
         "register",
-        markdown_table({"model": model.ref, "state": model.state.value, "BentoML tag": model.model_tag,
-                        "data md5": model.data_md5, "params hash": model.params_hash[:16],
-                        "git commit": model.git_commit or "none"}),
+        markdown_table(
+            {
+                "model": model.ref,
+                "state": model.state.value,
+                "BentoML tag": model.model_tag,
+                "data md5": model.data_md5,
+                "params hash": model.params_hash[:16],
+                "git commit": model.git_commit or "none",
+            }
+        ),
         description="The registered candidate and its lineage",
     )
     print(f"registered {model.ref} as {model.state.value} ({model.model_tag})")

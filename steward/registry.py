@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, UniqueConstraint, func, select
+from sqlalchemy import JSON, DateTime, Engine, Integer, Select, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
@@ -133,7 +133,9 @@ class Registry:
         """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
-            latest = session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name))
+            latest = session.scalar(
+                select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name)
+            )
             row = ModelVersionRow(
                 name=name,
                 version=(latest or 0) + 1,
@@ -155,7 +157,9 @@ class Registry:
     def find(self, *, name: str, model_md5: str, data_md5: str) -> ModelVersion | None:
         """The version of `name` holding exactly these model bytes trained on this data, if any."""
         query = select(ModelVersionRow).where(
-            ModelVersionRow.name == name, ModelVersionRow.model_md5 == model_md5, ModelVersionRow.data_md5 == data_md5
+            ModelVersionRow.name == name,
+            ModelVersionRow.model_md5 == model_md5,
+            ModelVersionRow.data_md5 == data_md5,
         )
         with Session(self._engine) as session:
             row = session.scalar(query.order_by(ModelVersionRow.id.desc()).limit(1))
@@ -189,8 +193,9 @@ class Registry:
             if target not in ALLOWED[current]:
                 allowed = ", ".join(sorted(ALLOWED[current])) or "nothing"
                 raise RegistryError(
-                    TRANSITION_REFUSED.format(ref=f"{row.name}:v{row.version}", current=current,
-                                              target=target, allowed=allowed)
+                    TRANSITION_REFUSED.format(
+                        ref=f"{row.name}:v{row.version}", current=current, target=target, allowed=allowed
+                    )
                 )
             row.state = target.value
             row.updated_at = datetime.now(UTC)
@@ -198,7 +203,7 @@ class Registry:
             return ModelVersion._of(row)
 
     @staticmethod
-    def _select(ref: str | int):  # type: ignore[no-untyped-def]
+    def _select(ref: str | int) -> Select[tuple[ModelVersionRow]]:
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             return select(ModelVersionRow).where(ModelVersionRow.id == int(ref))
         name, _, version = ref.partition(":v")

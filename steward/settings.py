@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         return self.state_dir / "bentoml"
 
     def tool_env(self) -> dict[str, str]:
-        """Environment for the tools Steward drives (Prefect, BentoML, DVC): state under home, no telemetry."""
+        """Environment for the tools Steward drives (Prefect, BentoML, DVC): state in home, no telemetry."""
         env = {
             "STEWARD_PROJECT_DIR": str(self.project_dir),
             "STEWARD_HOME": str(self.state_dir),

@@ -61,7 +61,9 @@ def atomic_copy(source: Path, dest: Path) -> None:
 class Storage:
     """A local folder or an S3 bucket holding content-addressed artifacts; reads any path or s3:// URI."""
 
-    def __init__(self, *, local_root: Path, bucket: str | None = None, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, *, local_root: Path, bucket: str | None = None, endpoint_url: str | None = None
+    ) -> None:
         self.local_root = local_root
         self.bucket = bucket
         self.endpoint_url = endpoint_url
@@ -69,7 +71,11 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
-        return cls(local_root=settings.artifacts_dir, bucket=settings.s3_bucket, endpoint_url=settings.s3_endpoint_url)
+        return cls(
+            local_root=settings.artifacts_dir,
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+        )
 
     @property
     def s3(self) -> Any:
@@ -81,7 +87,7 @@ class Storage:
         return self._client
 
     def put_file(self, path: Path, *, prefix: str) -> str:
-        """Store `path` under `prefix` by content; returns its URI. Storing the same bytes twice is a no-op."""
+        """Store `path` under `prefix` by content and return its URI; the same bytes twice is a no-op."""
         digest = sha256_file(path)
         key = content_key(prefix, digest, "".join(path.suffixes))
         if self.bucket:

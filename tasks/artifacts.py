@@ -11,19 +11,24 @@ from prefect.artifacts import create_markdown_artifact
 
 def markdown_table(rows: dict[str, Any]) -> str:
     lines = ["| | |", "|---|---|"]
-    lines += [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-              for key, value in rows.items()]
+    lines += [
+        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in rows.items()
+    ]
     return "\n".join(lines)
 
 
 def report_markdown(stage: str, report: dict[str, Any], *, ran: bool) -> str:
     """A readable summary of a stage's JSON report (validation results or metrics)."""
-    head = f"## {stage}: {'ran' if ran else 'unchanged, skipped by DVC'}\n\n"
+    head = f"## {stage}: {'ran' if ran else 'unchanged (skipped or restored by DVC)'}\n\n"
     if "metrics" in report:
         return head + markdown_table(report["metrics"])
     if "success" in report:
         verdict = "passed" if report["success"] else "FAILED"
-        body = f"Suite `{report.get('suite')}` {verdict}: {report.get('evaluated')} expectations on {report.get('n_rows')} rows.\n"
+        body = (
+            f"Suite `{report.get('suite')}` {verdict}: "
+            f"{report.get('evaluated')} expectations on {report.get('n_rows')} rows.\n"
+        )
         for failure in report.get("failures", []):
             body += f"\n- `{failure.get('column')}` {failure.get('expectation')}: {failure.get('observed')}"
         return head + body
@@ -31,7 +36,7 @@ def report_markdown(stage: str, report: dict[str, Any], *, ran: bool) -> str:
 
 
 def publish(key: str, markdown: str, *, description: str) -> None:
-    """Attach a Markdown artifact to the current flow or task run (keys: lowercase letters, digits, dashes)."""
+    """Attach a Markdown artifact to the current run (keys: lowercase letters, digits, dashes)."""
     create_markdown_artifact(key=key, markdown=markdown, description=description)
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,7 +20,6 @@ from steward.settings import Settings
 
 DVC_FAILED = "`dvc {args}` failed (exit {code}):\n{output}"
 NOT_TRACKED = "{path} is not a DVC-tracked file (no outs[0].md5 in it)"
-SKIPPED_MARK = "didn't change, skipping"
 
 
 class DvcError(RuntimeError):
@@ -31,10 +31,9 @@ class DvcResult:
     args: tuple[str, ...]
     output: str
 
-    @property
-    def skipped(self) -> bool:
-        """True when `dvc repro` found nothing to do."""
-        return SKIPPED_MARK in self.output and "Running stage" not in self.output
+    def ran(self, stage: str) -> bool:
+        """Whether `dvc repro` executed `stage` (False when unchanged or restored from the run cache)."""
+        return f"Running stage '{stage}'" in self.output
 
 
 def dvc_env(settings: Settings) -> dict[str, str]:
@@ -44,9 +43,7 @@ def dvc_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_dvc(
-    *args: str, settings: Settings, on_line: Callable[[str], None] | None = None
-) -> DvcResult:
+def run_dvc(*args: str, settings: Settings, on_line: Callable[[str], None] | None = None) -> DvcResult:
     """Run `dvc ARGS` in the project folder; every output line goes to `on_line` as it comes."""
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "dvc"), *args],
@@ -71,7 +68,7 @@ def run_dvc(
 
 def tracked_md5(dvc_file: Path) -> str:
     """The md5 DVC recorded for the file a `.dvc` file tracks: the data version."""
-    meta = yaml.safe_load(dvc_file.read_text()) if dvc_file.is_file() else None
+    meta: Any = yaml.safe_load(dvc_file.read_text()) if dvc_file.is_file() else None
     try:
         return str(meta["outs"][0]["md5"])
     except (TypeError, KeyError, IndexError):

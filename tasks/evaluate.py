@@ -33,7 +33,7 @@ def metrics(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict[
         "log_loss": float(log_loss(y_true, proba, labels=[0, 1])),
         "approval_rate": float(decision.mean()),
         "base_rate": float(np.mean(y_true)),
-        "n": int(len(y_true)),
+        "n": len(y_true),
     }
 
 
@@ -52,7 +52,9 @@ def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(table["predicted"], table["observed"], marker="o", label="model")
-    ax.set(xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1)
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,9 @@ def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
-def evaluate(model: Pipeline, test: pd.DataFrame, *, threshold: float, bins: int) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate(
+    model: Pipeline, test: pd.DataFrame, *, threshold: float, bins: int
+) -> tuple[dict[str, Any], pd.DataFrame]:
     y_true = test[LABEL].to_numpy()
     proba = positive_proba(model, test)
     return metrics(y_true, proba, threshold=threshold), calibration_table(y_true, proba, bins=bins)

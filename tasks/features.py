@@ -19,7 +19,7 @@ def age_groups(age: pd.Series, *, threshold: int) -> pd.Series:
 
 
 def to_feature_frame(raw: pd.DataFrame, *, data: DataParams) -> pd.DataFrame:
-    """Raw applications → the feature frame: every raw column but the label, plus age_group and a 0/1 label."""
+    """Raw applications → feature frame: the raw columns but the label, plus age_group and a 0/1 label."""
     needed = [data.label, data.age_column, *data.protected]
     missing = sorted({c for c in needed if c not in raw.columns})
     if missing:

@@ -19,11 +19,10 @@ from steward.layout import Layout
 from steward.params import Params
 from steward.settings import Settings
 from steward.storage import Storage, atomic_copy, sha256_file
-from tasks.dvc import run_dvc, tracked_md5
+from tasks.dvc import point_local_remote, run_dvc, tracked_md5
 from tasks.validate import ValidationFailed, validate_frame
 
 NOT_CSV = "could not read {source} as CSV: {error}"
-REJECTED_AT = "{failure}\nData Docs of the refused snapshot: {docs}"
 
 
 class IngestError(ValueError):
@@ -58,28 +57,31 @@ def accept_snapshot(staging: Path, *, source: str, settings: Settings, params: P
     """Check the staged file against the raw suite, then make it data/raw's current version (`dvc add`)."""
     layout = Layout(settings.project_dir)
     try:
+        digest = sha256_file(staging)
+        current = layout.raw_data.is_file() and layout.raw_data_dvc.is_file()
+        if current and sha256_file(layout.raw_data) == digest:
+            # The bytes already are the accepted version: they met the contract when they came in.
+            rows = sum(1 for _ in staging.open("rb")) - 1
+            return Snapshot(
+                source=source,
+                path=layout.raw_data,
+                md5=tracked_md5(layout.raw_data_dvc),
+                rows=rows,
+                changed=False,
+            )
         frame = read_snapshot(staging, source=source)
         suite = layout / params.validate_.raw_suite
-        summary = validate_frame(frame, suite_path=suite)
-        if not summary.success:
-            rejected = settings.state_dir / "rejected" / sha256_file(staging)[:16]
-            documented = validate_frame(frame, suite_path=suite, docs_dir=rejected / "data_docs")
-            failure = ValidationFailed(documented)
-            raise ValidationFailed(documented, REJECTED_AT.format(failure=failure, docs=documented.data_docs))
-        unchanged = (
-            layout.raw_data.is_file()
-            and layout.raw_data_dvc.is_file()
-            and sha256_file(layout.raw_data) == sha256_file(staging)
-        )
-        if not unchanged:
-            atomic_copy(staging, layout.raw_data)
-            run_dvc("add", str(layout.raw_data.relative_to(layout.project_dir)), settings=settings)
+        if not validate_frame(frame, suite_path=suite).success:
+            rejected = settings.state_dir / "rejected" / digest[:16]
+            raise ValidationFailed(validate_frame(frame, suite_path=suite, docs_dir=rejected / "data_docs"))
+        atomic_copy(staging, layout.raw_data)
+        run_dvc("add", str(layout.raw_data.relative_to(layout.project_dir)), settings=settings)
         return Snapshot(
             source=source,
             path=layout.raw_data,
             md5=tracked_md5(layout.raw_data_dvc),
             rows=len(frame),
-            changed=not unchanged,
+            changed=True,
         )
     finally:
         staging.unlink(missing_ok=True)
@@ -88,14 +90,15 @@ def accept_snapshot(staging: Path, *, source: str, settings: Settings, params: P
 def push_snapshot(*, settings: Settings) -> None:
     """Send the current snapshot to the DVC remote (a folder under STEWARD_HOME, or S3)."""
     layout = Layout(settings.project_dir)
+    point_local_remote(settings)
     run_dvc("push", str(layout.raw_data_dvc.relative_to(layout.project_dir)), settings=settings)
 
 
 # Prefect tasks: retries only where the network or a remote store is touched.
 fetch_snapshot_task = task(
-    fetch_snapshot, name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
-)
-accept_snapshot_task = task(accept_snapshot, name="validate-and-version-snapshot", cache_policy=NO_CACHE)
+    name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
+)(fetch_snapshot)
+accept_snapshot_task = task(name="validate-and-version-snapshot", cache_policy=NO_CACHE)(accept_snapshot)
 push_snapshot_task = task(
-    push_snapshot, name="push-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
-)
+    name="push-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
+)(push_snapshot)

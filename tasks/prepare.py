@@ -22,7 +22,7 @@ def split(frame: pd.DataFrame, *, params: Params) -> tuple[pd.DataFrame, pd.Data
 
 def main() -> None:
     from tasks.stage import stage_context, write_json
-    from tasks.validate import check, validate_frame
+    from tasks.validate import check, relative_docs, validate_frame
 
     ctx = stage_context()
     layout, params = ctx.layout, ctx.params
@@ -32,7 +32,7 @@ def main() -> None:
         suite_path=layout / params.validate_.features_suite,
         docs_dir=layout / "reports/data_docs/features",
     )
-    write_json(layout.report("features"), summary.to_dict())
+    write_json(layout.report("features"), relative_docs(summary, layout.project_dir).to_dict())
     check(summary)
     train, test = split(frame, params=params)
     for part, path in ((train, layout.prepared_train), (test, layout.prepared_test)):

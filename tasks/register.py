@@ -16,6 +16,7 @@ MODEL_NAME = "credit-risk"
 
 def git_revision(project_dir: Path) -> str | None:
     """HEAD's commit, suffixed `-dirty` when tracked files differ from it; None outside git."""
+
     def git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
@@ -27,7 +28,9 @@ def git_revision(project_dir: Path) -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def lineage_labels(*, data_md5: str, params_hash: str, git_commit: str | None, flow_run_id: str | None) -> dict[str, str]:
+def lineage_labels(
+    *, data_md5: str, params_hash: str, git_commit: str | None, flow_run_id: str | None
+) -> dict[str, str]:
     """BentoML labels (strings only) recording where a model came from."""
     return {
         "data_md5": data_md5,
@@ -67,7 +70,9 @@ def register_candidate(
     existing = registry.find(name=name, model_md5=model_md5, data_md5=data_md5)
     if existing is not None:
         return existing
-    labels = lineage_labels(data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id)
+    labels = lineage_labels(
+        data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id
+    )
     tag = save_to_model_store(joblib.load(model_file), name=name, labels=labels, metadata=metrics)
     return registry.register(
         name=name,
@@ -82,5 +87,5 @@ def register_candidate(
 
 
 register_candidate_task = task(
-    register_candidate, name="register-candidate", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
-)
+    name="register-candidate", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
+)(register_candidate)

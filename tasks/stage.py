@@ -29,7 +29,7 @@ def stage_context() -> StageContext:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write a report deterministically (sorted keys, schema_version first) so unchanged runs give equal files."""
+    """Write a report deterministically (sorted keys) so that an unchanged run gives an equal file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"schema_version": REPORT_SCHEMA_VERSION, **payload}
     path.write_text(json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")

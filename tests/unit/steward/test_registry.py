@@ -11,8 +11,14 @@ def registry(tmp_path):
 
 def _register(registry, *, model_md5="m1", data_md5="d1", name="credit-risk"):
     return registry.register(
-        name=name, model_tag=f"{name}:abc", model_md5=model_md5, data_md5=data_md5,
-        params_hash="p" * 64, git_commit="c0ffee", flow_run_id="run-1", metrics={"auc": 0.8},
+        name=name,
+        model_tag=f"{name}:abc",
+        model_md5=model_md5,
+        data_md5=data_md5,
+        params_hash="p" * 64,
+        git_commit="c0ffee",
+        flow_run_id="run-1",
+        metrics={"auc": 0.8},
     )
 
 
@@ -23,7 +29,12 @@ def test_register_counts_versions_per_name_and_records_lineage(registry):
     assert (first.version, second.version, other.version) == (1, 2, 1)
     assert first.state is State.CANDIDATE
     got = registry.get("credit-risk:v1")
-    assert (got.data_md5, got.git_commit, got.flow_run_id, got.metrics) == ("d1", "c0ffee", "run-1", {"auc": 0.8})
+    assert (got.data_md5, got.git_commit, got.flow_run_id, got.metrics) == (
+        "d1",
+        "c0ffee",
+        "run-1",
+        {"auc": 0.8},
+    )
     assert registry.get("credit-risk").version == 2
     assert registry.get(str(other.id)).name == "hiring"
     assert [v.version for v in registry.list(name="credit-risk")] == [2, 1]

@@ -19,7 +19,7 @@ def test_local_put_is_content_addressed_and_idempotent(tmp_path):
 
 
 def test_fetch_names_a_missing_source(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file: .*nowhere.csv"):
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*nowhere\.csv"):
         Storage(local_root=tmp_path).fetch(str(tmp_path / "nowhere.csv"), tmp_path / "out.csv")
 
 

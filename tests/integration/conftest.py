@@ -1,0 +1,69 @@
+"""Real servers on 127.0.0.1 for integration tests: a Prefect server, moto_server (S3), and a project copy.
+
+Each server is started once per session, polled for health with a bounded wait, and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import AWS_ENV, BIN, GIT_ENV, PROJECT_DIR, free_port, project_files, wait_for
+
+from flows.server import start_server, stop_pid
+from steward.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on a free loopback port with its own SQLite database."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    settings = Settings(project_dir=home, home=home, prefect_port=free_port())
+    server = start_server(settings)
+    try:
+        yield server.api_url
+    finally:
+        stop_pid(server.pid)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto_server) on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, timeout=30)
+        yield url
+    finally:
+        stop_pid(process.pid)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    return AWS_ENV
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh git + DVC clone of the project's files in a temporary folder (no .steward, no outputs)."""
+    root = tmp_path / "project"
+    for name in project_files():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_DIR / name, target)
+    env = {**os.environ, **GIT_ENV}
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "fixture"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+    return root

@@ -1,0 +1,81 @@
+"""Helpers shared by the integration tests (imported as `support`; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "steward-tests",
+    "GIT_AUTHOR_EMAIL": "tests@steward.invalid",
+    "GIT_COMMITTER_NAME": "steward-tests",
+    "GIT_COMMITTER_EMAIL": "tests@steward.invalid",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, *, timeout: float) -> None:
+    """Poll `url` until it answers, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def project_files() -> list[str]:
+    """The project's files as a clone would have them (tracked or new, never ignored), tests excluded."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    return [
+        name for name in listed if name and not name.startswith("tests/") and (PROJECT_DIR / name).is_file()
+    ]
+
+
+def steward_env(
+    project: Path, *, api_url: str | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment a user's shell would have: the venv on PATH, state in the project's .steward."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEWARD_", "PREFECT_", "BENTOML_"))}
+    env.update(GIT_ENV)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["STEWARD_PROJECT_DIR"] = str(project)
+    env["STEWARD_HOME"] = str(project / ".steward")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env.update(extra or {})
+    return env
+
+
+def run(
+    args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -1,0 +1,60 @@
+"""`dvc repro` in a fresh clone: every stage runs once, then a re-run with nothing changed skips them all."""
+
+import json
+
+import pytest
+import yaml
+from support import BIN, run, steward_env
+
+pytestmark = pytest.mark.integration
+STAGES = ["validate", "prepare", "train", "evaluate"]
+
+
+def _ingest_and_repro(project, env):
+    ingested = run([str(BIN / "steward"), "ingest"], cwd=project, env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    done = run([str(BIN / "dvc"), "repro"], cwd=project, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_a_fresh_clone_reproduces_the_committed_lock_exactly_then_skips_everything(project):
+    env = steward_env(project)
+    _ingest_and_repro(project, env)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    dvc_file = yaml.safe_load((project / "data/raw/credit.csv.dvc").read_text())
+    assert lock["stages"]["validate"]["deps"][0]["md5"] == dvc_file["outs"][0]["md5"]
+    unchanged = run(["git", "diff", "--exit-code", "--", "dvc.lock", "reports"], cwd=project, env=env)
+    assert unchanged.returncode == 0, "the committed dvc.lock/reports do not reproduce:\n" + unchanged.stdout
+
+    second = run([str(BIN / "dvc"), "repro"], cwd=project, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Running stage" not in second.stdout
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in second.stdout
+
+
+def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
+    (project / "dvc.lock").unlink()
+    done = _ingest_and_repro(project, steward_env(project))
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in done.stdout
+    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGES)
+    assert json.loads((project / "reports/validate.json").read_text())["success"] is True
+    assert json.loads((project / "reports/features.json").read_text())["success"] is True
+    assert 0.6 < json.loads((project / "reports/evaluate.json").read_text())["metrics"]["auc"] < 1.0
+    assert (project / "reports/data_docs/raw/index.html").is_file()
+    assert (project / "reports/calibration.png").stat().st_size > 1000
+
+
+def test_changing_one_param_reruns_only_what_depends_on_it(project):
+    env = steward_env(project)
+    _ingest_and_repro(project, env)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["calibration_bins"] = 5
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    again = run([str(BIN / "dvc"), "repro"], cwd=project, env=env)
+    assert again.returncode == 0, again.stdout
+    assert "Running stage 'evaluate'" in again.stdout
+    for stage in ("validate", "prepare", "train"):
+        assert f"Running stage '{stage}'" not in again.stdout

@@ -1,0 +1,98 @@
+"""`steward train` against a real local Prefect server, on good and on bad data."""
+
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+from support import BIN, run, steward_env
+
+pytestmark = pytest.mark.integration
+
+
+def _registry_rows(project):
+    db = project / ".steward" / "steward.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as connection:
+        try:
+            return connection.execute(
+                "SELECT name, version, state, data_md5, model_tag FROM model_versions"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+def _flow_runs(api_url):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True, httpx_settings={"base_url": api_url}) as client:
+        return client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
+
+
+def test_train_registers_a_candidate_with_lineage_then_a_rerun_changes_nothing(project, prefect_server):
+    env = steward_env(project, api_url=prefect_server)
+    done = run([str(BIN / "steward"), "train"], cwd=project, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "candidate registered: credit-risk:v1" in done.stdout
+
+    rows = _registry_rows(project)
+    assert len(rows) == 1
+    name, version, state, data_md5, _tag = rows[0]
+    assert (name, version, state) == ("credit-risk", 1, "candidate")
+    assert data_md5 in (project / "data/raw/credit.csv.dvc").read_text()
+    assert (project / ".steward/bentoml/models/credit-risk").is_dir()
+    assert json.loads((project / "reports/evaluate.json").read_text())["metrics"]["auc"] > 0.6
+
+    again = run([str(BIN / "steward"), "train"], cwd=project, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "candidate registered: credit-risk:v1" in again.stdout
+    assert len(_registry_rows(project)) == 1
+
+
+def _bad_variants(good: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]]]:
+    out_of_range = good.copy()
+    out_of_range.loc[:4, "age"] = [7, 150, -1, 0, 240]
+    third_label = good.copy()
+    third_label.loc[:2, "credit_risk"] = "maybe"
+    wrong_types = good.copy()
+    wrong_types["duration_months"] = "twelve"
+    return {
+        "missing-column": (good.drop(columns=["savings"]), ["savings", "expect_table_columns_to_match_set"]),
+        "wrong-types": (wrong_types, ["duration_months"]),
+        "out-of-range-ages": (out_of_range, ["age", "expect_column_values_to_be_between"]),
+        "third-label": (third_label, ["credit_risk", "expect_column_values_to_be_in_set", "maybe"]),
+    }
+
+
+@pytest.mark.parametrize("variant", ["missing-column", "wrong-types", "out-of-range-ages", "third-label"])
+def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_version(
+    project, prefect_server, variant
+):
+    env = steward_env(project, api_url=prefect_server)
+    assert run([str(BIN / "steward"), "ingest"], cwd=project, env=env).returncode == 0
+    before_bytes = (project / "data/raw/credit.csv").read_bytes()
+    before_dvc = (project / "data/raw/credit.csv.dvc").read_text()
+
+    frame, named = _bad_variants(pd.read_csv(project / "data/german_credit.csv"))[variant]
+    bad = project.parent / f"{variant}.csv"
+    frame.to_csv(bad, index=False)
+    done = run([str(BIN / "steward"), "train", "--data", str(bad)], cwd=project, env=env)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    for word in named:
+        assert word in done.stderr
+    assert _registry_rows(project) == []
+    assert (project / "data/raw/credit.csv").read_bytes() == before_bytes
+    assert (project / "data/raw/credit.csv.dvc").read_text() == before_dvc
+    assert not (project / "dvc.lock").exists()
+
+
+def test_a_malformed_params_file_is_refused_naming_the_key(project, prefect_server):
+    params = (project / "params.yaml").read_text().replace("model: gradient_boosting", "model: xgboost")
+    (project / "params.yaml").write_text(params)
+    done = run([str(BIN / "steward"), "train"], cwd=project, env=steward_env(project, api_url=prefect_server))
+    assert done.returncode == 1
+    assert "train.model" in done.stderr and "xgboost" in done.stderr
+    assert _registry_rows(project) == []
