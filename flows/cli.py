@@ -19,8 +19,8 @@ app = typer.Typer(
 )
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
 app.add_typer(server_app, name="server")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 
+import httpx
 import pandas as pd
 import pytest
 from support import BIN, run, steward_env
@@ -23,12 +24,17 @@ def _registry_rows(project):
             return []
 
 
-def _flow_runs(api_url):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
+def _artifacts_of_run(api_url, flow_run_id):
+    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 50}
+    response = httpx.post(f"{api_url}/artifacts/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return {artifact["key"]: artifact for artifact in response.json()}
 
-    with get_client(sync_client=True, httpx_settings={"base_url": api_url}) as client:
-        return client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
+
+def _flow_run(api_url, flow_run_id):
+    response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()
 
 
 def test_train_registers_a_candidate_with_lineage_then_a_rerun_changes_nothing(project, prefect_server):
@@ -44,6 +50,14 @@ def test_train_registers_a_candidate_with_lineage_then_a_rerun_changes_nothing(p
     assert data_md5 in (project / "data/raw/credit.csv.dvc").read_text()
     assert (project / ".steward/bentoml/models/credit-risk").is_dir()
     assert json.loads((project / "reports/evaluate.json").read_text())["metrics"]["auc"] > 0.6
+
+    with sqlite3.connect(project / ".steward/steward.db") as connection:
+        (flow_run_id,) = connection.execute("SELECT flow_run_id FROM model_versions").fetchone()
+    assert _flow_run(prefect_server, flow_run_id)["state"]["type"] == "COMPLETED"
+    artifacts = _artifacts_of_run(prefect_server, flow_run_id)
+    assert {"ingest", "stage-validate", "stage-prepare", "stage-evaluate", "register"} <= set(artifacts)
+    assert data_md5 in artifacts["ingest"]["data"]
+    assert "auc" in artifacts["stage-evaluate"]["data"]
 
     again = run([str(BIN / "steward"), "train"], cwd=project, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -74,6 +88,7 @@ def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_ve
     assert run([str(BIN / "steward"), "ingest"], cwd=project, env=env).returncode == 0
     before_bytes = (project / "data/raw/credit.csv").read_bytes()
     before_dvc = (project / "data/raw/credit.csv.dvc").read_text()
+    before_lock = (project / "dvc.lock").read_text()
 
     frame, named = _bad_variants(pd.read_csv(project / "data/german_credit.csv"))[variant]
     bad = project.parent / f"{variant}.csv"
@@ -86,7 +101,8 @@ def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_ve
     assert _registry_rows(project) == []
     assert (project / "data/raw/credit.csv").read_bytes() == before_bytes
     assert (project / "data/raw/credit.csv.dvc").read_text() == before_dvc
-    assert not (project / "dvc.lock").exists()
+    assert (project / "dvc.lock").read_text() == before_lock
+    assert "Data Docs: " in done.stderr and "rejected" in done.stderr
 
 
 def test_a_malformed_params_file_is_refused_naming_the_key(project, prefect_server):
