@@ -28,10 +28,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from steward.params import ParamsError
     from steward.registry import RegistryError
     from tasks.dvc import DvcError
-    from tasks.ingest import IngestError
     from tasks.validate import ValidationFailed
 
-    return (ValidationFailed, IngestError, ParamsError, RegistryError, DvcError, FileNotFoundError, KeyError)
+    return (ValidationFailed, ParamsError, RegistryError, DvcError, FileNotFoundError, KeyError)
 
 
 def _environment(settings: Settings, *, server: bool) -> None:
@@ -95,7 +94,7 @@ def run() -> None:
     rows = [
         ("data snapshot (DVC md5 " + result.snapshot.md5[:12] + ")", str(result.snapshot.path)),
         ("DVC remote", str(settings.dvc_remote_dir)),
-        ("validation report / Data Docs", f"{layout.report('validate')} / {layout / 'reports/data_docs'}"),
+        ("data contracts / Data Docs", f"{layout.report('validate')} / {layout / 'reports/data_docs'}"),
         (
             "evaluation metrics / calibration plot",
             f"{layout.report('evaluate')} / {layout.report('calibration', '.png')}",
@@ -126,21 +125,19 @@ def ingest(
     from steward.layout import Layout
     from steward.params import load_params
     from steward.storage import Storage
-    from tasks.ingest import accept_snapshot, fetch_snapshot
+    from tasks.ingest import ingest as ingest_snapshot
 
     settings = Settings()
     _environment(settings, server=False)
-    layout = Layout(settings.project_dir)
-    chosen = source or str(layout.bundled_data)
+    chosen = source or str(Layout(settings.project_dir).bundled_data)
     try:
-        params = load_params(layout.params_file)
-        staging = fetch_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
-        snapshot = accept_snapshot(staging, source=chosen, settings=settings, params=params)
+        load_params(Layout(settings.project_dir).params_file)  # refuse a malformed params.yaml up front
+        snapshot = ingest_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
     except _user_errors() as exc:
         _fail(exc)
         return
-    state = "new version" if snapshot.changed else "unchanged"
-    console.print(f"{snapshot.path}: {snapshot.rows} rows, md5 {snapshot.md5} ({state})")
+    state = "new version, validated" if snapshot.changed else "unchanged"
+    console.print(f"{snapshot.path}: md5 {snapshot.md5} ({state})")
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -16,11 +16,16 @@ from steward.settings import Settings
 from steward.storage import Storage
 from tasks.artifacts import markdown_table, publish, read_report, report_markdown
 from tasks.dvc import DvcResult, locked_md5, reproduce
-from tasks.ingest import Snapshot, accept_snapshot_task, fetch_snapshot_task, push_snapshot_task
+from tasks.ingest import (
+    Snapshot,
+    fetch_snapshot_task,
+    push_snapshot_task,
+    validate_snapshot_task,
+    version_snapshot_task,
+)
 from tasks.register import MODEL_NAME, git_revision, register_candidate_task
 
-STAGES = ("validate", "prepare", "train", "evaluate")
-STAGE_REPORTS = {"validate": "validate", "prepare": "features", "evaluate": "evaluate"}
+STAGES = ("prepare", "train", "evaluate")  # after validate, which ingest runs
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class TrainResult:
 @task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
 def repro_stage(stage: str, *, settings: Settings) -> DvcResult:
     """One DVC stage as one Prefect task, its output re-logged to the run."""
-    return reproduce(stage, settings=settings, on_line=get_run_logger().info)
+    return reproduce(stage, settings=settings)
 
 
 @flow(name="train", log_prints=True)
@@ -45,35 +50,32 @@ def train_flow(data: str | None = None) -> TrainResult:
     source = data or str(layout.bundled_data)
 
     staging = fetch_snapshot_task(source, settings=settings, storage=Storage.from_settings(settings))
-    snapshot = accept_snapshot_task(staging, source=source, settings=settings, params=params)
+    snapshot = version_snapshot_task(staging, source=source, settings=settings)
+    validate_snapshot_task(snapshot, settings=settings)
     push_snapshot_task(settings=settings)
     publish(
         "ingest",
-        markdown_table(
-            {
-                "source": source,
-                "rows": snapshot.rows,
-                "data md5 (DVC)": snapshot.md5,
-                "new version": snapshot.changed,
-            }
-        ),
+        markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
         description="The snapshot this run trained on",
     )
+    publish(
+        "stage-validate",
+        report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
+        description="Data contracts",
+    )
 
-    ran = []
+    ran = ["validate"] if snapshot.changed else []
     for stage in STAGES:
         result = repro_stage(stage, settings=settings)
         if result.ran(stage):
             ran.append(stage)
-        if stage in STAGE_REPORTS:
-            report = read_report(layout.report(STAGE_REPORTS[stage]))
-            publish(
-                f"stage-{stage}",
-                report_markdown(stage, report, ran=result.ran(stage)),
-                description=f"DVC stage {stage}",
-            )
+    evaluation = read_report(layout.report("evaluate"))
+    publish(
+        "stage-evaluate",
+        report_markdown("evaluate", evaluation, ran="evaluate" in ran),
+        description="Held-out evaluation",
+    )
 
-    metrics = read_report(layout.report("evaluate")).get("metrics", {})
     model = register_candidate_task(
         model_file=layout.model_file,
         model_md5=locked_md5(settings.project_dir, stage="train", path=str(MODEL_FILE)),
@@ -83,7 +85,7 @@ def train_flow(data: str | None = None) -> TrainResult:
         params_hash=params.digest(),
         git_commit=git_revision(settings.project_dir),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
-        metrics=metrics,
+        metrics=evaluation.get("metrics", {}),
     )
     publish(
         "register",

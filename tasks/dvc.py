@@ -43,8 +43,19 @@ def dvc_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_log() -> Callable[[str], None] | None:
+    """Where DVC's output goes: the Prefect run's log inside a flow or task run, nowhere outside one."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if TaskRunContext.get() is None and FlowRunContext.get() is None:
+        return None
+    from prefect import get_run_logger
+
+    return get_run_logger().info
+
+
 def run_dvc(*args: str, settings: Settings, on_line: Callable[[str], None] | None = None) -> DvcResult:
-    """Run `dvc ARGS` in the project folder; every output line goes to `on_line` as it comes."""
+    """Run `dvc ARGS` in the project folder; each output line goes to `on_line` (default: the run's log)."""
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "dvc"), *args],
         cwd=settings.project_dir,
@@ -54,10 +65,11 @@ def run_dvc(*args: str, settings: Settings, on_line: Callable[[str], None] | Non
         text=True,
     )
     lines = []
+    on_line = on_line or run_log()
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line)
-        if on_line is not None:
+        if on_line is not None and line.strip():
             on_line(line.rstrip())
     code = process.wait()
     output = "".join(lines)

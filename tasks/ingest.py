@@ -1,43 +1,39 @@
-"""Ingest: take a snapshot of applications (a path or an s3:// URI) into data/raw/ and version it with DVC.
+"""Ingest: take a snapshot of applications (a path or an s3:// URI) into data/raw/, versioned by DVC.
 
-A snapshot is accepted only if it meets the raw data contract: a bad file is refused at the door,
-with the failed expectations listed and their Data Docs kept under STEWARD_HOME/rejected/, and
-the data already in data/raw/ (and every earlier version in the DVC cache) stays as it was.
+A new snapshot becomes data/raw's current version (`dvc add`: its md5 is the data version), then the
+`validate` stage checks it against both data contracts. If it fails, the failed expectations are
+raised, its Data Docs are kept under STEWARD_HOME/rejected/<md5>/, and the previous version is put
+back (the .dvc file and `dvc checkout`), so nothing already accepted is lost: earlier versions stay
+in the DVC cache whatever happens.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward.layout import Layout
-from steward.params import Params
 from steward.settings import Settings
 from steward.storage import Storage, atomic_copy, sha256_file
-from tasks.dvc import point_local_remote, run_dvc, tracked_md5
-from tasks.validate import ValidationFailed, validate_frame
-
-NOT_CSV = "could not read {source} as CSV: {error}"
-
-
-class IngestError(ValueError):
-    """A snapshot that could not be read."""
+from tasks.artifacts import read_report
+from tasks.dvc import DvcError, point_local_remote, reproduce, run_dvc, tracked_md5
+from tasks.validate import ValidationFailed, first_failure
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An accepted snapshot: where it came from, where it lives, and its DVC md5 (the data version)."""
+    """A snapshot in data/raw: where it came from, its DVC md5 (the data version), and what it replaced."""
 
     source: str
     path: Path
     md5: str
-    rows: int
     changed: bool
+    previous_dvc: str | None = None  # the .dvc file it replaced; None if it replaced nothing
 
 
 def fetch_snapshot(source: str, *, settings: Settings, storage: Storage) -> Path:
@@ -46,45 +42,62 @@ def fetch_snapshot(source: str, *, settings: Settings, storage: Storage) -> Path
     return storage.fetch(source, staging)
 
 
-def read_snapshot(path: Path, *, source: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise IngestError(NOT_CSV.format(source=source, error=exc)) from None
-
-
-def accept_snapshot(staging: Path, *, source: str, settings: Settings, params: Params) -> Snapshot:
-    """Check the staged file against the raw suite, then make it data/raw's current version (`dvc add`)."""
+def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snapshot:
+    """Make the staged file data/raw's current version (`dvc add`), unless it already is."""
     layout = Layout(settings.project_dir)
     try:
-        digest = sha256_file(staging)
         current = layout.raw_data.is_file() and layout.raw_data_dvc.is_file()
-        if current and sha256_file(layout.raw_data) == digest:
-            # The bytes already are the accepted version: they met the contract when they came in.
-            rows = sum(1 for _ in staging.open("rb")) - 1
+        if current and sha256_file(layout.raw_data) == sha256_file(staging):
             return Snapshot(
-                source=source,
-                path=layout.raw_data,
-                md5=tracked_md5(layout.raw_data_dvc),
-                rows=rows,
-                changed=False,
+                source=source, path=layout.raw_data, md5=tracked_md5(layout.raw_data_dvc), changed=False
             )
-        frame = read_snapshot(staging, source=source)
-        suite = layout / params.validate_.raw_suite
-        if not validate_frame(frame, suite_path=suite).success:
-            rejected = settings.state_dir / "rejected" / digest[:16]
-            raise ValidationFailed(validate_frame(frame, suite_path=suite, docs_dir=rejected / "data_docs"))
+        previous = layout.raw_data_dvc.read_text() if layout.raw_data_dvc.is_file() else None
         atomic_copy(staging, layout.raw_data)
         run_dvc("add", str(layout.raw_data.relative_to(layout.project_dir)), settings=settings)
         return Snapshot(
             source=source,
             path=layout.raw_data,
             md5=tracked_md5(layout.raw_data_dvc),
-            rows=len(frame),
             changed=True,
+            previous_dvc=previous,
         )
     finally:
         staging.unlink(missing_ok=True)
+
+
+def restore_previous(snapshot: Snapshot, *, settings: Settings) -> None:
+    """Put back the version `snapshot` replaced (or remove it, if it replaced nothing)."""
+    layout = Layout(settings.project_dir)
+    target = str(layout.raw_data_dvc.relative_to(layout.project_dir))
+    if snapshot.previous_dvc is None:
+        layout.raw_data.unlink(missing_ok=True)
+        layout.raw_data_dvc.unlink(missing_ok=True)
+        return
+    layout.raw_data_dvc.write_text(snapshot.previous_dvc)
+    run_dvc("checkout", "--force", target, settings=settings)
+
+
+def validate_snapshot(snapshot: Snapshot, *, settings: Settings) -> None:
+    """Run the `validate` stage; on a broken contract keep its evidence, restore the last version, raise."""
+    layout = Layout(settings.project_dir)
+    try:
+        reproduce("validate", settings=settings)
+        return
+    except DvcError:
+        failed = first_failure(read_report(layout.report("validate")))
+        if failed is None or not snapshot.changed:
+            raise  # not a contract failure (or not this snapshot's): let the DVC error speak
+    rejected = settings.state_dir / "rejected" / snapshot.md5
+    rejected.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(layout.report("validate"), rejected / "validate.json")
+    if failed.data_docs is not None:  # keep the failed suite's Data Docs: the next run overwrites reports/
+        docs = Path(failed.data_docs)
+        shutil.copytree(layout / docs.parent, rejected / docs.parent.name, dirs_exist_ok=True)
+        failed = failed.with_docs(str(rejected / docs.parent.name / docs.name))
+    restore_previous(snapshot, settings=settings)
+    if snapshot.previous_dvc is not None:
+        reproduce("validate", settings=settings)  # the reports describe the restored version again
+    raise ValidationFailed(failed)
 
 
 def push_snapshot(*, settings: Settings) -> None:
@@ -94,11 +107,21 @@ def push_snapshot(*, settings: Settings) -> None:
     run_dvc("push", str(layout.raw_data_dvc.relative_to(layout.project_dir)), settings=settings)
 
 
+def ingest(source: str, *, settings: Settings, storage: Storage) -> Snapshot:
+    """Fetch, version and validate a snapshot: `steward ingest` (the flow runs these steps as tasks)."""
+    snapshot = version_snapshot(
+        fetch_snapshot(source, settings=settings, storage=storage), source=source, settings=settings
+    )
+    validate_snapshot(snapshot, settings=settings)
+    return snapshot
+
+
 # Prefect tasks: retries only where the network or a remote store is touched.
 fetch_snapshot_task = task(
     name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
 )(fetch_snapshot)
-accept_snapshot_task = task(name="validate-and-version-snapshot", cache_policy=NO_CACHE)(accept_snapshot)
+version_snapshot_task = task(name="version-snapshot", cache_policy=NO_CACHE)(version_snapshot)
+validate_snapshot_task = task(name="dvc repro validate", cache_policy=NO_CACHE)(validate_snapshot)
 push_snapshot_task = task(
     name="push-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
 )(push_snapshot)

@@ -1,4 +1,4 @@
-"""Prepare stage: raw applications → validated feature frame → seeded, stratified train/test split."""
+"""Prepare stage: validated raw applications → feature frame → seeded, stratified train/test split."""
 
 from __future__ import annotations
 
@@ -21,19 +21,11 @@ def split(frame: pd.DataFrame, *, params: Params) -> tuple[pd.DataFrame, pd.Data
 
 
 def main() -> None:
-    from tasks.stage import stage_context, write_json
-    from tasks.validate import check, relative_docs, validate_frame
+    from tasks.stage import stage_context
 
     ctx = stage_context()
     layout, params = ctx.layout, ctx.params
     frame = to_feature_frame(pd.read_csv(layout.raw_data), data=params.data)
-    summary = validate_frame(
-        frame,
-        suite_path=layout / params.validate_.features_suite,
-        docs_dir=layout / "reports/data_docs/features",
-    )
-    write_json(layout.report("features"), relative_docs(summary, layout.project_dir).to_dict())
-    check(summary)
     train, test = split(frame, params=params)
     for part, path in ((train, layout.prepared_train), (test, layout.prepared_test)):
         path.parent.mkdir(parents=True, exist_ok=True)

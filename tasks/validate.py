@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from great_expectations.checkpoint import ValidationAction
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
 
+    from steward.params import Params
+
 SUITE_INVALID = "Suite {path}: {dropped} of {declared} expectations are not valid and were dropped by GE"
 VALIDATION_FAILED = (
     "Data contract {suite!r} failed: {failed} of {evaluated} expectations not met ({n_rows} rows)"
@@ -28,6 +30,7 @@ UNEXPECTED = "{count} {noun} ({percent:.3g}%)"
 EXAMPLES = ", e.g. {values}"
 COLUMNS_MISMATCHED = "missing {missing}, extra {extra}"
 ERROR = "error: {message}"
+READABLE_CSV = "a readable CSV file"
 DATA_DOCS_AT = "\nData Docs: {path}"
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -69,6 +72,9 @@ class ValidationSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_docs(self, path: str) -> ValidationSummary:
+        return replace(self, data_docs=path)
 
     def message(self) -> str:
         """The failures, one per line."""
@@ -289,20 +295,64 @@ def relative_docs(summary: ValidationSummary, root: Path) -> ValidationSummary:
     return replace(summary, data_docs=str(Path(summary.data_docs).relative_to(root)))
 
 
+def summary_from_dict(raw: dict[str, Any]) -> ValidationSummary:
+    """Read back a summary written by `ValidationSummary.to_dict`."""
+    failures = [Failure(**failure) for failure in raw.get("failures", [])]
+    fields = {k: raw[k] for k in ("suite", "success", "n_rows", "evaluated")}
+    return ValidationSummary(**fields, failures=failures, data_docs=raw.get("data_docs"))
+
+
+def validate_snapshot(raw: pd.DataFrame, *, params: Params, root: Path) -> list[ValidationSummary]:
+    """Both contracts of a snapshot: the raw suite, then (if it passed) the suite of its feature frame.
+
+    Data Docs go to reports/data_docs/{raw,features} under `root`; paths in the summaries are relative.
+    """
+    from tasks.features import to_feature_frame
+
+    suites = params.validate_
+    summaries = [
+        validate_frame(raw, suite_path=root / suites.raw_suite, docs_dir=root / "reports/data_docs/raw")
+    ]
+    if summaries[0].success:
+        features = to_feature_frame(raw, data=params.data)
+        docs = root / "reports/data_docs/features"
+        summaries.append(validate_frame(features, suite_path=root / suites.features_suite, docs_dir=docs))
+    return [relative_docs(summary, root) for summary in summaries]
+
+
+def report(summaries: list[ValidationSummary]) -> dict[str, Any]:
+    """reports/validate.json: overall success and each suite's summary."""
+    return {"success": all(s.success for s in summaries), "suites": [s.to_dict() for s in summaries]}
+
+
+def first_failure(report: dict[str, Any]) -> ValidationSummary | None:
+    """The first failed suite in a validate report, if any."""
+    for raw in report.get("suites", []):
+        if not raw["success"]:
+            return summary_from_dict(raw)
+    return None
+
+
 def main() -> None:
-    """DVC stage `validate`: the raw suite on data/raw/credit.csv → reports/validate.json and Data Docs."""
+    """DVC stage `validate`: both contracts on data/raw/credit.csv → reports/validate.json and Data Docs."""
     from tasks.stage import stage_context, write_json
 
     ctx = stage_context()
-    layout = ctx.layout
-    summary = validate_frame(
-        pd.read_csv(layout.raw_data),
-        suite_path=layout / ctx.params.validate_.raw_suite,
-        docs_dir=layout / "reports/data_docs/raw",
-    )
-    write_json(layout.report("validate"), relative_docs(summary, layout.project_dir).to_dict())
-    check(summary)
-    print(f"validate: {summary.evaluated} expectations met on {summary.n_rows} rows")
+    try:
+        raw = pd.read_csv(ctx.layout.raw_data)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        unreadable = Failure(column=None, expectation=READABLE_CSV, observed=str(exc).strip())
+        suite = Path(ctx.params.validate_.raw_suite).stem
+        summaries = [
+            ValidationSummary(suite=suite, success=False, n_rows=0, evaluated=1, failures=[unreadable])
+        ]
+    else:
+        summaries = validate_snapshot(raw, params=ctx.params, root=ctx.layout.project_dir)
+    write_json(ctx.layout.report("validate"), report(summaries))
+    for summary in summaries:
+        check(summary)
+    met = sum(s.evaluated for s in summaries)
+    print(f"validate: {met} expectations met on {summaries[0].n_rows} rows ({len(summaries)} suites)")
 
 
 if __name__ == "__main__":
