@@ -23,14 +23,15 @@ def report_markdown(stage: str, report: dict[str, Any], *, ran: bool) -> str:
     head = f"## {stage}: {'ran' if ran else 'unchanged (skipped or restored by DVC)'}\n\n"
     if "metrics" in report:
         return head + markdown_table(report["metrics"])
-    if "success" in report:
-        verdict = "passed" if report["success"] else "FAILED"
-        body = (
-            f"Suite `{report.get('suite')}` {verdict}: "
-            f"{report.get('evaluated')} expectations on {report.get('n_rows')} rows.\n"
-        )
-        for failure in report.get("failures", []):
-            body += f"\n- `{failure.get('column')}` {failure.get('expectation')}: {failure.get('observed')}"
+    if "suites" in report:
+        body = ""
+        for suite in report["suites"]:
+            verdict = "passed" if suite["success"] else "FAILED"
+            counts = f"{suite['evaluated']} expectations, {suite['n_rows']} rows"
+            body += f"- suite `{suite['suite']}` {verdict}: {counts}\n"
+            body += "".join(
+                f"    - `{f['column']}` {f['expectation']}: {f['observed']}\n" for f in suite["failures"]
+            )
         return head + body
     return head + "```json\n" + json.dumps(report, indent=2)[:4000] + "\n```"
 

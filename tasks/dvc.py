@@ -96,8 +96,11 @@ def point_local_remote(settings: Settings) -> None:
 
 
 def reproduce(stage: str, *, settings: Settings, on_line: Callable[[str], None] | None = None) -> DvcResult:
-    """`dvc repro <stage>`: runs the stage (and anything stale upstream) or skips it when nothing changed."""
-    return run_dvc("repro", stage, settings=settings, on_line=on_line)
+    """`dvc repro --single-item <stage>`: runs the stage, or skips it when nothing it depends on changed.
+
+    Only the stage itself is checked: the flows run the stages in the DAG's order, so upstream is fresh.
+    """
+    return run_dvc("repro", "--single-item", stage, settings=settings, on_line=on_line)
 
 
 def locked_md5(project_dir: Path, *, stage: str, path: str) -> str:

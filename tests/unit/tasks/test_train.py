@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from steward.params import parse_params
@@ -33,14 +32,3 @@ def test_the_model_ignores_a_protected_attribute_it_was_not_given(frames):
     model = fit(train, params=params)
     flipped = test.assign(sex=np.where(test["sex"] == "female", "male", "female"))
     np.testing.assert_array_equal(positive_proba(model, test), positive_proba(model, flipped))
-
-
-def test_split_is_stratified_and_reproducible(frames):
-    train, test = frames
-    params = parse_params({})
-    assert len(test) == pytest.approx(0.3 * (len(train) + len(test)), abs=1)
-    assert abs(train["label"].mean() - test["label"].mean()) < 0.01
-    again_train, _ = split(
-        pd.concat([train, test]).sort_values("applicant_id").reset_index(drop=True), params=params
-    )
-    assert len(again_train) == len(train)
