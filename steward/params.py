@@ -32,6 +32,21 @@ class DataParams(Section):
     )
     age_column: str = "age"
     age_threshold: int = Field(default=25, ge=1, le=120, description="Age groups: under it / it and over.")
+    sensitive: list[str] = Field(
+        default=["sex", "age_group", "foreign_worker"],
+        description="Attributes the audits group by (columns of the feature frame).",
+    )
+    intersections: list[list[str]] = Field(
+        default=[["sex", "age_group"]], description="Combinations of sensitive attributes audited together."
+    )
+
+    @model_validator(mode="after")
+    def _intersections_are_sensitive(self) -> DataParams:
+        for combo in self.intersections:
+            unknown = [a for a in combo if a not in self.sensitive]
+            if len(combo) < 2 or unknown:
+                raise ValueError(f"each intersection needs 2+ attributes from data.sensitive (got {combo})")
+        return self
 
 
 class ValidateParams(Section):
@@ -71,6 +86,77 @@ class EvaluateParams(Section):
     )
 
 
+class DataBiasParams(Section):
+    n_boot: int = Field(default=1000, ge=50, le=100_000)
+    ci_level: Fraction = 0.95
+    min_group_size: int = Field(default=30, ge=1, description="Smaller groups are flagged, not reported as fact.")
+    seed: int = 0
+
+
+class MitigationParams(Section):
+    enabled: bool = True
+    method: Literal["threshold_optimizer", "exponentiated_gradient"] = "threshold_optimizer"
+    constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "demographic_parity"
+    attribute: str = Field(default="sex", description="The sensitive attribute the mitigation constrains.")
+
+
+class FairnessParams(Section):
+    n_boot: int = Field(default=1000, ge=50, le=100_000)
+    ci_level: Fraction = 0.95
+    min_group_size: int = Field(default=30, ge=1)
+    seed: int = 0
+    mitigation: MitigationParams = MitigationParams()
+
+
+class ExplainParams(Section):
+    sample_size: int = Field(default=500, ge=10, description="Rows explained for global and per-group importance.")
+    background_size: int = Field(default=200, ge=10, description="Background rows for the linear explainer.")
+    local_examples: int = Field(default=5, ge=0)
+    top_k_reasons: int = Field(default=4, ge=1, le=20)
+    proxy_mi_threshold: float = Field(default=0.05, ge=0, description="Mutual information (nats) flagging a proxy.")
+    proxy_auc_threshold: float = Field(default=0.7, gt=0.5, le=1, description="Probe AUC flagging a proxy.")
+    seed: int = 0
+
+
+class RobustnessParams(Section):
+    numeric_noise: float = Field(default=0.05, gt=0, le=1, description="Relative size of numeric perturbations.")
+    n_perturbations: int = Field(default=5, ge=1, le=100)
+    max_flip_rate: Fraction = Field(default=0.05, description="Decision flips under noise above this are flagged.")
+    min_slice_size: int = Field(default=30, ge=1)
+    seed: int = 0
+
+
+class TierPolicy(Section):
+    """Thresholds one risk tier applies to the audits' CI bounds."""
+
+    min_auc: float = Field(default=0.65, ge=0, le=1)
+    min_dp_ratio_lower: float = Field(ge=0, le=1, description="Lower CI bound of the demographic parity ratio.")
+    max_eo_diff_upper: float = Field(ge=0, le=1, description="Upper CI bound of the equalized odds difference.")
+    max_robustness_flip_rate: float = Field(default=0.1, ge=0, le=1)
+    block_on_proxies: bool = False
+
+
+class GovernanceParams(Section):
+    risk_tier: Literal["minimal", "limited", "high"] = "high"
+    tiers: dict[Literal["minimal", "limited", "high"], TierPolicy] = Field(
+        default={
+            "minimal": TierPolicy(min_auc=0.6, min_dp_ratio_lower=0.6, max_eo_diff_upper=0.3),
+            "limited": TierPolicy(min_auc=0.65, min_dp_ratio_lower=0.7, max_eo_diff_upper=0.2),
+            "high": TierPolicy(min_auc=0.7, min_dp_ratio_lower=0.8, max_eo_diff_upper=0.1),
+        }
+    )
+
+    @model_validator(mode="after")
+    def _tier_defined(self) -> GovernanceParams:
+        if self.risk_tier not in self.tiers:
+            raise ValueError(f"governance.risk_tier {self.risk_tier!r} has no entry in governance.tiers")
+        return self
+
+    @property
+    def policy(self) -> TierPolicy:
+        return self.tiers[self.risk_tier]
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -79,6 +165,11 @@ class Params(Section):
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    data_bias: DataBiasParams = DataBiasParams()
+    fairness: FairnessParams = FairnessParams()
+    explain: ExplainParams = ExplainParams()
+    robustness: RobustnessParams = RobustnessParams()
+    governance: GovernanceParams = GovernanceParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
