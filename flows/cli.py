@@ -14,9 +14,7 @@ from steward.settings import Settings
 if TYPE_CHECKING:
     from flows.train import TrainResult
 
-app = typer.Typer(
-    help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True
-)
+app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
 app.add_typer(server_app, name="server")
 console = Console(soft_wrap=True)

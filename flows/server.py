@@ -100,9 +100,7 @@ def start_server(settings: Settings, *, timeout: float = START_TIMEOUT_S) -> Loc
             break
         if healthy(api_url):
             server = LocalServer(api_url=api_url, pid=process.pid, log=log, started=True)
-            _state_file(settings).write_text(
-                json.dumps({"api_url": api_url, "pid": process.pid, "log": str(log)})
-            )
+            _state_file(settings).write_text(json.dumps({"api_url": api_url, "pid": process.pid, "log": str(log)}))
             return server
         time.sleep(0.5)
     stop_pid(process.pid)

@@ -14,7 +14,7 @@ from steward.params import load_params
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
 from steward.storage import Storage
-from tasks.artifacts import markdown_table, publish, read_report, report_markdown
+from tasks.artifacts import markdown_table, publish, report_markdown
 from tasks.dvc import DvcResult, locked_md5, reproduce
 from tasks.ingest import (
     Snapshot,
@@ -24,6 +24,7 @@ from tasks.ingest import (
     version_snapshot_task,
 )
 from tasks.register import MODEL_NAME, git_revision, register_candidate_task
+from tasks.stage import read_report
 
 STAGES = ("prepare", "train", "evaluate")  # after validate, which ingest runs
 

@@ -81,9 +81,7 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     calibration_bins: int = Field(default=10, ge=2, le=100)
-    threshold: Fraction = Field(
-        default=0.5, description="Probability of the positive label at which to approve."
-    )
+    threshold: Fraction = Field(default=0.5, description="Probability of the positive label at which to approve.")
 
 
 class DataBiasParams(Section):
@@ -181,9 +179,7 @@ class Params(Section):
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of every value, defaults included: the params hash in lineage."""
-        canonical = json.dumps(
-            self.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":")
-        )
+        canonical = json.dumps(self.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

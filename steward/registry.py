@@ -133,9 +133,7 @@ class Registry:
         """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
-            latest = session.scalar(
-                select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name)
-            )
+            latest = session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name))
             row = ModelVersionRow(
                 name=name,
                 version=(latest or 0) + 1,

@@ -61,9 +61,7 @@ def atomic_copy(source: Path, dest: Path) -> None:
 class Storage:
     """A local folder or an S3 bucket holding content-addressed artifacts; reads any path or s3:// URI."""
 
-    def __init__(
-        self, *, local_root: Path, bucket: str | None = None, endpoint_url: str | None = None
-    ) -> None:
+    def __init__(self, *, local_root: Path, bucket: str | None = None, endpoint_url: str | None = None) -> None:
         self.local_root = local_root
         self.bucket = bucket
         self.endpoint_url = endpoint_url

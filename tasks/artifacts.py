@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
@@ -29,9 +28,7 @@ def report_markdown(stage: str, report: dict[str, Any], *, ran: bool) -> str:
             verdict = "passed" if suite["success"] else "FAILED"
             counts = f"{suite['evaluated']} expectations, {suite['n_rows']} rows"
             body += f"- suite `{suite['suite']}` {verdict}: {counts}\n"
-            body += "".join(
-                f"    - `{f['column']}` {f['expectation']}: {f['observed']}\n" for f in suite["failures"]
-            )
+            body += "".join(f"    - `{f['column']}` {f['expectation']}: {f['observed']}\n" for f in suite["failures"])
         return head + body
     return head + "```json\n" + json.dumps(report, indent=2)[:4000] + "\n```"
 
@@ -39,7 +36,3 @@ def report_markdown(stage: str, report: dict[str, Any], *, ran: bool) -> str:
 def publish(key: str, markdown: str, *, description: str) -> None:
     """Attach a Markdown artifact to the current run (keys: lowercase letters, digits, dashes)."""
     create_markdown_artifact(key=key, markdown=markdown, description=description)
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from steward.layout import Layout
 from steward.settings import Settings
 from steward.storage import Storage, atomic_copy, sha256_file
-from tasks.artifacts import read_report
 from tasks.dvc import DvcError, point_local_remote, reproduce, run_dvc, tracked_md5
+from tasks.stage import read_report
 from tasks.validate import ValidationFailed, first_failure
 
 
@@ -48,9 +48,7 @@ def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snaps
     try:
         current = layout.raw_data.is_file() and layout.raw_data_dvc.is_file()
         if current and sha256_file(layout.raw_data) == sha256_file(staging):
-            return Snapshot(
-                source=source, path=layout.raw_data, md5=tracked_md5(layout.raw_data_dvc), changed=False
-            )
+            return Snapshot(source=source, path=layout.raw_data, md5=tracked_md5(layout.raw_data_dvc), changed=False)
         previous = layout.raw_data_dvc.read_text() if layout.raw_data_dvc.is_file() else None
         atomic_copy(staging, layout.raw_data)
         run_dvc("add", str(layout.raw_data.relative_to(layout.project_dir)), settings=settings)
@@ -117,11 +115,11 @@ def ingest(source: str, *, settings: Settings, storage: Storage) -> Snapshot:
 
 
 # Prefect tasks: retries only where the network or a remote store is touched.
-fetch_snapshot_task = task(
-    name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
-)(fetch_snapshot)
+fetch_snapshot_task = task(name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)(
+    fetch_snapshot
+)
 version_snapshot_task = task(name="version-snapshot", cache_policy=NO_CACHE)(version_snapshot)
 validate_snapshot_task = task(name="dvc repro validate", cache_policy=NO_CACHE)(validate_snapshot)
-push_snapshot_task = task(
-    name="push-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE
-)(push_snapshot)
+push_snapshot_task = task(name="push-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)(
+    push_snapshot
+)

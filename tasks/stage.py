@@ -28,6 +28,11 @@ def stage_context() -> StageContext:
     return StageContext(settings=settings, params=load_params(layout.params_file), layout=layout)
 
 
+def read_report(path: Path) -> dict[str, Any]:
+    """A JSON report, or {} when the stage has not written it."""
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Write a report deterministically (sorted keys) so that an unchanged run gives an equal file."""
     path.parent.mkdir(parents=True, exist_ok=True)
