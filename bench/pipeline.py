@@ -36,15 +36,11 @@ def plain(data: Path, workdir: Path) -> None:
 
     params = load_params(PROJECT / "params.yaml")
     raw = pd.read_csv(data)
-    summary = validate_frame(
-        raw, suite_path=PROJECT / params.validate_.raw_suite, docs_dir=workdir / "docs/raw"
-    )
+    summary = validate_frame(raw, suite_path=PROJECT / params.validate_.raw_suite, docs_dir=workdir / "docs/raw")
     write_json(workdir / "validate.json", summary.to_dict())
     check(summary)
     frame = to_feature_frame(raw, data=params.data)
-    features = validate_frame(
-        frame, suite_path=PROJECT / params.validate_.features_suite, docs_dir=workdir / "docs/f"
-    )
+    features = validate_frame(frame, suite_path=PROJECT / params.validate_.features_suite, docs_dir=workdir / "docs/f")
     write_json(workdir / "features.json", features.to_dict())
     check(features)
     train, test = split(frame, params=params)
@@ -52,9 +48,7 @@ def plain(data: Path, workdir: Path) -> None:
     test.to_parquet(workdir / "test.parquet")
     model = fit(pd.read_parquet(workdir / "train.parquet"), params=params)
     joblib.dump(model, workdir / "model.joblib")
-    scores, _ = evaluate(
-        model, test, threshold=params.evaluate.threshold, bins=params.evaluate.calibration_bins
-    )
+    scores, _ = evaluate(model, test, threshold=params.evaluate.threshold, bins=params.evaluate.calibration_bins)
     write_json(workdir / "evaluate.json", {"metrics": scores})
 
 
@@ -68,9 +62,7 @@ def timed(args: list[str], *, cwd: Path, env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--plain", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)

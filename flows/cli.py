@@ -55,6 +55,18 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=1)
 
 
+def _report_verdict(result: TrainResult) -> None:
+    """Print the gate's verdict with its reasons; a rejected model ends the command with exit code 3."""
+    from tasks.gate import Verdict
+
+    if result.gate:
+        console.print(Verdict.from_dict(result.gate).message(), highlight=False)
+    if result.rejected:
+        err.print(f"[bold red]rejected:[/] {result.model.ref} did not pass the gate (recorded in the registry)")
+        raise typer.Exit(code=3)
+    console.print(f"[green]candidate registered:[/] {result.model.ref} ({result.model.model_tag})")
+
+
 def _run_training(data: str | None) -> TrainResult:
     settings = Settings()
     _environment(settings, server=True)
@@ -75,42 +87,48 @@ def train(
 ) -> None:
     """Run the training flow: ingest, validate, prepare, train, evaluate, register a candidate."""
     result = _run_training(data)
-    console.print(f"[green]candidate registered:[/] {result.model.ref} ({result.model.model_tag})")
+    _report_verdict(result)
 
 
 @app.command()
 def run() -> None:
-    """The whole lifecycle on the bundled data (today: training up to a registered candidate)."""
+    """The whole lifecycle on the bundled data (today: training, audits and the gate's verdict).
+
+    A model the gate rejects is a result, not an error: the command shows why and exits 0.
+    """
     settings = Settings()
     result = _run_training(None)
     from steward.layout import Layout
 
     layout = Layout(settings.project_dir)
-    table = Table(title="Where everything went", show_lines=False)
-    table.add_column("output")
-    table.add_column("location")
     rows = [
-        ("data snapshot (DVC md5 " + result.snapshot.md5[:12] + ")", str(result.snapshot.path)),
+        (f"data snapshot (DVC md5 {result.snapshot.md5})", str(result.snapshot.path)),
         ("DVC remote", str(settings.dvc_remote_dir)),
-        ("data contracts / Data Docs", f"{layout.report('validate')} / {layout / 'reports/data_docs'}"),
-        (
-            "evaluation metrics / calibration plot",
-            f"{layout.report('evaluate')} / {layout.report('calibration', '.png')}",
-        ),
-        ("model file (DVC output)", str(layout.model_file)),
+        ("data contracts", str(layout.report("validate"))),
+        ("Data Docs", str(layout / "reports/data_docs/raw/index.html")),
+        ("evaluation metrics", str(layout.report("evaluate"))),
+        ("calibration plot", str(layout.report("calibration", ".png"))),
+        ("audits: data bias, fairness, SHAP, robustness, gate", str(layout / "reports")),
+        ("evidence report: model card, impact assessment", str(layout / "reports/evidence/index.html")),
+        ("model file going forward (DVC output)", str(layout.candidate_file)),
         ("BentoML model store", f"{result.model.model_tag} in {settings.bentoml_home}"),
-        ("registry", f"{result.model.ref} [{result.model.state.value}] in {settings.db_url}"),
+        ("registry", f"{result.model.ref} ({result.model.state.value}) in {settings.db_url}"),
         ("Prefect runs and artifacts", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")),
     ]
+    console.print("\nWhere everything went:", style="bold")
     for name, where in rows:
-        table.add_row(name, where)
-    console.print(table)
+        console.print(f"  {name}: {where}", markup=False, highlight=False)
     metrics = result.model.metrics
     console.print(
         "held-out: "
         + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
         + f"; stages run: {', '.join(result.stages_run) or 'none (all unchanged)'}"
     )
+    from tasks.gate import Verdict
+
+    console.print(Verdict.from_dict(result.gate).message(), highlight=False)
+    state = "[red]rejected[/]" if result.rejected else "[green]candidate, awaiting sign-off[/]"
+    console.print(f"{result.model.ref}: {state}")
 
 
 @app.command()

@@ -1,17 +1,22 @@
-"""The training flow: ingest → validate → prepare → train → evaluate (DVC stages) → register as candidate."""
+"""The training flow: ingest → validate → DVC stages (train, audits, gate, documents) → register the candidate.
+
+A candidate the gate fails is registered and then rejected, with a `steward.gate.failed` event.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from steward.db import make_engine
-from steward.layout import MODEL_FILE, Layout
+from steward.layout import CANDIDATE_FILE, Layout
 from steward.params import load_params
-from steward.registry import ModelVersion, Registry
+from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
 from tasks.artifacts import markdown_table, publish, report_markdown
@@ -23,10 +28,23 @@ from tasks.ingest import (
     validate_snapshot_task,
     version_snapshot_task,
 )
-from tasks.register import MODEL_NAME, git_revision, register_candidate_task
-from tasks.stage import read_report
+from tasks.register import register_candidate_task
+from tasks.stage import git_revision, read_report
 
-STAGES = ("prepare", "train", "evaluate")  # after validate, which ingest runs
+# After `validate`, which ingest runs. Each is one `dvc repro` task; those with a report get an artifact.
+STAGES = (
+    "data_bias",
+    "prepare",
+    "train",
+    "evaluate",
+    "fairness",
+    "mitigate",
+    "explain",
+    "robustness",
+    "gate",
+    "document",
+)
+REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,11 @@ class TrainResult:
     snapshot: Snapshot
     model: ModelVersion
     stages_run: tuple[str, ...]
+    gate: dict[str, Any]
+
+    @property
+    def rejected(self) -> bool:
+        return self.model.state is State.REJECTED
 
 
 @task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
@@ -42,9 +65,23 @@ def repro_stage(stage: str, *, settings: Settings) -> DvcResult:
     return reproduce(stage, settings=settings)
 
 
+@task(name="act-on-verdict", cache_policy=NO_CACHE)
+def act_on_verdict(model: ModelVersion, gate: dict[str, Any], *, registry: Registry) -> ModelVersion:
+    """A failed gate rejects the candidate (recorded in the registry) and emits `steward.gate.failed`."""
+    if gate.get("verdict") == "pass" or model.state is not State.CANDIDATE:
+        return model
+    rejected = registry.transition(model.id, State.REJECTED)
+    emit_event(
+        event="steward.gate.failed",
+        resource={"prefect.resource.id": f"steward.model.{model.ref}", "prefect.resource.name": model.ref},
+        payload={"tier": gate.get("tier"), "reasons": gate.get("reasons", [])},
+    )
+    return rejected
+
+
 @flow(name="train", log_prints=True)
 def train_flow(data: str | None = None) -> TrainResult:
-    """Train a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data)."""
+    """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data)."""
     settings = Settings()
     layout = Layout(settings.project_dir)
     params = load_params(layout.params_file)
@@ -70,37 +107,42 @@ def train_flow(data: str | None = None) -> TrainResult:
         result = repro_stage(stage, settings=settings)
         if result.ran(stage):
             ran.append(stage)
-    evaluation = read_report(layout.report("evaluate"))
-    publish(
-        "stage-evaluate",
-        report_markdown("evaluate", evaluation, ran="evaluate" in ran),
-        description="Held-out evaluation",
-    )
+        if stage in REPORTED:
+            publish(
+                f"stage-{stage.replace('_', '-')}",
+                report_markdown(stage, read_report(layout.report(stage)), ran=result.ran(stage)),
+                description=f"DVC stage {stage}",
+            )
 
+    registry = Registry(make_engine(settings.db_url))
+    gate = read_report(layout.report("gate"))
     model = register_candidate_task(
-        model_file=layout.model_file,
-        model_md5=locked_md5(settings.project_dir, stage="train", path=str(MODEL_FILE)),
-        registry=Registry(make_engine(settings.db_url)),
-        name=MODEL_NAME,
+        model_file=layout.candidate_file,
+        model_md5=locked_md5(settings.project_dir, stage="mitigate", path=str(CANDIDATE_FILE)),
+        registry=registry,
+        name=params.train.model_name,
         data_md5=snapshot.md5,
         params_hash=params.digest(),
         git_commit=git_revision(settings.project_dir),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
-        metrics=evaluation.get("metrics", {}),
+        metrics={**read_report(layout.report("evaluate")).get("metrics", {}), "gate": gate.get("verdict")},
     )
+    model = act_on_verdict(model, gate, registry=registry)
     publish(
         "register",
         markdown_table(
             {
                 "model": model.ref,
                 "state": model.state.value,
+                "gate": gate.get("verdict", "n/a"),
                 "BentoML tag": model.model_tag,
                 "data md5": model.data_md5,
                 "params hash": model.params_hash[:16],
                 "git commit": model.git_commit or "none",
+                "evidence": str(layout / "reports/evidence/index.html"),
             }
         ),
-        description="The registered candidate and its lineage",
+        description="The registered candidate, its lineage and its evidence",
     )
-    print(f"registered {model.ref} as {model.state.value} ({model.model_tag})")
-    return TrainResult(snapshot=snapshot, model=model, stages_run=tuple(ran))
+    print(f"registered {model.ref} as {model.state.value} ({model.model_tag}); gate: {gate.get('verdict')}")
+    return TrainResult(snapshot=snapshot, model=model, stages_run=tuple(ran), gate=gate)

@@ -10,6 +10,7 @@ BUNDLED_DATA = Path("data/german_credit.csv")
 PREPARED_TRAIN = Path("data/prepared/train.parquet")
 PREPARED_TEST = Path("data/prepared/test.parquet")
 MODEL_FILE = Path("models/model.joblib")
+CANDIDATE_FILE = Path("models/candidate.joblib")  # the model going forward: MODEL_FILE, or it mitigated
 REPORTS = Path("reports")
 
 
@@ -45,6 +46,10 @@ class Layout:
     @property
     def model_file(self) -> Path:
         return self.project_dir / MODEL_FILE
+
+    @property
+    def candidate_file(self) -> Path:
+        return self.project_dir / CANDIDATE_FILE
 
     @property
     def params_file(self) -> Path:

@@ -58,6 +58,9 @@ class PrepareParams(Section):
     test_size: Fraction = 0.3
     seed: int = 42
     exclude_protected: bool = True
+    drop_features: list[str] = Field(
+        default=[], description="Further columns kept out of the model, e.g. an exact proxy of a protected attribute."
+    )
 
 
 class GradientBoostingParams(Section):
@@ -73,6 +76,7 @@ class LogisticRegressionParams(Section):
 
 
 class TrainParams(Section):
+    model_name: str = Field(default="credit-risk", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Registry name.")
     model: Literal["gradient_boosting", "logistic_regression"] = "gradient_boosting"
     seed: int = 42
     gradient_boosting: GradientBoostingParams = GradientBoostingParams()

@@ -135,9 +135,7 @@ def decode_german(raw_text: str) -> pd.DataFrame:
     rows = [line.split() for line in raw_text.splitlines() if line.strip()]
     for number, fields in enumerate(rows, start=1):
         if len(fields) != len(GERMAN_RAW_COLUMNS):
-            raise ValueError(
-                ERR_FIELD_COUNT.format(line=number, expected=len(GERMAN_RAW_COLUMNS), got=len(fields))
-            )
+            raise ValueError(ERR_FIELD_COUNT.format(line=number, expected=len(GERMAN_RAW_COLUMNS), got=len(fields)))
     raw = pd.DataFrame(rows, columns=GERMAN_RAW_COLUMNS, dtype=str)
 
     decoded: dict[str, pd.Series] = {

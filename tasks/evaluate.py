@@ -52,9 +52,7 @@ def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(table["predicted"], table["observed"], marker="o", label="model")
-    ax.set(
-        xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1)
-    )
+    ax.set(xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,9 +77,7 @@ def main() -> None:
     layout, params = ctx.layout, ctx.params
     model = joblib.load(layout.model_file)
     test = pd.read_parquet(layout.prepared_test)
-    scores, table = evaluate(
-        model, test, threshold=params.evaluate.threshold, bins=params.evaluate.calibration_bins
-    )
+    scores, table = evaluate(model, test, threshold=params.evaluate.threshold, bins=params.evaluate.calibration_bins)
     write_json(layout.report("evaluate"), {"model": params.train.model, "metrics": scores})
     table.to_csv(layout.report("calibration", ".csv"), index=False)
     plot_calibration(table, layout.report("calibration", ".png"), title=f"Calibration ({params.train.model})")

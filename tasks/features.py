@@ -36,4 +36,5 @@ def model_features(columns: list[str] | pd.Index, *, params: Params) -> list[str
     hidden = {data.id_column, data.label, LABEL}
     if params.prepare.exclude_protected:
         hidden |= {*data.protected, AGE_GROUP}
+    hidden |= set(params.prepare.drop_features)
     return [c for c in columns if c not in hidden]

@@ -60,6 +60,11 @@ class Verdict:
             "reasons": [asdict(c) for c in self.failed],
         }
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Verdict:
+        """Read back `to_dict` (reports/gate.json)."""
+        return cls(verdict=raw["verdict"], tier=raw["tier"], checks=[Check(**check) for check in raw["checks"]])
+
     def message(self) -> str:
         """The verdict and, one per line, each failing and each not assessable figure."""
         lines = [VERDICT_HEAD.format(tier=self.tier, verdict=self.verdict.upper())]

@@ -36,12 +36,15 @@ class MitigatedModel:
         self.attribute = attribute
         base_columns = list(base.feature_names_in_)
         self.needs_attribute = method == "threshold_optimizer"
-        self.feature_names_in_ = np.array(base_columns + ([attribute] if self.needs_attribute else []), dtype=object)
+        extra = [attribute] if self.needs_attribute and attribute not in base_columns else []
+        self.feature_names_in_ = np.array(base_columns + extra, dtype=object)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         columns = list(self.base.feature_names_in_)
         if self.needs_attribute:
-            approve = self.mitigator._pmf_predict(frame[columns], sensitive_features=frame[self.attribute])[:, 1]
+            approve = self.mitigator._pmf_predict(frame[columns], sensitive_features=frame[self.attribute].to_numpy())[
+                :, 1
+            ]
         else:
             approve = self.mitigator._pmf_predict(self.base[:-1].transform(frame[columns]))[:, 1]
         return np.column_stack([1.0 - approve, approve])
@@ -52,7 +55,7 @@ def fit_mitigation(base: Pipeline, train: pd.DataFrame, *, mitigation: Mitigatio
     if mitigation.attribute not in train.columns:
         raise KeyError(MISSING_ATTRIBUTE.format(attribute=mitigation.attribute))
     columns = list(base.feature_names_in_)
-    sensitive = train[mitigation.attribute]
+    sensitive = train[mitigation.attribute].to_numpy()  # an array: its name may clash with a model column
     method: Literal["threshold_optimizer", "exponentiated_gradient"] = mitigation.method
     if method == "threshold_optimizer":
         from fairlearn.postprocessing import ThresholdOptimizer
@@ -76,7 +79,7 @@ def fit_mitigation(base: Pipeline, train: pd.DataFrame, *, mitigation: Mitigatio
             "true_positive_rate_parity": TruePositiveRateParity,
         }[mitigation.constraint]()
         estimator = clone(base[-1])
-        mitigator = ExponentiatedGradient(estimator, constraints=constraint, random_state=seed)
+        mitigator = ExponentiatedGradient(estimator, constraints=constraint)
         mitigator.fit(base[:-1].transform(train[columns]), train[LABEL], sensitive_features=sensitive)
     return MitigatedModel(base=base, mitigator=mitigator, method=method, attribute=mitigation.attribute)
 

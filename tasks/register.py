@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +9,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward.registry import ModelVersion, Registry
-
-MODEL_NAME = "credit-risk"
-
-
-def git_revision(project_dir: Path) -> str | None:
-    """HEAD's commit, suffixed `-dirty` when tracked files differ from it; None outside git."""
-
-    def git(*args: str) -> str | None:
-        done = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return f"{commit}-dirty" if dirty else commit
 
 
 def lineage_labels(
@@ -70,9 +53,7 @@ def register_candidate(
     existing = registry.find(name=name, model_md5=model_md5, data_md5=data_md5)
     if existing is not None:
         return existing
-    labels = lineage_labels(
-        data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id
-    )
+    labels = lineage_labels(data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id)
     tag = save_to_model_store(joblib.load(model_file), name=name, labels=labels, metadata=metrics)
     return registry.register(
         name=name,
@@ -86,6 +67,6 @@ def register_candidate(
     )
 
 
-register_candidate_task = task(
-    name="register-candidate", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
-)(register_candidate)
+register_candidate_task = task(name="register-candidate", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)(
+    register_candidate
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,17 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     body = {"schema_version": REPORT_SCHEMA_VERSION, **payload}
     path.write_text(json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def git_revision(project_dir: Path) -> str | None:
+    """HEAD's commit, suffixed `-dirty` when tracked files differ from it; None outside git."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if dirty else commit

@@ -165,9 +165,7 @@ TEXT_VALUES: dict[str, list[str]] = {
 }
 
 
-def _probabilities(
-    weights: Mapping[Any, int], drift_weights: Mapping[Any, int] | None, drift: float
-) -> np.ndarray:
+def _probabilities(weights: Mapping[Any, int], drift_weights: Mapping[Any, int] | None, drift: float) -> np.ndarray:
     """Normalised weights, moved linearly towards ``drift_weights`` by ``drift``."""
     p = np.array(list(weights.values()), dtype=float)
     p /= p.sum()
@@ -225,9 +223,7 @@ def _draw_categories(rng: np.random.Generator, n: int, drift: float) -> dict[str
 def _draw_numbers(rng: np.random.Generator, n: int, drift: float) -> dict[str, np.ndarray]:
     """Every integer column, as int64 arrays."""
     numbers = {
-        column: np.array(list(weights), dtype=np.int64)[
-            _inverse_cdf(rng.random(n), _probabilities(weights, None, 0.0))
-        ]
+        column: np.array(list(weights), dtype=np.int64)[_inverse_cdf(rng.random(n), _probabilities(weights, None, 0.0))]
         for column, weights in INTEGER_WEIGHTS.items()
     }
     z_duration = rng.standard_normal(n)
@@ -257,9 +253,7 @@ def _log_odds(codes: dict[str, np.ndarray], numbers: dict[str, np.ndarray]) -> n
     return logit
 
 
-def _in_group(
-    codes: dict[str, np.ndarray], numbers: dict[str, np.ndarray], attribute: str, group: str
-) -> np.ndarray:
+def _in_group(codes: dict[str, np.ndarray], numbers: dict[str, np.ndarray], attribute: str, group: str) -> np.ndarray:
     """Boolean mask of the rows whose sensitive ``attribute`` is ``group``."""
     if attribute == "age":
         young = numbers["age"] < AGE_GROUP_THRESHOLD
@@ -290,14 +284,10 @@ def generate_applications(
     rng = np.random.default_rng(seed)
     codes = _draw_categories(rng, n, drift)
     numbers = _draw_numbers(rng, n, drift)
-    logit = _log_odds(codes, numbers) - BIAS_LOGIT_SCALE * bias * _in_group(
-        codes, numbers, bias_attribute, bias_group
-    )
+    logit = _log_odds(codes, numbers) - BIAS_LOGIT_SCALE * bias * _in_group(codes, numbers, bias_attribute, bias_group)
     codes["credit_risk"] = (rng.random(n) >= expit(logit)).astype(np.int64)  # 0 = good, 1 = bad
 
-    columns: dict[str, pd.Series] = {
-        "applicant_id": pd.Series([f"S{i:07d}" for i in range(1, n + 1)], dtype=str)
-    }
+    columns: dict[str, pd.Series] = {"applicant_id": pd.Series([f"S{i:07d}" for i in range(1, n + 1)], dtype=str)}
     for column in GERMAN_COLUMNS[1:]:
         if column in numbers:
             columns[column] = pd.Series(numbers[column])

@@ -58,9 +58,7 @@ def main() -> None:
     model = fit(train, params=ctx.params)
     ctx.layout.model_file.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, ctx.layout.model_file)
-    print(
-        f"train: {ctx.params.train.model} on {len(train)} rows, {len(model.feature_names_in_)} input columns"
-    )
+    print(f"train: {ctx.params.train.model} on {len(train)} rows, {len(model.feature_names_in_)} input columns")
 
 
 if __name__ == "__main__":

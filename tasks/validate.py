@@ -20,9 +20,7 @@ if TYPE_CHECKING:
     from steward.params import Params
 
 SUITE_INVALID = "Suite {path}: {dropped} of {declared} expectations are not valid and were dropped by GE"
-VALIDATION_FAILED = (
-    "Data contract {suite!r} failed: {failed} of {evaluated} expectations not met ({n_rows} rows)"
-)
+VALIDATION_FAILED = "Data contract {suite!r} failed: {failed} of {evaluated} expectations not met ({n_rows} rows)"
 FAILURE_LINE = "  - {where}: {expectation}{expected} → observed {observed}"
 TABLE_WHERE = "(table)"
 COLUMN_ABSENT = "no such column in the frame"
@@ -98,9 +96,7 @@ class ValidationFailed(Exception):
 
     def __str__(self) -> str:
         s = self.summary
-        header = VALIDATION_FAILED.format(
-            suite=s.suite, failed=len(s.failures), evaluated=s.evaluated, n_rows=s.n_rows
-        )
+        header = VALIDATION_FAILED.format(suite=s.suite, failed=len(s.failures), evaluated=s.evaluated, n_rows=s.n_rows)
         docs = DATA_DOCS_AT.format(path=s.data_docs) if s.data_docs else ""
         return f"{header}\n{s.message()}{docs}"
 
@@ -121,9 +117,7 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
     # must not lose a check quietly.
     declared = len(raw.get("expectations", []))
     if len(suite.expectations) != declared:
-        raise ValueError(
-            SUITE_INVALID.format(path=path, dropped=declared - len(suite.expectations), declared=declared)
-        )
+        raise ValueError(SUITE_INVALID.format(path=path, dropped=declared - len(suite.expectations), declared=declared))
     return suite
 
 
@@ -214,9 +208,7 @@ def _failure(r: ExpectationValidationResult, *, columns: set[str]) -> Failure:
     )
 
 
-def _observed(
-    r: ExpectationValidationResult, *, kwargs: dict[str, Any], columns: set[str], nulls: bool
-) -> str:
+def _observed(r: ExpectationValidationResult, *, kwargs: dict[str, Any], columns: set[str], nulls: bool) -> str:
     column = kwargs.get("column")
     if column is not None and column not in columns:
         # GE reports a missing column with a different traceback per expectation type; say it once, plainly.
@@ -310,9 +302,7 @@ def validate_snapshot(raw: pd.DataFrame, *, params: Params, root: Path) -> list[
     from tasks.features import to_feature_frame
 
     suites = params.validate_
-    summaries = [
-        validate_frame(raw, suite_path=root / suites.raw_suite, docs_dir=root / "reports/data_docs/raw")
-    ]
+    summaries = [validate_frame(raw, suite_path=root / suites.raw_suite, docs_dir=root / "reports/data_docs/raw")]
     if summaries[0].success:
         features = to_feature_frame(raw, data=params.data)
         docs = root / "reports/data_docs/features"
@@ -343,9 +333,7 @@ def main() -> None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         unreadable = Failure(column=None, expectation=READABLE_CSV, observed=str(exc).strip())
         suite = Path(ctx.params.validate_.raw_suite).stem
-        summaries = [
-            ValidationSummary(suite=suite, success=False, n_rows=0, evaluated=1, failures=[unreadable])
-        ]
+        summaries = [ValidationSummary(suite=suite, success=False, n_rows=0, evaluated=1, failures=[unreadable])]
     else:
         summaries = validate_snapshot(raw, params=ctx.params, root=ctx.layout.project_dir)
     write_json(ctx.layout.report("validate"), report(summaries))

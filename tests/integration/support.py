@@ -53,14 +53,10 @@ def project_files() -> list[str]:
         text=True,
         check=True,
     ).stdout.split("\n")
-    return [
-        name for name in listed if name and not name.startswith("tests/") and (PROJECT_DIR / name).is_file()
-    ]
+    return [name for name in listed if name and not name.startswith("tests/") and (PROJECT_DIR / name).is_file()]
 
 
-def steward_env(
-    project: Path, *, api_url: str | None = None, extra: dict[str, str] | None = None
-) -> dict[str, str]:
+def steward_env(project: Path, *, api_url: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a user's shell would have: the venv on PATH, state in the project's .steward."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEWARD_", "PREFECT_", "BENTOML_"))}
     env.update(GIT_ENV)
@@ -73,9 +69,5 @@ def steward_env(
     return env
 
 
-def run(
-    args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -17,9 +17,7 @@ def _registry_rows(project):
         return []
     with sqlite3.connect(db) as connection:
         try:
-            return connection.execute(
-                "SELECT name, version, state, data_md5, model_tag FROM model_versions"
-            ).fetchall()
+            return connection.execute("SELECT name, version, state, data_md5, model_tag FROM model_versions").fetchall()
         except sqlite3.OperationalError:
             return []
 
@@ -81,12 +79,8 @@ def _bad_variants(good: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]
     }
 
 
-@pytest.mark.parametrize(
-    "variant", ["missing-column", "wrong-types", "out-of-range-ages", "third-label", "not-a-csv"]
-)
-def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_version(
-    project, prefect_server, variant
-):
+@pytest.mark.parametrize("variant", ["missing-column", "wrong-types", "out-of-range-ages", "third-label", "not-a-csv"])
+def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_version(project, prefect_server, variant):
     env = steward_env(project, api_url=prefect_server)
     assert run([str(BIN / "steward"), "ingest"], cwd=project, env=env).returncode == 0
     before_bytes = (project / "data/raw/credit.csv").read_bytes()

@@ -9,9 +9,7 @@ def test_report_markdown_lists_each_suite_and_its_failures():
     failure = {"column": "age", "expectation": "expect_column_values_to_be_between", "observed": "3"}
     report = {
         "success": False,
-        "suites": [
-            {"suite": "raw_credit", "success": False, "evaluated": 72, "n_rows": 5, "failures": [failure]}
-        ],
+        "suites": [{"suite": "raw_credit", "success": False, "evaluated": 72, "n_rows": 5, "failures": [failure]}],
     }
     text = report_markdown("validate", report, ran=True)
     assert "suite `raw_credit` FAILED: 72 expectations, 5 rows" in text

@@ -135,9 +135,7 @@ def test_unknown_code_is_refused() -> None:
         decode_german(RAW_SAMPLE.replace("A43", "A499", 1))
 
 
-@pytest.mark.parametrize(
-    ("name", "rows", "comment_lines"), [("adult.data.gz", 32561, 0), ("adult.test.gz", 16281, 1)]
-)
+@pytest.mark.parametrize(("name", "rows", "comment_lines"), [("adult.data.gz", 32561, 0), ("adult.test.gz", 16281, 1)])
 def test_load_adult_counts(name: str, rows: int, comment_lines: int) -> None:
     path = ROOT / "data/adult" / name
     with gzip.open(path, "rt") as handle:
@@ -156,8 +154,7 @@ def test_load_adult_counts(name: str, rows: int, comment_lines: int) -> None:
 
 def test_load_adult_small_file(tmp_path: Path) -> None:
     text = (
-        "|1x3 Cross validator\n"
-        "25, ?, 226802, 11th, 7, Never-married, ?, Own-child, Black, Male, 0, 0, 40, ?, <=50K.\n"
+        "|1x3 Cross validator\n25, ?, 226802, 11th, 7, Never-married, ?, Own-child, Black, Male, 0, 0, 40, ?, <=50K.\n"
     )
     path = tmp_path / "tiny.test.gz"
     path.write_bytes(gzip.compress(text.encode()))

@@ -43,3 +43,9 @@ def test_protected_attributes_are_kept_out_of_the_model_by_default():
         "purpose",
         AGE_GROUP,
     }
+
+
+def test_drop_features_keeps_a_named_proxy_out_of_the_model():
+    frame = to_feature_frame(_raw(), data=Params().data)
+    params = parse_params({"prepare": {"drop_features": ["purpose"]}})
+    assert model_features(frame.columns, params=params) == ["credit_amount"]

@@ -1,6 +1,7 @@
 import subprocess
 
-from tasks.register import git_revision, lineage_labels
+from tasks.register import lineage_labels
+from tasks.stage import git_revision
 
 
 def _git(cwd, *args):
@@ -11,9 +12,7 @@ def _git(cwd, *args):
         "GIT_COMMITTER_EMAIL": "t@t",
         "PATH": "/usr/bin:/bin",
     }
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def test_git_revision_names_the_commit_and_marks_a_dirty_tree(tmp_path):

@@ -117,9 +117,7 @@ def test_no_bias_means_equal_group_rates(reference: pd.DataFrame) -> None:
         assert good_rate(reference, mask) == pytest.approx(rest, abs=tolerance), (attribute, group)
 
 
-@pytest.mark.parametrize(
-    ("attribute", "group"), [("sex", "female"), ("age", "under 25"), ("foreign_worker", "no")]
-)
+@pytest.mark.parametrize(("attribute", "group"), [("sex", "female"), ("age", "under 25"), ("foreign_worker", "no")])
 def test_bias_lowers_only_the_group(reference: pd.DataFrame, attribute: str, group: str) -> None:
     biased = generate_applications(N, seed=7, bias=0.5, bias_attribute=attribute, bias_group=group)
     mask = group_masks(reference)[(attribute, group)]

@@ -229,9 +229,7 @@ def test_observed_shows_count_percent_and_values(raw: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize(("good_rate", "n"), [(0.3, 100), (1.0, 100)])
 def test_features_suite_bounds_the_label_balance(raw: pd.DataFrame, good_rate: float, n: int) -> None:
-    features = to_features(raw.iloc[:n]).assign(
-        label=[1] * int(good_rate * n) + [0] * (n - int(good_rate * n))
-    )
+    features = to_features(raw.iloc[:n]).assign(label=[1] * int(good_rate * n) + [0] * (n - int(good_rate * n)))
     (failure,) = validate_frame(features, suite_path=FEATURES_SUITE).failures
     assert (failure.column, failure.expectation) == ("label", "expect_column_mean_to_be_between")
     assert failure.observed == f"{features['label'].mean():.4g}"
