@@ -34,6 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _environment(settings: Settings, *, server: bool) -> None:
     """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
     os.environ.update(settings.tool_env())
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect only warns when it cannot make it
     if not server:
         return
     if settings.prefect_api_url:
@@ -60,7 +61,7 @@ def _report_verdict(result: TrainResult) -> None:
     from tasks.gate import Verdict
 
     if result.gate:
-        console.print(Verdict.from_dict(result.gate).message(), highlight=False)
+        console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
     if result.rejected:
         err.print(f"[bold red]rejected:[/] {result.model.ref} did not pass the gate (recorded in the registry)")
         raise typer.Exit(code=3)
@@ -126,7 +127,7 @@ def run() -> None:
     )
     from tasks.gate import Verdict
 
-    console.print(Verdict.from_dict(result.gate).message(), highlight=False)
+    console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
     state = "[red]rejected[/]" if result.rejected else "[green]candidate, awaiting sign-off[/]"
     console.print(f"{result.model.ref}: {state}")
 

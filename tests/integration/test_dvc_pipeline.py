@@ -8,6 +8,7 @@ from support import BIN, run, steward_env
 
 pytestmark = pytest.mark.integration
 STAGES = ["validate", "prepare", "train", "evaluate"]
+AUDITS = {"data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document"}
 
 
 def _ingest_and_repro(project, env):
@@ -40,7 +41,10 @@ def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
     assert "Stage 'validate' didn't change" in done.stdout  # `steward ingest` ran it on the new snapshot
     for stage in STAGES[1:]:
         assert f"Running stage '{stage}'" in done.stdout
-    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGES)
+    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGES) | AUDITS
+    for report in ("data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document"):
+        assert (project / f"reports/{report}.json").is_file(), report
+    assert (project / "reports/evidence/index.html").is_file()
     validated = json.loads((project / "reports/validate.json").read_text())
     assert validated["success"] is True
     assert [suite["suite"] for suite in validated["suites"]] == ["raw_credit", "features"]

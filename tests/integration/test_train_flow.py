@@ -1,6 +1,5 @@
 """`steward train` against a real local Prefect server, on good and on bad data."""
 
-import json
 import sqlite3
 
 import httpx
@@ -35,31 +34,52 @@ def _flow_run(api_url, flow_run_id):
     return response.json()
 
 
-def test_train_registers_a_candidate_with_lineage_then_a_rerun_changes_nothing(project, prefect_server):
+REPORTS = ("validate", "evaluate", "data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document")
+
+
+def test_german_credit_gets_every_report_a_stated_verdict_and_a_recorded_rejection(project, prefect_server):
+    """At the high risk tier, 300 held-out rows cannot bound the equalized odds difference under 0.1."""
     env = steward_env(project, api_url=prefect_server)
     done = run([str(BIN / "steward"), "train"], cwd=project, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "candidate registered: credit-risk:v1" in done.stdout
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Gate (high risk tier): FAIL" in done.stdout
+    assert "equalized_odds_difference [sex]: ci_high" in done.stdout
+    assert "rejected: credit-risk:v1 did not pass the gate" in done.stderr
+    for report in REPORTS:
+        assert (project / f"reports/{report}.json").is_file(), report
+    assert "FAIL" in (project / "reports/evidence/index.html").read_text()
 
     rows = _registry_rows(project)
     assert len(rows) == 1
     name, version, state, data_md5, _tag = rows[0]
-    assert (name, version, state) == ("credit-risk", 1, "candidate")
+    assert (name, version, state) == ("credit-risk", 1, "rejected")
     assert data_md5 in (project / "data/raw/credit.csv.dvc").read_text()
     assert (project / ".steward/bentoml/models/credit-risk").is_dir()
-    assert json.loads((project / "reports/evaluate.json").read_text())["metrics"]["auc"] > 0.6
 
     with sqlite3.connect(project / ".steward/steward.db") as connection:
         (flow_run_id,) = connection.execute("SELECT flow_run_id FROM model_versions").fetchone()
     assert _flow_run(prefect_server, flow_run_id)["state"]["type"] == "COMPLETED"
     artifacts = _artifacts_of_run(prefect_server, flow_run_id)
-    assert {"ingest", "stage-validate", "stage-evaluate", "register"} <= set(artifacts)
+    expected = {
+        "ingest",
+        "stage-validate",
+        "stage-evaluate",
+        "stage-fairness",
+        "stage-data-bias",
+        "stage-explain",
+        "stage-robustness",
+        "stage-mitigate",
+        "stage-gate",
+        "register",
+    }
+    assert expected <= set(artifacts)
     assert data_md5 in artifacts["ingest"]["data"]
     assert "auc" in artifacts["stage-evaluate"]["data"]
+    assert "FAIL" in artifacts["stage-gate"]["data"]
 
     again = run([str(BIN / "steward"), "train"], cwd=project, env=env)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "candidate registered: credit-risk:v1" in again.stdout
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert "credit-risk:v1" in again.stderr
     assert len(_registry_rows(project)) == 1
 
 
