@@ -21,21 +21,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-STAGES = (
-    "validate",
-    "data_bias",
-    "prepare",
-    "train",
-    "evaluate",
-    "fairness",
-    "mitigate",
-    "explain",
-    "robustness",
-    "gate",
-    "document",
-)
-
-
 def plain(data: Path) -> None:
     """The baseline: every stage's entry point called in DAG order in this one process, same inputs and outputs."""
     import importlib
@@ -43,11 +28,12 @@ def plain(data: Path) -> None:
 
     from steward.layout import Layout
     from steward.settings import Settings
+    from tasks.dvc import pipeline_stages
 
     layout = Layout(Settings().project_dir)
     layout.raw_data.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data, layout.raw_data)
-    for stage in STAGES:
+    for stage in pipeline_stages(layout.project_dir):
         importlib.import_module(f"tasks.{stage}").main()
 
 

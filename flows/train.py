@@ -20,7 +20,7 @@ from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
 from tasks.artifacts import markdown_table, publish, report_markdown
-from tasks.dvc import DvcResult, locked_md5, reproduce
+from tasks.dvc import DvcResult, locked_md5, pipeline_stages, reproduce
 from tasks.ingest import (
     Snapshot,
     fetch_snapshot_task,
@@ -31,19 +31,7 @@ from tasks.ingest import (
 from tasks.register import register_candidate_task
 from tasks.stage import git_revision, read_report
 
-# After `validate`, which ingest runs. Each is one `dvc repro` task; those with a report get an artifact.
-STAGES = (
-    "data_bias",
-    "prepare",
-    "train",
-    "evaluate",
-    "fairness",
-    "mitigate",
-    "explain",
-    "robustness",
-    "gate",
-    "document",
-)
+# Every dvc.yaml stage after `validate` (which ingest runs) is one `dvc repro` task; these also get an artifact:
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
 
 
@@ -103,7 +91,7 @@ def train_flow(data: str | None = None) -> TrainResult:
     )
 
     ran = ["validate"] if snapshot.changed else []
-    for stage in STAGES:
+    for stage in pipeline_stages(layout.project_dir)[1:]:
         result = repro_stage(stage, settings=settings)
         if result.ran(stage):
             ran.append(stage)

@@ -126,6 +126,8 @@ def plot_base_rates(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.stage import save_figure
+
     attributes = report["attributes"]
     fig, axes = plt.subplots(
         1, len(attributes), figsize=(3.2 * len(attributes) + 1, 4), dpi=100, sharey=True, squeeze=False
@@ -150,9 +152,7 @@ def plot_base_rates(report: dict[str, Any], path: Path) -> None:
     axes[0][0].set_ylabel(f"share {report['favourable']} ({report['ci_level']:.0%} CI)")
     fig.suptitle("Base rates in the raw data (grey: small group; dashed: 4/5 of the reference group)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})  # no version stamp: same plot, same bytes
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

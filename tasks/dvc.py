@@ -110,3 +110,8 @@ def locked_md5(project_dir: Path, *, stage: str, path: str) -> str:
         if out.get("path") == path:
             return str(out["md5"])
     raise DvcError(f"dvc.lock has no output {path!r} for stage {stage!r}: run `dvc repro {stage}`")
+
+
+def pipeline_stages(project_dir: Path) -> list[str]:
+    """The stages of dvc.yaml in the order they are written there (an order that respects the DAG)."""
+    return list((yaml.safe_load((project_dir / "dvc.yaml").read_text()) or {}).get("stages", {}))

@@ -49,15 +49,15 @@ def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.stage import save_figure
+
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(table["predicted"], table["observed"], marker="o", label="model")
     ax.set(xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})  # no version stamp: same plot, same bytes
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def evaluate(

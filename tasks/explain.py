@@ -247,11 +247,9 @@ def proxy_table(
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from tasks.stage import save_figure
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})  # same plot, same bytes
-    plt.close(fig)
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
 def plot_all(

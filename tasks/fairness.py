@@ -226,6 +226,8 @@ def plot_rates(report: dict[str, Any], path: Path, *, rates: Sequence[str], titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.stage import save_figure
+
     attributes = report["attributes"]
     fig, axes = plt.subplots(
         1, len(attributes), figsize=(3.2 * len(attributes) + 1, 4), dpi=100, sharey=True, squeeze=False
@@ -251,9 +253,7 @@ def plot_rates(report: dict[str, Any], path: Path, *, rates: Sequence[str], titl
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"{title} at threshold {report['threshold']} (hollow: small group)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})  # no version stamp: same plot, same bytes
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

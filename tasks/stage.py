@@ -6,11 +6,14 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steward.layout import Layout
 from steward.params import Params, load_params
 from steward.settings import Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -54,3 +57,13 @@ def git_revision(project_dir: Path) -> str | None:
         return None
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return f"{commit}-dirty" if dirty else commit
+
+
+def save_figure(fig: Figure, path: Path, **options: Any) -> Path:
+    """Save a plot without a version stamp (same plot, same bytes: DVC sees no change) and free it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None}, **options)
+    plt.close(fig)
+    return path
