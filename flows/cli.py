@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from steward.settings import Settings
@@ -52,7 +53,7 @@ def _environment(settings: Settings, *, server: bool) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # messages hold [brackets]
     raise typer.Exit(code=1)
 
 
