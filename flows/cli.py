@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
 app.add_typer(server_app, name="server")
+ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals and transitions.")
+app.add_typer(ledger_app, name="ledger")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -192,6 +195,51 @@ def server_stop() -> None:
     from flows.server import stop_server
 
     console.print("stopped" if stop_server(Settings()) else "no local Prefect server was running")
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    file: Path | None = typer.Option(None, "--file", help="Verify an exported JSONL copy instead of the database."),
+) -> None:
+    """Check the hash chain; name the first bad record (exit 1) if one was edited, deleted or moved."""
+    from steward.db import make_engine
+    from steward.ledger import Ledger, LedgerError, read_jsonl, verify_records
+
+    try:
+        result = verify_records(read_jsonl(file)) if file else Ledger(make_engine(Settings().db_url)).verify()
+    except (LedgerError, OSError) as exc:
+        _fail(exc)
+        return
+    if not result.ok:
+        err.print(f"ledger broken at seq {result.first_bad_seq}: {escape(result.problem)}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"ledger ok: {result.count} records, chain intact", highlight=False)
+
+
+@ledger_app.command("export")
+def ledger_export(
+    out: Path | None = typer.Option(None, "--out", help="Write the ledger as JSON lines to this file."),
+    s3_key: str | None = typer.Option(None, "--s3-key", help="Upload to STEWARD_S3_BUCKET under this key."),
+    retain_days: int | None = typer.Option(None, "--retain-days", help="Object Lock retention, if the bucket has it."),
+) -> None:
+    """Export the ledger to a file and/or to S3 (COMPLIANCE retention where the bucket supports Object Lock)."""
+    from steward.db import make_engine
+    from steward.ledger import Ledger, LedgerError
+    from steward.ledger_export import export_to_s3
+    from steward.storage import Storage
+
+    settings = Settings()
+    ledger = Ledger(make_engine(settings.db_url))
+    if out is None and s3_key is None:
+        _fail(ValueError("say where: --out FILE and/or --s3-key KEY"))
+    try:
+        if out is not None:
+            console.print(f"{ledger.export_jsonl(out)} records written to {out}", highlight=False)
+        if s3_key is not None:
+            done = export_to_s3(ledger, storage=Storage.from_settings(settings), key=s3_key, retain_days=retain_days)
+            console.print(f"{done.count} records uploaded to {done.uri}: {done.message}", highlight=False)
+    except (LedgerError, ValueError, OSError) as exc:
+        _fail(exc)
 
 
 def main() -> None:  # pragma: no cover - console entry point

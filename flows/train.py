@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 
 from steward.db import make_engine
 from steward.layout import CANDIDATE_FILE, Layout
+from steward.ledger import GATE_VERDICT, Ledger
 from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
@@ -32,6 +33,7 @@ from tasks.register import register_candidate_task
 from tasks.stage import git_revision, read_report
 
 # Every dvc.yaml stage after `validate` (which ingest runs) is one `dvc repro` task; these also get an artifact:
+GATE_ACTOR = "steward-gate"  # the ledger's actor for what the gate decides
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
 
 
@@ -54,11 +56,13 @@ def repro_stage(stage: str, *, settings: Settings) -> DvcResult:
 
 
 @task(name="act-on-verdict", cache_policy=NO_CACHE)
-def act_on_verdict(model: ModelVersion, gate: dict[str, Any], *, registry: Registry) -> ModelVersion:
-    """A failed gate rejects the candidate (recorded in the registry) and emits `steward.gate.failed`."""
+def act_on_verdict(model: ModelVersion, gate: dict[str, Any], *, registry: Registry, ledger: Ledger) -> ModelVersion:
+    """Record the verdict in the ledger; a failed gate rejects the candidate and emits `steward.gate.failed`."""
+    verdict = {key: gate.get(key) for key in ("verdict", "tier", "reasons")}
+    ledger.append(actor=GATE_ACTOR, action=GATE_VERDICT, subject=model.ref, payload=verdict)
     if gate.get("verdict") == "pass" or model.state is not State.CANDIDATE:
         return model
-    rejected = registry.transition(model.id, State.REJECTED)
+    rejected = registry.transition(model.id, State.REJECTED, actor=GATE_ACTOR)
     emit_event(
         event="steward.gate.failed",
         resource={"prefect.resource.id": f"steward.model.{model.ref}", "prefect.resource.name": model.ref},
@@ -102,7 +106,9 @@ def train_flow(data: str | None = None) -> TrainResult:
                 description=f"DVC stage {stage}",
             )
 
-    registry = Registry(make_engine(settings.db_url))
+    engine = make_engine(settings.db_url)
+    ledger = Ledger(engine)
+    registry = Registry(engine, ledger=ledger)
     gate = read_report(layout.report("gate"))
     model = register_candidate_task(
         model_file=layout.candidate_file,
@@ -115,7 +121,7 @@ def train_flow(data: str | None = None) -> TrainResult:
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         metrics={**read_report(layout.report("evaluate")).get("metrics", {}), "gate": gate.get("verdict")},
     )
-    model = act_on_verdict(model, gate, registry=registry)
+    model = act_on_verdict(model, gate, registry=registry, ledger=ledger)
     publish(
         "register",
         markdown_table(

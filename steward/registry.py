@@ -15,6 +15,7 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, Select, String, UniqueCo
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.ledger import REGISTRY_TRANSITION, Ledger
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
@@ -113,10 +114,12 @@ class ModelVersion:
 
 
 class Registry:
-    """Model versions in Steward's database."""
+    """Model versions in Steward's database; with a ledger, every state change is also a ledger record
+    written in the same transaction (no change without its record, no record without its change)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, ledger: Ledger | None = None) -> None:
         self._engine = engine
+        self._ledger = ledger
 
     def register(
         self,
@@ -129,10 +132,12 @@ class Registry:
         git_commit: str | None,
         flow_run_id: str | None,
         metrics: dict[str, Any],
+        actor: str = "steward",
     ) -> ModelVersion:
         """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
+            self._lock(session)
             latest = session.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name))
             row = ModelVersionRow(
                 name=name,
@@ -150,6 +155,7 @@ class Registry:
             )
             session.add(row)
             session.flush()
+            self._record(session, row, previous=None, actor=actor)
             return ModelVersion._of(row)
 
     def find(self, *, name: str, model_md5: str, data_md5: str) -> ModelVersion | None:
@@ -181,9 +187,10 @@ class Registry:
         with Session(self._engine) as session:
             return [ModelVersion._of(row) for row in session.scalars(query)]
 
-    def transition(self, ref: str | int, target: State) -> ModelVersion:
+    def transition(self, ref: str | int, target: State, *, actor: str = "steward") -> ModelVersion:
         """Move a version to `target` if the state machine allows it from where it is now."""
         with Session(self._engine) as session, session.begin():
+            self._lock(session)
             row = session.scalar(self._select(ref).with_for_update())
             if row is None:
                 raise RegistryError(UNKNOWN_MODEL.format(ref=ref))
@@ -198,7 +205,29 @@ class Registry:
             row.state = target.value
             row.updated_at = datetime.now(UTC)
             session.flush()
+            self._record(session, row, previous=current, actor=actor)
             return ModelVersion._of(row)
+
+    def _lock(self, session: Session) -> None:
+        # Taken before reading the row, so the state read and the ledger head are both current.
+        if self._ledger is not None:
+            self._ledger.lock(session)
+
+    def _record(self, session: Session, row: ModelVersionRow, *, previous: State | None, actor: str) -> None:
+        if self._ledger is None:
+            return
+        self._ledger.append(
+            actor=actor,
+            action=REGISTRY_TRANSITION,
+            subject=f"{row.name}:v{row.version}",
+            payload={
+                "from": None if previous is None else previous.value,
+                "to": row.state,
+                "model_tag": row.model_tag,
+                "data_md5": row.data_md5,
+            },
+            session=session,
+        )
 
     @staticmethod
     def _select(ref: str | int) -> Select[tuple[ModelVersionRow]]:

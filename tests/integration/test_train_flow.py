@@ -1,5 +1,6 @@
 """`steward train` against a real local Prefect server, on good and on bad data."""
 
+import json
 import sqlite3
 
 import httpx
@@ -81,6 +82,23 @@ def test_german_credit_gets_every_report_a_stated_verdict_and_a_recorded_rejecti
     assert again.returncode == 3, again.stdout + again.stderr
     assert "credit-risk:v1" in again.stderr
     assert len(_registry_rows(project)) == 1
+
+    # The ledger holds the registration, both verdicts and the rejection, and tells a tampered copy.
+    verified = run([str(BIN / "steward"), "ledger", "verify"], cwd=project, env=env)
+    assert verified.returncode == 0 and "ledger ok: 4 records" in verified.stdout, verified.stdout + verified.stderr
+    copy = project.parent / "ledger.jsonl"
+    assert run([str(BIN / "steward"), "ledger", "export", "--out", str(copy)], cwd=project, env=env).returncode == 0
+    lines = copy.read_text().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == [
+        "registry.transition",
+        "gate.verdict",
+        "registry.transition",
+        "gate.verdict",
+    ]
+    lines[1] = lines[1].replace('"verdict":"fail"', '"verdict":"pass"')
+    copy.write_text("\n".join(lines) + "\n")
+    tampered = run([str(BIN / "steward"), "ledger", "verify", "--file", str(copy)], cwd=project, env=env)
+    assert tampered.returncode == 1 and "ledger broken at seq 2" in tampered.stderr, tampered.stdout + tampered.stderr
 
 
 def _bad_variants(good: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]]]:

@@ -1,0 +1,278 @@
+"""The tamper-evident ledger: an append-only, hash-chained record of every governance decision.
+
+Record `n` carries `hash = sha256(prev_hash || canonical JSON of {seq, ts, actor, action, subject, payload})`
+and `prev_hash` = the hash of record `n - 1` (64 zeros for record 1), so editing, deleting or reordering
+any record breaks the chain from that record on. Removing records from the *end* leaves a shorter valid
+chain: an exported copy under Object Lock (`steward.ledger_export`) is the anchor that catches that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from sqlalchemy import Engine, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from steward.db import Base
+
+Action = Literal[
+    "gate.verdict",
+    "approval.granted",
+    "approval.refused",
+    "registry.transition",
+    "rollout.step",
+    "rollback",
+    "review.decision",
+]
+GATE_VERDICT: Final = "gate.verdict"
+APPROVAL_GRANTED: Final = "approval.granted"
+APPROVAL_REFUSED: Final = "approval.refused"
+REGISTRY_TRANSITION: Final = "registry.transition"
+ROLLOUT_STEP: Final = "rollout.step"
+ROLLBACK: Final = "rollback"
+REVIEW_DECISION: Final = "review.decision"
+ACTIONS: Final[tuple[str, ...]] = get_args(Action)
+
+GENESIS_HASH: Final = "0" * 64
+
+UNKNOWN_ACTION = "unknown ledger action {action!r}; one of: {allowed}"
+BAD_PAYLOAD = "a ledger payload must be a JSON object of strings, finite numbers, lists and objects: {error}"
+BAD_RECORD = "line {line} of {path} is not a ledger record: {error}"
+CHAIN_OK = "chain intact: {count} records"
+EMPTY_CHAIN = "the ledger is empty"
+SEQ_BROKEN = "record {seq} is missing or out of order: found seq {found} in its place"
+PREV_HASH_BROKEN = "record {seq}: prev_hash does not match the hash of the record before it"
+HASH_BROKEN = "record {seq}: its hash does not match its contents (edited)"
+
+
+class LedgerError(ValueError):
+    """A record the ledger refuses to write or read."""
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of `value` that hashing uses: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def record_hash(*, prev_hash: str, seq: int, ts: str, actor: str, action: str, subject: str, payload: Any) -> str:
+    body = {"seq": seq, "ts": ts, "actor": actor, "action": action, "subject": subject, "payload": payload}
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode("utf-8")).hexdigest()
+
+
+class LedgerRow(Base):
+    __tablename__ = "ledger"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40))  # text, not DateTime: the hashed string must come back verbatim
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    subject: Mapped[str] = mapped_column(String(300), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ledger record as plain data."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> str:
+        """One canonical JSON line (the export format)."""
+        return canonical_json(
+            {
+                "seq": self.seq,
+                "ts": self.ts,
+                "actor": self.actor,
+                "action": self.action,
+                "subject": self.subject,
+                "payload": self.payload,
+                "prev_hash": self.prev_hash,
+                "hash": self.hash,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def _of(cls, row: LedgerRow) -> Record:
+        return cls(
+            seq=row.seq,
+            ts=row.ts,
+            actor=row.actor,
+            action=row.action,
+            subject=row.subject,
+            payload=json.loads(row.payload),
+            prev_hash=row.prev_hash,
+            hash=row.hash,
+        )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of checking a chain; `first_bad_seq` is where trust ends (records before it are intact)."""
+
+    ok: bool
+    count: int
+    first_bad_seq: int | None
+    problem: str
+
+
+def verify_records(records: list[Record]) -> VerifyResult:
+    """Check a chain in the order given: seq counts 1, 2, 3 ..., each prev_hash links, each hash matches."""
+    prev_hash = GENESIS_HASH
+    for expected, record in enumerate(records, start=1):
+        if record.seq != expected:
+            return VerifyResult(False, len(records), expected, SEQ_BROKEN.format(seq=expected, found=record.seq))
+        if record.prev_hash != prev_hash:
+            return VerifyResult(False, len(records), expected, PREV_HASH_BROKEN.format(seq=expected))
+        try:
+            computed = record_hash(
+                prev_hash=record.prev_hash,
+                seq=record.seq,
+                ts=record.ts,
+                actor=record.actor,
+                action=record.action,
+                subject=record.subject,
+                payload=record.payload,
+            )
+        except (TypeError, ValueError):
+            computed = ""
+        if computed != record.hash:
+            return VerifyResult(False, len(records), expected, HASH_BROKEN.format(seq=expected))
+        prev_hash = record.hash
+    problem = CHAIN_OK.format(count=len(records)) if records else EMPTY_CHAIN
+    return VerifyResult(True, len(records), None, problem)
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    """Records from an exported JSONL file, in file order (feed them to `verify_records`)."""
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(Record.from_json(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerError(BAD_RECORD.format(line=number, path=path, error=exc)) from None
+    return records
+
+
+def now_ts() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Ledger:
+    """The hash-chained `ledger` table in Steward's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: Action,
+        subject: str,
+        payload: dict[str, Any],
+        session: Session | None = None,
+    ) -> Record:
+        """Add the next record; inside `session`'s transaction if given (it commits or rolls back with it)."""
+        if action not in ACTIONS:
+            raise LedgerError(UNKNOWN_ACTION.format(action=action, allowed=", ".join(ACTIONS)))
+        if not isinstance(payload, dict):
+            raise LedgerError(BAD_PAYLOAD.format(error=f"got {type(payload).__name__}"))
+        try:
+            payload_text = canonical_json(payload)
+        except (TypeError, ValueError) as exc:
+            raise LedgerError(BAD_PAYLOAD.format(error=exc)) from None
+        if session is not None:
+            return self._append(session, actor, action, subject, payload_text)
+        with Session(self._engine) as own, own.begin():
+            return self._append(own, actor, action, subject, payload_text)
+
+    def _append(self, session: Session, actor: str, action: str, subject: str, payload_text: str) -> Record:
+        self.lock(session)
+        last = session.execute(select(LedgerRow.seq, LedgerRow.hash).order_by(LedgerRow.seq.desc()).limit(1)).first()
+        seq, prev_hash = (1, GENESIS_HASH) if last is None else (last.seq + 1, last.hash)
+        ts = now_ts()
+        payload = json.loads(payload_text)
+        digest = record_hash(
+            prev_hash=prev_hash, seq=seq, ts=ts, actor=actor, action=action, subject=subject, payload=payload
+        )
+        row = LedgerRow(
+            seq=seq,
+            ts=ts,
+            actor=actor,
+            action=action,
+            subject=subject,
+            payload=payload_text,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+        session.add(row)
+        session.flush()
+        return Record._of(row)
+
+    @staticmethod
+    def lock(session: Session) -> None:
+        """Take the database write lock in `session`'s transaction, so reading the chain head and appending
+        after it cannot interleave with another writer (two appenders would otherwise fork the chain)."""
+        connection = session.connection()
+        dialect = connection.dialect.name
+        if dialect == "sqlite":
+            dbapi = connection.connection.dbapi_connection
+            # pysqlite opens its transaction lazily at the first write; if one is open this session has
+            # written already and so holds the write lock. Otherwise open one that takes it now.
+            if dbapi is not None and not dbapi.in_transaction:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif dialect == "postgresql":
+            connection.exec_driver_sql("LOCK TABLE ledger IN SHARE ROW EXCLUSIVE MODE")
+        # Elsewhere the primary key on seq still refuses a second record with the same seq.
+
+    def records(self, *, subject: str | None = None, since_seq: int | None = None) -> list[Record]:
+        """Records in seq order, optionally about one subject and/or after `since_seq`."""
+        query = select(LedgerRow).order_by(LedgerRow.seq)
+        if subject is not None:
+            query = query.where(LedgerRow.subject == subject)
+        if since_seq is not None:
+            query = query.where(LedgerRow.seq > since_seq)
+        with Session(self._engine) as session:
+            return [Record._of(row) for row in session.scalars(query)]
+
+    def verify(self) -> VerifyResult:
+        """Check the whole stored chain (see `verify_records`)."""
+        return verify_records(self.records())
+
+    def export_jsonl(self, path: Path) -> int:
+        """Write every record as one JSON line to `path` (atomically); returns the number of records."""
+        records = self.records()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.writelines(record.to_json() + "\n" for record in records)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return len(records)
