@@ -124,9 +124,16 @@ def documented(tmp_path: Path) -> Path:
         if (PROJECT_DIR / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_DIR / name, root / name)
-    shutil.copytree(PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("document*", "evidence"))
+    shutil.copytree(
+        PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("document*", "evidence", "data_docs")
+    )
     for name in OUTPUTS:
         assert not (root / name).exists()
+    # Data Docs are git-ignored (they carry timestamps): render them as a clone would, with the validate stage.
+    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", root / "data/raw/credit.csv")
+    shutil.copytree(PROJECT_DIR / "expectations", root / "expectations")
+    validated = run([str(BIN / "python"), "-m", "tasks.validate"], cwd=root, env=steward_env(root), timeout=300)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
     done = run([str(BIN / "python"), "-m", "tasks.document"], cwd=root, env=steward_env(root), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return root
