@@ -115,7 +115,9 @@ class ExplainParams(Section):
     background_size: int = Field(default=200, ge=10, description="Background rows for the linear explainer.")
     local_examples: int = Field(default=5, ge=0)
     top_k_reasons: int = Field(default=4, ge=1, le=20)
-    proxy_mi_threshold: float = Field(default=0.05, ge=0, description="Mutual information (nats) flagging a proxy.")
+    proxy_nmi_threshold: float = Field(
+        default=0.1, ge=0, le=1, description="Share of a protected attribute's entropy one feature explains."
+    )
     proxy_auc_threshold: float = Field(default=0.7, gt=0.5, le=1, description="Probe AUC flagging a proxy.")
     seed: int = 0
 

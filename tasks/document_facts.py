@@ -240,8 +240,8 @@ def _audit_risks(reports: Mapping[str, Report], params: Params) -> Iterator[Risk
             yield Risk(
                 report_path("explain"),
                 f"{proxy.get('feature')} is a proxy for {proxy.get('attribute')}",
-                f"mutual information {fmt(proxy.get('mutual_information'))} nats (threshold "
-                f"{fmt(explain.proxy_mi_threshold)}), probe AUC {fmt(proxy.get('probe_auc'))} "
+                f"normalised mutual information {fmt(proxy.get('normalized_mutual_information'))} (threshold "
+                f"{fmt(explain.proxy_nmi_threshold)}), probe AUC {fmt(proxy.get('probe_auc'))} "
                 f"(threshold {fmt(explain.proxy_auc_threshold)})",
                 _proxy_response(str(proxy.get("feature")), params),
             )

@@ -219,28 +219,37 @@ def probe_auc(feature: np.ndarray, target: np.ndarray, *, seed: int) -> float | 
 def proxy_table(
     frame: pd.DataFrame, *, features: list[str], attributes: list[str], params: Params
 ) -> list[dict[str, Any]]:
-    """Mutual information and probe AUC of every (feature, protected attribute) pair, flagged over threshold."""
+    """Mutual information and probe AUC of every (feature, protected attribute) pair, flagged over threshold.
+
+    The information is normalised by the attribute's entropy (the share of its uncertainty one feature removes),
+    so one threshold means the same for a two-valued attribute and for age in quantile bins.
+    """
     ex, data = params.explain, params.data
     own = {*attributes, *data.protected, AGE_GROUP}  # the attributes themselves are not proxies of each other
     rows = []
     for attribute in attributes:
         target = frame[AGE_GROUP] if attribute == data.age_column and AGE_GROUP in frame else frame[attribute]
         attr_codes, probe_target = discretise(frame[attribute]), discretise(target)
+        entropy = float(mutual_info_score(attr_codes, attr_codes))  # H(A) = I(A; A)
         for feature in (f for f in features if f not in own):
             codes = discretise(frame[feature])
             mi = float(mutual_info_score(attr_codes, codes))
+            share = mi / entropy if entropy > 0 else 0.0
             auc = probe_auc(codes, probe_target, seed=ex.seed)
-            flagged = mi > ex.proxy_mi_threshold or (auc is not None and auc > ex.proxy_auc_threshold)
+            flagged = share > ex.proxy_nmi_threshold or (auc is not None and auc > ex.proxy_auc_threshold)
             rows.append(
                 {
                     "feature": feature,
                     "attribute": attribute,
                     "mutual_information": round(mi, 6),
+                    "normalized_mutual_information": round(share, 6),
                     "probe_auc": None if auc is None else round(auc, 6),
                     "flagged": flagged,
                 }
             )
-    return sorted(rows, key=lambda r: (not r["flagged"], -r["mutual_information"], r["feature"], r["attribute"]))
+    return sorted(
+        rows, key=lambda r: (not r["flagged"], -r["normalized_mutual_information"], r["feature"], r["attribute"])
+    )
 
 
 # --- plots -------------------------------------------------------------------------------------------------
@@ -343,12 +352,12 @@ def explain(
         ),
         "proxies": proxies,
         "proxy_method": (
-            "on the training split; mutual information (nats) of the discretised feature and attribute "
-            "(numeric values in quantile bins); probe = per-value attribute frequencies of the discretised "
-            "feature, out-of-fold AUC (one-vs-rest for multi-class attributes, age_group for age)"
+            "on the training split; mutual information of the discretised feature and attribute (numeric "
+            "values in quantile bins), normalised by the attribute's entropy; probe = per-value attribute "
+            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes, age_group for age)"
         ),
         "flags": [
-            f"{p['feature']} is a proxy of {p['attribute']} (MI {p['mutual_information']:.3f} nats, "
+            f"{p['feature']} is a proxy of {p['attribute']} (normalised MI {p['normalized_mutual_information']:.3f}, "
             f"probe AUC {p['probe_auc'] if p['probe_auc'] is None else round(p['probe_auc'], 3)})"
             for p in proxies
             if p["flagged"]

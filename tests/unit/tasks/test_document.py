@@ -128,6 +128,7 @@ def explain_report():
                 "feature": "personal_status",
                 "attribute": "sex",
                 "mutual_information": 0.321,
+                "normalized_mutual_information": 0.521,
                 "probe_auc": 0.876,
                 "flagged": True,
             },
@@ -135,6 +136,7 @@ def explain_report():
                 "feature": "telephone",
                 "attribute": "sex",
                 "mutual_information": 0.002,
+                "normalized_mutual_information": 0.003,
                 "probe_auc": 0.512,
                 "flagged": False,
             },
@@ -359,7 +361,12 @@ def test_a_flagged_proxy_is_a_risk_with_its_numbers_and_an_unflagged_one_is_not(
     risks = table_rows(assessment, "## 4. Risks")
     proxy = [row for row in risks if row[1] == "personal_status is a proxy for sex"]
     assert len(proxy) == 1
-    assert numbers(proxy[0][2]) == [0.321, PARAMS.explain.proxy_mi_threshold, 0.876, PARAMS.explain.proxy_auc_threshold]
+    assert numbers(proxy[0][2]) == [
+        0.521,
+        PARAMS.explain.proxy_nmi_threshold,
+        0.876,
+        PARAMS.explain.proxy_auc_threshold,
+    ]
     assert not [row for row in risks if "telephone" in row[1]]
 
 

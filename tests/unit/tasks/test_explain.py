@@ -142,7 +142,7 @@ def test_personal_status_is_flagged_as_a_proxy_of_sex_and_a_shuffled_copy_is_not
     assert proxy["flagged"]
 
     independent = by_feature["shuffled_status"]
-    assert independent["mutual_information"] < params.explain.proxy_mi_threshold
+    assert independent["normalized_mutual_information"] < params.explain.proxy_nmi_threshold
     assert independent["probe_auc"] < params.explain.proxy_auc_threshold
     assert not independent["flagged"]
 
