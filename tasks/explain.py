@@ -354,7 +354,8 @@ def explain(
         "proxy_method": (
             "on the training split; mutual information of the discretised feature and attribute (numeric "
             "values in quantile bins), normalised by the attribute's entropy; probe = per-value attribute "
-            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes, age_group for age)"
+            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes, "
+            "age_group for age)"
         ),
         "flags": [
             f"{p['feature']} is a proxy of {p['attribute']} (normalised MI {p['normalized_mutual_information']:.3f}, "
