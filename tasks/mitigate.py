@@ -115,9 +115,7 @@ def main() -> None:
     layout, params = ctx.layout, ctx.params
     base = joblib.load(layout.model_file)
     test = pd.read_parquet(layout.prepared_test)
-    evaluation = {
-        "metrics": metrics(test[LABEL].to_numpy(), positive_proba(base, test), threshold=params.evaluate.threshold)
-    }
+    evaluation = read_report(layout.report("evaluate"))  # the base model's held-out figures, computed once
     base_fairness = read_report(layout.report("fairness"))
     base_verdict = decide(governance=params.governance, evaluation=evaluation, fairness=base_fairness)
     report: dict[str, Any] = {
