@@ -15,6 +15,9 @@ from steward.settings import Settings
 
 if TYPE_CHECKING:
     from flows.train import TrainResult
+    from steward.layout import Layout
+    from steward.ledger import Ledger
+    from tasks.approvals import Pending
 
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
@@ -27,12 +30,25 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean the input was wrong (shown as a message and exit 1), not that Steward broke."""
+    from flows.signoff import SignoffImpossible
+    from steward.ledger import LedgerError
     from steward.params import ParamsError
     from steward.registry import RegistryError
+    from tasks.approvals import AnswerError
     from tasks.dvc import DvcError
     from tasks.validate import ValidationFailed
 
-    return (ValidationFailed, ParamsError, RegistryError, DvcError, FileNotFoundError, KeyError)
+    return (
+        ValidationFailed,
+        ParamsError,
+        RegistryError,
+        DvcError,
+        SignoffImpossible,
+        AnswerError,
+        LedgerError,
+        FileNotFoundError,
+        KeyError,
+    )
 
 
 def _environment(settings: Settings, *, server: bool) -> None:
@@ -61,24 +77,23 @@ def _fail(exc: BaseException) -> None:
 
 
 def _report_verdict(result: TrainResult) -> None:
-    """Print the gate's verdict with its reasons; a rejected model ends the command with exit code 3."""
+    """Print the gate's verdict and the sign-off's outcome; a rejected model ends with exit code 3."""
     from tasks.gate import Verdict
 
     if result.gate:
         console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
     if result.rejected:
-        err.print(f"[bold red]rejected:[/] {result.model.ref} did not pass the gate (recorded in the registry)")
+        why = "did not pass the gate" if result.gate.get("verdict") != "pass" else "was not approved at sign-off"
+        err.print(f"[bold red]rejected:[/] {result.model.ref} {why} (recorded in the registry and the ledger)")
         raise typer.Exit(code=3)
-    console.print(f"[green]candidate registered:[/] {result.model.ref} ({result.model.model_tag})")
+    console.print(f"[green]{result.model.state.value}:[/] {result.model.ref} ({result.model.model_tag})")
 
 
-def _run_training(data: str | None) -> TrainResult:
-    settings = Settings()
-    _environment(settings, server=True)
+def _run_training(data: str | None, *, author: str | None = None) -> TrainResult:
     from flows.train import train_flow
 
     try:
-        return train_flow(data=data)
+        return train_flow(data=data, author=author)
     except _user_errors() as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
@@ -89,23 +104,76 @@ def train(
     data: str | None = typer.Option(
         None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
     ),
+    author: str | None = typer.Option(
+        None, "--author", help="Who starts this run (may not approve it); default STEWARD_USER or the OS user."
+    ),
 ) -> None:
-    """Run the training flow: ingest, validate, prepare, train, evaluate, register a candidate."""
-    result = _run_training(data)
+    """Run the training flow: ingest, validate, train, audit, gate, then wait for sign-off (`steward approve`)."""
+    settings = Settings()
+    _environment(settings, server=True)
+    result = _run_training(data, author=author)
     _report_verdict(result)
+
+
+DEMO_ROWS, DEMO_SEED = 100_000, 5
 
 
 @app.command()
 def run() -> None:
-    """The whole lifecycle on the bundled data (today: training, audits and the gate's verdict).
+    """The whole lifecycle on a bundled demo snapshot: train, audit, gate, sign-off by demo approvers, register.
 
-    A model the gate rejects is a result, not an error: the command shows why and exits 0.
+    The demo snapshot is 100,000 synthetic applications in German credit's schema, generated without bias by
+    tasks/synthetic.py: German credit's own 300 held-out rows are too few for the high tier's confidence
+    bounds (`steward train` on it is rejected, which is the honest answer). A model that is rejected is a
+    result, not an error: the command shows why and exits 0.
     """
-    settings = Settings()
-    result = _run_training(None)
-    from steward.layout import Layout
+    from threading import Event, Thread
 
+    from steward.db import make_engine
+    from steward.layout import Layout
+    from steward.ledger import Ledger
+    from steward.params import load_params
+    from tasks.approvals import answer_as_demo
+    from tasks.synthetic import write_demo_snapshot
+
+    settings = Settings()
+    _environment(settings, server=True)
     layout = Layout(settings.project_dir)
+    try:
+        params = load_params(layout.params_file)
+    except _user_errors() as exc:
+        _fail(exc)
+    demo = write_demo_snapshot(
+        settings.state_dir / "demo" / f"applications-{DEMO_ROWS}.csv", n=DEMO_ROWS, seed=DEMO_SEED
+    )
+    console.print(f"Demo snapshot: {demo} ({DEMO_ROWS:,} synthetic applications, seed {DEMO_SEED}, no bias)")
+    since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
+    stop = Event()
+    demo_approver = Thread(
+        target=answer_as_demo,
+        kwargs={
+            "ledger": Ledger(make_engine(settings.db_url)),
+            "governance": params.governance,
+            "since_seq": since,
+            "author": settings.user,
+            "stop": stop,
+        },
+        name="demo-approver",
+        daemon=True,
+    )
+    demo_approver.start()
+    try:
+        result = _run_training(str(demo), author=settings.user)
+    finally:
+        stop.set()
+        demo_approver.join(timeout=30)
+    _where_everything_went(result, settings, layout)
+    _signoff_story(result, Ledger(make_engine(settings.db_url)), since=since)
+
+
+def _where_everything_went(result: TrainResult, settings: Settings, layout: Layout) -> None:
+    from tasks.gate import Verdict
+
     rows = [
         (f"data snapshot (DVC md5 {result.snapshot.md5})", str(result.snapshot.path)),
         ("DVC remote", str(settings.dvc_remote_dir)),
@@ -129,10 +197,21 @@ def run() -> None:
         + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
         + f"; stages run: {', '.join(result.stages_run) or 'none (all unchanged)'}"
     )
-    from tasks.gate import Verdict
-
     console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
-    state = "[red]rejected[/]" if result.rejected else "[green]candidate, awaiting sign-off[/]"
+
+
+def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int) -> None:
+    records = [r for r in ledger.records(subject=result.model.ref, since_seq=since) if r.action.startswith("approval.")]
+    if records:
+        console.print("\nSign-off (ledger):", style="bold")
+    for record in records:
+        payload = record.payload
+        detail = payload.get("reason") or payload.get("comment") or payload.get("evidence_digest", "")
+        kind = f" ({payload['approver_kind']})" if "approver_kind" in payload else ""
+        console.print(f"  seq {record.seq}: {record.action} by {record.actor}{kind}: {detail}", markup=False)
+    verified = ledger.verify()
+    console.print(f"ledger: {verified.problem}", markup=False, highlight=False)
+    state = "[red]rejected[/]" if result.rejected else f"[green]{result.model.state.value}[/]"
     console.print(f"{result.model.ref}: {state}")
 
 
@@ -181,6 +260,106 @@ def models() -> None:
             f"{version.created_at:%Y-%m-%d %H:%M}",
         )
     console.print(table)
+
+
+def _approver_context() -> tuple[Settings, Ledger]:
+    from steward.db import make_engine
+    from steward.ledger import Ledger
+
+    settings = Settings()
+    _environment(settings, server=True)
+    return settings, Ledger(make_engine(settings.db_url))
+
+
+@app.command()
+def approvals() -> None:
+    """List the runs waiting for sign-off, with their evidence and what they still need."""
+    settings, ledger = _approver_context()  # before Prefect is imported: it reads PREFECT_API_URL once
+    from tasks.approvals import pending
+
+    waiting = pending(ledger=ledger)
+    if not waiting:
+        console.print("no run is waiting for sign-off")
+        return
+    ui = (settings.prefect_api_url or os.environ.get("PREFECT_API_URL", "")).removesuffix("/api")
+    for item in waiting:
+        request, t = item.tally.request, item.tally
+        mode = "suspended (no process waiting)" if item.suspended else "paused"
+        console.print(
+            f"\n[bold]{escape(request.model)}[/] run {item.run.name} ({item.run_id}), {mode}", highlight=False
+        )
+        for name, value in (
+            ("author (may not approve)", request.author),
+            ("tier", request.tier),
+            ("progress", t.progress.summary(request.policy)),
+            ("requested", f"{request.requested_at:%Y-%m-%d %H:%M} UTC"),
+            ("deadline", f"{t.deadline:%Y-%m-%d %H:%M} UTC, then {request.policy.on_timeout}"),
+            ("evidence digest", request.evidence_digest),
+            ("evidence report", request.evidence_page),
+            ("Prefect run", f"{ui}/runs/flow-run/{item.run_id}"),
+        ):
+            console.print(f"  {name}: {value}", markup=False, highlight=False)
+
+
+def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: str | None, wait: float) -> None:
+    _, ledger = _approver_context()  # before Prefect is imported
+    from tasks.approvals import answer, find
+
+    try:
+        item: Pending = find(run, ledger=ledger)
+        record = answer(
+            item,
+            approver=approver,
+            decision=decision,  # type: ignore[arg-type]
+            comment=comment,
+            evidence_digest=evidence,
+            ledger=ledger,
+            wait_seconds=wait,
+        )
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    if record is None:
+        console.print(f"answer sent to run {item.run_id}; it has not recorded it yet (see `steward approvals`)")
+    elif record.action == "approval.refused":
+        err.print(
+            f"[bold red]refused:[/] {escape(record.payload['reason'])} (ledger seq {record.seq})", highlight=False
+        )
+        raise typer.Exit(code=1)
+    else:
+        console.print(
+            f"{record.action} by {approver} recorded (ledger seq {record.seq})", markup=False, highlight=False
+        )
+
+
+@app.command()
+def approve(
+    run: str = typer.Argument(
+        ..., help="The waiting run: its id, an id prefix, or its name (see `steward approvals`)."
+    ),
+    approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
+    comment: str = typer.Option("", "--comment", help="A note for the ledger."),
+    evidence: str | None = typer.Option(
+        None, "--evidence", help="The evidence digest you reviewed (or a prefix); default: the request's own."
+    ),
+    wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+) -> None:
+    """Approve a waiting sign-off through the Prefect API (the run checks the policy and records the answer)."""
+    _answer(run, approver=approver, decision="approve", comment=comment, evidence=evidence, wait=wait)
+
+
+@app.command()
+def reject(
+    run: str = typer.Argument(..., help="The waiting run: its id, an id prefix, or its name."),
+    approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
+    reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger and shown to the run's author."),
+    request_changes: bool = typer.Option(False, "--request-changes", help="Ask for changes instead of rejecting."),
+    evidence: str | None = typer.Option(None, "--evidence", help="The evidence digest you reviewed (or a prefix)."),
+    wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+) -> None:
+    """Reject a waiting sign-off (or request changes): the model is not approved."""
+    decision = "request_changes" if request_changes else "reject"
+    _answer(run, approver=approver, decision=decision, comment=reason, evidence=evidence, wait=wait)
 
 
 @server_app.command("start")

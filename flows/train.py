@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from flows.signoff import sign_off
 from steward.db import make_engine
 from steward.layout import CANDIDATE_FILE, Layout
 from steward.ledger import GATE_VERDICT, Ledger
@@ -20,6 +21,7 @@ from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
+from tasks import evidence
 from tasks.artifacts import markdown_table, publish, report_markdown
 from tasks.dvc import DvcResult, locked_md5, pipeline_stages, reproduce
 from tasks.ingest import (
@@ -56,10 +58,22 @@ def repro_stage(stage: str, *, settings: Settings) -> DvcResult:
 
 
 @task(name="act-on-verdict", cache_policy=NO_CACHE)
-def act_on_verdict(model: ModelVersion, gate: dict[str, Any], *, registry: Registry, ledger: Ledger) -> ModelVersion:
-    """Record the verdict in the ledger; a failed gate rejects the candidate and emits `steward.gate.failed`."""
-    verdict = {key: gate.get(key) for key in ("verdict", "tier", "reasons")}
-    ledger.append(actor=GATE_ACTOR, action=GATE_VERDICT, subject=model.ref, payload=verdict)
+def act_on_verdict(
+    model: ModelVersion,
+    gate: dict[str, Any],
+    *,
+    registry: Registry,
+    ledger: Ledger,
+    storage: Storage,
+    settings: Settings,
+) -> ModelVersion:
+    """Record the verdict with the digest of its evidence (once per evidence); a failed gate rejects the
+    candidate and emits `steward.gate.failed`."""
+    snap = evidence.snapshot(settings.project_dir, storage=storage)
+    verdict = {key: gate.get(key) for key in ("verdict", "tier", "reasons")} | {"evidence_digest": snap.digest}
+    recorded = ledger.records(subject=model.ref, actions=(GATE_VERDICT,))
+    if not any(r.payload.get("evidence_digest") == snap.digest for r in recorded):
+        ledger.append(actor=GATE_ACTOR, action=GATE_VERDICT, subject=model.ref, payload=verdict)
     if gate.get("verdict") == "pass" or model.state is not State.CANDIDATE:
         return model
     rejected = registry.transition(model.id, State.REJECTED, actor=GATE_ACTOR)
@@ -72,9 +86,11 @@ def act_on_verdict(model: ModelVersion, gate: dict[str, Any], *, registry: Regis
 
 
 @flow(name="train", log_prints=True)
-def train_flow(data: str | None = None) -> TrainResult:
-    """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data)."""
+def train_flow(data: str | None = None, author: str | None = None) -> TrainResult:
+    """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data),
+    then, if the gate passes, wait for sign-off. `author` (default: STEWARD_USER or the OS user) may not approve."""
     settings = Settings()
+    author = author or settings.user
     layout = Layout(settings.project_dir)
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
@@ -121,7 +137,12 @@ def train_flow(data: str | None = None) -> TrainResult:
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         metrics={**read_report(layout.report("evaluate")).get("metrics", {}), "gate": gate.get("verdict")},
     )
-    model = act_on_verdict(model, gate, registry=registry, ledger=ledger)
+    storage = Storage.from_settings(settings)
+    model = act_on_verdict(model, gate, registry=registry, ledger=ledger, storage=storage, settings=settings)
+    if model.state is State.CANDIDATE:
+        model = sign_off(
+            model, governance=params.governance, author=author, settings=settings, registry=registry, ledger=ledger
+        )
     publish(
         "register",
         markdown_table(

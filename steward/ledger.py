@@ -24,16 +24,24 @@ from steward.db import Base
 
 Action = Literal[
     "gate.verdict",
+    "approval.requested",
     "approval.granted",
+    "approval.declined",
     "approval.refused",
+    "approval.escalated",
+    "approval.expired",
     "registry.transition",
     "rollout.step",
     "rollback",
     "review.decision",
 ]
 GATE_VERDICT: Final = "gate.verdict"
-APPROVAL_GRANTED: Final = "approval.granted"
-APPROVAL_REFUSED: Final = "approval.refused"
+APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
+APPROVAL_GRANTED: Final = "approval.granted"  # an approver approved
+APPROVAL_DECLINED: Final = "approval.declined"  # an approver rejected or requested changes
+APPROVAL_REFUSED: Final = "approval.refused"  # an answer that broke the policy, refused (the run kept waiting)
+APPROVAL_ESCALATED: Final = "approval.escalated"  # a waiting period ran out; escalated, still waiting
+APPROVAL_EXPIRED: Final = "approval.expired"  # a waiting period ran out; the model was rejected
 REGISTRY_TRANSITION: Final = "registry.transition"
 ROLLOUT_STEP: Final = "rollout.step"
 ROLLBACK: Final = "rollback"
@@ -249,11 +257,15 @@ class Ledger:
             connection.exec_driver_sql("LOCK TABLE ledger IN SHARE ROW EXCLUSIVE MODE")
         # Elsewhere the primary key on seq still refuses a second record with the same seq.
 
-    def records(self, *, subject: str | None = None, since_seq: int | None = None) -> list[Record]:
-        """Records in seq order, optionally about one subject and/or after `since_seq`."""
+    def records(
+        self, *, subject: str | None = None, since_seq: int | None = None, actions: tuple[str, ...] = ()
+    ) -> list[Record]:
+        """Records in seq order, optionally about one subject, after `since_seq`, of some actions."""
         query = select(LedgerRow).order_by(LedgerRow.seq)
         if subject is not None:
             query = query.where(LedgerRow.subject == subject)
+        if actions:
+            query = query.where(LedgerRow.action.in_(actions))
         if since_seq is not None:
             query = query.where(LedgerRow.seq > since_seq)
         with Session(self._engine) as session:

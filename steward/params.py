@@ -130,14 +130,36 @@ class RobustnessParams(Section):
     seed: int = 0
 
 
+class Approver(Section):
+    """Someone who may answer a sign-off, and the roles they answer in."""
+
+    roles: list[str] = Field(min_length=1)
+    demo: bool = Field(
+        default=False, description="A scripted identity (`steward run`'s demo approver), recorded as such."
+    )
+
+
+class SignoffPolicy(Section):
+    """Who must approve a model of one risk tier before it is registered as approved, and by when."""
+
+    approvers: int = Field(default=1, ge=1, le=10, description="Distinct approvers needed.")
+    roles: list[str] = Field(default=[], description="Roles the approvers must cover between them.")
+    timeout_hours: float = Field(default=72.0, gt=0, description="How long a sign-off waits before on_timeout.")
+    on_timeout: Literal["escalate", "reject"] = Field(
+        default="escalate",
+        description="escalate: record it, emit steward.approval.escalated and keep waiting; reject: reject the model.",
+    )
+
+
 class TierPolicy(Section):
-    """Thresholds one risk tier applies to the audits' CI bounds."""
+    """Thresholds one risk tier applies to the audits' CI bounds, and its sign-off policy."""
 
     min_auc: float = Field(default=0.65, ge=0, le=1)
     min_dp_ratio_lower: float = Field(ge=0, le=1, description="Lower CI bound of the demographic parity ratio.")
     max_eo_diff_upper: float = Field(ge=0, le=1, description="Upper CI bound of the equalized odds difference.")
     max_robustness_flip_rate: float = Field(default=0.1, ge=0, le=1)
     block_on_proxies: bool = False
+    signoff: SignoffPolicy = SignoffPolicy()
 
 
 class GovernanceParams(Section):
@@ -150,10 +172,19 @@ class GovernanceParams(Section):
         }
     )
 
+    approvers: dict[str, Approver] = Field(
+        default={}, description="Who may answer sign-offs (name → roles). The author of a run never approves it."
+    )
+
     @model_validator(mode="after")
     def _tier_defined(self) -> GovernanceParams:
         if self.risk_tier not in self.tiers:
             raise ValueError(f"governance.risk_tier {self.risk_tier!r} has no entry in governance.tiers")
+        for tier, policy in self.tiers.items():
+            held = {role for approver in self.approvers.values() for role in approver.roles}
+            missing = sorted(set(policy.signoff.roles) - held)
+            if missing:
+                raise ValueError(f"governance.tiers.{tier}.signoff.roles: no approver holds {', '.join(missing)}")
         return self
 
     @property

@@ -15,9 +15,10 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, Select, String, UniqueCo
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
-from steward.ledger import REGISTRY_TRANSITION, Ledger
+from steward.ledger import APPROVAL_GRANTED, REGISTRY_TRANSITION, Ledger, LedgerRow
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
+NOT_SIGNED_OFF = "model {ref} has no granted approval in the ledger: only a completed sign-off approves a model"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
 
 
@@ -202,11 +203,20 @@ class Registry:
                         ref=f"{row.name}:v{row.version}", current=current, target=target, allowed=allowed
                     )
                 )
+            if target is State.APPROVED and not self._signed_off(session, f"{row.name}:v{row.version}"):
+                raise RegistryError(NOT_SIGNED_OFF.format(ref=f"{row.name}:v{row.version}"))
             row.state = target.value
             row.updated_at = datetime.now(UTC)
             session.flush()
             self._record(session, row, previous=current, actor=actor)
             return ModelVersion._of(row)
+
+    def _signed_off(self, session: Session, ref: str) -> bool:
+        """Whether the ledger holds a granted approval of `ref` (a registry without a ledger approves nothing)."""
+        if self._ledger is None:
+            return False
+        query = select(LedgerRow.seq).where(LedgerRow.subject == ref, LedgerRow.action == APPROVAL_GRANTED)
+        return session.scalar(query.limit(1)) is not None
 
     def _lock(self, session: Session) -> None:
         # Taken before reading the row, so the state read and the ledger head are both current.

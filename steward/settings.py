@@ -6,6 +6,8 @@ One of the two configuration sources (the other is params.yaml). Read once at th
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -37,6 +39,13 @@ class Settings(BaseSettings):
         description="A running Prefect server; unset: Steward starts one on 127.0.0.1",
     )
     prefect_port: int = Field(default=4200, ge=1, le=65535)
+    user: str = Field(
+        default_factory=lambda: getpass.getuser(),
+        description="Who starts runs from this shell (a run's author may not approve it); default: the OS user",
+    )
+    signoff_poll_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="How often a paused sign-off asks Prefect whether it was answered"
+    )
 
     @property
     def state_dir(self) -> Path:
@@ -76,6 +85,9 @@ class Settings(BaseSettings):
             "DVC_NO_ANALYTICS": "1",
             "BENTOML_DO_NOT_TRACK": "true",
             "MPLBACKEND": "Agg",
+            # A sign-off waits for days while polling the Prefect API; ride out a server restart of a few
+            # minutes (retries back off 2, 4, ... 256 s) instead of failing the waiting run (default 5: ~1 min).
+            "PREFECT_CLIENT_MAX_RETRIES": os.environ.get("PREFECT_CLIENT_MAX_RETRIES", "8"),
         }
         if self.database_url:
             env["STEWARD_DATABASE_URL"] = self.database_url

@@ -84,20 +84,26 @@ class Storage:
             self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
         return self._client
 
+    def uri(self, key: str) -> str:
+        """Where `key` lives in this store: an s3:// URI, or a path under the local root."""
+        return f"s3://{self.bucket}/{key}" if self.bucket else str(self.local_root / key)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}" if self.bucket else str(self.local_root)
+
     def put_file(self, path: Path, *, prefix: str) -> str:
         """Store `path` under `prefix` by content and return its URI; the same bytes twice is a no-op."""
         digest = sha256_file(path)
-        key = content_key(prefix, digest, "".join(path.suffixes))
+        uri = self.uri(content_key(prefix, digest, "".join(path.suffixes)))
+        if self.exists(uri):
+            return uri
         if self.bucket:
-            if not self.exists(f"s3://{self.bucket}/{key}"):
-                checksum = base64.b64encode(bytes.fromhex(digest)).decode()
-                with path.open("rb") as body:
-                    self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=checksum)
-            return f"s3://{self.bucket}/{key}"
-        dest = self.local_root / key
-        if not dest.exists():
-            atomic_copy(path, dest)
-        return str(dest)
+            checksum = base64.b64encode(bytes.fromhex(digest)).decode()
+            with path.open("rb") as body:
+                self.s3.put_object(Bucket=self.bucket, Key=split_s3_uri(uri)[1], Body=body, ChecksumSHA256=checksum)
+        else:
+            atomic_copy(path, Path(uri))
+        return uri
 
     def exists(self, uri: str) -> bool:
         if not uri.startswith("s3://"):

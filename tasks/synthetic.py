@@ -27,6 +27,7 @@ Generative model (all constants below were estimated once from data/german_credi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -294,3 +295,14 @@ def generate_applications(
         else:
             columns[column] = _text(TEXT_VALUES[column], codes[column])
     return pd.DataFrame(columns)
+
+
+def write_demo_snapshot(path: Path, *, n: int, seed: int) -> Path:
+    """Write `n` unbiased applications to `path` once (atomically); the same n and seed give the same bytes."""
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    generate_applications(n, seed=seed, bias=0.0).to_csv(partial, index=False)
+    partial.replace(path)
+    return path

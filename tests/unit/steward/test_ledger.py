@@ -218,9 +218,10 @@ def test_registry_transitions_are_ledger_records(url):
     ledger = Ledger(engine)
     registry = Registry(engine, ledger=ledger)
     version = _register(registry, actor="trainer")
+    ledger.append(actor="alice", action="approval.granted", subject="credit-risk:v1", payload={})
     registry.transition(version.id, State.APPROVED, actor="alice")
     registry.transition("credit-risk:v1", State.SHADOW)
-    records = ledger.records(subject="credit-risk:v1")
+    records = ledger.records(subject="credit-risk:v1", actions=("registry.transition",))
     assert [(r.actor, r.action, r.payload["from"], r.payload["to"]) for r in records] == [
         ("trainer", "registry.transition", None, "candidate"),
         ("alice", "registry.transition", "candidate", "approved"),
@@ -254,7 +255,7 @@ def test_a_failing_ledger_append_rolls_the_transition_back(url):
     version = _register(plain)
     failing = Registry(engine, ledger=_FailingLedger(engine))
     with pytest.raises(RuntimeError, match="ledger unavailable"):
-        failing.transition(version.id, State.APPROVED, actor="alice")
+        failing.transition(version.id, State.REJECTED, actor="alice")
     assert plain.get(version.id).state is State.CANDIDATE
     with pytest.raises(RuntimeError, match="ledger unavailable"):
         _register(failing)

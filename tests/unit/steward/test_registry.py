@@ -1,12 +1,22 @@
 import pytest
 
 from steward.db import make_engine
+from steward.ledger import Ledger
 from steward.registry import ALLOWED, Registry, RegistryError, State
+
+
+def _registry(path):
+    engine = make_engine(f"sqlite:///{path}")
+    return Registry(engine, ledger=Ledger(engine))
 
 
 @pytest.fixture
 def registry(tmp_path):
-    return Registry(make_engine(f"sqlite:///{tmp_path / 'steward.db'}"))
+    return _registry(tmp_path / "steward.db")
+
+
+def _grant(registry, ref="credit-risk:v1"):
+    registry._ledger.append(actor="alice", action="approval.granted", subject=ref, payload={})
 
 
 def _register(registry, *, model_md5="m1", data_md5="d1", name="credit-risk"):
@@ -62,8 +72,9 @@ def test_unknown_refs_are_named(registry, ref):
 def test_every_forbidden_transition_is_refused_and_every_allowed_one_works(tmp_path):
     for source in State:
         for target in State:
-            registry = Registry(make_engine(f"sqlite:///{tmp_path / f'{source}-{target}.db'}"))
+            registry = _registry(tmp_path / f"{source}-{target}.db")
             version = _register(registry)
+            _grant(registry)
             _walk_to(registry, version.id, source)
             if target in ALLOWED[source]:
                 assert registry.transition(version.id, target).state is target
@@ -73,12 +84,30 @@ def test_every_forbidden_transition_is_refused_and_every_allowed_one_works(tmp_p
                 assert registry.get(version.id).state is source
 
 
-def test_a_rejected_model_can_never_reach_traffic(registry):
+def test_a_rejected_model_can_never_reach_traffic_even_with_an_approval_on_record(registry):
     version = _register(registry)
     registry.transition(version.id, State.REJECTED)
-    for target in (State.SHADOW, State.CANARY, State.PRODUCTION, State.APPROVED):
-        with pytest.raises(RegistryError):
+    _grant(registry)
+    for target in State:
+        with pytest.raises(RegistryError, match="is rejected; it cannot become"):
+            registry.transition(version.id, target, actor="anyone")
+    assert registry.get(version.id).state is State.REJECTED
+
+
+def test_a_model_nobody_signed_off_cannot_be_approved_or_reach_traffic(tmp_path):
+    registry = _registry(tmp_path / "steward.db")
+    version = _register(registry)
+    _grant(registry, ref="credit-risk:v2")  # someone else's approval does not count
+    with pytest.raises(RegistryError, match="credit-risk:v1 has no granted approval in the ledger"):
+        registry.transition(version.id, State.APPROVED)
+    for target in (State.SHADOW, State.CANARY, State.PRODUCTION):
+        with pytest.raises(RegistryError, match="is candidate; it cannot become"):
             registry.transition(version.id, target)
+    without_ledger = Registry(make_engine(f"sqlite:///{tmp_path / 'steward.db'}"))
+    _grant(registry)
+    with pytest.raises(RegistryError, match="no granted approval"):
+        without_ledger.transition(version.id, State.APPROVED)
+    assert registry.transition(version.id, State.APPROVED).state is State.APPROVED
 
 
 PATHS = {
