@@ -58,7 +58,7 @@ def test_an_unknown_digest_and_a_corrupted_file_are_named(project, tmp_path):
     snap = evidence.snapshot(project, storage=storage)
     stored = next((tmp_path / "store/evidence/files").rglob("*.json"))
     stored.write_text("tampered")
-    with pytest.raises(ValueError, match="reports/gate.json .* does not match its manifest hash"):
+    with pytest.raises(ValueError, match=r"reports/gate\.json .* does not match its manifest hash"):
         evidence.materialize(snap, tmp_path / "out", storage=storage)
 
 

@@ -54,7 +54,7 @@ def _answer(approver, decision="approve", digest=DIGEST, comment=""):
     [
         (_answer("mallory"), Progress(), "'mallory' is not an approver .*alice, bob, carol, dave"),
         (_answer("carol"), Progress(), "carol started this run and may not approve it"),
-        (_answer("alice", digest="cd" * 32), Progress(), "evidence digest cdcdcdcdcdcd is not the evidence .*abababababab"),
+        (_answer("alice", digest="cd" * 32), Progress(), "digest cdcdcdcdcdcd is not the evidence .*abababababab"),
         (_answer("alice"), Progress(("alice",)), "alice has already approved this run; the tier needs 2"),
         (_answer("dave"), Progress(), "dave holds auditor; this high-tier sign-off needs .*model-risk, compliance"),
         (_answer("bob", decision="reject"), Progress(), "a reject needs a reason"),
@@ -68,7 +68,8 @@ def test_answers_that_break_the_policy_are_refused_with_the_rule_named(governanc
 
 def test_valid_answers_count_and_the_author_may_still_reject(governance):
     request = _request(governance)
-    for answer in (_answer("alice"), _answer("carol", "reject", comment="AUC too low"), _answer("dave", "reject", comment="x")):
+    answers = (_answer("alice"), _answer("carol", "reject", comment="AUC too low"), _answer("dave", "reject", comment="x"))
+    for answer in answers:
         assert refusal(answer, request=request, governance=governance, progress=Progress()) is None
 
 
@@ -105,7 +106,7 @@ def test_the_approval_form_refuses_an_unknown_decision():
 
 
 def test_params_refuse_a_role_no_approver_holds():
-    with pytest.raises(ParamsError, match="governance.tiers.high.signoff.roles: no approver holds compliance"):
+    with pytest.raises(ParamsError, match=r"governance\.tiers\.high\.signoff\.roles: no approver holds compliance"):
         parse_params(
             {
                 "governance": {
