@@ -362,6 +362,40 @@ def reject(
     _answer(run, approver=approver, decision=decision, comment=reason, evidence=evidence, wait=wait)
 
 
+@app.command()
+def evidence(
+    model: str = typer.Argument(..., help="A model version: `name:vN`, `name` (its newest) or a registry id."),
+    out: Path = typer.Option(..., "--out", help="Folder to write; a zip of it is written beside it (DIR.zip)."),
+) -> None:
+    """Write a model's evidence pack: its frozen evidence, sign-off and ledger excerpt mapped to EU AI Act
+    Annex IV points 1-9 and the Article 13 instructions for use, each file with its sha256."""
+    from steward.db import make_engine
+    from steward.ledger import Ledger
+    from steward.registry import Registry
+    from steward.storage import Storage
+    from tasks import evidence as frozen
+    from tasks.evidence_pack import write_pack
+
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    try:
+        version = Registry(engine).get(model)
+        records = Ledger(engine).records(subject=version.ref)
+        digests = [r.payload["evidence_digest"] for r in records if r.payload.get("evidence_digest")]
+        if not digests:
+            raise FileNotFoundError(f"the ledger holds no evidence digest for {version.ref}: it predates sign-off")
+        storage = Storage.from_settings(settings)
+        snapshot = frozen.load(digests[-1], storage=storage)
+        pack = write_pack(version, records=records, snapshot=snapshot, storage=storage, out=out)
+    except (ValueError, OSError) as exc:  # the user errors, a pack that exists, a corrupted store
+        _fail(exc)
+        return
+    console.print(f"evidence pack for {version.ref}: {pack.folder} and {pack.zip_path}", highlight=False)
+    console.print(f"pack manifest digest: {pack.digest}; evidence digest: {snapshot.digest}", highlight=False)
+    for gap in pack.gaps:
+        console.print(f"  gap: {gap}", markup=False, highlight=False)
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start (or find) the local Prefect server and print its URL."""

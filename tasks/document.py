@@ -109,7 +109,7 @@ def _environment() -> Any:
     return env
 
 
-def _render(template: str, **context: Any) -> str:
+def render(template: str, **context: Any) -> str:
     import jinja2
 
     try:
@@ -212,7 +212,7 @@ def model_card_metadata(evidence: Evidence, params: Params) -> dict[str, Any]:
 def model_card(evidence: Evidence, params: Params) -> str:
     """The model card as Markdown with YAML front matter."""
     front = yaml.safe_dump(model_card_metadata(evidence, params), sort_keys=False, allow_unicode=True)
-    body = _render("model_card.md.j2", **_context(evidence, params, folder=DOCUMENT_DIR))
+    body = render("model_card.md.j2", **_context(evidence, params, folder=DOCUMENT_DIR))
     return f"---\n{front}---\n\n{body}"
 
 
@@ -220,7 +220,7 @@ def _html_page(title: str, markdown: str, evidence: Evidence) -> str:
     """A Markdown document as a page; its front matter, title and verdict line move to the page's banner."""
     body = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.S).lstrip()
     body = re.sub(r"\A# [^\n]*\n+(Gate verdict:[^\n]*\n)?", "", body)
-    return _render(
+    return render(
         "document.html.j2",
         title=title,
         body=markdown_to_html(body),
@@ -240,12 +240,12 @@ def datasheet(evidence: Evidence, params: Params) -> str:
     """Datasheet of this data version: the vendored sheet plus this snapshot's identity and groups."""
     context = _context(evidence, params, folder=DOCUMENT_DIR)
     vendored = facts.demote_headings(evidence.datasheet) if evidence.datasheet else None
-    return _render("datasheet.md.j2", **context, vendored_sheet=vendored)
+    return render("datasheet.md.j2", **context, vendored_sheet=vendored)
 
 
 def impact_assessment(evidence: Evidence, params: Params) -> str:
     """The algorithmic impact assessment as Markdown."""
-    return _render("impact_assessment.md.j2", **_context(evidence, params, folder=DOCUMENT_DIR))
+    return render("impact_assessment.md.j2", **_context(evidence, params, folder=DOCUMENT_DIR))
 
 
 def impact_assessment_html(evidence: Evidence, params: Params) -> str:
@@ -258,7 +258,7 @@ def evidence_page(evidence: Evidence, params: Params) -> str:
     context = _context(evidence, params, folder=str(Path(EVIDENCE_PAGE).parent))
     documents = [(label, f"{DOCUMENT_DIR}/{name}") for name, label in DOCUMENTS.items()]
     title = f"{evidence.lineage.model_name} ({params.train.model})"
-    return _render("evidence.html.j2", **context, title=title, documents=documents, data_docs=DATA_DOCS)
+    return render("evidence.html.j2", **context, title=title, documents=documents, data_docs=DATA_DOCS)
 
 
 def render_documents(evidence: Evidence, params: Params) -> dict[str, str]:

@@ -41,7 +41,7 @@ from steward.ledger import (
 )
 from steward.registry import ModelVersion
 from steward.storage import Storage, sha256_file
-from tasks.document import _render
+from tasks.document import render
 from tasks.evidence import EVIDENCE_PAGE, Snapshot, materialize
 
 SCHEMA_VERSION = 1
@@ -363,7 +363,7 @@ def _fill(
     _write(folder / APPROVALS, canonical_json(head | signoff))
     points = annex_iv(_hashes(folder), monitored=_monitored(evidence))
     _write(folder / ANNEX, canonical_json(head | {"points": points}))
-    page = _render(
+    page = render(
         "evidence_pack.html.j2",
         model=entry,
         gate=_gate(evidence),

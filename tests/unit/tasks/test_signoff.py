@@ -68,7 +68,7 @@ def test_answers_that_break_the_policy_are_refused_with_the_rule_named(governanc
 
 def test_valid_answers_count_and_the_author_may_still_reject(governance):
     request = _request(governance)
-    answers = (_answer("alice"), _answer("carol", "reject", comment="AUC too low"), _answer("dave", "reject", comment="x"))
+    answers = (_answer("alice"), _answer("carol", "reject", comment="AUC low"), _answer("dave", "reject", comment="x"))
     for answer in answers:
         assert refusal(answer, request=request, governance=governance, progress=Progress()) is None
 
