@@ -1,0 +1,297 @@
+"""The sign-off pause on a real Prefect server: answers from other processes, refusals, timeouts, a server
+restart, and a run suspended from a deployment. The flow under test is the training flow's own sign-off
+step (`signoff_harness.py`) on a registered candidate, so no model is trained here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from support import BIN, PROJECT_DIR, free_port, run, steward_env
+
+from flows.server import start_server, stop_pid
+from steward.db import make_engine
+from steward.ledger import Ledger
+from steward.registry import Registry, State
+from steward.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+HARNESS = Path(__file__).with_name("signoff_harness.py")
+APPROVERS = {
+    "alice": {"roles": ["model-risk"]},
+    "bob": {"roles": ["compliance"]},
+    "carol": {"roles": ["model-risk"]},
+}
+
+
+def _project(root: Path, *, signoff: dict) -> Path:
+    """A project folder with the repository's reports (the evidence), dvc.yaml and a params.yaml whose
+    high tier has `signoff`, and a registered candidate `credit-risk:v1`."""
+    root.mkdir(parents=True)
+    shutil.copytree(PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("data_docs"))
+    for name in ("dvc.yaml", "dvc.lock"):
+        shutil.copy2(PROJECT_DIR / name, root / name)
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    params["governance"]["tiers"]["high"]["signoff"] = signoff
+    params["governance"]["approvers"] = APPROVERS
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
+    Registry(engine, ledger=Ledger(engine)).register(
+        name="credit-risk",
+        model_tag="credit-risk:test",
+        model_md5="m" * 32,
+        data_md5="d" * 32,
+        params_hash="p" * 64,
+        git_commit=None,
+        flow_run_id=None,
+        metrics={"auc": 0.8},
+    )
+    return root
+
+
+def _ledger(project: Path) -> Ledger:
+    return Ledger(make_engine(f"sqlite:///{project / '.steward/steward.db'}"))
+
+
+def _actions(project: Path) -> list[tuple[str, str]]:
+    return [(r.actor, r.action) for r in _ledger(project).records() if r.action.startswith("approval.")]
+
+
+def _state(project: Path) -> State:
+    return Registry(make_engine(f"sqlite:///{project / '.steward/steward.db'}")).get("credit-risk:v1").state
+
+
+def _start(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    log = (project / "harness.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, str(HARNESS), *args], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _runs(api_url: str, *, state_types: list[str]) -> list[dict]:
+    body = {"flow_runs": {"state": {"type": {"any_": state_types}}}, "limit": 50}
+    return httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def _wait(predicate, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+def _paused_run(api_url: str, *, key_after: str | None = None) -> dict:
+    """The one paused run waiting for input (with a pause key other than `key_after`)."""
+
+    def found():
+        for flow_run in _runs(api_url, state_types=["PAUSED"]):
+            details = flow_run["state"]["state_details"]
+            if details.get("run_input_keyset") and details.get("pause_key") != key_after:
+                return flow_run
+        return None
+
+    return _wait(found, timeout=120, what="a paused sign-off")
+
+
+def _steward(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run([str(BIN / "steward"), *args], cwd=project, env=env, timeout=180)
+
+
+def _finish(process: subprocess.Popen[str], project: Path, *, timeout: float = 120) -> str:
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return (project / "harness.log").read_text()
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A Prefect server this test may stop and start again."""
+    home = tmp_path / "prefect-server"
+    home.mkdir()
+    settings = Settings(project_dir=home, home=home, prefect_port=free_port())
+    server = start_server(settings)
+    state = {"settings": settings, "pid": server.pid, "url": server.api_url}
+    yield state
+    stop_pid(state["pid"])
+
+
+def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_roles_approve(tmp_path, own_server):
+    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
+    env = steward_env(project, api_url=own_server["url"], extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    harness = _start(project, env, "credit-risk:v1", "alice")
+    try:
+        paused = _paused_run(own_server["url"])
+        run_id = paused["id"]
+        listed = _steward(project, env, "approvals")
+        assert "credit-risk:v1" in listed.stdout and "0 of 2 approvals" in listed.stdout, listed.stdout + listed.stderr
+
+        refused = {
+            ("alice",): "alice started this run and may not approve it",
+            ("mallory",): "'mallory' is not an approver",
+            ("carol", "--evidence", "deadbeef00"): "evidence digest deadbeef00 is not the evidence of this sign-off",
+        }
+        key = paused["state"]["state_details"]["pause_key"]
+        for (name, *extra), message in refused.items():
+            done = _steward(project, env, "approve", run_id[:8], "--as", name, *extra)
+            assert done.returncode == 1 and message in done.stderr, done.stdout + done.stderr
+            key = _paused_run(own_server["url"], key_after=key)["state"]["state_details"]["pause_key"]
+        assert _state(project) is State.CANDIDATE
+
+        stop_pid(own_server["pid"])  # the server goes away while the run waits, and comes back
+        time.sleep(3)
+        own_server["pid"] = start_server(own_server["settings"]).pid
+        assert _paused_run(own_server["url"])["id"] == run_id
+
+        granted = _steward(project, env, "approve", paused["name"], "--as", "carol", "--comment", "fairness checked")
+        assert granted.returncode == 0 and "approval.granted by carol" in granted.stdout, (
+            granted.stdout + granted.stderr
+        )
+        _paused_run(own_server["url"], key_after=key)
+        assert _steward(project, env, "approve", run_id, "--as", "bob").returncode == 0
+        log = _finish(harness, project)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+    assert harness.returncode == 0 and "credit-risk:v1 is approved" in log, log
+    assert _state(project) is State.APPROVED
+    assert _actions(project) == [
+        ("alice", "approval.requested"),
+        ("alice", "approval.refused"),
+        ("mallory", "approval.refused"),
+        ("carol", "approval.refused"),
+        ("carol", "approval.granted"),
+        ("bob", "approval.granted"),
+    ]
+    granted_records = [r for r in _ledger(project).records() if r.action == "approval.granted"]
+    assert {r.payload["approver_kind"] for r in granted_records} == {"human"}
+    assert granted_records[0].payload["comment"] == "fairness checked"
+    assert _ledger(project).records()[-1].payload == {
+        "from": "candidate",
+        "to": "approved",
+        "model_tag": "credit-risk:test",
+        "data_md5": "d" * 32,
+    }
+    final = httpx.get(f"{own_server['url']}/flow_runs/{run_id}", timeout=10).json()
+    assert final["state"]["type"] == "COMPLETED"
+
+    verified = _steward(project, env, "ledger", "verify")
+    assert verified.returncode == 0 and "chain intact" in verified.stdout
+    copy = tmp_path / "ledger.jsonl"
+    assert _steward(project, env, "ledger", "export", "--out", str(copy)).returncode == 0
+    lines = copy.read_text().splitlines()
+    record = json.loads(lines[4])
+    record["payload"]["reason"] = "nothing to see"
+    lines[4] = json.dumps(record)
+    copy.write_text("\n".join(lines) + "\n")
+    tampered = _steward(project, env, "ledger", "verify", "--file", str(copy))
+    assert tampered.returncode == 1 and f"ledger broken at seq {record['seq']}" in tampered.stderr
+
+
+@pytest.mark.parametrize("on_timeout", ["reject", "escalate"])
+def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silently_failed(
+    tmp_path, prefect_server, on_timeout
+):
+    signoff = {"approvers": 1, "timeout_hours": 4 / 3600, "on_timeout": on_timeout}  # 4 s
+    project = _project(tmp_path / "p", signoff=signoff)
+    env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    harness = _start(project, env, "credit-risk:v1", "alice")
+    try:
+        if on_timeout == "reject":
+            log = _finish(harness, project)
+            assert harness.returncode == 0 and "credit-risk:v1 is rejected" in log, log
+            assert _actions(project) == [("alice", "approval.requested"), ("steward-signoff", "approval.expired")]
+            expired = _ledger(project).records()[-2]
+            assert expired.payload["reason"] == "no complete sign-off within 0.00111111 h (0 of 1 approvals)"
+            assert _state(project) is State.REJECTED
+            return
+        escalated = _wait(
+            lambda: [a for a in _actions(project) if a[1] == "approval.escalated"][1:],
+            timeout=60,
+            what="two escalations",
+        )
+        assert escalated and _state(project) is State.CANDIDATE
+        answer = _steward(project, env, "approve", _paused_run(prefect_server)["id"], "--as", "bob")
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        log = _finish(harness, project)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+    assert harness.returncode == 0 and "credit-risk:v1 is approved" in log, log
+    records = [r for r in _ledger(project).records() if r.action == "approval.escalated"]
+    assert [r.payload["escalation"] for r in records] == list(range(1, len(records) + 1))
+    body = {"filter": {"event": {"name": ["steward.approval.escalated"]}}, "limit": 10}
+    events = _wait(
+        lambda: httpx.post(f"{prefect_server}/events/filter", json=body, timeout=10).json()["events"],
+        timeout=30,
+        what="a steward.approval.escalated event",
+    )
+    assert events[0]["resource"]["prefect.resource.id"] == "steward.model.credit-risk:v1"
+
+
+def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(tmp_path, prefect_server):
+    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
+    env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
+    server = _start(project, env, "--serve", "signoff-test")
+    try:
+        _wait(
+            lambda: httpx.get(f"{prefect_server}/deployments/name/signoff-harness/signoff-test", timeout=10).is_success,
+            timeout=60,
+            what="the served deployment",
+        )
+        started = run(
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "signoff-harness/signoff-test",
+                "--param",
+                "model_ref=credit-risk:v1",
+                "--param",
+                "author=alice",
+            ],
+            cwd=project,
+            env=env,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        suspended = _paused_run(prefect_server)
+        assert suspended["state"]["name"] == "Suspended"
+        assert suspended["state"]["state_details"]["pause_reschedule"] is True  # no process is holding it
+        listed = _steward(project, env, "approvals")
+        assert "suspended (no process waiting)" in listed.stdout, listed.stdout + listed.stderr
+
+        first = _steward(project, env, "approve", suspended["id"], "--as", "carol", "--wait", "90")
+        assert "approval.granted by carol" in first.stdout, first.stdout + first.stderr
+        again = _paused_run(prefect_server, key_after=suspended["state"]["state_details"]["pause_key"])
+        assert again["id"] == suspended["id"] and again["state"]["name"] == "Suspended"
+        second = _steward(project, env, "approve", again["id"], "--as", "bob", "--wait", "90")
+        assert "approval.granted by bob" in second.stdout, second.stdout + second.stderr
+        _wait(
+            lambda: (
+                httpx.get(f"{prefect_server}/flow_runs/{again['id']}", timeout=10).json()["state"]["type"]
+                == "COMPLETED"
+            ),
+            timeout=120,
+            what="the resumed run to complete",
+        )
+    finally:
+        stop_pid(server.pid)
+    assert _state(project) is State.APPROVED
+    assert [a for a in _actions(project)] == [
+        ("alice", "approval.requested"),  # once, although the flow ran three times
+        ("carol", "approval.granted"),
+        ("bob", "approval.granted"),
+    ]
