@@ -1,0 +1,97 @@
+"""The lifecycle end to end through the `steward` command, on data whose model passes the gate:
+`steward train` pauses at sign-off and `steward approve` from other processes gets it registered as
+approved; `steward run` does the same with its demo approvers; `steward evidence` packs the result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+import yaml
+from support import BIN, run, steward_env
+
+from steward.db import make_engine
+from steward.ledger import Ledger
+from tasks.synthetic import generate_applications
+
+pytestmark = pytest.mark.integration
+
+
+def _paused(api_url: str, *, key_after: str | None = None, timeout: float = 400) -> dict:
+    deadline = time.monotonic() + timeout
+    body = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "limit": 10}
+    while time.monotonic() < deadline:
+        for flow_run in httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json():
+            details = flow_run["state"]["state_details"]
+            if details.get("run_input_keyset") and details.get("pause_key") != key_after:
+                return flow_run
+        time.sleep(1)
+    raise TimeoutError("no run paused for sign-off")
+
+
+def _granted(project) -> list:
+    ledger = Ledger(make_engine(f"sqlite:///{project / '.steward/steward.db'}"))
+    return [r for r in ledger.records() if r.action == "approval.granted"]
+
+
+def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_approved(project, prefect_server, tmp_path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["governance"]["approvers"] |= {"alice": {"roles": ["model-risk"]}, "bob": {"roles": ["compliance"]}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = tmp_path / "applications.csv"
+    generate_applications(100_000, seed=5, bias=0.0).to_csv(data, index=False)
+    env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    steward = str(BIN / "steward")
+    train = subprocess.Popen(
+        [steward, "train", "--data", str(data), "--author", "carol"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        paused = _paused(prefect_server)
+        first = run([steward, "approve", paused["name"], "--as", "alice"], cwd=project, env=env)
+        assert "approval.granted by alice" in first.stdout, first.stdout + first.stderr
+        _paused(prefect_server, key_after=paused["state"]["state_details"]["pause_key"])
+        second = run(
+            [steward, "approve", paused["id"], "--as", "bob", "--comment", "impact assessment read"],
+            cwd=project,
+            env=env,
+        )
+        assert "approval.granted by bob" in second.stdout, second.stdout + second.stderr
+        output, _ = train.communicate(timeout=120)
+    finally:
+        if train.poll() is None:
+            train.kill()
+    assert train.returncode == 0, output
+    assert "Gate (high risk tier): PASS" in output and "approved: credit-risk:v1" in output
+    assert "approved" in run([steward, "models"], cwd=project, env=env).stdout
+    assert [(r.actor, r.payload["approver_kind"]) for r in _granted(project)] == [("alice", "human"), ("bob", "human")]
+    verified = run([steward, "ledger", "verify"], cwd=project, env=env)
+    assert verified.returncode == 0, verified.stderr
+
+    pack = tmp_path / "pack"
+    packed = run([steward, "evidence", "credit-risk:v1", "--out", str(pack)], cwd=project, env=env)
+    assert packed.returncode == 0, packed.stdout + packed.stderr
+    approvals = json.loads((pack / "approvals.json").read_text())
+    assert approvals["approved_by"] == ["alice", "bob"]
+    assert (tmp_path / "pack.zip").is_file() and (pack / "evidence/reports/gate.json").is_file()
+    again = run([steward, "evidence", "credit-risk:v1", "--out", str(pack)], cwd=project, env=env)
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+
+
+def test_steward_run_is_signed_off_by_its_demo_approvers_through_the_same_api(project, prefect_server):
+    env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "100,000 synthetic applications" in done.stdout
+    assert "approval.granted by demo-risk-officer (demo)" in done.stdout
+    assert "approval.granted by demo-compliance-officer (demo)" in done.stdout
+    assert "credit-risk:v1: approved" in done.stdout
+    assert "chain intact" in done.stdout
+    assert {r.payload["approver_kind"] for r in _granted(project)} == {"demo"}
