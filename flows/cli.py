@@ -272,11 +272,20 @@ def _approver_context() -> tuple[Settings, Ledger]:
 
 
 @app.command()
-def approvals() -> None:
+def approvals(
+    enforce_deadlines: bool = typer.Option(
+        False, "--enforce-deadlines", help="First escalate or expire suspended sign-offs past their deadline."
+    ),
+) -> None:
     """List the runs waiting for sign-off, with their evidence and what they still need."""
     settings, ledger = _approver_context()  # before Prefect is imported: it reads PREFECT_API_URL once
     from tasks.approvals import pending
 
+    if enforce_deadlines:
+        from flows.signoff import signoff_deadlines_flow
+
+        for line in signoff_deadlines_flow():
+            console.print(f"deadline passed: {line}", markup=False, highlight=False)
     waiting = pending(ledger=ledger)
     if not waiting:
         console.print("no run is waiting for sign-off")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from prefect import get_client, get_run_logger, pause_flow_run, suspend_flow_run, task
+from prefect import flow, get_client, get_run_logger, pause_flow_run, suspend_flow_run, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout
@@ -179,3 +179,18 @@ def sign_off(
             emit_event(event="steward.approval.escalated", resource=_resource(model.ref), payload=record.payload)
         current = _reread(current, ledger=ledger)
     return settle(model, current, registry=registry)
+
+
+@flow(name="signoff-deadlines")
+def signoff_deadlines_flow() -> list[str]:
+    """Escalate or expire suspended sign-offs past their deadline (schedule it, e.g. every 15 minutes)."""
+    from steward.db import make_engine
+    from tasks.approvals import enforce_deadlines
+
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    ledger = Ledger(engine)
+    records = enforce_deadlines(ledger=ledger, registry=Registry(engine, ledger=ledger), at=now())
+    for record in records:
+        get_run_logger().info("%s: %s %s", record.subject, record.action, record.payload.get("reason", ""))
+    return [f"{r.subject} {r.action}" for r in records]

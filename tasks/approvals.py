@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from threading import Event
 
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import resume_flow_run
+from prefect.states import Cancelled
 
-from steward.ledger import APPROVAL_DECLINED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
+from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
 from steward.params import GovernanceParams
-from tasks.signoff import Approval, Decision, Tally, open_requests
+from steward.registry import Registry, State
+from tasks.signoff import SIGNOFF_ACTOR, Approval, Decision, Tally, open_requests, record_timeout
 
 ANSWERS = (APPROVAL_GRANTED, APPROVAL_DECLINED, APPROVAL_REFUSED)
 NO_SUCH_RUN = "no run waiting for sign-off matches {run!r} (see `steward approvals`)"
@@ -138,6 +142,34 @@ def answer(
         if time.monotonic() >= deadline:
             return None
         time.sleep(poll_seconds)
+
+
+# --- deadlines of suspended sign-offs ---------------------------------------------------------------------
+
+
+def enforce_deadlines(*, ledger: Ledger, registry: Registry, at: datetime) -> list[Record]:
+    """Apply the timeout policy to suspended sign-offs past their deadline, which no process is watching.
+
+    Escalate: an `approval.escalated` record and a `steward.approval.escalated` event; the run keeps waiting
+    for the same answer. Reject: an `approval.expired` record with its reason, the model rejected, and the
+    run cancelled with that reason. (A run paused in place watches its own deadline.)
+    """
+    done = []
+    for item in pending(ledger=ledger):
+        if not item.suspended or at < item.tally.deadline:
+            continue
+        record = record_timeout.fn(item.tally, ledger=ledger, pause_key=None)
+        model = item.tally.request.model
+        resource = {"prefect.resource.id": f"steward.model.{model}", "prefect.resource.name": model}
+        if record.action == APPROVAL_EXPIRED:
+            registry.transition(model, State.REJECTED, actor=SIGNOFF_ACTOR)
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(item.run.id, Cancelled(message=record.payload["reason"]), force=True)
+            emit_event(event="steward.approval.expired", resource=resource, payload=record.payload)
+        else:
+            emit_event(event="steward.approval.escalated", resource=resource, payload=record.payload)
+        done.append(record)
+    return done
 
 
 # --- the demo approver of `steward run` -----------------------------------------------------------------

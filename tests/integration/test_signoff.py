@@ -25,6 +25,7 @@ from steward.settings import Settings
 pytestmark = pytest.mark.integration
 
 HARNESS = Path(__file__).with_name("signoff_harness.py")
+PARAMS = ("--param", "model_ref=credit-risk:v1", "--param", "author=alice")
 APPROVERS = {
     "alice": {"roles": ["model-risk"]},
     "bob": {"roles": ["compliance"]},
@@ -137,6 +138,12 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         run_id = paused["id"]
         listed = _steward(project, env, "approvals")
         assert "credit-risk:v1" in listed.stdout and "0 of 2 approvals" in listed.stdout, listed.stdout + listed.stderr
+        digest = _ledger(project).records()[-1].payload["evidence_digest"]
+        keyset = paused["state"]["state_details"]["run_input_keyset"]
+        form = httpx.get(f"{own_server['url']}/flow_runs/{run_id}/input/{keyset['description']}", timeout=10)
+        description = json.loads(form.text)  # what the Prefect UI shows above the form
+        assert f"`{digest}`" in description and "/reports/evidence/index.html](file://" in description
+        assert digest in listed.stdout and "may not approve): alice" in listed.stdout
 
         refused = {
             ("alice",): "alice started this run and may not approve it",
@@ -241,33 +248,33 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
     assert events[0]["resource"]["prefect.resource.id"] == "steward.model.credit-risk:v1"
 
 
-def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(tmp_path, prefect_server):
-    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
-    env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
+def _suspended(project: Path, env: dict[str, str], api_url: str) -> tuple[subprocess.Popen[str], dict]:
+    """Serve the harness as a deployment, start a run of it, and return the server and the suspended run."""
     server = _start(project, env, "--serve", "signoff-test")
     try:
         _wait(
-            lambda: httpx.get(f"{prefect_server}/deployments/name/signoff-harness/signoff-test", timeout=10).is_success,
+            lambda: httpx.get(f"{api_url}/deployments/name/signoff-harness/signoff-test", timeout=10).is_success,
             timeout=60,
             what="the served deployment",
         )
         started = run(
-            [
-                str(BIN / "prefect"),
-                "deployment",
-                "run",
-                "signoff-harness/signoff-test",
-                "--param",
-                "model_ref=credit-risk:v1",
-                "--param",
-                "author=alice",
-            ],
+            [str(BIN / "prefect"), "deployment", "run", "signoff-harness/signoff-test", *PARAMS],
             cwd=project,
             env=env,
             timeout=120,
         )
         assert started.returncode == 0, started.stdout + started.stderr
-        suspended = _paused_run(prefect_server)
+        return server, _paused_run(api_url)
+    except BaseException:
+        stop_pid(server.pid)
+        raise
+
+
+def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(tmp_path, prefect_server):
+    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
+    env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
+    server, suspended = _suspended(project, env, prefect_server)
+    try:
         assert suspended["state"]["name"] == "Suspended"
         assert suspended["state"]["state_details"]["pause_reschedule"] is True  # no process is holding it
         listed = _steward(project, env, "approvals")
@@ -295,3 +302,24 @@ def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(
         ("carol", "approval.granted"),
         ("bob", "approval.granted"),
     ]
+
+
+def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep(tmp_path, prefect_server):
+    signoff = {"approvers": 1, "timeout_hours": 1 / 3600, "on_timeout": "reject"}
+    project = _project(tmp_path / "p", signoff=signoff)
+    env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
+    server, suspended = _suspended(project, env, prefect_server)
+    try:
+        time.sleep(1.5)  # past the deadline; nothing is watching a suspended run but the sweep
+        assert _state(project) is State.CANDIDATE
+        swept = _steward(project, env, "approvals", "--enforce-deadlines")
+        assert swept.returncode == 0, swept.stdout + swept.stderr
+        assert "deadline passed: credit-risk:v1 approval.expired" in swept.stdout
+        assert "no run is waiting for sign-off" in swept.stdout
+    finally:
+        stop_pid(server.pid)
+    assert _state(project) is State.REJECTED
+    expired = [r for r in _ledger(project).records() if r.action == "approval.expired"]
+    assert expired[0].payload["reason"] == "no complete sign-off within 0.000277778 h (0 of 1 approvals)"
+    final = httpx.get(f"{prefect_server}/flow_runs/{suspended['id']}", timeout=10).json()["state"]
+    assert final["type"] == "CANCELLED" and "no complete sign-off" in final["message"]
