@@ -86,14 +86,23 @@ def _report_verdict(result: TrainResult) -> None:
         why = "did not pass the gate" if result.gate.get("verdict") != "pass" else "was not approved at sign-off"
         err.print(f"[bold red]rejected:[/] {result.model.ref} {why} (recorded in the registry and the ledger)")
         raise typer.Exit(code=3)
+    if result.model.state.value == "candidate":
+        err.print(f"[bold yellow]changes requested:[/] {result.model.ref} stays a candidate; see the ledger for why")
+        raise typer.Exit(code=3)
     console.print(f"[green]{result.model.state.value}:[/] {result.model.ref} ({result.model.model_tag})")
 
 
-def _run_training(data: str | None, *, author: str | None = None) -> TrainResult:
+# A run paused for sign-off polls the Prefect API for days: let it ride out a server restart of a few minutes
+# (retries back off 2, 4, ... 256 s) instead of failing (Prefect's default, 5 retries, lasts about a minute).
+# Only the waiting commands get it: `steward approvals` on a server that is down should say so at once.
+WAITING_CLIENT_RETRIES = "8"
+
+
+def _run_training(data: str | None, *, author: str | None = None, demo: bool = False) -> TrainResult:
     from flows.train import train_flow
 
     try:
-        return train_flow(data=data, author=author)
+        return train_flow(data=data, author=author, demo_signoff=demo)
     except _user_errors() as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
@@ -109,6 +118,7 @@ def train(
     ),
 ) -> None:
     """Run the training flow: ingest, validate, train, audit, gate, then wait for sign-off (`steward approve`)."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
     settings = Settings()
     _environment(settings, server=True)
     result = _run_training(data, author=author)
@@ -136,6 +146,7 @@ def run() -> None:
     from tasks.approvals import answer_as_demo
     from tasks.synthetic import write_demo_snapshot
 
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
     settings = Settings()
     _environment(settings, server=True)
     layout = Layout(settings.project_dir)
@@ -163,7 +174,7 @@ def run() -> None:
     )
     demo_approver.start()
     try:
-        result = _run_training(str(demo), author=settings.user)
+        result = _run_training(str(demo), author=settings.user, demo=True)
     finally:
         stop.set()
         demo_approver.join(timeout=30)
@@ -273,19 +284,22 @@ def _approver_context() -> tuple[Settings, Ledger]:
 
 @app.command()
 def approvals(
-    enforce_deadlines: bool = typer.Option(
-        False, "--enforce-deadlines", help="First escalate or expire suspended sign-offs past their deadline."
+    sweep: bool = typer.Option(
+        False,
+        "--sweep",
+        help="First escalate or expire suspended sign-offs past their deadline, and withdraw "
+        "those whose run ended (what the signoff-sweep flow does on a schedule).",
     ),
 ) -> None:
     """List the runs waiting for sign-off, with their evidence and what they still need."""
     settings, ledger = _approver_context()  # before Prefect is imported: it reads PREFECT_API_URL once
     from tasks.approvals import pending
 
-    if enforce_deadlines:
-        from flows.signoff import signoff_deadlines_flow
+    if sweep:
+        from flows.signoff import signoff_sweep_flow
 
-        for line in signoff_deadlines_flow():
-            console.print(f"deadline passed: {line}", markup=False, highlight=False)
+        for line in signoff_sweep_flow():
+            console.print(f"swept: {line}", markup=False, highlight=False)
     waiting = pending(ledger=ledger)
     if not waiting:
         console.print("no run is waiting for sign-off")
@@ -310,8 +324,9 @@ def approvals(
             console.print(f"  {name}: {value}", markup=False, highlight=False)
 
 
-def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: str | None, wait: float) -> None:
+def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: str, wait: float) -> None:
     _, ledger = _approver_context()  # before Prefect is imported
+    from steward.ledger import APPROVAL_REFUSED
     from tasks.approvals import answer, find
 
     try:
@@ -330,7 +345,7 @@ def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: s
         return
     if record is None:
         console.print(f"answer sent to run {item.run_id}; it has not recorded it yet (see `steward approvals`)")
-    elif record.action == "approval.refused":
+    elif record.action == APPROVAL_REFUSED:
         err.print(
             f"[bold red]refused:[/] {escape(record.payload['reason'])} (ledger seq {record.seq})", highlight=False
         )
@@ -348,8 +363,8 @@ def approve(
     ),
     approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
     comment: str = typer.Option("", "--comment", help="A note for the ledger."),
-    evidence: str | None = typer.Option(
-        None, "--evidence", help="The evidence digest you reviewed (or a prefix); default: the request's own."
+    evidence: str = typer.Option(
+        ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
     ),
     wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
 ) -> None:
@@ -363,7 +378,9 @@ def reject(
     approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
     reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger and shown to the run's author."),
     request_changes: bool = typer.Option(False, "--request-changes", help="Ask for changes instead of rejecting."),
-    evidence: str | None = typer.Option(None, "--evidence", help="The evidence digest you reviewed (or a prefix)."),
+    evidence: str = typer.Option(
+        ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
+    ),
     wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
 ) -> None:
     """Reject a waiting sign-off (or request changes): the model is not approved."""
@@ -379,8 +396,9 @@ def evidence(
     """Write a model's evidence pack: its frozen evidence, sign-off and ledger excerpt mapped to EU AI Act
     Annex IV points 1-9 and the Article 13 instructions for use, each file with its sha256."""
     from steward.db import make_engine
-    from steward.ledger import Ledger
+    from steward.ledger import GATE_VERDICT, Ledger
     from steward.registry import Registry
+    from steward.signoff import latest
     from steward.storage import Storage
     from tasks import evidence as frozen
     from tasks.evidence_pack import write_pack
@@ -390,11 +408,13 @@ def evidence(
     try:
         version = Registry(engine).get(model)
         records = Ledger(engine).records(subject=version.ref)
-        digests = [r.payload["evidence_digest"] for r in records if r.payload.get("evidence_digest")]
-        if not digests:
+        signed = latest(records, model=version.ref)
+        verdicts = [r.payload["evidence_digest"] for r in records if r.action == GATE_VERDICT]
+        digest = signed.request.evidence_digest if signed else (verdicts[-1] if verdicts else None)
+        if digest is None:
             raise FileNotFoundError(f"the ledger holds no evidence digest for {version.ref}: it predates sign-off")
         storage = Storage.from_settings(settings)
-        snapshot = frozen.load(digests[-1], storage=storage)
+        snapshot = frozen.load(digest, storage=storage)
         pack = write_pack(version, records=records, snapshot=snapshot, storage=storage, out=out)
     except (ValueError, OSError) as exc:  # the user errors, a pack that exists, a corrupted store
         _fail(exc)

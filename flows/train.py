@@ -86,9 +86,10 @@ def act_on_verdict(
 
 
 @flow(name="train", log_prints=True)
-def train_flow(data: str | None = None, author: str | None = None) -> TrainResult:
+def train_flow(data: str | None = None, author: str | None = None, demo_signoff: bool = False) -> TrainResult:
     """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data),
-    then, if the gate passes, wait for sign-off. `author` (default: STEWARD_USER or the OS user) may not approve."""
+    then, if the gate passes, wait for sign-off. `author` (default: STEWARD_USER or the OS user) may not approve.
+    `demo_signoff` opens a sign-off that `steward run`'s demo identities may answer (recorded as such)."""
     settings = Settings()
     author = author or settings.user
     layout = Layout(settings.project_dir)
@@ -141,7 +142,13 @@ def train_flow(data: str | None = None, author: str | None = None) -> TrainResul
     model = act_on_verdict(model, gate, registry=registry, ledger=ledger, storage=storage, settings=settings)
     if model.state is State.CANDIDATE:
         model = sign_off(
-            model, governance=params.governance, author=author, settings=settings, registry=registry, ledger=ledger
+            model,
+            governance=params.governance,
+            author=author,
+            settings=settings,
+            registry=registry,
+            ledger=ledger,
+            demo=demo_signoff,
         )
     publish(
         "register",

@@ -12,6 +12,7 @@ PREPARED_TEST = Path("data/prepared/test.parquet")
 MODEL_FILE = Path("models/model.joblib")
 CANDIDATE_FILE = Path("models/candidate.joblib")  # the model going forward: MODEL_FILE, or it mitigated
 REPORTS = Path("reports")
+EVIDENCE_PAGE = "reports/evidence/index.html"  # the run's evidence, one offline page (document stage)
 
 
 @dataclass(frozen=True)

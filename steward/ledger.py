@@ -30,6 +30,7 @@ Action = Literal[
     "approval.refused",
     "approval.escalated",
     "approval.expired",
+    "approval.withdrawn",
     "registry.transition",
     "rollout.step",
     "rollback",
@@ -42,6 +43,7 @@ APPROVAL_DECLINED: Final = "approval.declined"  # an approver rejected or reques
 APPROVAL_REFUSED: Final = "approval.refused"  # an answer that broke the policy, refused (the run kept waiting)
 APPROVAL_ESCALATED: Final = "approval.escalated"  # a waiting period ran out; escalated, still waiting
 APPROVAL_EXPIRED: Final = "approval.expired"  # a waiting period ran out; the model was rejected
+APPROVAL_WITHDRAWN: Final = "approval.withdrawn"  # the run ended (crashed, cancelled, superseded) undecided
 REGISTRY_TRANSITION: Final = "registry.transition"
 ROLLOUT_STEP: Final = "rollout.step"
 ROLLBACK: Final = "rollback"
@@ -115,6 +117,22 @@ class Record:
             }
         )
 
+    def intact(self) -> bool:
+        """Whether `hash` recomputes from this record's own prev_hash and contents."""
+        try:
+            computed = record_hash(
+                prev_hash=self.prev_hash,
+                seq=self.seq,
+                ts=self.ts,
+                actor=self.actor,
+                action=self.action,
+                subject=self.subject,
+                payload=self.payload,
+            )
+        except (TypeError, ValueError):  # a payload that is no longer JSON was altered too
+            return False
+        return computed == self.hash
+
     @classmethod
     def from_json(cls, text: str) -> Record:
         data = json.loads(text)
@@ -152,19 +170,7 @@ def verify_records(records: list[Record]) -> VerifyResult:
             return VerifyResult(False, len(records), expected, SEQ_BROKEN.format(seq=expected, found=record.seq))
         if record.prev_hash != prev_hash:
             return VerifyResult(False, len(records), expected, PREV_HASH_BROKEN.format(seq=expected))
-        try:
-            computed = record_hash(
-                prev_hash=record.prev_hash,
-                seq=record.seq,
-                ts=record.ts,
-                actor=record.actor,
-                action=record.action,
-                subject=record.subject,
-                payload=record.payload,
-            )
-        except (TypeError, ValueError):
-            computed = ""
-        if computed != record.hash:
+        if not record.intact():
             return VerifyResult(False, len(records), expected, HASH_BROKEN.format(seq=expected))
         prev_hash = record.hash
     problem = CHAIN_OK.format(count=len(records)) if records else EMPTY_CHAIN

@@ -152,14 +152,13 @@ class SignoffPolicy(Section):
 
 
 class TierPolicy(Section):
-    """Thresholds one risk tier applies to the audits' CI bounds, and its sign-off policy."""
+    """Thresholds one risk tier applies to the audits' CI bounds."""
 
     min_auc: float = Field(default=0.65, ge=0, le=1)
     min_dp_ratio_lower: float = Field(ge=0, le=1, description="Lower CI bound of the demographic parity ratio.")
     max_eo_diff_upper: float = Field(ge=0, le=1, description="Upper CI bound of the equalized odds difference.")
     max_robustness_flip_rate: float = Field(default=0.1, ge=0, le=1)
     block_on_proxies: bool = False
-    signoff: SignoffPolicy = SignoffPolicy()
 
 
 class GovernanceParams(Section):
@@ -172,20 +171,29 @@ class GovernanceParams(Section):
         }
     )
 
+    signoff: dict[Literal["minimal", "limited", "high"], SignoffPolicy] = Field(
+        default={"minimal": SignoffPolicy(), "limited": SignoffPolicy(), "high": SignoffPolicy(approvers=2)},
+        description="Who must approve a model of each tier, and by when (not a gate input: no DVC stage reads it).",
+    )
     approvers: dict[str, Approver] = Field(
         default={}, description="Who may answer sign-offs (name → roles). The author of a run never approves it."
     )
 
     @model_validator(mode="after")
     def _tier_defined(self) -> GovernanceParams:
-        if self.risk_tier not in self.tiers:
-            raise ValueError(f"governance.risk_tier {self.risk_tier!r} has no entry in governance.tiers")
-        for tier, policy in self.tiers.items():
-            held = {role for approver in self.approvers.values() for role in approver.roles}
-            missing = sorted(set(policy.signoff.roles) - held)
+        for section in ("tiers", "signoff"):
+            if self.risk_tier not in getattr(self, section):
+                raise ValueError(f"governance.risk_tier {self.risk_tier!r} has no entry in governance.{section}")
+        held = {role for approver in self.approvers.values() for role in approver.roles}
+        for tier, policy in self.signoff.items():
+            missing = sorted(set(policy.roles) - held)
             if missing:
-                raise ValueError(f"governance.tiers.{tier}.signoff.roles: no approver holds {', '.join(missing)}")
+                raise ValueError(f"governance.signoff.{tier}.roles: no approver holds {', '.join(missing)}")
         return self
+
+    @property
+    def signoff_policy(self) -> SignoffPolicy:
+        return self.signoff[self.risk_tier]
 
     @property
     def policy(self) -> TierPolicy:

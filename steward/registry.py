@@ -15,10 +15,11 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, Select, String, UniqueCo
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
-from steward.ledger import APPROVAL_GRANTED, REGISTRY_TRANSITION, Ledger, LedgerRow
+from steward.ledger import REGISTRY_TRANSITION, Ledger, LedgerRow, Record
+from steward.signoff import latest
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
-NOT_SIGNED_OFF = "model {ref} has no granted approval in the ledger: only a completed sign-off approves a model"
+NOT_SIGNED_OFF = "model {ref} has no completed sign-off in the ledger: only the approvals its tier asks for approve it"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
 
 
@@ -212,11 +213,13 @@ class Registry:
             return ModelVersion._of(row)
 
     def _signed_off(self, session: Session, ref: str) -> bool:
-        """Whether the ledger holds a granted approval of `ref` (a registry without a ledger approves nothing)."""
+        """Whether the ledger shows the newest sign-off of `ref` complete: every approval its tier asked for,
+        nothing ending it otherwise first. (A registry without a ledger approves nothing.)"""
         if self._ledger is None:
             return False
-        query = select(LedgerRow.seq).where(LedgerRow.subject == ref, LedgerRow.action == APPROVAL_GRANTED)
-        return session.scalar(query.limit(1)) is not None
+        rows = session.scalars(select(LedgerRow).where(LedgerRow.subject == ref).order_by(LedgerRow.seq))
+        found = latest([Record._of(row) for row in rows], model=ref)
+        return found is not None and found.outcome == "approved"
 
     def _lock(self, session: Session) -> None:
         # Taken before reading the row, so the state read and the ledger head are both current.

@@ -23,6 +23,13 @@ def find_project_dir(start: Path | None = None) -> Path:
     return here
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no LOGNAME/USER
+        return f"uid-{os.getuid()}"
+
+
 class Settings(BaseSettings):
     """Environment of one Steward installation (variables prefixed STEWARD_)."""
 
@@ -40,7 +47,7 @@ class Settings(BaseSettings):
     )
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     user: str = Field(
-        default_factory=lambda: getpass.getuser(),
+        default_factory=lambda: _login(),
         description="Who starts runs from this shell (a run's author may not approve it); default: the OS user",
     )
     signoff_poll_seconds: float = Field(
@@ -85,9 +92,6 @@ class Settings(BaseSettings):
             "DVC_NO_ANALYTICS": "1",
             "BENTOML_DO_NOT_TRACK": "true",
             "MPLBACKEND": "Agg",
-            # A sign-off waits for days while polling the Prefect API; ride out a server restart of a few
-            # minutes (retries back off 2, 4, ... 256 s) instead of failing the waiting run (default 5: ~1 min).
-            "PREFECT_CLIENT_MAX_RETRIES": os.environ.get("PREFECT_CLIENT_MAX_RETRIES", "8"),
         }
         if self.database_url:
             env["STEWARD_DATABASE_URL"] = self.database_url

@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 import yaml
 
+from steward.layout import EVIDENCE_PAGE
 from steward.params import Params
 from tasks import document_facts as facts
 from tasks.document_facts import Report
 
 DOCUMENT_DIR = "reports/document"
-EVIDENCE_PAGE = "reports/evidence/index.html"
 DATA_DOCS = ("reports/data_docs/raw/index.html", "reports/data_docs/features/index.html")
 PLOT_FOLDERS = ("data_bias", "fairness", "mitigate", "explain", "robustness")
 CALIBRATION_PLOT = "reports/calibration.png"

@@ -23,7 +23,6 @@ MANIFEST_SUFFIX = ".json"
 # What counts as evidence: everything the stages wrote under reports/, and the lineage that produced it.
 EVIDENCE_ROOTS = ("reports",)
 EVIDENCE_FILES = ("dvc.lock", "params.yaml")
-EVIDENCE_PAGE = "reports/evidence/index.html"
 
 NO_EVIDENCE = "no evidence under {root}: run the pipeline first (reports/ is empty)"
 UNKNOWN_DIGEST = "no evidence snapshot with digest {digest} in {where}"

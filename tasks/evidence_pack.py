@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import yaml
 
+from steward.layout import EVIDENCE_PAGE
 from steward.ledger import (
     APPROVAL_DECLINED,
     APPROVAL_ESCALATED,
@@ -35,14 +36,15 @@ from steward.ledger import (
     APPROVAL_GRANTED,
     APPROVAL_REFUSED,
     APPROVAL_REQUESTED,
+    APPROVAL_WITHDRAWN,
     Record,
     canonical_json,
-    record_hash,
 )
 from steward.registry import ModelVersion
+from steward.signoff import latest
 from steward.storage import Storage, sha256_file
 from tasks.document import render
-from tasks.evidence import EVIDENCE_PAGE, Snapshot, materialize
+from tasks.evidence import Snapshot, materialize
 
 SCHEMA_VERSION = 1
 EVIDENCE = "evidence"
@@ -216,30 +218,14 @@ def annex_iv(files: dict[str, str], *, monitored: bool) -> list[dict[str, Any]]:
 
 def verification(records: list[Record]) -> dict[str, Any]:
     """Whether each record's hash recomputes from its own prev_hash and contents."""
-
-    def intact(r: Record) -> bool:
-        try:
-            computed = record_hash(
-                prev_hash=r.prev_hash,
-                seq=r.seq,
-                ts=r.ts,
-                actor=r.actor,
-                action=r.action,
-                subject=r.subject,
-                payload=r.payload,
-            )
-        except (TypeError, ValueError):  # a payload no longer JSON-serialisable was altered too
-            return False
-        return computed == r.hash
-
     checked = [
-        {"seq": r.seq, "ts": r.ts, "actor": r.actor, "action": r.action, "hash": r.hash, "hash_ok": intact(r)}
+        {"seq": r.seq, "ts": r.ts, "actor": r.actor, "action": r.action, "hash": r.hash, "hash_ok": r.intact()}
         for r in records
     ]
     return {"scope": EXCERPT_SCOPE, "all_ok": all(c["hash_ok"] for c in checked), "records": checked}
 
 
-def sign_off(records: list[Record], *, digest: str) -> dict[str, Any]:
+def sign_off_story(records: list[Record], *, digest: str) -> dict[str, Any]:
     """The sign-off story from the ledger; `digest_matches` says whether a named evidence digest is `digest`."""
 
     def entry(r: Record, *keys: str) -> dict[str, Any]:
@@ -253,6 +239,8 @@ def sign_off(records: list[Record], *, digest: str) -> dict[str, Any]:
     def of(*actions: str) -> list[Record]:
         return [r for r in records if r.action in actions]
 
+    state = latest(records, model=records[0].subject) if records else None
+
     requests = [
         named(r, "flow_run_id", "author", "tier", "policy", "evidence_page", "requested_at")
         for r in of(APPROVAL_REQUESTED)
@@ -265,8 +253,11 @@ def sign_off(records: list[Record], *, digest: str) -> dict[str, Any]:
         "requests": requests,
         "answers": answers,
         "refusals": [entry(r, "approver", "decision", "reason") for r in of(APPROVAL_REFUSED)],
-        "timeouts": [entry(r) | {"payload": r.payload} for r in of(APPROVAL_ESCALATED, APPROVAL_EXPIRED)],
-        "approved_by": [a["approver"] for a in answers if a["action"] == APPROVAL_GRANTED],
+        "timeouts": [
+            entry(r) | {"payload": r.payload} for r in of(APPROVAL_ESCALATED, APPROVAL_EXPIRED, APPROVAL_WITHDRAWN)
+        ],
+        "outcome": state.outcome if state else None,
+        "approved_by": list(state.progress.granted) if state and state.outcome == "approved" else [],
         "digest_mismatches": [e["seq"] for e in requests + answers if e["digest_matches"] is False],
     }
 
@@ -359,7 +350,7 @@ def _fill(
     _write(folder / EXCERPT, "".join(r.to_json() + "\n" for r in records))
     checked = verification(records)
     _write(folder / VERIFICATION, canonical_json(head | checked))
-    signoff = sign_off(records, digest=snapshot.digest)
+    signoff = sign_off_story(records, digest=snapshot.digest)
     _write(folder / APPROVALS, canonical_json(head | signoff))
     points = annex_iv(_hashes(folder), monitored=_monitored(evidence))
     _write(folder / ANNEX, canonical_json(head | {"points": points}))

@@ -12,8 +12,6 @@ the tier's roles; one valid `reject` or `request_changes` ends it with the model
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from prefect import task
@@ -27,11 +25,12 @@ from steward.ledger import (
     APPROVAL_EXPIRED,
     APPROVAL_GRANTED,
     APPROVAL_REFUSED,
-    APPROVAL_REQUESTED,
+    APPROVAL_WITHDRAWN,
     Ledger,
     Record,
 )
-from steward.params import Approver, GovernanceParams, SignoffPolicy
+from steward.params import GovernanceParams
+from steward.signoff import Progress, Request, Tally
 
 Decision = Literal["approve", "reject", "request_changes"]
 SIGNOFF_ACTOR = "steward-signoff"  # the ledger's actor for what the sign-off step itself records
@@ -44,10 +43,12 @@ STALE_EVIDENCE = (
     "evidence digest {given} is not the evidence of this sign-off ({current}): "
     "review the current evidence ({page}) and answer with its digest"
 )
+DEMO_ONLY = "{name} is a demo identity: it answers only the demo sign-offs `steward run` opens"
 NO_REASON = "a {decision} needs a reason (the comment) for the ledger and the run's author"
 UNSATISFIABLE = (
     "the {tier}-tier sign-off can never complete: it needs {count} distinct approvers other than the run's "
-    "author {author!r}{roles}, and params.yaml governance.approvers names {eligible}"
+    "author {author!r}{roles}, and params.yaml governance.approvers names {eligible} (demo identities count only "
+    "for `steward run`)"
 )
 
 
@@ -60,77 +61,14 @@ class Approval(RunInput):
     evidence_digest: str = Field(description="sha256 of the evidence you reviewed (shown with the request)")
 
 
-@dataclass(frozen=True)
-class Request:
-    """One sign-off the flow is waiting for, as recorded in the ledger's `approval.requested` payload."""
-
-    model: str
-    flow_run_id: str
-    author: str
-    tier: str
-    policy: SignoffPolicy
-    evidence_digest: str
-    evidence_page: str
-    requested_at: datetime
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "flow_run_id": self.flow_run_id,
-            "author": self.author,
-            "tier": self.tier,
-            "policy": self.policy.model_dump(),
-            "evidence_digest": self.evidence_digest,
-            "evidence_page": self.evidence_page,
-            "requested_at": self.requested_at.isoformat(),
-        }
-
-    @classmethod
-    def from_payload(cls, model: str, payload: dict[str, Any]) -> Request:
-        return cls(
-            model=model,
-            flow_run_id=payload["flow_run_id"],
-            author=payload["author"],
-            tier=payload["tier"],
-            policy=SignoffPolicy.model_validate(payload["policy"]),
-            evidence_digest=payload["evidence_digest"],
-            evidence_page=payload["evidence_page"],
-            requested_at=datetime.fromisoformat(payload["requested_at"]),
-        )
-
-    @property
-    def timeout(self) -> timedelta:
-        return timedelta(hours=self.policy.timeout_hours)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """The approvals a sign-off has gathered so far."""
-
-    granted: tuple[str, ...] = ()
-    roles: frozenset[str] = field(default_factory=frozenset)
-
-    def add(self, name: str, approver: Approver) -> Progress:
-        return Progress((*self.granted, name), self.roles | set(approver.roles))
-
-    def missing_roles(self, policy: SignoffPolicy) -> list[str]:
-        return [role for role in policy.roles if role not in self.roles]
-
-    def complete(self, policy: SignoffPolicy) -> bool:
-        return len(self.granted) >= policy.approvers and not self.missing_roles(policy)
-
-    def summary(self, policy: SignoffPolicy) -> str:
-        text = f"{len(self.granted)} of {policy.approvers} approvals"
-        if missing := self.missing_roles(policy):
-            text += f"; still needed from: {', '.join(missing)}"
-        return text
-
-
 def refusal(answer: Approval, *, request: Request, governance: GovernanceParams, progress: Progress) -> str | None:
     """Why `answer` does not count for `request`, or None when it does."""
     approver = governance.approvers.get(answer.approver)
     if approver is None:
         known = ", ".join(sorted(governance.approvers)) or "none configured"
         return UNKNOWN_APPROVER.format(name=answer.approver, known=known)
+    if approver.demo and not request.demo:
+        return DEMO_ONLY.format(name=answer.approver)
     if answer.evidence_digest != request.evidence_digest:
         return STALE_EVIDENCE.format(
             given=answer.evidence_digest[:12] or "(none)",
@@ -155,10 +93,10 @@ def refusal(answer: Approval, *, request: Request, governance: GovernanceParams,
     return None
 
 
-def unsatisfiable(governance: GovernanceParams, *, author: str) -> str | None:
+def unsatisfiable(governance: GovernanceParams, *, author: str, demo: bool = False) -> str | None:
     """Why the active tier's sign-off could never complete with the configured approvers, or None."""
-    policy = governance.policy.signoff
-    eligible = {name: a for name, a in governance.approvers.items() if name != author}
+    policy = governance.signoff_policy
+    eligible = {name: a for name, a in governance.approvers.items() if name != author and (demo or not a.demo)}
     held = {role for a in eligible.values() for role in a.roles}
     if len(eligible) >= policy.approvers and set(policy.roles) <= held:
         return None
@@ -172,102 +110,23 @@ def unsatisfiable(governance: GovernanceParams, *, author: str) -> str | None:
     )
 
 
-@dataclass(frozen=True)
-class Tally:
-    """Where one sign-off stands, read back from the ledger records written after its request.
-
-    A waiting run derives everything from here (never from memory), so a run suspended from a deployment,
-    which starts again from the top when resumed, picks up exactly where it was.
-    """
-
-    request: Request
-    request_seq: int
-    progress: Progress = Progress()
-    escalations: int = 0
-    pauses_used: int = 0  # pauses that ended (answered or timed out): the next pause needs a fresh key
-    outcome: Literal["approved", "declined", "expired"] | None = None
-
-    @property
-    def next_pause_key(self) -> str:
-        return f"signoff-{self.request_seq}-{self.pauses_used + 1}"
-
-    @property
-    def deadline(self) -> datetime:
-        return deadline(self.request, escalations=self.escalations)
-
-
-def open_requests(records: list[Record], *, flow_run_id: str | None = None) -> list[Tally]:
-    """Every sign-off in `records` (ledger order) that has not ended, optionally of one flow run."""
-    tallies: dict[str, Tally] = {}
-    for record in records:
-        if record.action == APPROVAL_REQUESTED:
-            tallies[record.subject] = Tally(Request.from_payload(record.subject, record.payload), record.seq)
-        elif record.subject in tallies:
-            tallies[record.subject] = _step(tallies[record.subject], record)
-    return [
-        t
-        for t in tallies.values()
-        if t.outcome is None and (flow_run_id is None or t.request.flow_run_id == flow_run_id)
-    ]
-
-
-def tally(records: list[Record], *, subject: str, flow_run_id: str) -> Tally | None:
-    """The latest sign-off of `subject` opened by `flow_run_id`, ended or not, or None."""
-    found: Tally | None = None
-    for record in records:
-        if record.subject != subject:
-            continue
-        if record.action == APPROVAL_REQUESTED and record.payload.get("flow_run_id") == flow_run_id:
-            found = Tally(Request.from_payload(subject, record.payload), record.seq)
-        elif found is not None:
-            found = _step(found, record)
-    return found
-
-
-def _step(t: Tally, record: Record) -> Tally:
-    used = t.pauses_used + (1 if "pause_key" in record.payload else 0)
-    if record.action == APPROVAL_GRANTED:
-        approver = Approver(roles=record.payload["roles"])
-        progress = t.progress.add(record.payload["approver"], approver)
-        done = progress.complete(t.request.policy)
-        return replace(t, progress=progress, pauses_used=used, outcome="approved" if done else None)
-    if record.action == APPROVAL_DECLINED:
-        return replace(t, pauses_used=used, outcome="declined")
-    if record.action == APPROVAL_EXPIRED:
-        return replace(t, pauses_used=used, outcome="expired")
-    if record.action == APPROVAL_ESCALATED:
-        return replace(t, pauses_used=used, escalations=t.escalations + 1)
-    if record.action == APPROVAL_REFUSED:
-        return replace(t, pauses_used=used)
-    return t
-
-
-def deadline(request: Request, *, escalations: int) -> datetime:
-    """When the current waiting period ends: one timeout after the request, and one more per escalation."""
-    return request.requested_at + request.timeout * (escalations + 1)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- what the waiting run records (each a Prefect task the flow calls) -----------------------------------
 
 
-def _answer_payload(answer: Approval, request: Request, *, pause_key: str | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
+def _answer_payload(answer: Approval, request: Request, *, pause_key: str) -> dict[str, Any]:
+    return {
         "flow_run_id": request.flow_run_id,
+        "pause_key": pause_key,
         "decision": answer.decision,
         "approver": answer.approver,
         "comment": answer.comment,
         "evidence_digest": answer.evidence_digest,
     }
-    return payload if pause_key is None else {**payload, "pause_key": pause_key}
 
 
 @task(name="record-answer", cache_policy=NO_CACHE)
 def record_answer(
-    answer: Approval, current: Tally, *, governance: GovernanceParams, ledger: Ledger, pause_key: str | None
+    answer: Approval, current: Tally, *, governance: GovernanceParams, ledger: Ledger, pause_key: str
 ) -> Record:
     """Write an answer to the ledger: refused (with the rule it broke), granted, or declined."""
     payload = _answer_payload(answer, current.request, pause_key=pause_key)
@@ -305,7 +164,7 @@ def record_timeout(current: Tally, *, ledger: Ledger, pause_key: str | None) -> 
         escalated = current.escalations + 1
         payload |= {
             "escalation": escalated,
-            "next_deadline": deadline(current.request, escalations=escalated).isoformat(),
+            "next_deadline": current.request.deadline(escalations=escalated).isoformat(),
         }
         return ledger.append(
             actor=SIGNOFF_ACTOR, action=APPROVAL_ESCALATED, subject=current.request.model, payload=payload
@@ -317,3 +176,15 @@ def record_timeout(current: Tally, *, ledger: Ledger, pause_key: str | None) -> 
         subject=current.request.model,
         payload={**payload, "reason": reason},
     )
+
+
+@task(name="record-withdrawn", cache_policy=NO_CACHE)
+def record_withdrawn(current: Tally, *, ledger: Ledger, reason: str) -> Record:
+    """Close a sign-off whose run ended, or moved on, without a decision."""
+    payload = {"flow_run_id": current.request.flow_run_id, "reason": reason}
+    return ledger.append(actor=SIGNOFF_ACTOR, action=APPROVAL_WITHDRAWN, subject=current.request.model, payload=payload)
+
+
+def resource(model: str) -> dict[str, str]:
+    """The Prefect event resource of a model version."""
+    return {"prefect.resource.id": f"steward.model.{model}", "prefect.resource.name": model}

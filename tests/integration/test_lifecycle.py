@@ -55,11 +55,23 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
     )
     try:
         paused = _paused(prefect_server)
-        first = run([steward, "approve", paused["name"], "--as", "alice"], cwd=project, env=env)
+        ledger = Ledger(make_engine(f"sqlite:///{project / '.steward/steward.db'}"))
+        digest = ledger.records(actions=("approval.requested",))[0].payload["evidence_digest"]
+        first = run([steward, "approve", paused["name"], "--as", "alice", "--evidence", digest], cwd=project, env=env)
         assert "approval.granted by alice" in first.stdout, first.stdout + first.stderr
         _paused(prefect_server, key_after=paused["state"]["state_details"]["pause_key"])
         second = run(
-            [steward, "approve", paused["id"], "--as", "bob", "--comment", "impact assessment read"],
+            [
+                steward,
+                "approve",
+                paused["id"],
+                "--as",
+                "bob",
+                "--comment",
+                "impact assessment read",
+                "--evidence",
+                digest,
+            ],
             cwd=project,
             env=env,
         )

@@ -218,14 +218,11 @@ def test_registry_transitions_are_ledger_records(url):
     ledger = Ledger(engine)
     registry = Registry(engine, ledger=ledger)
     version = _register(registry, actor="trainer")
-    ledger.append(actor="alice", action="approval.granted", subject="credit-risk:v1", payload={})
-    registry.transition(version.id, State.APPROVED, actor="alice")
-    registry.transition("credit-risk:v1", State.SHADOW)
+    registry.transition(version.id, State.REJECTED, actor="alice")
     records = ledger.records(subject="credit-risk:v1", actions=("registry.transition",))
     assert [(r.actor, r.action, r.payload["from"], r.payload["to"]) for r in records] == [
         ("trainer", "registry.transition", None, "candidate"),
-        ("alice", "registry.transition", "candidate", "approved"),
-        ("steward", "registry.transition", "approved", "shadow"),
+        ("alice", "registry.transition", "candidate", "rejected"),
     ]
     assert records[0].payload == {"from": None, "to": "candidate", "model_tag": "credit-risk:abc", "data_md5": "d1"}
     assert ledger.verify().ok

@@ -1,8 +1,12 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
+from steward.params import SignoffPolicy
 from steward.registry import ALLOWED, Registry, RegistryError, State
+from steward.signoff import Request
 
 
 def _registry(path):
@@ -15,8 +19,23 @@ def registry(tmp_path):
     return _registry(tmp_path / "steward.db")
 
 
-def _grant(registry, ref="credit-risk:v1"):
-    registry._ledger.append(actor="alice", action="approval.granted", subject=ref, payload={})
+def _grant(registry, ref="credit-risk:v1", *, approvers=1, grants=("alice",)):
+    """A sign-off of `ref` needing `approvers` approvals, and the grants given."""
+    ledger = registry._ledger
+    request = Request(
+        model=ref,
+        flow_run_id="run-1",
+        author="carol",
+        tier="high",
+        policy=SignoffPolicy(approvers=approvers),
+        evidence_digest="ab" * 32,
+        evidence_page="index.html",
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    ledger.append(actor="carol", action="approval.requested", subject=ref, payload=request.payload())
+    for name in grants:
+        payload = {"flow_run_id": "run-1", "approver": name, "roles": ["model-risk"], "pause_key": name}
+        ledger.append(actor=name, action="approval.granted", subject=ref, payload=payload)
 
 
 def _register(registry, *, model_md5="m1", data_md5="d1", name="credit-risk"):
@@ -98,14 +117,17 @@ def test_a_model_nobody_signed_off_cannot_be_approved_or_reach_traffic(tmp_path)
     registry = _registry(tmp_path / "steward.db")
     version = _register(registry)
     _grant(registry, ref="credit-risk:v2")  # someone else's approval does not count
-    with pytest.raises(RegistryError, match="credit-risk:v1 has no granted approval in the ledger"):
+    with pytest.raises(RegistryError, match="credit-risk:v1 has no completed sign-off in the ledger"):
+        registry.transition(version.id, State.APPROVED)
+    _grant(registry, approvers=2, grants=["alice"])  # one of the two approvals its tier asks for
+    with pytest.raises(RegistryError, match="no completed sign-off"):
         registry.transition(version.id, State.APPROVED)
     for target in (State.SHADOW, State.CANARY, State.PRODUCTION):
         with pytest.raises(RegistryError, match="is candidate; it cannot become"):
             registry.transition(version.id, target)
     without_ledger = Registry(make_engine(f"sqlite:///{tmp_path / 'steward.db'}"))
     _grant(registry)
-    with pytest.raises(RegistryError, match="no granted approval"):
+    with pytest.raises(RegistryError, match="no completed sign-off"):
         without_ledger.transition(version.id, State.APPROVED)
     assert registry.transition(version.id, State.APPROVED).state is State.APPROVED
 

@@ -66,11 +66,12 @@ def _world(tmp_path, params=PARAMS):
 
     append("gate.verdict", {"verdict": "pass", "tier": "high", "reasons": [], "evidence_digest": snap.digest})
     request = {"flow_run_id": "run-1", "author": "carol", "tier": "high", "policy": {"approvers": 2}}
-    append("approval.requested", request | {"evidence_digest": snap.digest, "evidence_page": "x", "requested_at": "t"})
+    when = "2026-01-01T00:00:00+00:00"
+    append("approval.requested", request | {"evidence_digest": snap.digest, "evidence_page": "x", "requested_at": when})
     registry.register(name="hiring", model_tag="hiring:abc", flow_run_id="run-2", metrics={}, **lineage)  # between
     answer = {"decision": "approve", "flow_run_id": "run-1", "comment": HOSTILE}
     append("approval.refused", {"approver": "carol", "decision": "approve", "reason": "separation of duties"})
-    append("approval.escalated", {"deadline": "t2"})
+    append("approval.escalated", {"flow_run_id": "run-1", "deadline": "2026-01-04T00:00:00+00:00"})
     alice = append(
         "approval.granted",
         answer

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -35,13 +36,13 @@ APPROVERS = {
 
 def _project(root: Path, *, signoff: dict) -> Path:
     """A project folder with the repository's reports (the evidence), dvc.yaml and a params.yaml whose
-    high tier has `signoff`, and a registered candidate `credit-risk:v1`."""
+    high tier's sign-off policy is `signoff`, and a registered candidate `credit-risk:v1`."""
     root.mkdir(parents=True)
     shutil.copytree(PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("data_docs"))
     for name in ("dvc.yaml", "dvc.lock"):
         shutil.copy2(PROJECT_DIR / name, root / name)
     params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
-    params["governance"]["tiers"]["high"]["signoff"] = signoff
+    params["governance"]["signoff"]["high"] = signoff
     params["governance"]["approvers"] = APPROVERS
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
@@ -66,6 +67,11 @@ def _actions(project: Path) -> list[tuple[str, str]]:
     return [(r.actor, r.action) for r in _ledger(project).records() if r.action.startswith("approval.")]
 
 
+def _digest(project: Path) -> str:
+    """The evidence digest of the sign-off the run opened (what an approver reads in `steward approvals`)."""
+    return next(r for r in _ledger(project).records() if r.action == "approval.requested").payload["evidence_digest"]
+
+
 def _state(project: Path) -> State:
     return Registry(make_engine(f"sqlite:///{project / '.steward/steward.db'}")).get("credit-risk:v1").state
 
@@ -73,7 +79,13 @@ def _state(project: Path) -> State:
 def _start(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     log = (project / "harness.log").open("w")
     return subprocess.Popen(
-        [sys.executable, str(HARNESS), *args], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(HARNESS), *args],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so stop_pid stops it and the flow runs it started
     )
 
 
@@ -145,14 +157,17 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         assert f"`{digest}`" in description and "/reports/evidence/index.html](file://" in description
         assert digest in listed.stdout and "may not approve): alice" in listed.stdout
 
+        short = _steward(project, env, "approve", run_id, "--as", "carol", "--evidence", digest[:8])
+        assert short.returncode == 1 and "at least 12 hex characters" in short.stderr  # never sent
+
         refused = {
-            ("alice",): "alice started this run and may not approve it",
-            ("mallory",): "'mallory' is not an approver",
-            ("carol", "--evidence", "deadbeef00"): "evidence digest deadbeef00 is not the evidence of this sign-off",
+            ("alice", digest[:12]): "alice started this run and may not approve it",
+            ("mallory", digest): "'mallory' is not an approver",
+            ("carol", "deadbeefdeadbeef"): "evidence digest deadbeefdead is not the evidence of this sign-off",
         }
         key = paused["state"]["state_details"]["pause_key"]
-        for (name, *extra), message in refused.items():
-            done = _steward(project, env, "approve", run_id[:8], "--as", name, *extra)
+        for (name, seen), message in refused.items():
+            done = _steward(project, env, "approve", run_id[:8], "--as", name, "--evidence", seen)
             assert done.returncode == 1 and message in done.stderr, done.stdout + done.stderr
             key = _paused_run(own_server["url"], key_after=key)["state"]["state_details"]["pause_key"]
         assert _state(project) is State.CANDIDATE
@@ -162,12 +177,23 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         own_server["pid"] = start_server(own_server["settings"]).pid
         assert _paused_run(own_server["url"])["id"] == run_id
 
-        granted = _steward(project, env, "approve", paused["name"], "--as", "carol", "--comment", "fairness checked")
+        granted = _steward(
+            project,
+            env,
+            "approve",
+            paused["name"],
+            "--as",
+            "carol",
+            "--comment",
+            "fairness checked",
+            "--evidence",
+            digest,
+        )
         assert granted.returncode == 0 and "approval.granted by carol" in granted.stdout, (
             granted.stdout + granted.stderr
         )
         _paused_run(own_server["url"], key_after=key)
-        assert _steward(project, env, "approve", run_id, "--as", "bob").returncode == 0
+        assert _steward(project, env, "approve", run_id, "--as", "bob", "--evidence", digest[:16]).returncode == 0
         log = _finish(harness, project)
     finally:
         if harness.poll() is None:
@@ -230,7 +256,9 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
             what="two escalations",
         )
         assert escalated and _state(project) is State.CANDIDATE
-        answer = _steward(project, env, "approve", _paused_run(prefect_server)["id"], "--as", "bob")
+        answer = _steward(
+            project, env, "approve", _paused_run(prefect_server)["id"], "--as", "bob", "--evidence", _digest(project)
+        )
         assert answer.returncode == 0, answer.stdout + answer.stderr
         log = _finish(harness, project)
     finally:
@@ -250,15 +278,16 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
 
 def _suspended(project: Path, env: dict[str, str], api_url: str) -> tuple[subprocess.Popen[str], dict]:
     """Serve the harness as a deployment, start a run of it, and return the server and the suspended run."""
-    server = _start(project, env, "--serve", "signoff-test")
+    name = f"signoff-{uuid.uuid4().hex[:8]}"  # a deployment of its own: no other test's server may pick it up
+    server = _start(project, env, "--serve", name)
     try:
         _wait(
-            lambda: httpx.get(f"{api_url}/deployments/name/signoff-harness/signoff-test", timeout=10).is_success,
+            lambda: httpx.get(f"{api_url}/deployments/name/signoff-harness/{name}", timeout=10).is_success,
             timeout=60,
             what="the served deployment",
         )
         started = run(
-            [str(BIN / "prefect"), "deployment", "run", "signoff-harness/signoff-test", *PARAMS],
+            [str(BIN / "prefect"), "deployment", "run", f"signoff-harness/{name}", *PARAMS],
             cwd=project,
             env=env,
             timeout=120,
@@ -280,11 +309,15 @@ def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(
         listed = _steward(project, env, "approvals")
         assert "suspended (no process waiting)" in listed.stdout, listed.stdout + listed.stderr
 
-        first = _steward(project, env, "approve", suspended["id"], "--as", "carol", "--wait", "90")
+        first = _steward(
+            project, env, "approve", suspended["id"], "--as", "carol", "--wait", "90", "--evidence", _digest(project)
+        )
         assert "approval.granted by carol" in first.stdout, first.stdout + first.stderr
         again = _paused_run(prefect_server, key_after=suspended["state"]["state_details"]["pause_key"])
         assert again["id"] == suspended["id"] and again["state"]["name"] == "Suspended"
-        second = _steward(project, env, "approve", again["id"], "--as", "bob", "--wait", "90")
+        second = _steward(
+            project, env, "approve", again["id"], "--as", "bob", "--wait", "90", "--evidence", _digest(project)
+        )
         assert "approval.granted by bob" in second.stdout, second.stdout + second.stderr
         _wait(
             lambda: (
@@ -312,9 +345,15 @@ def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep
     try:
         time.sleep(1.5)  # past the deadline; nothing is watching a suspended run but the sweep
         assert _state(project) is State.CANDIDATE
-        swept = _steward(project, env, "approvals", "--enforce-deadlines")
+        swept = _steward(project, env, "approvals", "--sweep")
         assert swept.returncode == 0, swept.stdout + swept.stderr
-        assert "deadline passed: credit-risk:v1 approval.expired" in swept.stdout
+        states = httpx.get(f"{prefect_server}/flow_runs/{suspended['id']}", timeout=10).json()["state"]
+        assert "swept: credit-risk:v1 approval.expired" in swept.stdout, (
+            swept.stdout,
+            swept.stderr,
+            states,
+            _actions(project),
+        )
         assert "no run is waiting for sign-off" in swept.stdout
     finally:
         stop_pid(server.pid)

@@ -1,0 +1,171 @@
+"""Where a sign-off stands, read from the ledger: the one reading the flow, the approvers' tools, the
+deadline sweep and the registry all share, so they cannot disagree.
+
+A sign-off opens with an `approval.requested` record (its `Request`); every later record about the same
+model *and the same flow run* moves it on, until one ends it: enough approvals (`approved`), a decline
+(`rejected`, or `changes_requested` when the approver asked for changes), a deadline with
+`on_timeout: reject` (`expired`), or its run ending without a decision (`withdrawn`). Records after the
+end, and records of other runs about the same model, do not count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from steward.ledger import (
+    APPROVAL_DECLINED,
+    APPROVAL_ESCALATED,
+    APPROVAL_EXPIRED,
+    APPROVAL_GRANTED,
+    APPROVAL_REFUSED,
+    APPROVAL_REQUESTED,
+    APPROVAL_WITHDRAWN,
+    Record,
+)
+from steward.params import SignoffPolicy
+
+Outcome = Literal["approved", "rejected", "changes_requested", "expired", "withdrawn"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sign-off a run asked for, as recorded in the ledger's `approval.requested` payload.
+
+    `demo` marks the sign-offs `steward run` opens: only they accept the configured demo identities.
+    """
+
+    model: str
+    flow_run_id: str
+    author: str
+    tier: str
+    policy: SignoffPolicy
+    evidence_digest: str
+    evidence_page: str
+    requested_at: datetime
+    demo: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "flow_run_id": self.flow_run_id,
+            "author": self.author,
+            "tier": self.tier,
+            "policy": self.policy.model_dump(),
+            "evidence_digest": self.evidence_digest,
+            "evidence_page": self.evidence_page,
+            "requested_at": self.requested_at.isoformat(),
+            "demo": self.demo,
+        }
+
+    @classmethod
+    def from_payload(cls, model: str, payload: dict[str, Any]) -> Request:
+        return cls(
+            model=model,
+            flow_run_id=payload["flow_run_id"],
+            author=payload["author"],
+            tier=payload["tier"],
+            policy=SignoffPolicy.model_validate(payload["policy"]),
+            evidence_digest=payload["evidence_digest"],
+            evidence_page=payload["evidence_page"],
+            requested_at=datetime.fromisoformat(payload["requested_at"]),
+            demo=bool(payload.get("demo", False)),
+        )
+
+    def deadline(self, *, escalations: int) -> datetime:
+        """When a waiting period ends: one timeout after the request, and one more per escalation."""
+        return self.requested_at + timedelta(hours=self.policy.timeout_hours) * (escalations + 1)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The approvals a sign-off has gathered so far: who, and which roles they cover."""
+
+    granted: tuple[str, ...] = ()
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    def add(self, name: str, roles: list[str]) -> Progress:
+        return Progress((*self.granted, name), self.roles | set(roles))
+
+    def missing_roles(self, policy: SignoffPolicy) -> list[str]:
+        return [role for role in policy.roles if role not in self.roles]
+
+    def complete(self, policy: SignoffPolicy) -> bool:
+        return len(self.granted) >= policy.approvers and not self.missing_roles(policy)
+
+    def summary(self, policy: SignoffPolicy) -> str:
+        text = f"{len(self.granted)} of {policy.approvers} approvals"
+        if missing := self.missing_roles(policy):
+            text += f"; still needed from: {', '.join(missing)}"
+        return text
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One sign-off as the ledger has it. A waiting run derives everything from here, never from memory,
+    so a run suspended from a deployment, which starts again from the top when resumed, picks up where it was.
+    """
+
+    request: Request
+    request_seq: int
+    progress: Progress = Progress()
+    escalations: int = 0
+    pauses_used: int = 0  # pauses that ended (answered or timed out): the next pause needs a fresh key
+    outcome: Outcome | None = None
+
+    @property
+    def next_pause_key(self) -> str:
+        return f"signoff-{self.request_seq}-{self.pauses_used + 1}"
+
+    @property
+    def deadline(self) -> datetime:
+        return self.request.deadline(escalations=self.escalations)
+
+    def step(self, record: Record) -> Tally:
+        """This sign-off after `record` (records of other runs, or after the end, change nothing)."""
+        if self.outcome is not None or record.payload.get("flow_run_id") != self.request.flow_run_id:
+            return self
+        used = self.pauses_used + (1 if "pause_key" in record.payload else 0)
+        if record.action == APPROVAL_GRANTED:
+            progress = self.progress.add(record.payload["approver"], record.payload["roles"])
+            done = progress.complete(self.request.policy)
+            return replace(self, progress=progress, pauses_used=used, outcome="approved" if done else None)
+        if record.action == APPROVAL_DECLINED:
+            outcome: Outcome = "changes_requested" if record.payload["decision"] == "request_changes" else "rejected"
+            return replace(self, pauses_used=used, outcome=outcome)
+        if record.action == APPROVAL_ESCALATED:
+            return replace(self, pauses_used=used, escalations=self.escalations + 1)
+        if record.action == APPROVAL_REFUSED:
+            return replace(self, pauses_used=used)
+        if record.action in (APPROVAL_EXPIRED, APPROVAL_WITHDRAWN):
+            return replace(
+                self, pauses_used=used, outcome="expired" if record.action == APPROVAL_EXPIRED else "withdrawn"
+            )
+        return self
+
+
+def sign_offs(records: list[Record]) -> list[Tally]:
+    """Every sign-off in `records` (ledger order), each moved on by the records after it."""
+    tallies: dict[tuple[str, str], Tally] = {}
+    for record in records:
+        if record.action == APPROVAL_REQUESTED:
+            request = Request.from_payload(record.subject, record.payload)
+            tallies[(record.subject, request.flow_run_id)] = Tally(request, record.seq)
+        elif (key := (record.subject, record.payload.get("flow_run_id", ""))) in tallies:
+            tallies[key] = tallies[key].step(record)
+    return sorted(tallies.values(), key=lambda t: t.request_seq)
+
+
+def open_sign_offs(records: list[Record], *, flow_run_id: str | None = None) -> list[Tally]:
+    """The sign-offs that have not ended, optionally of one flow run."""
+    return [t for t in sign_offs(records) if t.outcome is None and flow_run_id in (None, t.request.flow_run_id)]
+
+
+def latest(records: list[Record], *, model: str, flow_run_id: str | None = None) -> Tally | None:
+    """The newest sign-off of `model` (of `flow_run_id`, if given), ended or not."""
+    found = [t for t in sign_offs(records) if t.request.model == model and flow_run_id in (None, t.request.flow_run_id)]
+    return found[-1] if found else None
