@@ -362,3 +362,29 @@ def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep
     assert expired[0].payload["reason"] == "no complete sign-off within 0.000277778 h (0 of 1 approvals)"
     final = httpx.get(f"{prefect_server}/flow_runs/{suspended['id']}", timeout=10).json()["state"]
     assert final["type"] == "CANCELLED" and "no complete sign-off" in final["message"]
+
+
+def test_changes_requested_keep_the_candidate_for_a_new_run_and_a_rejection_rejects_it(tmp_path, prefect_server):
+    project = _project(tmp_path / "p", signoff={"approvers": 1})
+    env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    outcomes = []
+    for args in (["--request-changes", "--reason", "add the under-25 slice"], ["--reason", "AUC too low for v1"]):
+        harness = _start(project, env, "credit-risk:v1", "alice")
+        try:
+            paused = _paused_run(prefect_server)
+            no_reason = _steward(project, env, "reject", paused["id"], "--as", "bob", "--evidence", _digest(project))
+            assert no_reason.returncode == 2 and "--reason" in no_reason.stderr  # Typer: a required option
+            done = _steward(project, env, "reject", paused["id"], "--as", "bob", "--evidence", _digest(project), *args)
+            assert done.returncode == 0 and "approval.declined by bob" in done.stdout, done.stdout + done.stderr
+            log = _finish(harness, project)
+        finally:
+            if harness.poll() is None:
+                harness.kill()
+        outcomes.append((_state(project), log.strip().splitlines()[-1]))
+    assert [state for state, _ in outcomes] == [State.CANDIDATE, State.REJECTED]
+    declined = [r.payload for r in _ledger(project).records() if r.action == "approval.declined"]
+    assert [(d["decision"], d["comment"]) for d in declined] == [
+        ("request_changes", "add the under-25 slice"),
+        ("reject", "AUC too low for v1"),
+    ]
+    assert [a for a in _actions(project) if a[1] == "approval.requested"] == [("alice", "approval.requested")] * 2
