@@ -35,6 +35,7 @@ Action = Literal[
     "rollout.step",
     "rollback",
     "review.decision",
+    "decisions.batch",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -48,6 +49,7 @@ REGISTRY_TRANSITION: Final = "registry.transition"
 ROLLOUT_STEP: Final = "rollout.step"
 ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
+DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64

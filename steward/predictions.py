@@ -1,0 +1,141 @@
+"""The prediction log: every decision served (and every shadow answer), written in batches off the
+response path, each batch's digest a ledger record written in the same transaction.
+
+Durability: a decision is acknowledged to the client before its batch is written, so a process killed
+with SIGKILL loses at most the decisions of the last `flush_seconds` (plus one batch in flight). A clean
+stop (SIGTERM) flushes what is buffered. `bench/` and the tests measure the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import JSON, Engine, Float, Integer, String, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from steward.db import Base
+from steward.ledger import DECISIONS_BATCH, Ledger, Record, canonical_json
+
+LOG_ACTOR = "steward-serving"
+
+
+class PredictionRow(Base):
+    __tablename__ = "predictions"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(12), primary_key=True)  # production, canary or shadow
+    ts: Mapped[str] = mapped_column(String(40), index=True)
+    model: Mapped[str] = mapped_column(String(300), index=True)
+    data_md5: Mapped[str] = mapped_column(String(64))
+    applicant_id: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(12))
+    probability: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    groups: Mapped[dict[str, Any]] = mapped_column(JSON)  # protected attributes, for fairness monitoring only
+    batch: Mapped[int] = mapped_column(Integer, index=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One served (or shadow) decision as it enters the log."""
+
+    request_id: str
+    role: str
+    ts: str
+    model: str
+    data_md5: str
+    applicant_id: str
+    decision: str
+    probability: float
+    latency_ms: float
+    groups: dict[str, Any] = field(default_factory=dict)
+
+
+def batch_digest(decisions: list[Decision]) -> str:
+    """sha256 of the canonical JSON list of the batch's decisions, ordered by (request id, role)."""
+    ordered = sorted(decisions, key=lambda d: (d.request_id, d.role))
+    return hashlib.sha256(canonical_json([asdict(d) for d in ordered]).encode("utf-8")).hexdigest()
+
+
+class PredictionLog:
+    """A thread-safe buffer flushed as batches by a background thread (`start`/`stop`) or by `flush`."""
+
+    def __init__(self, engine: Engine, ledger: Ledger, *, flush_seconds: float = 0.1) -> None:
+        self._engine = engine
+        self._ledger = ledger
+        self._flush_seconds = flush_seconds
+        self._buffer: list[Decision] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, decision: Decision) -> None:
+        with self._lock:
+            self._buffer.append(decision)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._buffer)
+
+    def flush(self) -> Record | None:
+        """Write what is buffered as one batch and its ledger record; returns that record (None if empty)."""
+        with self._write_lock:
+            with self._lock:
+                taken, self._buffer = self._buffer, []
+            if not taken:
+                return None
+            try:
+                return self._write(taken)
+            except BaseException:
+                with self._lock:  # keep them for the next attempt, in order
+                    self._buffer[:0] = taken
+                raise
+
+    def _write(self, decisions: list[Decision]) -> Record:
+        with Session(self._engine) as session, session.begin():
+            self._ledger.lock(session)
+            number = (session.scalar(select(func.max(PredictionRow.batch))) or 0) + 1
+            session.add_all(PredictionRow(**asdict(d), batch=number) for d in decisions)
+            return self._ledger.append(
+                actor=LOG_ACTOR,
+                action=DECISIONS_BATCH,
+                subject=f"predictions:batch-{number}",
+                payload={
+                    "batch": number,
+                    "count": len(decisions),
+                    "digest": batch_digest(decisions),
+                    "first_request_id": decisions[0].request_id,
+                    "last_request_id": decisions[-1].request_id,
+                },
+                session=session,
+            )
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and write whatever is still buffered."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_seconds):
+            try:
+                self.flush()
+            except Exception:
+                continue
+
+
+def batch_rows(engine: Engine, batch: int) -> list[Decision]:
+    """The decisions of one written batch (to re-check its digest against the ledger)."""
+    with Session(engine) as session:
+        rows = session.scalars(select(PredictionRow).where(PredictionRow.batch == batch))
+        return [Decision(**{name: getattr(row, name) for name in Decision.__dataclass_fields__}) for row in rows]

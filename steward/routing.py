@@ -1,0 +1,136 @@
+"""What serves what: the production model, a canary with its traffic weight, a shadow, or refusal.
+
+One row in Steward's database. The rollout flow and the kill switch write it (each change a ledger
+record, in the same transaction); the serving process re-reads it every few hundred milliseconds, so a
+weight change or a rollback takes effect within a second without a restart.
+
+A request goes to the canary when the applicant's bucket (a hash of the applicant id, uniform in [0, 1))
+is below the canary weight: the same applicant always meets the same model while the weight stands, and
+raising the weight only moves applicants from production to canary, never back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import DateTime, Engine, Float, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from steward.db import Base
+from steward.ledger import ROLLBACK, ROLLOUT_STEP, Ledger
+
+Mode = Literal["serve", "refuse"]
+BAD_WEIGHT = "a canary weight must be in [0, 1], got {weight}"
+NO_CANARY = "a canary weight above 0 needs a canary model"
+
+
+class RoutingRow(Base):
+    __tablename__ = "routing"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    production: Mapped[str | None] = mapped_column(String(300))
+    canary: Mapped[str | None] = mapped_column(String(300))
+    canary_weight: Mapped[float] = mapped_column(Float, default=0.0)
+    shadow: Mapped[str | None] = mapped_column(String(300))
+    mode: Mapped[str] = mapped_column(String(10), default="serve")
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The routing table as plain data. Models are registry refs (`name:vN`)."""
+
+    production: str | None = None
+    canary: str | None = None
+    canary_weight: float = 0.0
+    shadow: str | None = None
+    mode: Mode = "serve"
+    revision: int = 0
+    reason: str = ""
+
+    def role_of(self, applicant_id: str) -> Literal["production", "canary"]:
+        """Sticky by applicant: the canary takes the applicants whose bucket is below its weight."""
+        if self.canary and self.canary_weight > 0 and bucket(applicant_id) < self.canary_weight:
+            return "canary"
+        return "production"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "production": self.production,
+            "canary": self.canary,
+            "canary_weight": self.canary_weight,
+            "shadow": self.shadow,
+            "mode": self.mode,
+            "revision": self.revision,
+            "reason": self.reason,
+        }
+
+
+def bucket(applicant_id: str) -> float:
+    """The applicant's place in [0, 1): the first 8 bytes of sha256(id), uniform for any ids."""
+    digest = hashlib.sha256(applicant_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class RoutingTable:
+    """The routing row; every change is a ledger record (`rollout.step`, or `rollback`) in its transaction."""
+
+    def __init__(self, engine: Engine, ledger: Ledger) -> None:
+        self._engine = engine
+        self._ledger = ledger
+
+    def get(self) -> Routing:
+        with Session(self._engine) as session:
+            row = session.get(RoutingRow, 1)
+            return Routing() if row is None else _plain(row)
+
+    def set(self, routing: Routing, *, actor: str, reason: str, rollback: bool = False) -> Routing:
+        """Replace the routing (a new revision) and record why; refuses a weight without a canary."""
+        if not 0.0 <= routing.canary_weight <= 1.0:
+            raise ValueError(BAD_WEIGHT.format(weight=routing.canary_weight))
+        if routing.canary_weight > 0 and not routing.canary:
+            raise ValueError(NO_CANARY)
+        with Session(self._engine) as session, session.begin():
+            self._ledger.lock(session)
+            row = session.get(RoutingRow, 1)
+            if row is None:
+                row = RoutingRow(id=1, revision=0, updated_at=datetime.now(UTC))
+                session.add(row)
+            before = _plain(row).as_dict()
+            row.production, row.canary, row.canary_weight = routing.production, routing.canary, routing.canary_weight
+            row.shadow, row.mode, row.reason = routing.shadow, routing.mode, reason
+            row.revision = (row.revision or 0) + 1
+            row.updated_at = datetime.now(UTC)
+            session.flush()
+            after = _plain(row)
+            self._ledger.append(
+                actor=actor,
+                action=ROLLBACK if rollback else ROLLOUT_STEP,
+                subject=routing.canary or routing.production or "routing",
+                payload={"before": before, "after": after.as_dict(), "reason": reason},
+                session=session,
+            )
+            return after
+
+
+def _plain(row: RoutingRow) -> Routing:
+    return Routing(
+        production=row.production,
+        canary=row.canary,
+        canary_weight=float(row.canary_weight or 0.0),
+        shadow=row.shadow,
+        mode="refuse" if row.mode == "refuse" else "serve",
+        revision=row.revision or 0,
+        reason=row.reason or "",
+    )
+
+
+def newest(engine: Engine) -> int:
+    """The routing revision (0 when never set): cheap enough to poll."""
+    with Session(engine) as session:
+        return session.scalar(select(RoutingRow.revision).where(RoutingRow.id == 1)) or 0
