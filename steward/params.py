@@ -200,6 +200,25 @@ class GovernanceParams(Section):
         return self.tiers[self.risk_tier]
 
 
+class ServeParams(Section):
+    """The serving process: when to refer a decision to a person, and the guards on every endpoint."""
+
+    review_band: tuple[float, float] = Field(
+        default=(0.45, 0.55), description="P(good) in [low, high): the decision is `referred` and a review case opens."
+    )
+    rate_per_second: float = Field(default=50.0, gt=0, description="Requests per second per client (token bucket).")
+    burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
+    max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
+    log_flush_seconds: float = Field(default=0.1, gt=0, le=10, description="Prediction log batch interval.")
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> ServeParams:
+        low, high = self.review_band
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"serve.review_band must be [low, high] within [0, 1], got {list(self.review_band)}")
+        return self
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -213,6 +232,7 @@ class Params(Section):
     explain: ExplainParams = ExplainParams()
     robustness: RobustnessParams = RobustnessParams()
     governance: GovernanceParams = GovernanceParams()
+    serve: ServeParams = ServeParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -24,6 +24,9 @@ from steward.ledger import ROLLBACK, ROLLOUT_STEP, Ledger
 
 Mode = Literal["serve", "refuse"]
 BAD_WEIGHT = "a canary weight must be in [0, 1], got {weight}"
+WRONG_STATE = "{role} must be a model in state {expected}; {ref} is {state}"
+# Which registry states may take which role: only what passed sign-off and the rollout's steps serves.
+ROLE_STATES = {"production": ("production",), "canary": ("canary",), "shadow": ("shadow",)}
 NO_CANARY = "a canary weight above 0 needs a canary model"
 
 
@@ -97,6 +100,7 @@ class RoutingTable:
             raise ValueError(NO_CANARY)
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
+            _check_states(session, routing)
             row = session.get(RoutingRow, 1)
             if row is None:
                 row = RoutingRow(id=1, revision=0, updated_at=datetime.now(UTC))
@@ -116,6 +120,22 @@ class RoutingTable:
                 session=session,
             )
             return after
+
+
+def _check_states(session: Session, routing: Routing) -> None:
+    from steward.registry import ModelVersionRow, RegistryError
+
+    for role, allowed in ROLE_STATES.items():
+        ref = getattr(routing, role)
+        if not ref:
+            continue
+        name, _, version = ref.partition(":v")
+        query = select(ModelVersionRow.state).where(ModelVersionRow.name == name)
+        state = session.scalar(query.where(ModelVersionRow.version == int(version))) if version.isdigit() else None
+        if state not in allowed:
+            raise RegistryError(
+                WRONG_STATE.format(role=role, expected=" or ".join(allowed), ref=ref, state=state or "unknown")
+            )
 
 
 def _plain(row: RoutingRow) -> Routing:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default_factory=lambda: _login(),
         description="Who starts runs from this shell (a run's author may not approve it); default: the OS user",
     )
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for the service's /admin endpoints; unset: they answer 503"
+    )
     signoff_poll_seconds: float = Field(
         default=5.0, gt=0, le=300, description="How often a paused sign-off asks Prefect whether it was answered"
     )

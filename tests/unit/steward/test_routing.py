@@ -1,16 +1,57 @@
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
+from steward.params import SignoffPolicy
+from steward.registry import Registry, RegistryError, State
 from steward.routing import Routing, RoutingTable, bucket, newest
+from steward.signoff import Request
+
+WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
+
+
+def _model_in(registry, ledger, state, *, name="m"):
+    """A registered, signed-off model walked to `state` along the state machine."""
+    version = registry.register(
+        name=name,
+        model_tag=f"{name}:t",
+        model_md5=state.value,
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+    )
+    request = Request(
+        model=version.ref,
+        flow_run_id="r",
+        author="carol",
+        tier="high",
+        policy=SignoffPolicy(approvers=1),
+        evidence_digest="ab" * 32,
+        evidence_page="x",
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    ledger.append(actor="carol", action="approval.requested", subject=version.ref, payload=request.payload())
+    grant = {"flow_run_id": "r", "approver": "alice", "roles": ["model-risk"], "pause_key": "k"}
+    ledger.append(actor="alice", action="approval.granted", subject=version.ref, payload=grant)
+    for step in WALK[: WALK.index(state) + 1]:
+        registry.transition(version.id, step)
+    return version.ref
 
 
 @pytest.fixture
 def table(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
-    return RoutingTable(engine, Ledger(engine))
+    ledger = Ledger(engine)
+    table = RoutingTable(engine, ledger)
+    registry = Registry(engine, ledger=ledger)
+    table.models = {s: _model_in(registry, ledger, s) for s in (State.PRODUCTION, State.CANARY, State.SHADOW)}
+    table.count = len(ledger.records())
+    return table
 
 
 def test_the_bucket_is_the_first_eight_bytes_of_sha256_as_a_fraction():
@@ -34,18 +75,17 @@ def test_routing_is_sticky_and_raising_the_weight_only_moves_applicants_to_the_c
 
 
 def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
     assert table.get() == Routing() and newest(table._engine) == 0
-    first = table.set(Routing(production="m:v1"), actor="rollout", reason="first production")
-    second = table.set(
-        Routing(production="m:v1", canary="m:v2", canary_weight=0.05), actor="rollout", reason="canary 5%"
-    )
-    back = table.set(Routing(production="m:v1"), actor="alice", reason="kill switch", rollback=True)
+    first = table.set(Routing(production=prod), actor="rollout", reason="first production")
+    second = table.set(Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason="5%")
+    back = table.set(Routing(production=prod), actor="alice", reason="kill switch", rollback=True)
     assert (first.revision, second.revision, back.revision) == (1, 2, 3) and newest(table._engine) == 3
-    records = table._ledger.records()
+    records = table._ledger.records()[table.count :]
     assert [(r.actor, r.action, r.subject) for r in records] == [
-        ("rollout", "rollout.step", "m:v1"),
-        ("rollout", "rollout.step", "m:v2"),
-        ("alice", "rollback", "m:v1"),
+        ("rollout", "rollout.step", prod),
+        ("rollout", "rollout.step", canary),
+        ("alice", "rollback", prod),
     ]
     assert records[2].payload["before"]["canary_weight"] == 0.05 and records[2].payload["reason"] == "kill switch"
     assert table._ledger.verify().ok
@@ -54,11 +94,33 @@ def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
 @pytest.mark.parametrize(
     ("routing", "message"),
     [
-        (Routing(production="m:v1", canary="m:v2", canary_weight=1.5), "must be in \\[0, 1\\], got 1.5"),
+        (Routing(production="m:v1", canary="m:v2", canary_weight=1.5), r"must be in \[0, 1\], got 1.5"),
         (Routing(production="m:v1", canary_weight=0.2), "needs a canary model"),
+        (Routing(production="m:v2"), "production must be a model in state production; m:v2 is canary"),
+        (Routing(production="m:v1", shadow="m:v1"), "shadow must be a model in state shadow; m:v1 is production"),
+        (Routing(production="nobody:v9"), "nobody:v9 is unknown"),
     ],
 )
 def test_impossible_routings_are_refused_and_change_nothing(table, routing, message):
     with pytest.raises(ValueError, match=message):
         table.set(routing, actor="x", reason="y")
-    assert table.get() == Routing() and table._ledger.records() == []
+    assert table.get() == Routing() and len(table._ledger.records()) == table.count
+
+
+def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
+    registry = Registry(engine, ledger=Ledger(engine))
+    ref = registry.register(
+        name="m",
+        model_tag="m:t",
+        model_md5="x",
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+    ).ref
+    for role in ("production", "canary", "shadow"):
+        routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0})
+        with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; m:v1 is candidate"):
+            RoutingTable(engine, Ledger(engine)).set(routing, actor="anyone", reason="try")

@@ -1,0 +1,240 @@
+"""The BentoML service: the production model, and a canary and a shadow when the routing table says so.
+
+    bentoml serve deployments.service:Steward --host 127.0.0.1 --port 3000     (or `steward serve`)
+
+Each /predict goes to the canary or production by the applicant's bucket (sticky, `steward.routing`),
+is copied to the shadow (whose answer is logged, never returned), and is logged with its model and data
+version. The routing is re-read every 250 ms, so a weight change or a rollback needs no restart. A canary
+that raises is taken out of routing at once (weight 0, a `rollback` ledger record) and the request is
+answered by production.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import bentoml
+import pandas as pd
+
+from deployments.guards import Guards
+from steward.db import make_engine
+from steward.layout import Layout
+from steward.ledger import Ledger
+from steward.params import load_params
+from steward.predictions import Decision, PredictionLog
+from steward.registry import Registry
+from steward.reviews import ReviewQueue
+from steward.routing import Routing, RoutingTable, newest
+from steward.settings import Settings
+from tasks.explain import aggregate, build_explainer, encoded_sources, explain_rows
+from tasks.features import AGE_GROUP, age_groups
+from tasks.reasons import reason_codes
+from tasks.serving_schema import Application, to_frame
+
+REFRESH_SECONDS = 0.25
+REFUSING = "Steward is refusing decisions ({reason}); a person will handle applications until a model is restored"
+NO_MODEL = "no production model is deployed"
+CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
+_settings = Settings()
+_params = load_params(Layout(_settings.project_dir).params_file)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A registry model loaded for serving, with its SHAP explainer."""
+
+    ref: str
+    model: Any
+    data_md5: str
+    explainer: tuple[str, Any]
+
+    def score(self, frame: pd.DataFrame) -> float:
+        return float(self.model.predict_proba(frame[list(self.model.feature_names_in_)])[0, 1])
+
+    def contributions(self, frame: pd.DataFrame) -> dict[str, float]:
+        attribution = explain_rows(self.model, frame, explainer=self.explainer)  # type: ignore[arg-type]
+        summed = aggregate(attribution.values, encoded_sources(self.model[0]))
+        return {str(k): float(v) for k, v in summed.iloc[0].items()}
+
+
+@bentoml.service(name="steward", workers=1, threads=4, traffic={"timeout": 30})
+class Steward:
+    def __init__(self) -> None:
+        self.engine = make_engine(_settings.db_url)
+        self.ledger = Ledger(self.engine)
+        self.registry = Registry(self.engine, ledger=self.ledger)
+        self.table = RoutingTable(self.engine, self.ledger)
+        self.reviews = ReviewQueue(self.engine)
+        self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
+        self.models: dict[str, Loaded] = {}
+        self.routing = Routing(revision=-1)
+        self._refresh()
+        self._stop = threading.Event()
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        threading.Thread(target=self._watch, name="routing-watch", daemon=True).start()
+        self.log.start()
+
+    # --- routing -------------------------------------------------------------------------------------
+
+    def _load(self, ref: str) -> Loaded:
+        if ref not in self.models:
+            version = self.registry.get(ref)
+            model = bentoml.sklearn.load_model(version.model_tag)
+            self.models[ref] = Loaded(ref, model, version.data_md5, build_explainer(model, background=self._background))
+        return self.models[ref]
+
+    @property
+    def _background(self) -> pd.DataFrame | None:
+        """Training rows for explainers that need a reference (linear models): a sample of the prepared split."""
+        path = Layout(_settings.project_dir).prepared_train
+        if not path.is_file():
+            return None
+        frame = pd.read_parquet(path)
+        return frame.sample(n=min(len(frame), _params.explain.background_size), random_state=_params.explain.seed)
+
+    def _refresh(self) -> None:
+        if newest(self.engine) == self.routing.revision:
+            return
+        routing = self.table.get()
+        for ref in (routing.production, routing.canary, routing.shadow):
+            if ref:
+                self._load(ref)
+        self.routing = routing  # one assignment: a request sees the old table or the new one, whole
+
+    def _watch(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            try:
+                self._refresh()
+            except Exception:  # a busy database or a model that will not load: keep serving
+                continue
+
+    def _trip(self, routing: Routing, error: BaseException) -> None:
+        """Take a failing canary out of routing (ledger record) without waiting for any analysis."""
+        current = self.table.get()
+        if current.canary == routing.canary and current.canary_weight > 0:
+            reason = CANARY_TRIPPED.format(model=routing.canary, error=type(error).__name__)
+            tripped = Routing(production=current.production, shadow=current.shadow, mode=current.mode)
+            self.routing = self.table.set(tripped, actor="steward-serving", reason=reason, rollback=True)
+
+    # --- endpoints -----------------------------------------------------------------------------------
+
+    @bentoml.api(input_spec=Application)
+    def predict(self, ctx: bentoml.Context, **fields: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        application = Application(**fields).model_dump()  # validated again: the service's own contract
+        routing = self.routing
+        if routing.mode == "refuse" or not routing.production:
+            ctx.response.status_code = 503
+            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL), "decision": "referred"}
+        frame = _frame(application)
+        role = routing.role_of(application["applicant_id"])
+        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        try:
+            probability = chosen.score(frame)
+        except Exception as error:
+            if role != "canary":
+                raise
+            self._trip(routing, error)
+            role, chosen = "production", self._load(routing.production)
+            probability = chosen.score(frame)
+        request_id = uuid.uuid4().hex
+        decision = _decision(probability)
+        reasons = reason_codes(
+            chosen.contributions(frame),
+            frame.iloc[0].to_dict(),
+            decision="approve" if probability >= _params.evaluate.threshold else "decline",
+            top_k=_params.explain.top_k_reasons,
+        )
+        if decision == "referred":
+            self.reviews.open(kind="referral", request_id=request_id, reason=f"P(good) {probability:.3f} in band")
+        self._log(request_id, role, chosen, application, decision, probability, started)
+        if routing.shadow and routing.shadow != chosen.ref:
+            self._shadow_pool.submit(self._shadow, routing.shadow, request_id, application, frame)
+        return {
+            "request_id": request_id,
+            "decision": decision,
+            "probability": round(probability, 6),
+            "model_version": chosen.ref,
+            "data_version": chosen.data_md5,
+            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
+        }
+
+    def _shadow(self, ref: str, request_id: str, application: dict[str, Any], frame: pd.DataFrame) -> None:
+        started = time.perf_counter()
+        try:
+            shadow = self._load(ref)
+            probability = shadow.score(frame)
+        except Exception:  # a shadow's failure is logged by its absence, never surfaced
+            return
+        self._log(request_id, "shadow", shadow, application, _decision(probability), probability, started)
+
+    def _log(
+        self,
+        request_id: str,
+        role: str,
+        loaded: Loaded,
+        application: dict[str, Any],
+        decision: str,
+        probability: float,
+        started: float,
+    ) -> None:
+        data = _params.data
+        groups = {a: application[a] for a in data.protected if a in application}
+        age = pd.Series([application[data.age_column]])
+        groups[AGE_GROUP] = str(age_groups(age, threshold=data.age_threshold).iloc[0])
+        self.log.add(
+            Decision(
+                request_id=request_id,
+                role=role,
+                ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+                model=loaded.ref,
+                data_md5=loaded.data_md5,
+                applicant_id=application["applicant_id"],
+                decision=decision,
+                probability=round(probability, 6),
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                groups=groups,
+            )
+        )
+
+    @bentoml.api(route="/admin/routing")
+    def admin_routing(self) -> dict[str, Any]:
+        """What this process serves right now (it re-reads the routing table every 250 ms)."""
+        return self.routing.as_dict()
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._shadow_pool.shutdown(wait=True)
+        self.log.stop()
+
+    def __is_ready__(self) -> bool:
+        return bool(self.routing.production) and self.routing.production in self.models
+
+
+def _frame(application: dict[str, Any]) -> pd.DataFrame:
+    frame = to_frame(Application(**application))
+    frame[AGE_GROUP] = age_groups(frame[_params.data.age_column], threshold=_params.data.age_threshold)
+    return frame
+
+
+def _decision(probability: float) -> str:
+    low, high = _params.serve.review_band
+    if low <= probability < high:
+        return "referred"
+    return "approve" if probability >= _params.evaluate.threshold else "decline"
+
+
+cast(Any, Steward).add_asgi_middleware(  # bentoml.service returns a Service; mypy sees the class
+    Guards,
+    max_body_bytes=_params.serve.max_body_bytes,
+    rate_per_second=_params.serve.rate_per_second,
+    burst=_params.serve.burst,
+    admin_token=_settings.admin_token,
+)

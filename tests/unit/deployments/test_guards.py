@@ -1,0 +1,410 @@
+"""The serving guards, driven through httpx's ASGI transport around a tiny app (no network, no BentoML)."""
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field, ValidationError
+
+from deployments.guards import (
+    ADMIN_DISABLED,
+    ADMIN_TOKEN_REQUIRED,
+    BODY_TOO_LARGE,
+    DEFAULT_EXEMPT_PATHS,
+    INVALID_REQUEST,
+    RATE_LIMITED,
+    UNSUPPORTED_MEDIA_TYPE,
+    Guards,
+    TokenBuckets,
+)
+
+JSON = {"content-type": "application/json"}
+TOKEN = "s3cret-admin-token"
+
+
+class Applicant(BaseModel):
+    age: int = Field(ge=18)
+    amount: int
+
+
+class Wrapped(BaseModel):
+    applicant: Applicant
+
+
+MODELS: dict[str, type[BaseModel]] = {"/predict": Wrapped, "/flat": Applicant}
+CANNED: dict[str, tuple[int, object]] = {
+    "/refuse": (400, {"error": "already decided", "detail": "see the ledger"}),
+    "/odd": (400, {"error": "odd", "detail": ["not a pydantic error"]}),
+}
+
+
+class App:
+    """Reads the whole body, then answers like BentoML: a 400 pydantic report on bad input, else 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.bodies.append(body)
+        status, payload = self._answer(scope["path"], body)
+        data = json.dumps(payload).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"x-trace", b"t1"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        half = len(data) // 2  # two chunks, so the rewriter has to reassemble
+        await send({"type": "http.response.body", "body": data[:half], "more_body": True})
+        await send({"type": "http.response.body", "body": data[half:]})
+
+    def _answer(self, path: str, body: bytes) -> tuple[int, object]:
+        if path in CANNED:
+            return CANNED[path]
+        if path in MODELS:
+            try:
+                MODELS[path].model_validate_json(body)
+            except ValidationError as exc:  # the shape BentoML 1.4 answers with
+                return 400, {
+                    "error": "validation error",
+                    "detail": exc.errors(include_context=False, include_input=False),
+                }
+        return 200, {"size": len(body)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def call(guards: Guards, method: str, path: str, *, peer: str = "10.0.0.1", **kwargs) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=guards, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            return await http.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def make(app: App | None = None, **options) -> tuple[Guards, App]:
+    app = app or App()
+    return Guards(app, **options), app
+
+
+async def chunks(parts: list[bytes], started: list[bool]) -> AsyncIterator[bytes]:
+    started.append(True)
+    for part in parts:
+        yield part
+
+
+# --- rate limit ---------------------------------------------------------------------------------------------
+
+
+def test_a_client_past_its_burst_gets_429_with_retry_after_while_another_is_served():
+    guards, _ = make(rate_per_second=1, burst=2, clock=Clock())
+    me = {"x-client-id": "me"}
+
+    assert [call(guards, "GET", "/status", headers=me).status_code for _ in range(2)] == [200, 200]
+    refused = call(guards, "GET", "/status", headers=me)
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"  # an empty bucket refills one token in 1 / (1 per s)
+    assert refused.json() == {"error": RATE_LIMITED.format(rate=1, burst=2)}
+    assert call(guards, "GET", "/status", headers={"x-client-id": "other"}).status_code == 200
+    assert call(guards, "GET", "/status", peer="10.0.0.2").status_code == 200
+
+
+def test_retry_after_is_whole_seconds_rounded_up_and_shrinks_with_time():
+    clock = Clock()
+    guards, _ = make(rate_per_second=0.25, burst=1, clock=clock)  # one token every 4 s
+
+    assert call(guards, "GET", "/status").status_code == 200
+    assert call(guards, "GET", "/status").headers["retry-after"] == "4"
+    clock.now += 1.5  # 2.5 s left: rounds up to 3
+    assert call(guards, "GET", "/status").headers["retry-after"] == "3"
+    clock.now += 2.4  # 0.1 s left: never below 1
+    assert call(guards, "GET", "/status").headers["retry-after"] == "1"
+
+
+def test_tokens_refill_with_the_clock_up_to_the_burst():
+    clock = Clock()
+    guards, _ = make(rate_per_second=2, burst=3, clock=clock)
+
+    assert [call(guards, "GET", "/status").status_code for _ in range(4)] == [200, 200, 200, 429]
+    clock.now += 0.5  # 0.5 s x 2 per s = one token
+    assert [call(guards, "GET", "/status").status_code for _ in range(2)] == [200, 429]
+    clock.now += 3600  # a long rest refills to the burst (3), not beyond
+    assert [call(guards, "GET", "/status").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_a_client_header_equal_to_an_ip_does_not_share_that_ips_bucket():
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock())
+
+    assert call(guards, "GET", "/status", peer="10.0.0.9").status_code == 200
+    assert call(guards, "GET", "/status", peer="10.0.0.9").status_code == 429
+    assert call(guards, "GET", "/status", peer="10.0.0.5", headers={"x-client-id": "10.0.0.9"}).status_code == 200
+
+
+def test_the_client_header_is_configurable():
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock(), client_header="X-Api-Key")
+
+    assert call(guards, "GET", "/status", headers={"x-api-key": "k1"}).status_code == 200
+    assert call(guards, "GET", "/status", headers={"x-api-key": "k2"}).status_code == 200
+    assert call(guards, "GET", "/status", headers={"x-api-key": "k1"}).status_code == 429
+
+
+def test_buckets_are_bounded_and_the_least_recently_seen_client_is_evicted():
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock(), max_clients=2)
+
+    for peer in ("10.0.0.1", "10.0.0.2"):  # both spend their only token
+        assert call(guards, "GET", "/status", peer=peer).status_code == 200
+    assert call(guards, "GET", "/status", peer="10.0.0.1").status_code == 429  # .1 is now the more recent
+    assert call(guards, "GET", "/status", peer="10.0.0.3").status_code == 200  # a third client: .2 is dropped
+
+    assert len(guards.buckets) == 2
+    assert call(guards, "GET", "/status", peer="10.0.0.1").status_code == 429  # still remembered
+    assert call(guards, "GET", "/status", peer="10.0.0.2").status_code == 200  # forgotten, so a fresh bucket
+
+
+def test_buckets_grant_exactly_the_burst_under_concurrent_threads():
+    buckets = TokenBuckets(rate=1e-9, burst=5000, max_clients=10, clock=lambda: 0.0)  # no refill to speak of
+    granted: list[int] = []
+
+    def hammer() -> None:
+        granted.append(sum(buckets.take("same") == 0.0 for _ in range(2000)))
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unguarded read-modify-write would show
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    assert sum(granted) == 5000
+
+
+@pytest.mark.parametrize(("rate", "burst", "max_clients"), [(0, 1, 1), (1, 0, 1), (1, 1, 0)])
+def test_nonsensical_limits_are_refused(rate, burst, max_clients):
+    with pytest.raises(ValueError):
+        Guards(App(), rate_per_second=rate, burst=burst, max_clients=max_clients)
+
+
+def test_exempt_paths_are_never_limited_and_spend_no_tokens():
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock())
+
+    for path in DEFAULT_EXEMPT_PATHS:
+        assert [call(guards, "GET", path).status_code for _ in range(3)] == [200, 200, 200]
+    assert call(guards, "GET", "/status").status_code == 200
+
+
+# --- body size and media type -------------------------------------------------------------------------------
+
+
+def test_a_declared_content_length_past_the_limit_is_refused_without_reading_the_body():
+    guards, app = make(max_body_bytes=100)
+    started: list[bool] = []
+
+    response = call(
+        guards, "POST", "/echo", headers={**JSON, "content-length": "101"}, content=chunks([b"x" * 101], started)
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {"error": BODY_TOO_LARGE.format(limit=100)}
+    assert started == []
+    assert app.bodies == []
+
+
+def test_a_chunked_body_growing_past_the_limit_is_refused_and_the_app_never_called():
+    guards, app = make(max_body_bytes=100)
+    started: list[bool] = []
+
+    response = call(guards, "POST", "/echo", headers=JSON, content=chunks([b"x" * 60, b"y" * 60, b"z" * 60], started))
+
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json() == {"error": BODY_TOO_LARGE.format(limit=100)}
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("parts", [[b"a" * 60, b"b" * 40], [b"c" * 100], [b"d" * 10, b"", b"e" * 10]])
+def test_a_chunked_body_within_the_limit_reaches_the_app_intact(parts):
+    guards, app = make(max_body_bytes=100)
+
+    response = call(guards, "POST", "/echo", headers=JSON, content=chunks(parts, []))
+
+    assert response.status_code == 200
+    assert app.bodies == [b"".join(parts)]
+    assert response.json() == {"size": sum(len(p) for p in parts)}
+
+
+def test_a_client_that_disconnects_mid_body_gets_nothing_and_the_app_is_not_called():
+    app = App()
+    guards = Guards(app)
+    messages = iter([{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(guards(scope, receive, send))
+
+    assert sent == []
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded", None]
+)
+def test_a_body_that_is_not_json_is_refused_with_415(method, content_type):
+    guards, app = make()
+    headers = {"content-type": content_type} if content_type else {}
+
+    response = call(guards, method, "/echo", headers=headers, content=b"age=30")
+
+    assert response.status_code == 415
+    assert response.json() == {"error": UNSUPPORTED_MEDIA_TYPE}
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON; charset=utf-8"])
+def test_json_with_or_without_parameters_is_accepted(content_type):
+    guards, app = make()
+
+    response = call(guards, "POST", "/echo", headers={"content-type": content_type}, content=b"{}")
+
+    assert response.status_code == 200
+    assert app.bodies == [b"{}"]
+
+
+def test_a_get_needs_no_content_type():
+    guards, _ = make()
+
+    assert call(guards, "GET", "/status").status_code == 200
+
+
+# --- admin --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer", b"Bearer \xff\xfe"],
+)
+def test_admin_paths_refuse_a_missing_or_wrong_token_with_401(authorization):
+    guards, app = make(admin_token=TOKEN)
+    headers = {"authorization": authorization} if authorization is not None else {}
+
+    response = call(guards, "GET", "/admin/rollback", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": ADMIN_TOKEN_REQUIRED}
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("authorization", [f"Bearer {TOKEN}", f"bearer {TOKEN}"])
+@pytest.mark.parametrize("path", ["/admin", "/admin/rollback"])
+def test_admin_paths_serve_the_right_token(authorization, path):
+    guards, _ = make(admin_token=TOKEN)
+
+    assert call(guards, "GET", path, headers={"authorization": authorization}).status_code == 200
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_admin_paths_are_disabled_with_503_when_no_token_is_configured(token):
+    guards, app = make(admin_token=token)
+
+    response = call(guards, "GET", "/admin/rollback", headers={"authorization": "Bearer anything"})
+
+    assert response.status_code == 503
+    assert response.json() == {"error": ADMIN_DISABLED}
+    assert app.bodies == []
+
+
+def test_a_path_merely_starting_with_the_admin_word_is_not_admin():
+    guards, _ = make(admin_token=TOKEN)
+
+    assert call(guards, "GET", "/administrators").status_code == 200
+
+
+# --- response rewriting -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "strip", "payload", "fields"),
+    [
+        ("/predict", "applicant", {"applicant": {"age": 12, "amount": "lots"}}, ["age", "amount"]),
+        ("/predict", None, {"applicant": {"age": 12, "amount": "lots"}}, ["applicant.age", "applicant.amount"]),
+        ("/flat", "applicant", {"age": 12, "amount": "lots"}, ["age", "amount"]),
+        ("/predict", "applicant", {}, ["applicant"]),  # nothing would be left after stripping: keep the name
+    ],
+)
+def test_a_validation_400_becomes_a_422_naming_each_field(path, strip, payload, fields):
+    guards, _ = make(strip_loc_prefix=strip)
+
+    response = call(guards, "POST", path, headers=JSON, json=payload)
+
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == INVALID_REQUEST
+    assert [e["field"] for e in body["errors"]] == fields
+    assert all(set(e) == {"field", "problem", "type"} for e in body["errors"])
+    assert response.headers.get_list("content-length") == [str(len(response.content))]
+    assert response.headers["x-trace"] == "t1"
+    assert b"lots" not in response.content  # the request's content is never echoed
+
+
+def test_the_422_keeps_pydantics_problem_and_type():
+    guards, _ = make(strip_loc_prefix="applicant")
+
+    response = call(guards, "POST", "/predict", headers=JSON, json={"applicant": {"age": 17, "amount": 5}})
+
+    assert response.json()["errors"] == [
+        {"field": "age", "problem": "Input should be greater than or equal to 18", "type": "greater_than_equal"}
+    ]
+
+
+@pytest.mark.parametrize("path", ["/refuse", "/odd"])
+def test_a_400_that_is_not_a_validation_report_passes_untouched(path):
+    guards, _ = make()
+    status, payload = CANNED[path]
+
+    response = call(guards, "GET", path)
+
+    assert response.status_code == status
+    assert response.content == json.dumps(payload).encode()
+    assert response.headers.get_list("content-length") == [str(len(response.content))]
+
+
+def test_a_success_streams_through_with_its_headers():
+    guards, _ = make()
+
+    sent = json.dumps({"applicant": {"age": 40, "amount": 1000}}).encode()
+
+    response = call(guards, "POST", "/predict", headers=JSON, content=sent)
+
+    assert response.status_code == 200
+    assert response.headers["x-trace"] == "t1"
+    assert response.json() == {"size": len(sent)}
