@@ -192,3 +192,53 @@ def test_a_rollback_under_load_fails_no_client_request(service):
     assert codes == [200] * len(applications)
     rollback = [r for r in service["table"]._ledger.records() if r.action == "rollout.step"][-1]
     assert rollback.payload["after"]["canary_weight"] == 0.0
+
+
+def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuses_safely(service):
+    refs = service["refs"]
+    _route(
+        service, Routing(production=refs["production"], canary=refs["canary"], canary_weight=0.2, shadow=refs["shadow"])
+    )
+    env = steward_env(service["project"], extra={"BENTOML_HOME": str(service["project"] / ".steward/bentoml")})
+    steward = str(BIN / "steward")
+    pulled = subprocess.run(
+        [steward, "rollback", "--reason", "selection rate for women fell", "--as", "oncall"],
+        cwd=service["project"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert f"all traffic to {refs['production']}" in pulled.stdout
+    status = subprocess.run(
+        [steward, "status"], cwd=service["project"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refs["production"] in status.stdout and refs["canary"] not in status.stdout.split("logged:")[0]
+    rollback = [r for r in service["table"]._ledger.records() if r.action == "rollback"][-1]
+    assert (rollback.actor, rollback.payload["reason"]) == ("oncall", "selection rate for women fell")
+    states = {
+        r.subject: r.payload["to"] for r in service["table"]._ledger.records() if r.action == "registry.transition"
+    }
+    assert states[refs["canary"]] == states[refs["shadow"]] == "rolled_back"
+
+    again = subprocess.run(
+        [steward, "rollback", "--reason", "production misbehaves too"],
+        cwd=service["project"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0 and "decisions are refused" in again.stdout, again.stdout + again.stderr
+    deadline = time.monotonic() + 1.0
+    while True:
+        answer = httpx.post(
+            f"{service['url']}/predict", json=_applications(1, prefix="after")[0], headers={"X-Client-Id": "late"}
+        )
+        if answer.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.status_code == 503 and answer.json()["decision"] == "referred"
