@@ -41,6 +41,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .steward data/prepared models reports/data_docs

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -47,7 +46,7 @@ def service(tmp_path_factory):
     shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
     env = steward_env(project, extra={"STEWARD_ADMIN_TOKEN": TOKEN, "BENTOML_HOME": str(project / ".steward/bentoml")})
     setup = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("serving_setup.py"))],
+        [sys.executable, str(PROJECT_DIR / "scripts/serving_fixture.py")],
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,

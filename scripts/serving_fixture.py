@@ -1,7 +1,8 @@
-"""Put three small models in a fresh STEWARD_HOME (BentoML store + registry), signed off and walked to
-production, canary and shadow: run as a subprocess, so BentoML reads this test's BENTOML_HOME.
+"""Three small models on German credit in a fresh STEWARD_HOME (BentoML store + registry), signed off and
+walked to production, canary and shadow, for the serving tests and bench/serving.py. Run it as its own
+process, so BentoML reads the caller's BENTOML_HOME:
 
-    python serving_setup.py        # prints {"production": ref, "canary": ref, "shadow": ref} as JSON
+    STEWARD_HOME=... BENTOML_HOME=... python scripts/serving_fixture.py   # prints the three refs as JSON
 """
 
 from __future__ import annotations
