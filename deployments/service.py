@@ -17,10 +17,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import bentoml
 import pandas as pd
+from pydantic import Field
 
 from deployments.guards import Guards
 from steward.db import make_engine
@@ -40,6 +41,10 @@ from tasks.serving_schema import Application, to_frame
 REFRESH_SECONDS = 0.25
 REFUSING = "Steward is refusing decisions ({reason}); a person will handle applications until a model is restored"
 NO_MODEL = "no production model is deployed"
+REQUEST_ID = r"^[0-9a-f]{32}$"
+OUTCOMES = r"^(good|bad)$"  # the label's values in the raw-data contract (credit_risk)
+UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
+OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
@@ -202,6 +207,37 @@ class Steward:
                 groups=groups,
             )
         )
+
+    @bentoml.api(route="/feedback")
+    def feedback(
+        self,
+        ctx: bentoml.Context,
+        request_id: Annotated[str, Field(pattern=REQUEST_ID)],
+        outcome: Annotated[str, Field(pattern=OUTCOMES)],
+    ) -> dict[str, Any]:
+        """The true outcome of a served decision, once known (it feeds the error-rate fairness checks)."""
+        if not self.log.served(request_id):
+            ctx.response.status_code = 404
+            return {"error": UNKNOWN_REQUEST.format(request_id=request_id)}
+        stored = self.log.record_outcome(request_id, outcome, ts=datetime.now(UTC).isoformat(timespec="seconds"))
+        if stored != outcome:
+            ctx.response.status_code = 409
+            return {"error": OUTCOME_CONFLICT.format(request_id=request_id, outcome=stored)}
+        return {"request_id": request_id, "outcome": stored}
+
+    @bentoml.api(route="/contest")
+    def contest(
+        self,
+        ctx: bentoml.Context,
+        request_id: Annotated[str, Field(pattern=REQUEST_ID)],
+        reason: Annotated[str, Field(min_length=1, max_length=2000)],
+    ) -> dict[str, Any]:
+        """Contest a decision: a person reviews it (the case number is the applicant's receipt)."""
+        if not self.log.served(request_id):
+            ctx.response.status_code = 404
+            return {"error": UNKNOWN_REQUEST.format(request_id=request_id)}
+        case = self.reviews.open(kind="contest", request_id=request_id, reason=reason)
+        return {"case": case.id, "request_id": request_id, "status": case.status}
 
     @bentoml.api(route="/admin/routing")
     def admin_routing(self) -> dict[str, Any]:

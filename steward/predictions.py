@@ -22,6 +22,14 @@ from steward.ledger import DECISIONS_BATCH, Ledger, Record, canonical_json
 LOG_ACTOR = "steward-serving"
 
 
+class OutcomeRow(Base):
+    __tablename__ = "outcomes"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    ts: Mapped[str] = mapped_column(String(40))
+
+
 class PredictionRow(Base):
     __tablename__ = "predictions"
 
@@ -80,6 +88,26 @@ class PredictionLog:
     def pending(self) -> int:
         with self._lock:
             return len(self._buffer)
+
+    def served(self, request_id: str) -> bool:
+        """Whether `request_id` was answered (buffered or written) by production or canary."""
+        with self._lock:
+            if any(d.request_id == request_id and d.role != "shadow" for d in self._buffer):
+                return True
+        with Session(self._engine) as session:
+            query = select(PredictionRow.request_id).where(
+                PredictionRow.request_id == request_id, PredictionRow.role != "shadow"
+            )
+            return session.scalar(query.limit(1)) is not None
+
+    def record_outcome(self, request_id: str, outcome: str, *, ts: str) -> str:
+        """Store the true outcome of a served decision once; returns the outcome on record (the first)."""
+        with Session(self._engine) as session, session.begin():
+            existing = session.get(OutcomeRow, request_id)
+            if existing is not None:
+                return existing.outcome
+            session.add(OutcomeRow(request_id=request_id, outcome=outcome, ts=ts))
+            return outcome
 
     def flush(self) -> Record | None:
         """Write what is buffered as one batch and its ledger record; returns that record (None if empty)."""

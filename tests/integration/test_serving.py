@@ -193,6 +193,33 @@ def test_a_rollback_under_load_fails_no_client_request(service):
     assert rollback.payload["after"]["canary_weight"] == 0.0
 
 
+def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_review_case(service):
+    url = service["url"]
+    headers = {"X-Client-Id": "feedback"}
+    served = httpx.post(f"{url}/predict", json=_applications(1, prefix="fb")[0], headers=headers).json()
+    request_id = served["request_id"]
+    assert httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "bad"}, headers=headers).json() == {
+        "request_id": request_id,
+        "outcome": "bad",
+    }
+    conflict = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "good"}, headers=headers)
+    assert conflict.status_code == 409 and "'bad' on record" in conflict.json()["error"]
+    unknown = httpx.post(f"{url}/feedback", json={"request_id": "0" * 32, "outcome": "bad"}, headers=headers)
+    assert unknown.status_code == 404
+    invalid = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "maybe"}, headers=headers)
+    assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "outcome"
+
+    case = httpx.post(
+        f"{url}/contest", json={"request_id": request_id, "reason": "my income is wrong"}, headers=headers
+    )
+    assert case.status_code == 200 and case.json()["status"] == "open", case.text
+    with service["engine"].connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT kind, request_id, reason FROM reviews WHERE id = ?", (case.json()["case"],)
+        ).one()
+    assert tuple(row) == ("contest", request_id, "my income is wrong")
+
+
 def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuses_safely(service):
     refs = service["refs"]
     _route(

@@ -78,3 +78,14 @@ def test_the_background_thread_writes_within_its_interval_and_stop_writes_the_re
     log.add(_decision(2))
     log.stop()
     assert [d.request_id for b in (1, 2) for d in batch_rows(engine, b)] == ["r0001", "r0002"]
+
+
+def test_a_served_decision_is_known_before_and_after_its_batch_is_written_and_keeps_its_first_outcome(engine):
+    log = PredictionLog(engine, Ledger(engine))
+    log.add(_decision(7))
+    log.add(_decision(8, role="shadow"))
+    assert log.served("r0007") and not log.served("r0008")  # a shadow answer was never given to anyone
+    log.flush()
+    assert log.served("r0007") and not log.served("r0008") and not log.served("nope")
+    assert log.record_outcome("r0007", "bad", ts="t1") == "bad"
+    assert log.record_outcome("r0007", "good", ts="t2") == "bad"
