@@ -90,15 +90,18 @@ class PredictionLog:
             return len(self._buffer)
 
     def served(self, request_id: str) -> bool:
-        """Whether `request_id` was answered (buffered or written) by production or canary."""
-        with self._lock:
-            if any(d.request_id == request_id and d.role != "shadow" for d in self._buffer):
-                return True
-        with Session(self._engine) as session:
-            query = select(PredictionRow.request_id).where(
-                PredictionRow.request_id == request_id, PredictionRow.role != "shadow"
-            )
-            return session.scalar(query.limit(1)) is not None
+        """Whether `request_id` was answered (buffered or written) by production or canary.
+
+        Holds the write lock, so a batch is never between the buffer and the database while it looks."""
+        with self._write_lock:
+            with self._lock:
+                if any(d.request_id == request_id and d.role != "shadow" for d in self._buffer):
+                    return True
+            with Session(self._engine) as session:
+                query = select(PredictionRow.request_id).where(
+                    PredictionRow.request_id == request_id, PredictionRow.role != "shadow"
+                )
+                return session.scalar(query.limit(1)) is not None
 
     def record_outcome(self, request_id: str, outcome: str, *, ts: str) -> str:
         """Store the true outcome of a served decision once; returns the outcome on record (the first)."""
