@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import JSON, Engine, Float, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -170,3 +171,30 @@ def batch_rows(engine: Engine, batch: int) -> list[Decision]:
     with Session(engine) as session:
         rows = session.scalars(select(PredictionRow).where(PredictionRow.batch == batch))
         return [Decision(**{name: getattr(row, name) for name in Decision.__dataclass_fields__}) for row in rows]
+
+
+def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:
+    """The decisions of `models` logged at or after `since` (ISO time), with their outcomes where known:
+    one row per decision, the group attributes as columns (what the rollout and monitoring analyses read)."""
+    query = (
+        select(PredictionRow, OutcomeRow.outcome)
+        .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
+        .where(PredictionRow.model.in_(models), PredictionRow.ts >= since)
+    )
+    with Session(engine) as session:
+        rows = [
+            {
+                "request_id": row.request_id,
+                "role": row.role,
+                "ts": row.ts,
+                "model": row.model,
+                "decision": row.decision,
+                "probability": row.probability,
+                "latency_ms": row.latency_ms,
+                "outcome": outcome,
+                **{k: str(v) for k, v in (row.groups or {}).items()},
+            }
+            for row, outcome in session.execute(query)
+        ]
+    columns = ["request_id", "role", "ts", "model", "decision", "probability", "latency_ms", "outcome"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
