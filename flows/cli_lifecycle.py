@@ -1,0 +1,210 @@
+"""`steward train`, `run`, `ingest` and `models`: a model's way from a data snapshot to the registry."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from flows.cli_common import _environment, _fail, _user_errors, console, err
+from steward.settings import Settings
+
+if TYPE_CHECKING:
+    from flows.train import TrainResult
+    from steward.layout import Layout
+    from steward.ledger import Ledger
+
+
+def _report_verdict(result: TrainResult) -> None:
+    """Print the gate's verdict and the sign-off's outcome; a rejected model ends with exit code 3."""
+    from tasks.gate import Verdict
+
+    if result.gate:
+        console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
+    if result.rejected:
+        why = "did not pass the gate" if result.gate.get("verdict") != "pass" else "was not approved at sign-off"
+        err.print(f"[bold red]rejected:[/] {result.model.ref} {why} (recorded in the registry and the ledger)")
+        raise typer.Exit(code=3)
+    if result.model.state.value == "candidate":
+        err.print(f"[bold yellow]changes requested:[/] {result.model.ref} stays a candidate; see the ledger for why")
+        raise typer.Exit(code=3)
+    console.print(f"[green]{result.model.state.value}:[/] {result.model.ref} ({result.model.model_tag})")
+
+
+# A run paused for sign-off polls the Prefect API for days: let it ride out a server restart of a few minutes
+# (retries back off 2, 4, ... 256 s) instead of failing (Prefect's default, 5 retries, lasts about a minute).
+# Only the waiting commands get it: `steward approvals` on a server that is down should say so at once.
+WAITING_CLIENT_RETRIES = "8"
+
+
+def _run_training(data: str | None, *, author: str | None = None, demo: bool = False) -> TrainResult:
+    from flows.train import train_flow
+
+    try:
+        return train_flow(data=data, author=author, demo_signoff=demo)
+    except _user_errors() as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+def train(
+    data: str | None = typer.Option(
+        None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+    ),
+    author: str | None = typer.Option(
+        None, "--author", help="Who starts this run (may not approve it); default STEWARD_USER or the OS user."
+    ),
+) -> None:
+    """Run the training flow: ingest, validate, train, audit, gate, then wait for sign-off (`steward approve`)."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    settings = Settings()
+    _environment(settings, server=True)
+    result = _run_training(data, author=author)
+    _report_verdict(result)
+
+
+DEMO_ROWS, DEMO_SEED = 100_000, 5
+
+
+def run() -> None:
+    """The whole lifecycle on a bundled demo snapshot: train, audit, gate, sign-off by demo approvers, register.
+
+    The demo snapshot is 100,000 synthetic applications in German credit's schema, generated without bias by
+    tasks/synthetic.py: German credit's own 300 held-out rows are too few for the high tier's confidence
+    bounds (`steward train` on it is rejected, which is the honest answer). A model that is rejected is a
+    result, not an error: the command shows why and exits 0.
+    """
+    from threading import Event, Thread
+
+    from steward.db import make_engine
+    from steward.layout import Layout
+    from steward.ledger import Ledger
+    from steward.params import load_params
+    from tasks.approvals import answer_as_demo
+    from tasks.synthetic import write_demo_snapshot
+
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    settings = Settings()
+    _environment(settings, server=True)
+    layout = Layout(settings.project_dir)
+    try:
+        params = load_params(layout.params_file)
+    except _user_errors() as exc:
+        _fail(exc)
+    demo = write_demo_snapshot(
+        settings.state_dir / "demo" / f"applications-{DEMO_ROWS}.csv", n=DEMO_ROWS, seed=DEMO_SEED
+    )
+    console.print(f"Demo snapshot: {demo} ({DEMO_ROWS:,} synthetic applications, seed {DEMO_SEED}, no bias)")
+    since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
+    stop = Event()
+    demo_approver = Thread(
+        target=answer_as_demo,
+        kwargs={
+            "ledger": Ledger(make_engine(settings.db_url)),
+            "governance": params.governance,
+            "since_seq": since,
+            "author": settings.user,
+            "stop": stop,
+        },
+        name="demo-approver",
+        daemon=True,
+    )
+    demo_approver.start()
+    try:
+        result = _run_training(str(demo), author=settings.user, demo=True)
+    finally:
+        stop.set()
+        demo_approver.join(timeout=30)
+    _where_everything_went(result, settings, layout)
+    _signoff_story(result, Ledger(make_engine(settings.db_url)), since=since)
+
+
+def _where_everything_went(result: TrainResult, settings: Settings, layout: Layout) -> None:
+    from tasks.gate import Verdict
+
+    rows = [
+        (f"data snapshot (DVC md5 {result.snapshot.md5})", str(result.snapshot.path)),
+        ("DVC remote", str(settings.dvc_remote_dir)),
+        ("data contracts", str(layout.report("validate"))),
+        ("Data Docs", str(layout / "reports/data_docs/raw/index.html")),
+        ("evaluation metrics", str(layout.report("evaluate"))),
+        ("calibration plot", str(layout.report("calibration", ".png"))),
+        ("audits: data bias, fairness, SHAP, robustness, gate", str(layout / "reports")),
+        ("evidence report: model card, impact assessment", str(layout / "reports/evidence/index.html")),
+        ("model file going forward (DVC output)", str(layout.candidate_file)),
+        ("BentoML model store", f"{result.model.model_tag} in {settings.bentoml_home}"),
+        ("registry", f"{result.model.ref} ({result.model.state.value}) in {settings.db_url}"),
+        ("Prefect runs and artifacts", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")),
+    ]
+    console.print("\nWhere everything went:", style="bold")
+    for name, where in rows:
+        console.print(f"  {name}: {where}", markup=False, highlight=False)
+    metrics = result.model.metrics
+    console.print(
+        "held-out: "
+        + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "accuracy", "brier") if k in metrics)
+        + f"; stages run: {', '.join(result.stages_run) or 'none (all unchanged)'}"
+    )
+    console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
+
+
+def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int) -> None:
+    records = [r for r in ledger.records(subject=result.model.ref, since_seq=since) if r.action.startswith("approval.")]
+    if records:
+        console.print("\nSign-off (ledger):", style="bold")
+    for record in records:
+        payload = record.payload
+        detail = payload.get("reason") or payload.get("comment") or payload.get("evidence_digest", "")
+        kind = f" ({payload['approver_kind']})" if "approver_kind" in payload else ""
+        console.print(f"  seq {record.seq}: {record.action} by {record.actor}{kind}: {detail}", markup=False)
+    verified = ledger.verify()
+    console.print(f"ledger: {verified.problem}", markup=False, highlight=False)
+    state = "[red]rejected[/]" if result.rejected else f"[green]{result.model.state.value}[/]"
+    console.print(f"{result.model.ref}: {state}")
+
+
+def ingest(
+    source: str | None = typer.Argument(
+        None, help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+    ),
+) -> None:
+    """Validate a snapshot and make it data/raw's current DVC-tracked version (no Prefect needed)."""
+    from steward.layout import Layout
+    from steward.params import load_params
+    from steward.storage import Storage
+    from tasks.ingest import ingest as ingest_snapshot
+
+    settings = Settings()
+    _environment(settings, server=False)
+    chosen = source or str(Layout(settings.project_dir).bundled_data)
+    try:
+        load_params(Layout(settings.project_dir).params_file)  # refuse a malformed params.yaml up front
+        snapshot = ingest_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    state = "new version, validated" if snapshot.changed else "unchanged"
+    console.print(f"{snapshot.path}: md5 {snapshot.md5} ({state})")
+
+
+def models() -> None:
+    """List the registry's model versions, newest first."""
+    from steward.db import make_engine
+    from steward.registry import Registry
+
+    settings = Settings()
+    table = Table("model", "state", "BentoML tag", "data md5", "git commit", "AUC", "created")
+    for version in Registry(make_engine(settings.db_url)).list():
+        auc = version.metrics.get("auc")
+        table.add_row(
+            version.ref,
+            version.state.value,
+            version.model_tag,
+            version.data_md5[:12],
+            (version.git_commit or "-")[:12],
+            f"{auc:.3f}" if auc is not None else "-",
+            f"{version.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
