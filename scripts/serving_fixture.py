@@ -3,6 +3,10 @@ walked to production, canary and shadow, for the serving tests and bench/serving
 process, so BentoML reads the caller's BENTOML_HOME:
 
     STEWARD_HOME=... BENTOML_HOME=... python scripts/serving_fixture.py   # prints the three refs as JSON
+
+Tests import `sign_off` from it (`from scripts.serving_fixture import sign_off`, with the project root on
+sys.path as `python -m pytest` puts it); the training and BentoML imports stay in `main`, so importing the
+module is cheap and touches no model store.
 """
 
 from __future__ import annotations
@@ -10,23 +14,56 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pandas as pd
-
-from steward.db import make_engine
-from steward.layout import Layout
 from steward.ledger import Ledger
-from steward.params import SignoffPolicy, load_params
-from steward.registry import Registry, State
-from steward.settings import Settings
+from steward.params import SignoffPolicy
+from steward.registry import State
 from steward.signoff import Request
-from tasks.features import to_feature_frame
-from tasks.register import save_to_model_store
-from tasks.train import fit
 
 WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
 
 
+def sign_off(
+    ledger: Ledger,
+    ref: str,
+    *,
+    author: str = "setup",
+    approver: str = "tester",
+    flow_run_id: str = "setup",
+    requested_at: datetime | None = None,
+) -> None:
+    """Record a complete sign-off of model `ref` in `ledger`, so the registry lets it move to `approved`.
+
+    Two records, as a real sign-off leaves them: `approval.requested` (by `author`, a high-tier request
+    needing one approver, with a placeholder evidence digest) and `approval.granted` (by `approver`, as
+    model-risk). Nothing else is checked or written: walking the model through the registry is the caller's.
+    """
+    request = Request(
+        model=ref,
+        flow_run_id=flow_run_id,
+        author=author,
+        tier="high",
+        policy=SignoffPolicy(approvers=1),
+        evidence_digest="ab" * 32,
+        evidence_page="-",
+        requested_at=requested_at or datetime.now(UTC),
+    )
+    ledger.append(actor=author, action="approval.requested", subject=ref, payload=request.payload())
+    grant = {"flow_run_id": flow_run_id, "approver": approver, "roles": ["model-risk"], "pause_key": "k"}
+    ledger.append(actor=approver, action="approval.granted", subject=ref, payload=grant)
+
+
 def main() -> None:
+    import pandas as pd
+
+    from steward.db import make_engine
+    from steward.layout import Layout
+    from steward.params import load_params
+    from steward.registry import Registry
+    from steward.settings import Settings
+    from tasks.features import to_feature_frame
+    from tasks.register import save_to_model_store
+    from tasks.train import fit
+
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file)
     layout = Layout(settings.project_dir)
@@ -55,19 +92,7 @@ def main() -> None:
             flow_run_id=None,
             metrics={},
         )
-        request = Request(
-            model=version.ref,
-            flow_run_id="setup",
-            author="setup",
-            tier="high",
-            policy=SignoffPolicy(approvers=1),
-            evidence_digest="ab" * 32,
-            evidence_page="-",
-            requested_at=datetime.now(UTC),
-        )
-        ledger.append(actor="setup", action="approval.requested", subject=version.ref, payload=request.payload())
-        grant = {"flow_run_id": "setup", "approver": "tester", "roles": ["model-risk"], "pause_key": "k"}
-        ledger.append(actor="tester", action="approval.granted", subject=version.ref, payload=grant)
+        sign_off(ledger, version.ref)
         for step in WALK[: WALK.index(state) + 1]:
             registry.transition(version.id, step)
         refs[role] = version.ref

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import BIN, PROJECT_DIR, free_port, steward_env
 
 from flows.server import stop_pid
@@ -218,6 +225,287 @@ def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_
             "SELECT kind, request_id, reason FROM reviews WHERE id = ?", (case.json()["case"],)
         ).one()
     assert tuple(row) == ("contest", request_id, "my income is wrong")
+
+
+# --- the HTTP contract, fuzzed from the service's own OpenAPI schema ----------------------------------------------
+
+FUZZED_PATHS = ("/predict", "/feedback", "/contest")
+# How a malformed request is malformed, and how many examples of each every endpoint gets (204 in all).
+MALFORMED = {
+    "field slips": 30,
+    "not an object": 5,
+    "not json": 8,
+    "truncated": 5,
+    "duplicate key": 5,
+    "deeply nested": 4,
+    "oversized": 2,
+    "wrong content type": 5,
+    "wrong method": 4,
+}
+CONFORMING_EXAMPLES = {"/predict": 50, "/feedback": 15, "/contest": 15}
+JSON_TYPES = ("application/json", "application/json; charset=utf-8", "Application/JSON")
+NOT_JSON_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "text/json", "", None)
+# What a request that conforms to the published schema may get: 422 where the schema cannot say a rule, 404/409
+# for a request id that was never served or already has its outcome.
+CONFORMING_STATUSES = {"/predict": {200, 422}, "/feedback": {200, 404, 409, 422}, "/contest": {200, 404, 422}}
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,  # the same examples on every run (CI), until Hypothesis or this file changes
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=16),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+NESTED = "__nested_{}__"  # how `_encode` marks a `Nested` value in the JSON before writing out its brackets
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A value that is `depth` nested empty JSON arrays (too deep for json.dumps to write)."""
+
+    depth: int
+
+
+@dataclass(frozen=True)
+class Fuzzed:
+    """One generated request, and what was done to it."""
+
+    what: str
+    method: str
+    path: str
+    content_type: str | None
+    body: bytes
+
+    def send(self, client: httpx.Client, service: dict) -> httpx.Response:
+        headers = {"X-Client-Id": f"fuzz-{uuid.uuid4().hex}"}  # a token bucket of its own: never rate limited
+        if self.content_type is not None:
+            headers["Content-Type"] = self.content_type
+        return client.request(self.method, service["url"] + self.path, content=self.body, headers=headers, timeout=30)
+
+    def explain(self, answer: httpx.Response, service: dict) -> str:
+        log = (service["project"] / "service.log").read_text(errors="replace")[-6000:]
+        return (
+            f"{self.what}: {self.method} {self.path} content-type {self.content_type!r} body {self.body[:400]!r}"
+            f" -> {answer.status_code} {answer.text[:400]}\n--- service log (tail) ---\n{log}"
+        )
+
+
+def _request_schemas(docs: dict) -> dict[str, dict]:
+    """The JSON body schema of each fuzzed endpoint as the service publishes it at /docs.json, refs resolved."""
+
+    def resolve(node: dict) -> dict:
+        while "$ref" in node:
+            node = reduce(dict.__getitem__, node["$ref"].removeprefix("#/").split("/"), docs)
+        return node
+
+    found = {}
+    for path in FUZZED_PATHS:
+        schema = resolve(docs["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"])
+        found[path] = {**schema, "properties": {k: resolve(v) for k, v in schema["properties"].items()}}
+    return found
+
+
+def _conforms(prop: dict, value: Any) -> bool:
+    """Whether `value` satisfies a property's schema (the subset the service publishes)."""
+    if "enum" in prop:
+        return any(type(value) is type(member) and value == member for member in prop["enum"])
+    if prop.get("type") == "integer":
+        return type(value) is int and prop.get("minimum", value) <= value <= prop.get("maximum", value)
+    if prop.get("type") == "string":
+        return (
+            isinstance(value, str)
+            and prop.get("minLength", 0) <= len(value) <= prop.get("maxLength", len(value))
+            and re.fullmatch(prop.get("pattern", ".*"), value, re.DOTALL) is not None
+        )
+    raise ValueError(f"the fuzzer does not know this schema; extend _conforms and _valid: {prop}")
+
+
+def _valid(prop: dict) -> st.SearchStrategy[Any]:
+    """Values a property's schema accepts."""
+    _conforms(prop, None)  # refuses a schema it cannot check
+    if "enum" in prop:
+        return st.sampled_from(prop["enum"])
+    if prop["type"] == "integer":
+        return st.integers(prop.get("minimum"), prop.get("maximum"))
+    if "pattern" in prop:
+        return st.from_regex(prop["pattern"], fullmatch=True).filter(lambda v: _conforms(prop, v))
+    return st.text(min_size=prop.get("minLength", 0), max_size=prop.get("maxLength")).filter(
+        lambda v: _conforms(prop, v)
+    )
+
+
+def _near_misses(prop: dict, value: Any) -> list[Any]:
+    """Values one slip away from a valid one: out by one, another spelling, the right number as another type."""
+    if isinstance(value, int):
+        low, high = prop.get("minimum", 0), prop.get("maximum", 0)
+        return [low - 1, high + 1, -value, 2**63, -(2**64), 10**400, float(value), value + 0.5, str(value), True]
+    return [
+        value.upper(),
+        value.title(),
+        f" {value}",
+        f"{value}\n",
+        value[:-1],
+        value * 40,
+        value.replace(" ", "\u00a0"),
+        value + "\u200b",
+        value.encode("utf-8").hex(),
+        "",
+    ]
+
+
+def _invalid(prop: dict) -> st.SearchStrategy[Any]:
+    """Values a property's schema refuses."""
+    return st.one_of(
+        _valid(prop).flatmap(lambda v: st.sampled_from(_near_misses(prop, v))),
+        JUNK,
+        st.text(st.characters(codec=None, categories=["L", "M", "S", "C", "Z"]), max_size=40),  # incl. surrogates
+        st.builds(lambda char, n: char * n, st.characters(), st.integers(1_000, 20_000)),  # huge
+        st.builds(Nested, st.integers(100, 3_000)),
+    ).filter(lambda v: not _conforms(prop, v))
+
+
+def _conforming_body(schema: dict) -> st.SearchStrategy[dict]:
+    required = set(schema.get("required", []))
+    properties = schema["properties"]
+    return st.fixed_dictionaries(
+        {k: _valid(p) for k, p in properties.items() if k in required},
+        optional={k: _valid(p) for k, p in properties.items() if k not in required},
+    )
+
+
+@st.composite
+def _malformed_body(draw: st.DrawFn, schema: dict) -> dict:
+    """A conforming body with one to three slips: a required field gone, a field's value refused, a field added.
+
+    (Where the schema allows extra fields the body may still conform; its request id was never served: 404.)
+    """
+    body = dict(draw(_conforming_body(schema)))
+    properties = schema["properties"]
+    for _ in range(draw(st.integers(1, 3))):
+        slip = draw(st.sampled_from(["missing", "refused", "extra"]))
+        if slip == "missing" and (present := sorted(set(schema.get("required", [])) & body.keys())):
+            del body[draw(st.sampled_from(present))]
+        elif slip == "extra":
+            body[draw(st.text(max_size=24).filter(lambda k: k not in properties))] = draw(JUNK)
+        else:
+            name = draw(st.sampled_from(sorted(properties)))
+            body[name] = draw(_invalid(properties[name]))
+    return body
+
+
+def _encode(value: Any, *, ascii_only: bool) -> bytes:
+    """JSON as a client might send it: escaped or raw UTF-8, lone surrogates passed through, NaN if present."""
+    text = json.dumps(value, ensure_ascii=ascii_only, default=lambda nested: NESTED.format(nested.depth))
+    marked = '"' + NESTED.format(r"(\d+)") + '"'
+    text = re.sub(marked, lambda m: "[" * int(m[1]) + "]" * int(m[1]), text)
+    return text.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def _malformed_requests(draw: st.DrawFn, path: str, schema: dict, kind: str, max_body_bytes: int) -> Fuzzed:
+    """A request to `path` the service must refuse: its body, encoding, media type or method is wrong (`kind`)."""
+    ascii_only = draw(st.booleans())
+    fields = draw(_conforming_body(schema))
+    conforming = _encode(fields, ascii_only=ascii_only)
+    method, content_type = "POST", draw(st.sampled_from(JSON_TYPES))
+    match kind:
+        case "field slips":
+            body = _encode(draw(_malformed_body(schema)), ascii_only=ascii_only)
+        case "not an object":
+            body = _encode(draw(JUNK.filter(lambda v: not isinstance(v, dict))), ascii_only=ascii_only)
+        case "not json":
+            body = draw(st.binary(max_size=300) | st.sampled_from([b"", b"{", b"{'a': 1}", b"\xff\xfe{}", b"null x"]))
+        case "truncated":
+            body = conforming[: draw(st.integers(0, len(conforming) - 1))]
+        case "duplicate key":  # each value refused, so the request is invalid whichever the parser keeps
+            name = draw(st.sampled_from(sorted(schema["properties"])))
+            first, second = (_encode(draw(_invalid(schema["properties"][name])), ascii_only=True) for _ in range(2))
+            stem = _encode({k: v for k, v in fields.items() if k != name}, ascii_only=ascii_only)
+            key = json.dumps(name).encode()
+            body = stem[:-1] + b", " + key + b": " + first + b", " + key + b": " + second + b"}"
+        case "deeply nested":
+            depth = draw(st.integers(100, 3_000))  # deeper than Python's recursion limit, under the body limit
+            body = draw(st.sampled_from([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth]))
+        case "oversized":
+            body = conforming[:-1] + b" " * (max_body_bytes + draw(st.integers(0, 10_000))) + b"}"
+        case "wrong content type":
+            content_type, body = draw(st.sampled_from(NOT_JSON_TYPES)), conforming
+        case "wrong method":
+            method, body = draw(st.sampled_from(["GET", "PUT", "PATCH", "DELETE"])), conforming
+        case _:
+            raise ValueError(f"no such kind of malformed request: {kind}")
+    return Fuzzed(kind, method, path, content_type, body)
+
+
+@st.composite
+def _conforming_requests(draw: st.DrawFn, path: str, schema: dict, served: str) -> Fuzzed:
+    """A request to `path` whose body conforms to the schema; a request id is sometimes one the service served."""
+    body = dict(draw(_conforming_body(schema)))
+    if "request_id" in body and draw(st.booleans()):
+        body["request_id"] = served
+    encoded = _encode(body, ascii_only=draw(st.booleans()))
+    return Fuzzed("conforming", "POST", path, draw(st.sampled_from(JSON_TYPES)), encoded)
+
+
+@pytest.fixture(scope="module")
+def published(service) -> dict[str, dict]:
+    """The request schema of each fuzzed endpoint, read from the running service's /docs.json."""
+    docs = httpx.get(f"{service['url']}/docs.json", headers={"X-Client-Id": "fuzz-docs"}, timeout=10)
+    assert docs.status_code == 200, docs.text
+    return _request_schemas(docs.json())
+
+
+@pytest.mark.parametrize(("path", "kind"), [(p, k) for p in FUZZED_PATHS for k in MALFORMED])
+def test_malformed_requests_generated_from_the_published_schema_get_a_4xx_never_a_5xx(service, published, path, kind):
+    limit = yaml.safe_load((service["project"] / "params.yaml").read_text())["serve"]["max_body_bytes"]
+    with httpx.Client() as client:
+
+        @settings(FUZZ, max_examples=MALFORMED[kind])
+        @given(_malformed_requests(path, published[path], kind, limit))
+        def refused(request: Fuzzed) -> None:
+            answer = request.send(client, service)
+            assert 400 <= answer.status_code < 500, request.explain(answer, service)
+
+        refused()
+    assert httpx.get(f"{service['url']}/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", FUZZED_PATHS)
+def test_requests_conforming_to_the_published_schema_are_answered_never_a_5xx(service, published, path):
+    served = httpx.post(
+        f"{service['url']}/predict", json=_applications(1, prefix="fuzz")[0], headers={"X-Client-Id": "fuzz"}
+    )
+    assert served.status_code == 200, served.text
+    with httpx.Client() as client:
+
+        @settings(FUZZ, max_examples=CONFORMING_EXAMPLES[path])
+        @given(_conforming_requests(path, published[path], served.json()["request_id"]))
+        def answered(request: Fuzzed) -> None:
+            answer = request.send(client, service)
+            assert answer.status_code in CONFORMING_STATUSES[path], request.explain(answer, service)
+
+        answered()
+
+
+def test_a_body_that_is_not_json_gets_415_and_one_streamed_past_the_limit_413(service):
+    url = f"{service['url']}/predict"
+    application = json.dumps(_applications(1, prefix="media")[0]).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"X-Client-Id": f"media-{content_type}"} | ({"Content-Type": content_type} if content_type else {})
+        answer = httpx.post(url, content=application, headers=headers, timeout=10)
+        assert answer.status_code == 415 and answer.json() == {"error": "content-type must be application/json"}
+    streamed = httpx.post(  # chunked: no Content-Length to refuse it by, so the body read stops it
+        url, content=iter([b" " * 10_000] * 3), headers={"Content-Type": "application/json", "X-Client-Id": "stream"}
+    )
+    assert streamed.status_code == 413 and "larger than" in streamed.json()["error"]
 
 
 def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuses_safely(service):

@@ -1,16 +1,12 @@
 import hashlib
-from datetime import UTC, datetime
 
 import pytest
 
+from scripts.serving_fixture import WALK, sign_off
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.params import SignoffPolicy
 from steward.registry import Registry, RegistryError, State
 from steward.routing import Routing, RoutingTable, bucket, newest
-from steward.signoff import Request
-
-WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
 
 
 def _model_in(registry, ledger, state, *, name="m"):
@@ -25,19 +21,7 @@ def _model_in(registry, ledger, state, *, name="m"):
         flow_run_id=None,
         metrics={},
     )
-    request = Request(
-        model=version.ref,
-        flow_run_id="r",
-        author="carol",
-        tier="high",
-        policy=SignoffPolicy(approvers=1),
-        evidence_digest="ab" * 32,
-        evidence_page="x",
-        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    ledger.append(actor="carol", action="approval.requested", subject=version.ref, payload=request.payload())
-    grant = {"flow_run_id": "r", "approver": "alice", "roles": ["model-risk"], "pause_key": "k"}
-    ledger.append(actor="alice", action="approval.granted", subject=version.ref, payload=grant)
+    sign_off(ledger, version.ref)
     for step in WALK[: WALK.index(state) + 1]:
         registry.transition(version.id, step)
     return version.ref
