@@ -17,11 +17,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, cast
 
 import bentoml
 import pandas as pd
 from pydantic import Field
+from scipy.special import expit
 
 from deployments.guards import Guards
 from steward.db import make_engine
@@ -31,10 +33,12 @@ from steward.params import load_params
 from steward.predictions import Decision, PredictionLog
 from steward.registry import Registry
 from steward.reviews import ReviewQueue
-from steward.routing import Routing, RoutingTable, newest
+from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
+from tasks.counterfactual import ACTIONABLE, counterfactual
 from tasks.explain import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.features import AGE_GROUP, age_groups
+from tasks.reasons import Decision as Verdict
 from tasks.reasons import reason_codes
 from tasks.serving_schema import Application, to_frame
 
@@ -45,12 +49,16 @@ REQUEST_ID = r"^[0-9a-f]{32}$"
 OUTCOMES = r"^(good|bad)$"  # the label's values in the raw-data contract (credit_risk)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
+NO_COUNTERFACTUAL = "no change of at most two things you can act on would change this decision"
+COUNTERFACTUAL_NOTE = (
+    "the smallest change to what you can act on that changes the decision (approve at P(good) >= threshold)"
+)
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Loaded:
     """A registry model loaded for serving, with its SHAP explainer."""
 
@@ -62,10 +70,15 @@ class Loaded:
     def score(self, frame: pd.DataFrame) -> float:
         return float(self.model.predict_proba(frame[list(self.model.feature_names_in_)])[0, 1])
 
-    def contributions(self, frame: pd.DataFrame) -> dict[str, float]:
+    def decide(self, frame: pd.DataFrame) -> tuple[float, dict[str, float]]:
+        """P(good) and each column's SHAP contribution, from one pass through the preprocessing."""
         attribution = explain_rows(self.model, frame, explainer=self.explainer)  # type: ignore[arg-type]
-        summed = aggregate(attribution.values, encoded_sources(self.model[0]))
-        return {str(k): float(v) for k, v in summed.iloc[0].items()}
+        summed = aggregate(attribution.values, self.sources)
+        return float(expit(attribution.log_odds[0])), {str(k): float(v) for k, v in summed.iloc[0].items()}
+
+    @cached_property
+    def sources(self) -> list[str]:
+        return encoded_sources(self.model[0])
 
 
 @bentoml.service(name="steward", workers=1, threads=4, traffic={"timeout": 30})
@@ -141,17 +154,17 @@ class Steward:
         role = routing.role_of(application["applicant_id"])
         chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
         try:
-            probability = chosen.score(frame)
+            probability, contributions = chosen.decide(frame)
         except Exception as error:
             if role != "canary":
                 raise
             self._trip(routing, error)
             role, chosen = "production", self._load(routing.production)
-            probability = chosen.score(frame)
+            probability, contributions = chosen.decide(frame)
         request_id = uuid.uuid4().hex
         decision = _decision(probability)
         reasons = reason_codes(
-            chosen.contributions(frame),
+            contributions,
             frame.iloc[0].to_dict(),
             decision="approve" if probability >= _params.evaluate.threshold else "decline",
             top_k=_params.explain.top_k_reasons,
@@ -239,10 +252,65 @@ class Steward:
         case = self.reviews.open(kind="contest", request_id=request_id, reason=reason)
         return {"case": case.id, "request_id": request_id, "status": case.status}
 
+    @bentoml.api(input_spec=Application, route="/explain")
+    def explain(self, ctx: bentoml.Context, **fields: Any) -> dict[str, Any]:
+        """What the model serving this applicant would decide, why (reason codes), and the smallest change to
+        what the applicant can act on that would flip it (never age, sex, foreign worker or personal status).
+        Nothing is logged as a decision."""
+        application = Application(**fields).model_dump()
+        routing = self.routing
+        if routing.mode == "refuse" or not routing.production:
+            ctx.response.status_code = 503
+            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL)}
+        frame = _frame(application)
+        role = routing.role_of(application["applicant_id"])
+        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        probability, contributions = chosen.decide(frame)
+        threshold = _params.evaluate.threshold
+        verdict: Verdict = "approve" if probability >= threshold else "decline"
+        reasons = reason_codes(
+            contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons
+        )
+        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=threshold)
+        return {
+            "decision": _decision(probability),
+            "probability": round(probability, 6),
+            "model_version": chosen.ref,
+            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
+            "counterfactual": None
+            if found is None
+            else {
+                "decision": found.decision,
+                "probability": round(found.probability, 6),
+                "changes": [{"feature": c["feature"], "from": c["from"], "to": c["to"]} for c in found.changes],
+                "text": found.text,
+            },
+            "counterfactual_note": NO_COUNTERFACTUAL if found is None else COUNTERFACTUAL_NOTE,
+        }
+
     @bentoml.api(route="/admin/routing")
     def admin_routing(self) -> dict[str, Any]:
         """What this process serves right now (it re-reads the routing table every 250 ms)."""
         return self.routing.as_dict()
+
+    @bentoml.api(route="/admin/reload")
+    def admin_reload(self) -> dict[str, Any]:
+        """Re-read the routing table now and load any model it names (normally within 250 ms on its own)."""
+        self.routing = Routing(revision=-1)
+        self._refresh()
+        return self.routing.as_dict()
+
+    @bentoml.api(route="/admin/rollback")
+    def admin_rollback(
+        self,
+        reason: Annotated[str, Field(min_length=1, max_length=500)],
+        actor: Annotated[str, Field(min_length=1, max_length=200)] = "admin-api",
+    ) -> dict[str, Any]:
+        """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
+        pulled, done = Rollouts(self.engine, self.ledger).kill_switch(actor=actor, reason=reason)
+        self.routing = Routing(revision=-1)
+        self._refresh()
+        return {"rolled_back": pulled, "routing": done.as_dict()}
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:

@@ -28,6 +28,7 @@ for command in (
     cli_governance.reject,
     cli_governance.evidence,
     cli_serving.serve,
+    cli_serving.rollout,
     cli_serving.rollback,
     cli_serving.status,
 ):

@@ -20,6 +20,26 @@ def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -
     raise typer.Exit(subprocess.call(command, cwd=settings.project_dir))
 
 
+def rollout(
+    model: str = typer.Argument(..., help="An approved model version: `name:vN` or a registry id."),
+) -> None:
+    """Shadow → canary weights → production, with an analysis after each step and automatic rollback on a breach."""
+    settings = Settings()
+    _environment(settings, server=True)
+    from flows.rollout import rollout_flow
+
+    try:
+        result = rollout_flow(model)
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    for step in result.steps:
+        console.print(f"  {step['step']}: {step['ending']} — {step['summary']}", highlight=False, markup=False)
+    console.print(f"{result.model}: {result.outcome} ({result.reason})", highlight=False, markup=False)
+    if result.outcome != "production":
+        raise typer.Exit(code=4)
+
+
 def rollback(
     reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger."),
     actor: str | None = typer.Option(None, "--as", help="Who pulls the switch (default STEWARD_USER or the OS user)."),
@@ -28,25 +48,12 @@ def rollback(
     the service refuses decisions (503, `referred`) until a model is restored. Audited in the ledger."""
     from steward.db import make_engine
     from steward.ledger import Ledger
-    from steward.registry import Registry, State
-    from steward.routing import Routing, RoutingTable
+    from steward.routing import Rollouts
 
     settings = Settings()
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
-    registry, table = Registry(engine, ledger=ledger), RoutingTable(engine, ledger)
-    who = actor or settings.user
-    current = table.get()
-    pulled = [ref for ref in (current.canary, current.shadow) if ref]
-    if not pulled and current.production:
-        pulled, after = [current.production], Routing(mode="refuse")
-    else:
-        after = Routing(production=current.production, mode="serve" if current.production else "refuse")
     try:
-        for ref in pulled:
-            if registry.get(ref).state in (State.SHADOW, State.CANARY, State.PRODUCTION):
-                registry.transition(ref, State.ROLLED_BACK, actor=who)
-        done = table.set(after, actor=who, reason=reason, rollback=True)
+        pulled, done = Rollouts(engine, Ledger(engine)).kill_switch(actor=actor or settings.user, reason=reason)
     except _user_errors() as exc:
         _fail(exc)
         return
@@ -60,14 +67,15 @@ def status() -> None:
     from sqlalchemy.orm import Session
 
     from steward.db import make_engine
-    from steward.ledger import Ledger
+    from steward.ledger import ROLLOUT_ANALYSIS, Ledger
     from steward.predictions import PredictionRow
     from steward.registry import Registry, RegistryError
     from steward.routing import RoutingTable
 
     settings = Settings()
     engine = make_engine(settings.db_url)
-    routing = RoutingTable(engine, Ledger(engine)).get()
+    ledger = Ledger(engine)
+    routing = RoutingTable(engine, ledger).get()
     registry = Registry(engine)
     table = Table("role", "model", "registry state", "weight")
     for role, ref, weight in (
@@ -91,3 +99,12 @@ def status() -> None:
         ).all()
     for model, role, count in rows:
         console.print(f"  logged: {count} {role} decisions by {model}", highlight=False)
+    analyses = ledger.records(actions=(ROLLOUT_ANALYSIS,))
+    if analyses:
+        p = analyses[-1].payload
+        console.print(
+            f"last analysis ({analyses[-1].ts}): {p['candidate']} {p['step']} vs {p['reference']}: "
+            f"{p['ending']}; {p['summary']}",
+            highlight=False,
+            markup=False,
+        )

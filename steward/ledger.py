@@ -33,6 +33,7 @@ Action = Literal[
     "approval.withdrawn",
     "registry.transition",
     "rollout.step",
+    "rollout.analysis",
     "rollback",
     "review.decision",
     "decisions.batch",
@@ -47,6 +48,7 @@ APPROVAL_EXPIRED: Final = "approval.expired"  # a waiting period ran out; the mo
 APPROVAL_WITHDRAWN: Final = "approval.withdrawn"  # the run ended (crashed, cancelled, superseded) undecided
 REGISTRY_TRANSITION: Final = "registry.transition"
 ROLLOUT_STEP: Final = "rollout.step"
+ROLLOUT_ANALYSIS: Final = "rollout.analysis"  # a rollout step's analysis: its ending, verdict and tests
 ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest

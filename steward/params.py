@@ -219,6 +219,52 @@ class ServeParams(Section):
         return self
 
 
+class AnalysisParams(Section):
+    """The canary analysis's hypotheses and error rates (tasks/canary.py)."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-alarm rate (Bonferroni).")
+    beta: float = Field(default=0.05, gt=0, lt=0.5, description="Miss rate at the breach hypothesis.")
+    selection_ratio: float = Field(
+        default=0.5, gt=0, lt=1, description="Breach: a group approved at this x production."
+    )
+    rate_gap: float = Field(default=0.2, gt=0, lt=1, description="Breach: a group's TPR this much lower (FPR higher).")
+    latency_factor: float = Field(default=1.5, gt=1, description="Slow: above this x production's p95 latency.")
+    slow_share: float = Field(default=0.25, gt=0.05, lt=1, description="Breach: this share of requests slow.")
+    min_samples: int = Field(default=20, ge=5, description="Per test, before any verdict (inconclusive until).")
+    metrics: tuple[Literal["selection_rate", "tpr", "fpr", "latency"], ...] = (
+        "selection_rate",
+        "tpr",
+        "fpr",
+        "latency",
+    )
+
+
+class StepParams(Section):
+    requests: int = Field(ge=1, description="At least this many of the model's decisions before the step ends.")
+    seconds: float = Field(gt=0, description="The step's time limit: an analysis still inconclusive rolls back.")
+
+
+class ShadowParams(StepParams):
+    min_agreement: float = Field(default=0.8, ge=0, le=1, description="Share of mirrored decisions like production's.")
+
+
+class RolloutParams(Section):
+    """Shadow, then the canary weights, then production (flows/rollout.py)."""
+
+    shadow: ShadowParams = ShadowParams(requests=500, seconds=900)
+    weights: tuple[float, ...] = Field(default=(0.1, 0.5), min_length=1)
+    step: StepParams = StepParams(requests=200, seconds=1800)
+    poll_seconds: float = Field(default=0.5, gt=0, le=60, description="How often the log is analysed.")
+    analysis: AnalysisParams = AnalysisParams()
+
+    @model_validator(mode="after")
+    def _weights_rise(self) -> RolloutParams:
+        w = list(self.weights)
+        if any(not 0 < x < 1 for x in w) or w != sorted(set(w)):
+            raise ValueError(f"rollout.weights must rise strictly within (0, 1), got {w}")
+        return self
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -233,6 +279,7 @@ class Params(Section):
     robustness: RobustnessParams = RobustnessParams()
     governance: GovernanceParams = GovernanceParams()
     serve: ServeParams = ServeParams()
+    rollout: RolloutParams = RolloutParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -12,7 +12,7 @@ raising the weight only moves applicants from production to canary, never back.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -154,3 +154,89 @@ def newest(engine: Engine) -> int:
     """The routing revision (0 when never set): cheap enough to poll."""
     with Session(engine) as session:
         return session.scalar(select(RoutingRow.revision).where(RoutingRow.id == 1)) or 0
+
+
+class Rollouts:
+    """The moves a rollout makes, each a registry transition and a routing change (both in the ledger).
+
+    Traffic moves first when a model leaves (the routing row, then its state), and last when one arrives
+    (its state, then the routing row), so the routing table never names a model in the wrong state.
+    """
+
+    def __init__(self, engine: Engine, ledger: Ledger) -> None:
+        from steward.registry import Registry
+
+        self.table = RoutingTable(engine, ledger)
+        self.registry = Registry(engine, ledger=ledger)
+
+    def to_shadow(self, ref: str, *, actor: str) -> Routing:
+        from steward.registry import State
+
+        self.registry.transition(ref, State.SHADOW, actor=actor)
+        current = self.table.get()
+        return self.table.set(replace(current, shadow=ref), actor=actor, reason=f"{ref} mirrors production")
+
+    def to_canary(self, ref: str, weight: float, *, actor: str) -> Routing:
+        from steward.registry import State
+
+        if self.registry.get(ref).state is not State.CANARY:
+            self.registry.transition(ref, State.CANARY, actor=actor)
+        current = self.table.get()
+        shadow = None if current.shadow == ref else current.shadow
+        routing = replace(current, canary=ref, canary_weight=weight, shadow=shadow)
+        return self.table.set(routing, actor=actor, reason=f"{ref} takes {weight:.0%} of applicants")
+
+    def promote(self, ref: str, *, actor: str, reason: str) -> Routing:
+        """`ref` (canary) becomes production; the production it replaces retires."""
+        from steward.registry import State
+
+        current = self.table.get()
+        for state in _path_to_production(self.registry.get(ref).state):
+            self.registry.transition(ref, state, actor=actor)
+        after = replace(current, production=ref, canary=None, canary_weight=0.0, mode="serve")
+        done = self.table.set(
+            replace(after, shadow=None if current.shadow == ref else current.shadow), actor=actor, reason=reason
+        )
+        if current.production and current.production != ref:
+            self.registry.transition(current.production, State.RETIRED, actor=actor)
+        return done
+
+    def withdraw(self, ref: str, *, actor: str, reason: str) -> Routing:
+        """Take `ref` (canary or shadow) out of routing at once and mark it rolled back."""
+        from steward.registry import State
+
+        current = self.table.get()
+        routing = current
+        if current.canary == ref:
+            routing = replace(routing, canary=None, canary_weight=0.0)
+        if current.shadow == ref:
+            routing = replace(routing, shadow=None)
+        done = self.table.set(routing, actor=actor, reason=reason, rollback=True) if routing != current else current
+        if self.registry.get(ref).state in (State.SHADOW, State.CANARY):
+            self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
+        return done
+
+    def kill_switch(self, *, actor: str, reason: str) -> tuple[list[str], Routing]:
+        """Everything but production out of routing (rolled back); with nothing else to pull, production too,
+        and the service refuses decisions (503, `referred`) until a model is restored."""
+        from steward.registry import State
+
+        current = self.table.get()
+        pulled = [ref for ref in (current.canary, current.shadow) if ref]
+        if not pulled and current.production:
+            pulled, after = [current.production], Routing(mode="refuse")
+        else:
+            after = Routing(production=current.production, mode="serve" if current.production else "refuse")
+        done = self.table.set(after, actor=actor, reason=reason, rollback=True)
+        for ref in pulled:
+            if self.registry.get(ref).state in (State.SHADOW, State.CANARY, State.PRODUCTION):
+                self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
+        return pulled, done
+
+
+def _path_to_production(state: Any) -> list[Any]:
+    """The states a model walks from `state` to production (an approved first model walks them all)."""
+    from steward.registry import State
+
+    walk = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
+    return walk[walk.index(state) + 1 :] if state in walk else [State.PRODUCTION]

@@ -12,8 +12,11 @@ over the same period, one test per (metric, group):
 * ``latency``: the share of the candidate's requests slower than ``latency_factor`` x production's p95.
   Breach hypothesis: ``slow_share`` of them are.
 
-Each test is Wald's SPRT with production's rate plugged in as p0 (recomputed at every look, smoothed
-away from 0 and 1): the log-likelihood ratio of the candidate's s successes in n trials,
+Each test is Wald's SPRT with production's rate plugged in as p0, recomputed at every look: smoothed away
+from 0 and 1, then moved ``PLUG_IN_Z`` standard errors towards the breach hypothesis, so that a
+production sample that happens to look good does not turn an ordinary candidate into a breach (p1 stays
+where the raw estimate puts it; the margin shrinks as production's sample grows, and never exceeds half the
+distance to p1). The log-likelihood ratio of the candidate's s successes in n trials,
 ``s ln(p1/p0) + (n - s) ln((1 - p1)/(1 - p0))``, is compared with ``ln((1 - beta)/alpha_i)`` (breach) and
 ``ln(beta/(1 - alpha_i))`` (no breach). Bonferroni: ``alpha_i = alpha / k`` over the k tests of the
 family, so the chance of any false alarm over the whole rollout stays below ``alpha``.
@@ -38,6 +41,7 @@ import pandas as pd
 Verdict = Literal["breach", "pass", "pending"]
 Overall = Literal["breach", "pass", "inconclusive"]
 METRICS = ("selection_rate", "tpr", "fpr", "latency")
+PLUG_IN_Z = 1.645  # production's rate is moved this many standard errors towards p1 (one-sided 95 %)
 SMOOTHING = 0.5  # added to successes (and 2x to trials) before plugging production's rate in as p0
 RATE_FLOOR = 1e-3
 EMPTY_FAMILY = "no test to run: give at least one sensitive attribute or metric"
@@ -171,8 +175,10 @@ def _sprt(
     if n_ref < design.min_samples:
         note = f"production has {n_ref} observation(s), fewer than {design.min_samples}"
         return Test(metric, group, n, s, n_ref, reference_rate, candidate_rate, None, None, 0.0, "pending", note)
-    p0 = _plug_in(s_ref, n_ref)
-    p1 = min(max(float(alternative(p0)), RATE_FLOOR), 1 - RATE_FLOOR)
+    estimate = _plug_in(s_ref, n_ref)
+    p1 = min(max(float(alternative(estimate)), RATE_FLOOR), 1 - RATE_FLOOR)
+    margin = PLUG_IN_Z * math.sqrt(estimate * (1 - estimate) / n_ref)
+    p0 = estimate + math.copysign(min(margin, abs(p1 - estimate) / 2), p1 - estimate)
     llr = log_likelihood_ratio(s, n, p0, p1)
     upper, lower = bounds
     verdict: Verdict = "pending"
@@ -187,7 +193,7 @@ def _sprt(
 
 
 def _groups(frame: pd.DataFrame, attributes: list[str]) -> list[tuple[str, str]]:
-    pairs = set()
+    pairs: set[tuple[str, str]] = set()
     for attribute in attributes:
         if attribute in frame:
             pairs.update((attribute, str(v)) for v in frame[attribute].dropna().unique())
@@ -276,7 +282,9 @@ def analyse(
 
 
 def _family(groups: list[tuple[str, str]], design: Design) -> list[tuple[str, str, str]]:
-    family = [(m, a, v) for m in ("selection_rate", "tpr", "fpr") if m in design.metrics for a, v in groups]
+    family: list[tuple[str, str, str]] = [
+        (m, a, v) for m in ("selection_rate", "tpr", "fpr") if m in design.metrics for a, v in groups
+    ]
     if "latency" in design.metrics:
         family.append(("latency", "", ""))
     return family

@@ -19,6 +19,14 @@ Generative model (all constants below were estimated once from data/german_credi
   so ``bias`` is pure discrimination: it lowers the group's log-odds by up to 3 with features held fixed.
   The same uniforms decide every label, so rows outside ``bias_group`` keep their labels when only
   ``bias`` changes.
+* ``shortcut`` in [0, 1] is a spurious pattern of one snapshot: the log-odds of "good" drop by up to 3
+  for applicants borrowing for education (5 % of them, spread evenly over every sensitive group, so a
+  model that learns the pattern passes every offline fairness check).
+* ``proxy`` in [0, 1] is live traffic where that pattern turns into an age proxy: a student-loan campaign
+  brings that share of the under-25 applicants to borrow for education. Together they make the rollout
+  demo's unfair canary: a model trained with ``shortcut`` declines the young far more often than
+  production does on ``proxy`` traffic, whose labels do not depend on the purpose that way at all.
+  ``proxy`` draws from its own generator, so the rows of the other arguments never change.
 * ``drift`` in [0, 1] is covariate shift (the label model is unchanged): durations x (1 + 0.5 drift),
   credit amounts x (1 + 0.6 drift), ages pulled towards 19 by 30 % x drift, and the category mix of
   checking_status, purpose and savings moved linearly towards DRIFT_WEIGHTS.
@@ -48,6 +56,9 @@ AGE_GROUP_THRESHOLD = 25
 ERR_N = "n must be a positive integer, got {n!r}"
 ERR_BIAS = "bias must be a number in [0, 1], got {bias!r}"
 ERR_DRIFT = "drift must be a number in [0, 1], got {drift!r}"
+ERR_SCENARIO = "{name} must be a number in [0, 1], got {value!r}"
+SHORTCUT_LOGIT_SCALE = 3.0
+SHORTCUT_PURPOSE = "education"  # the key of CATEGORY_WEIGHTS["purpose"] the shortcut and the proxy are about
 ERR_ATTRIBUTE = "bias_attribute must be one of {allowed}, got {attribute!r}"
 ERR_GROUP = "bias_group for {attribute!r} must be one of {allowed}, got {group!r}"
 
@@ -270,6 +281,8 @@ def generate_applications(
     bias_attribute: SensitiveAttribute = "sex",
     bias_group: str = "female",
     drift: float = 0.0,
+    shortcut: float = 0.0,
+    proxy: float = 0.0,
 ) -> pd.DataFrame:
     """Draw ``n`` synthetic applications in the decoded German schema (see the module docstring).
 
@@ -280,12 +293,23 @@ def generate_applications(
         bias_attribute: sensitive attribute that defines the disadvantaged group.
         bias_group: value of that attribute (for age: "under 25" or "25 and over").
         drift: 0..1, covariate shift away from the reference distribution (0 = reference).
+        shortcut: 0..1, lowers the log-odds of "good" by ``3 * shortcut`` for applicants borrowing for education.
+        proxy: 0..1, that share of under-25 applicants are re-drawn to borrow for education.
     """
     _check_arguments(n, bias, bias_attribute, bias_group, drift)
+    for name, value in (("shortcut", shortcut), ("proxy", proxy)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(ERR_SCENARIO.format(name=name, value=value))
     rng = np.random.default_rng(seed)
     codes = _draw_categories(rng, n, drift)
     numbers = _draw_numbers(rng, n, drift)
+    education = list(CATEGORY_WEIGHTS["purpose"]).index(SHORTCUT_PURPOSE)
+    if proxy:
+        young = numbers["age"] < AGE_GROUP_THRESHOLD
+        redraw = young & (np.random.default_rng([seed, 1]).random(n) < proxy)
+        codes["purpose"] = np.where(redraw, education, codes["purpose"])
     logit = _log_odds(codes, numbers) - BIAS_LOGIT_SCALE * bias * _in_group(codes, numbers, bias_attribute, bias_group)
+    logit -= SHORTCUT_LOGIT_SCALE * shortcut * (codes["purpose"] == education)
     codes["credit_risk"] = (rng.random(n) >= expit(logit)).astype(np.int64)  # 0 = good, 1 = bad
 
     columns: dict[str, pd.Series] = {"applicant_id": pd.Series([f"S{i:07d}" for i in range(1, n + 1)], dtype=str)}

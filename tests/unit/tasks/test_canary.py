@@ -15,9 +15,7 @@ ATTRIBUTES = ["sex", "age_group"]
 GROUPS = {"sex": ["female", "male"], "age_group": ["under 25", "25 and over"]}
 
 
-def _log(
-    rng: np.random.Generator, n: int, *, weight: float, approve: float, young_factor: float = 1.0
-) -> pd.DataFrame:
+def _log(rng: np.random.Generator, n: int, *, weight: float, approve: float, young_factor: float = 1.0) -> pd.DataFrame:
     """n requests, a `weight` share to the canary; the canary approves the young at young_factor x the rate."""
     young = rng.random(n) < 0.3
     canary = rng.random(n) < weight
@@ -94,7 +92,7 @@ def test_too_few_observations_are_inconclusive_never_a_pass():
 def test_production_with_too_few_observations_gives_no_verdict_at_all():
     log = _log(np.random.default_rng(4), 60, weight=0.5, approve=0.9, young_factor=0.0)
     analysis = _analyse(log, Design(metrics=("selection_rate",), min_samples=40))
-    young = [t for t in analysis.tests if t.group == "age_group=under 25"][0]
+    young = next(t for t in analysis.tests if t.group == "age_group=under 25")
     assert young.verdict == "pending" and "production has" in young.note
 
 

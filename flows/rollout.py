@@ -1,0 +1,135 @@
+"""The rollout flow: an approved model mirrors production (shadow), then takes the canary weights in
+params.yaml one after another, then becomes production. After each step an analysis of the prediction
+log compares it with production (tasks/canary.py); a breach, an inconclusive step or a canary the service
+took out of routing rolls it back at once: weight 0, state rolled_back, a ledger record, a
+`steward.rollback` event.
+
+With no production model to compare against, an approved model becomes production directly (the
+ledger says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from steward.db import make_engine
+from steward.layout import Layout
+from steward.ledger import ROLLOUT_ANALYSIS, Ledger
+from steward.params import load_params
+from steward.registry import State
+from steward.routing import Rollouts
+from steward.settings import Settings
+from tasks.artifacts import publish
+from tasks.rollout import StepResult, now_iso, watch_task
+from tasks.signoff import resource
+
+ACTOR = "steward-rollout"
+NOT_APPROVED = "model {ref} is {state}: only an approved model starts a rollout"
+LOW_AGREEMENT = "shadow agreed with production on {agreement:.1%} of {n} decisions, below {minimum:.0%}"
+
+
+@dataclass
+class RolloutResult:
+    model: str
+    outcome: str  # production | rolled_back
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+
+
+@flow(name="rollout", flow_run_name="rollout {model}", log_prints=False)
+def rollout_flow(model: str) -> RolloutResult:
+    settings = Settings()
+    params = load_params(Layout(settings.project_dir).params_file)
+    logger = get_run_logger()
+    engine = make_engine(settings.db_url)
+    ledger = Ledger(engine)
+    moves = Rollouts(engine, ledger)
+    version = moves.registry.get(model)
+    ref = version.ref
+    if version.state is not State.APPROVED:
+        raise ValueError(NOT_APPROVED.format(ref=ref, state=version.state.value))
+    production = moves.table.get().production
+    result = RolloutResult(model=ref, outcome="production")
+    if not production:
+        reason = f"{ref} is the first production model: nothing to compare it with"
+        moves.promote(ref, actor=ACTOR, reason=reason)
+        _event("steward.rollout.promoted", ref, {"reason": reason})
+        logger.info(reason)
+        result.reason = reason
+        return result
+
+    steps: list[tuple[str, float | None]] = [("shadow", None)] + [
+        (f"canary {w:.0%}", w) for w in params.rollout.weights
+    ]
+    for name, weight in steps:
+        since = now_iso()
+        if weight is None:
+            moves.to_shadow(ref, actor=ACTOR)
+            limits: Any = params.rollout.shadow
+        else:
+            moves.to_canary(ref, weight, actor=ACTOR)
+            limits = params.rollout.step
+        logger.info(f"{ref}: {name} against {production}")
+        step = watch_task(
+            candidate=ref,
+            reference=production,
+            role="shadow" if weight is None else "canary",
+            since=since,
+            limits=limits,
+            params=params,
+            settings=settings,
+        )
+        ending, why = step.ending, step.note or step.analysis.summary()
+        if (
+            weight is None
+            and ending == "pass"
+            and (step.analysis.agreement or 0.0) < params.rollout.shadow.min_agreement
+        ):
+            ending = "breach"
+            why = LOW_AGREEMENT.format(
+                agreement=step.analysis.agreement or 0.0,
+                n=step.analysis.n_paired,
+                minimum=params.rollout.shadow.min_agreement,
+            )
+        payload = step.payload(step=name) | {"ending": ending, "summary": why}
+        ledger.append(actor=ACTOR, action=ROLLOUT_ANALYSIS, subject=ref, payload=payload)
+        _artifact(ref, name, step, why)
+        result.steps.append(payload)
+        logger.info(f"{ref}: {name} ended {ending}: {why}")
+        if ending != "pass":
+            reason = f"{name}: {why}"
+            moves.withdraw(ref, actor=ACTOR, reason=reason)
+            _event("steward.rollback", ref, {"step": name, "ending": ending, "reason": why})
+            result.outcome, result.reason = "rolled_back", reason
+            return result
+
+    reason = f"{ref} passed shadow and {len(params.rollout.weights)} canary step(s)"
+    moves.promote(ref, actor=ACTOR, reason=reason)
+    _event("steward.rollout.promoted", ref, {"reason": reason, "replaced": production})
+    result.reason = reason
+    return result
+
+
+def _event(name: str, ref: str, payload: dict[str, Any]) -> None:
+    emit_event(event=name, resource=resource(ref), payload=payload)
+
+
+def _artifact(ref: str, name: str, step: StepResult, why: str) -> None:
+    lines = ["| metric | group | n | candidate | production | LLR | verdict |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {t.metric} | {t.group} | {t.n} | {_rate(t.candidate_rate)} | {_rate(t.reference_rate)} "
+        f"| {t.llr:.2f} | {t.verdict} |"
+        for t in step.analysis.tests
+    ]
+    bounds = f"Breach at LLR >= {step.analysis.upper:.2f}; pass at LLR <= {step.analysis.lower:.2f}."
+    key = "rollout-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    markdown = "\n\n".join([f"## {ref}: {name}", why, bounds, "\n".join(lines)])
+    publish(key, markdown, description=f"{ref} {name}: {step.ending}")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

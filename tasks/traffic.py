@@ -1,0 +1,134 @@
+"""Live traffic for a running service: synthetic applications POSTed to /predict from a few threads, each
+decision's true outcome sent back to /feedback. `steward run`, bench/rollback.py and the rollout tests use
+it against a real `bentoml serve` on 127.0.0.1.
+
+Every response is counted by status; a transport error or a 5xx is a failed request (a rollback must
+not cause any).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pandas as pd
+
+CLIENTS = 64  # distinct X-Client-Id values, so the per-client rate limit sees many applicants' devices
+LABEL = "credit_risk"
+
+
+@dataclass
+class Tally:
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    feedback: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values()) + sum(self.errors.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(v for k, v in self.statuses.items() if k >= 500) + sum(self.errors.values())
+
+
+def requests_of(frame: pd.DataFrame) -> list[tuple[dict[str, Any], str | None]]:
+    """(request body, true outcome) per row of an applications frame in the raw schema."""
+    bodies = frame.drop(columns=[LABEL], errors="ignore").to_dict("records")
+    outcomes = frame[LABEL].tolist() if LABEL in frame else [None] * len(frame)
+    return [
+        ({k: (v.item() if hasattr(v, "item") else v) for k, v in b.items()}, o)
+        for b, o in zip(bodies, outcomes, strict=True)
+    ]
+
+
+class Traffic:
+    """Send `requests` (cycling, each pass with fresh applicant ids) until stopped or `limit` are sent."""
+
+    def __init__(
+        self,
+        url: str,
+        requests: list[tuple[dict[str, Any], str | None]],
+        *,
+        threads: int = 4,
+        feedback: bool = True,
+        limit: int | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.tally = Tally()
+        self._requests = requests
+        self._threads = threads
+        self._feedback = feedback
+        self._limit = limit
+        self._counter = itertools.count()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def start(self) -> Traffic:
+        for k in range(self._threads):
+            worker = threading.Thread(target=self._run, name=f"traffic-{k}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> Tally:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+        return self.tally
+
+    def swap(self, requests: list[tuple[dict[str, Any], str | None]]) -> None:
+        """Send these requests from now on (the traffic changed: a campaign, a new market)."""
+        self._requests = requests
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for `limit` requests to be sent; True if they were."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(w.is_alive() for w in self._workers):
+            time.sleep(0.05)
+        return not any(w.is_alive() for w in self._workers)
+
+    def _next(self) -> tuple[dict[str, Any], str | None, int] | None:
+        i = next(self._counter)
+        if self._stop.is_set() or (self._limit is not None and i >= self._limit):
+            return None
+        requests = self._requests
+        body, outcome = requests[i % len(requests)]
+        passes = i // len(requests)
+        if passes:
+            body = {**body, "applicant_id": f"{body['applicant_id']}-{passes}"}
+        return body, outcome, i
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while (item := self._next()) is not None:
+                body, outcome, i = item
+                headers = {"X-Client-Id": f"traffic-{i % CLIENTS}"}
+                try:
+                    response = client.post("/predict", json=body, headers=headers)
+                except httpx.HTTPError as error:
+                    with self.tally.lock:
+                        self.tally.errors[type(error).__name__] += 1
+                    continue
+                with self.tally.lock:
+                    self.tally.statuses[response.status_code] += 1
+                if response.status_code != 200:
+                    continue
+                answer = response.json()
+                with self.tally.lock:
+                    self.tally.decisions[answer["decision"]] += 1
+                    self.tally.models[answer["model_version"]] += 1
+                if self._feedback and outcome is not None:
+                    sent = client.post(
+                        "/feedback", json={"request_id": answer["request_id"], "outcome": outcome}, headers=headers
+                    )
+                    with self.tally.lock:
+                        self.tally.feedback += sent.status_code == 200

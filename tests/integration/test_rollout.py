@@ -1,0 +1,136 @@
+"""Rollouts for real: `bentoml serve` on 127.0.0.1 under synthetic live traffic, `steward rollout` against a
+real Prefect server. A fair candidate walks shadow → canary → production; an unfair one (the education
+shortcut, meeting a student-loan campaign) is rolled back by the canary analysis with no failed request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+import yaml
+from support import BIN, PROJECT_DIR, bento_service, run, steward_env
+
+from steward.db import make_engine
+from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
+from steward.registry import Registry
+from steward.routing import RoutingTable
+from tasks.synthetic import generate_applications
+from tasks.traffic import Traffic, requests_of
+
+pytestmark = pytest.mark.integration
+ROLLOUT = {
+    "shadow": {"requests": 150, "seconds": 120, "min_agreement": 0.7},
+    "weights": [0.2, 0.5],
+    "step": {"requests": 60, "seconds": 150},
+    "poll_seconds": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, prefect_server):
+    project = tmp_path_factory.mktemp("rollout")
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    params["data"]["sensitive"] = ["sex", "age_group"]  # foreign workers: 4 % of traffic, minutes to judge
+    params["rollout"] |= ROLLOUT
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "data").mkdir()
+    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
+    env = steward_env(project, api_url=prefect_server, extra={"BENTOML_HOME": str(project / ".steward/bentoml")})
+    setup = run([sys.executable, "-m", "scripts.rollout_fixture"], cwd=PROJECT_DIR, env=env, timeout=300)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    refs = json.loads(setup.stdout.strip().splitlines()[-1])
+    engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
+    with bento_service(env, log=project / "service.log") as url:
+        yield {"url": url, "refs": refs, "env": env, "engine": engine, "project": project, "api": prefect_server}
+
+
+def _ordinary(seed: int):
+    return requests_of(generate_applications(3000, seed=seed))
+
+
+def _campaign(seed: int):
+    return requests_of(generate_applications(3000, seed=seed, proxy=1.0))
+
+
+def _rollout(live, ref: str) -> subprocess.CompletedProcess[str]:
+    steward = str(BIN / "steward")
+    return run([steward, "rollout", ref], cwd=live["project"], env=live["env"], timeout=600)
+
+
+def _when_canary(live, ref: str, then, *, timeout: float = 300) -> threading.Thread:
+    """Call `then()` once `ref` takes canary traffic (the campaign starts with the canary)."""
+    table = RoutingTable(live["engine"], Ledger(live["engine"]))
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and table.get().canary != ref:
+            time.sleep(0.1)
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(live):
+    ref = live["refs"]["unfair"]
+    traffic = Traffic(live["url"], _ordinary(21), threads=4).start()
+    _when_canary(live, ref, lambda: traffic.swap(_campaign(22)))
+    try:
+        done = _rollout(live, ref)
+    finally:
+        tally = traffic.stop()
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert tally.failed == 0 and set(tally.statuses) == {200}, tally
+    assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
+    routing = RoutingTable(live["engine"], Ledger(live["engine"])).get()
+    assert routing.canary is None and routing.canary_weight == 0 and routing.production != ref
+
+    ledger = Ledger(live["engine"])
+    steps = [r.payload for r in ledger.records(subject=ref, actions=(ROLLOUT_ANALYSIS,))]
+    assert [(s["step"], s["ending"]) for s in steps] == [("shadow", "pass"), ("canary 20%", "breach")], steps
+    breached = {t["group"] for t in steps[-1]["tests"] if t["verdict"] == "breach"}
+    assert "age_group=under 25" in breached and "age_group=25 and over" not in breached, steps[-1]
+    rollback = [r for r in ledger.records(actions=(ROLLBACK,)) if r.payload["before"]["canary"] == ref][-1]
+    decisive = datetime.fromisoformat(steps[-1]["decisive_ts"])
+    assert (datetime.fromisoformat(rollback.ts) - decisive).total_seconds() < 2.0
+
+    body = {"filter": {"event": {"name": ["steward.rollback"]}, "resource": {"id": [f"steward.model.{ref}"]}}}
+    deadline = time.monotonic() + 30
+    while not (events := httpx.post(f"{live['api']}/events/filter", json=body, timeout=10).json()["events"]):
+        assert time.monotonic() < deadline, "no steward.rollback event"
+        time.sleep(1)
+    assert events[0]["payload"]["step"] == "canary 20%"
+
+
+def test_a_fair_candidate_walks_shadow_canary_to_production(live):
+    ref = live["refs"]["fair"]
+    before = RoutingTable(live["engine"], Ledger(live["engine"])).get().production
+    traffic = Traffic(live["url"], _ordinary(31), threads=4).start()
+    try:
+        done = _rollout(live, ref)
+        served_after = Traffic(live["url"], _ordinary(32), threads=1, feedback=False, limit=20).start()
+        served_after.wait(60)
+    finally:
+        tally = traffic.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert tally.failed == 0, tally
+    steps = [r.payload for r in Ledger(live["engine"]).records(subject=ref, actions=(ROLLOUT_ANALYSIS,))]
+    assert [(s["step"], s["ending"]) for s in steps] == [
+        ("shadow", "pass"),
+        ("canary 20%", "pass"),
+        ("canary 50%", "pass"),
+    ], steps
+    assert steps[0]["agreement"] >= 0.7
+    registry = Registry(live["engine"])
+    assert registry.get(ref).state.value == "production"
+    assert registry.get(before).state.value == "retired"
+    time.sleep(0.5)  # the service re-reads routing every 250 ms
+    assert dict(served_after.tally.models) == {ref: 20}
