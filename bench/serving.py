@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,32 +37,6 @@ def applications(n: int) -> list[dict]:
         {**{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}, "applicant_id": f"b{i}"}
         for i, r in enumerate(records)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(target: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{target} did not become ready")
 
 
 def latency(url: str, bodies: list[dict], n: int) -> np.ndarray:
@@ -108,9 +81,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    from support import free_port
-
-    from flows.server import stop_pid
+    from flows.bento import served
 
     with tempfile.TemporaryDirectory() as home:
         env = {
@@ -139,14 +110,10 @@ def main() -> None:
         bodies = applications(1000)
         results = {}
         for name, target in (("bare BentoML", "bench.bare_service:Bare"), ("Steward", "deployments.service:Steward")):
-            port = free_port()
-            process = serve(target, env, port)
-            try:
-                url = f"http://127.0.0.1:{port}/predict"
+            with served(env, cwd=ROOT, log=Path(home) / f"{target}.log", target=target) as base:
+                url = f"{base}/predict"
                 times = latency(url, bodies, args.requests)
                 rate, failed = throughput(url, bodies, args.clients, args.seconds)
-            finally:
-                stop_pid(process.pid)
             results[name] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)), rate, failed)
     print(f"{'service':<14}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'failed':>8}")
     for name, (p50, p99, rate, failed) in results.items():

@@ -321,12 +321,13 @@ def generate_applications(
     return pd.DataFrame(columns)
 
 
-def write_demo_snapshot(path: Path, *, n: int, seed: int) -> Path:
-    """Write `n` unbiased applications to `path` once (atomically); the same n and seed give the same bytes."""
+def write_demo_snapshot(path: Path, *, n: int, seed: int, shortcut: float = 0.0) -> Path:
+    """Write `n` unbiased applications (with the education `shortcut`, if given) to `path` once, atomically;
+    the same arguments give the same bytes."""
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.part")
-    generate_applications(n, seed=seed, bias=0.0).to_csv(partial, index=False)
+    generate_applications(n, seed=seed, bias=0.0, shortcut=shortcut).to_csv(partial, index=False)
     partial.replace(path)
     return path

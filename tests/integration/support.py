@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -73,29 +71,3 @@ def steward_env(project: Path, *, api_url: str | None = None, extra: dict[str, s
 
 def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@contextmanager
-def bento_service(env: dict[str, str], *, log: Path, timeout: float = 120) -> Iterator[str]:
-    """`bentoml serve` of Steward's service on a free loopback port, ready (/readyz) before it is yielded."""
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "deployments.service:Steward", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # stop_pid ends its process group, never the test run's
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(f"{url}/readyz", timeout=timeout)
-        except TimeoutError as error:
-            raise TimeoutError(log.read_text()[-3000:]) from error
-        yield url
-    finally:
-        from flows.server import stop_pid
-
-        stop_pid(process.pid)

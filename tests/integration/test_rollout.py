@@ -15,8 +15,9 @@ from datetime import datetime
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, bento_service, run, steward_env
+from support import BIN, PROJECT_DIR, run, steward_env
 
+from flows.bento import served
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
@@ -47,7 +48,7 @@ def live(tmp_path_factory, prefect_server):
     assert setup.returncode == 0, setup.stdout + setup.stderr
     refs = json.loads(setup.stdout.strip().splitlines()[-1])
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
-    with bento_service(env, log=project / "service.log") as url:
+    with served(env, cwd=PROJECT_DIR, log=project / "service.log") as url:
         yield {"url": url, "refs": refs, "env": env, "engine": engine, "project": project, "api": prefect_server}
 
 

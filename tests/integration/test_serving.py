@@ -21,9 +21,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import BIN, PROJECT_DIR, free_port, steward_env
+from support import BIN, PROJECT_DIR, steward_env
 
-from flows.server import stop_pid
+from flows.bento import served
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.routing import Routing, RoutingTable, bucket
@@ -66,31 +66,8 @@ def service(tmp_path_factory):
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     table = RoutingTable(engine, Ledger(engine))
     table.set(Routing(production=refs["production"]), actor="test", reason="production only")
-    port = free_port()
-    log = (project / "service.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "deployments.service:Steward", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise TimeoutError((project / "service.log").read_text()[-3000:])
+    with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=90) as url:
         yield {"url": url, "refs": refs, "table": table, "engine": engine, "project": project}
-    finally:
-        stop_pid(process.pid)
 
 
 def _route(service, routing: Routing, *, within: float = 1.0) -> None:

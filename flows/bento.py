@@ -1,0 +1,68 @@
+"""`bentoml serve` of a service as a child process on 127.0.0.1: started, ready (/readyz), stopped by PID.
+
+`steward run` serves its demo this way; the benches and the serving tests do too.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from flows.server import stop_pid
+
+SERVICE = "deployments.service:Steward"
+READY_TIMEOUT_S = 120.0
+NOT_READY = "{target} was not ready within {seconds:.0f} s; the end of its log ({log}):\n{tail}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served(
+    env: Mapping[str, str],
+    *,
+    cwd: Path,
+    log: Path,
+    target: str = SERVICE,
+    port: int | None = None,
+    timeout: float = READY_TIMEOUT_S,
+) -> Iterator[str]:
+    """Serve `target` until the block ends; yields its base URL once /readyz answers 200."""
+    port = port or free_port()
+    bentoml = Path(sys.executable).parent / "bentoml"
+    command = [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        # its own process group: stop_pid ends the server and its workers, never the caller
+        process = subprocess.Popen(
+            command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(url):
+            if time.monotonic() > deadline or process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise TimeoutError(NOT_READY.format(target=target, seconds=timeout, log=log, tail=tail))
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop_pid(process.pid)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
