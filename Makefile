@@ -42,6 +42,8 @@ bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/rollback.py
+	$(BIN)/python bench/log_loss.py
 
 clean:
 	rm -rf $(VENV) .steward data/prepared models reports/data_docs

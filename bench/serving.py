@@ -110,8 +110,8 @@ def main() -> None:
         bodies = applications(1000)
         results = {}
         for name, target in (("bare BentoML", "bench.bare_service:Bare"), ("Steward", "deployments.service:Steward")):
-            with served(env, cwd=ROOT, log=Path(home) / f"{target}.log", target=target) as base:
-                url = f"{base}/predict"
+            with served(env, cwd=ROOT, log=Path(home) / f"{target}.log", target=target) as service:
+                url = f"{service.url}/predict"
                 times = latency(url, bodies, args.requests)
                 rate, failed = throughput(url, bodies, args.clients, args.seconds)
             results[name] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)), rate, failed)

@@ -88,6 +88,8 @@ class Steward:
         self.ledger = Ledger(self.engine)
         self.registry = Registry(self.engine, ledger=self.ledger)
         self.table = RoutingTable(self.engine, self.ledger)
+        self.moves = Rollouts(self.engine, self.ledger)
+        self._trip_lock = threading.Lock()
         self.reviews = ReviewQueue(self.engine)
         self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
         self.models: dict[str, Loaded] = {}
@@ -133,12 +135,13 @@ class Steward:
                 continue
 
     def _trip(self, routing: Routing, error: BaseException) -> None:
-        """Take a failing canary out of routing (ledger record) without waiting for any analysis."""
-        current = self.table.get()
-        if current.canary == routing.canary and current.canary_weight > 0:
-            reason = CANARY_TRIPPED.format(model=routing.canary, error=type(error).__name__)
-            tripped = Routing(production=current.production, shadow=current.shadow, mode=current.mode)
-            self.routing = self.table.set(tripped, actor="steward-serving", reason=reason, rollback=True)
+        """Take a failing canary out of routing and mark it rolled back (ledger records), without waiting for
+        any analysis; the first request to fail does it, the others find it done."""
+        if not routing.canary:
+            return
+        reason = CANARY_TRIPPED.format(model=routing.canary, error=type(error).__name__)
+        with self._trip_lock:
+            self.routing = self.moves.withdraw(routing.canary, actor="steward-serving", reason=reason)
 
     # --- endpoints -----------------------------------------------------------------------------------
 
@@ -307,7 +310,7 @@ class Steward:
         actor: Annotated[str, Field(min_length=1, max_length=200)] = "admin-api",
     ) -> dict[str, Any]:
         """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
-        pulled, done = Rollouts(self.engine, self.ledger).kill_switch(actor=actor, reason=reason)
+        pulled, done = self.moves.kill_switch(actor=actor, reason=reason)
         self.routing = Routing(revision=-1)
         self._refresh()
         return {"rolled_back": pulled, "routing": done.as_dict()}

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Service:
+    url: str  # http://127.0.0.1:PORT
+    pid: int  # of `bentoml serve`, leader of its own process group (its workers are in it)
+
+
 @contextmanager
 def served(
     env: Mapping[str, str],
@@ -37,8 +44,8 @@ def served(
     target: str = SERVICE,
     port: int | None = None,
     timeout: float = READY_TIMEOUT_S,
-) -> Iterator[str]:
-    """Serve `target` until the block ends; yields its base URL once /readyz answers 200."""
+) -> Iterator[Service]:
+    """Serve `target` until the block ends; yields it once /readyz answers 200."""
     port = port or free_port()
     bentoml = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
@@ -56,7 +63,7 @@ def served(
                 tail = log.read_text(errors="replace")[-3000:]
                 raise TimeoutError(NOT_READY.format(target=target, seconds=timeout, log=log, tail=tail))
             time.sleep(0.3)
-        yield url
+        yield Service(url=url, pid=process.pid)
     finally:
         stop_pid(process.pid)
 

@@ -65,16 +65,14 @@ def train(
     _report_verdict(result)
 
 
-DEMO_ROWS, DEMO_SEED = 100_000, 5
-
-
 def run() -> None:
-    """The whole lifecycle on a bundled demo snapshot: train, audit, gate, sign-off by demo approvers, register.
+    """The whole lifecycle on generated data: train, audit, gate and sign off three candidates, serve, roll out.
 
-    The demo snapshot is 100,000 synthetic applications in German credit's schema, generated without bias by
-    tasks/synthetic.py: German credit's own 300 held-out rows are too few for the high tier's confidence
-    bounds (`steward train` on it is rejected, which is the honest answer). A model that is rejected is a
-    result, not an error: the command shows why and exits 0.
+    German credit's own 300 held-out rows are too few for the high tier's confidence bounds (`steward train`
+    on it is rejected, which is the honest answer), so the demo trains on 150,000 synthetic applications in
+    its schema (tasks/synthetic.py). The first model becomes production; the second walks shadow → canary →
+    production under live synthetic traffic; the third, trained on a snapshot with a spurious pattern, meets
+    a student-loan campaign during its canary and is rolled back by the analysis. See flows/demo.py.
     """
     from threading import Event, Thread
 
@@ -82,21 +80,18 @@ def run() -> None:
     from steward.layout import Layout
     from steward.ledger import Ledger
     from steward.params import load_params
-    from tasks.approvals import answer_as_demo
-    from tasks.synthetic import write_demo_snapshot
 
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
     settings = Settings()
     _environment(settings, server=True)
+    from flows.demo import run_demo
+    from tasks.approvals import answer_as_demo
+
     layout = Layout(settings.project_dir)
     try:
         params = load_params(layout.params_file)
     except _user_errors() as exc:
         _fail(exc)
-    demo = write_demo_snapshot(
-        settings.state_dir / "demo" / f"applications-{DEMO_ROWS}.csv", n=DEMO_ROWS, seed=DEMO_SEED
-    )
-    console.print(f"Demo snapshot: {demo} ({DEMO_ROWS:,} synthetic applications, seed {DEMO_SEED}, no bias)")
     since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
     stop = Event()
     demo_approver = Thread(
@@ -113,12 +108,23 @@ def run() -> None:
     )
     demo_approver.start()
     try:
-        result = _run_training(str(demo), author=settings.user, demo=True)
+        result = run_demo(
+            settings,
+            train=lambda path: _run_training(path, author=settings.user, demo=True),
+            say=lambda text: console.print(text, markup=False, highlight=False),
+        )
     finally:
         stop.set()
         demo_approver.join(timeout=30)
-    _where_everything_went(result, settings, layout)
-    _signoff_story(result, Ledger(make_engine(settings.db_url)), since=since)
+    last = list(result.trained.values())[-1]
+    _where_everything_went(last, settings, layout)
+    ledger = Ledger(make_engine(settings.db_url))
+    for trained in result.trained.values():
+        _signoff_story(trained, ledger, since=since)
+    console.print("\nsteward status:", style="bold")
+    from flows.cli_serving import status
+
+    status()
 
 
 def _where_everything_went(result: TrainResult, settings: Settings, layout: Layout) -> None:

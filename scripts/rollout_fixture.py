@@ -8,7 +8,9 @@ BENTOML_HOME:
 * fair: the same recipe on another draw, approved (a rollout of it should reach production);
 * unfair: trained on a snapshot with the education shortcut (`tasks/synthetic.py`), approved. It treats
   every group alike on ordinary traffic, but declines the young once a student-loan campaign brings them
-  to borrow for education (`generate_applications(proxy=...)`).
+  to borrow for education (`generate_applications(proxy=...)`);
+* broken: trained on a column requests do not have, approved: it raises on every request (the circuit
+  breaker's case).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def main() -> None:
     ledger = Ledger(engine)
     moves = Rollouts(engine, ledger)
     refs = {}
-    for role, seed, shortcut in (("production", 1, 0.0), ("fair", 2, 0.0), ("unfair", 3, 1.0)):
+    for role, seed, shortcut in (("production", 1, 0.0), ("fair", 2, 0.0), ("unfair", 3, 1.0), ("broken", 4, 0.0)):
         frame = to_feature_frame(generate_applications(ROWS, seed=seed, shortcut=shortcut), data=params.data)
+        if role == "broken":  # trained on a column no request has: it raises on every request it is given
+            frame["bureau_score"] = frame["credit_amount"] % 7
         if role == "production":
             layout.prepared_train.parent.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(layout.prepared_train)  # the background linear explainers sample

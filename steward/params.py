@@ -252,7 +252,7 @@ class RolloutParams(Section):
     """Shadow, then the canary weights, then production (flows/rollout.py)."""
 
     shadow: ShadowParams = ShadowParams(requests=500, seconds=900)
-    weights: tuple[float, ...] = Field(default=(0.1, 0.5), min_length=1)
+    weights: tuple[float, ...] = Field(default=(0.2, 0.5), min_length=1)
     step: StepParams = StepParams(requests=200, seconds=1800)
     poll_seconds: float = Field(default=0.5, gt=0, le=60, description="How often the log is analysed.")
     analysis: AnalysisParams = AnalysisParams()

@@ -92,8 +92,12 @@ class RoutingTable:
             row = session.get(RoutingRow, 1)
             return Routing() if row is None else _plain(row)
 
-    def set(self, routing: Routing, *, actor: str, reason: str, rollback: bool = False) -> Routing:
-        """Replace the routing (a new revision) and record why; refuses a weight without a canary."""
+    def set(
+        self, routing: Routing, *, actor: str, reason: str, rollback: bool = False, subject: str | None = None
+    ) -> Routing:
+        """Replace the routing (a new revision) and record why; refuses a weight without a canary.
+
+        The ledger record is about `subject` (a rollback: the model taken out), else the canary or production."""
         if not 0.0 <= routing.canary_weight <= 1.0:
             raise ValueError(BAD_WEIGHT.format(weight=routing.canary_weight))
         if routing.canary_weight > 0 and not routing.canary:
@@ -115,7 +119,7 @@ class RoutingTable:
             self._ledger.append(
                 actor=actor,
                 action=ROLLBACK if rollback else ROLLOUT_STEP,
-                subject=routing.canary or routing.production or "routing",
+                subject=subject or routing.canary or routing.production or "routing",
                 payload={"before": before, "after": after.as_dict(), "reason": reason},
                 session=session,
             )
@@ -211,7 +215,8 @@ class Rollouts:
             routing = replace(routing, canary=None, canary_weight=0.0)
         if current.shadow == ref:
             routing = replace(routing, shadow=None)
-        done = self.table.set(routing, actor=actor, reason=reason, rollback=True) if routing != current else current
+        changed = routing != current
+        done = self.table.set(routing, actor=actor, reason=reason, rollback=True, subject=ref) if changed else current
         if self.registry.get(ref).state in (State.SHADOW, State.CANARY):
             self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
         return done
@@ -227,7 +232,7 @@ class Rollouts:
             pulled, after = [current.production], Routing(mode="refuse")
         else:
             after = Routing(production=current.production, mode="serve" if current.production else "refuse")
-        done = self.table.set(after, actor=actor, reason=reason, rollback=True)
+        done = self.table.set(after, actor=actor, reason=reason, rollback=True, subject=", ".join(pulled) or None)
         for ref in pulled:
             if self.registry.get(ref).state in (State.SHADOW, State.CANARY, State.PRODUCTION):
                 self.registry.transition(ref, State.ROLLED_BACK, actor=actor)

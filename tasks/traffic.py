@@ -29,6 +29,7 @@ class Tally:
     decisions: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
     feedback: int = 0
+    acknowledged: list[tuple[str, float]] = field(default_factory=list)  # (request id, wall-clock time of the 200)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -124,6 +125,7 @@ class Traffic:
                     continue
                 answer = response.json()
                 with self.tally.lock:
+                    self.tally.acknowledged.append((answer["request_id"], time.time()))
                     self.tally.decisions[answer["decision"]] += 1
                     self.tally.models[answer["model_version"]] += 1
                 if self._feedback and outcome is not None:

@@ -5,6 +5,8 @@ approved; `steward run` does the same with its demo approvers; `steward evidence
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import time
 
@@ -97,13 +99,19 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
     assert again.returncode == 1 and "never overwritten" in again.stderr
 
 
-def test_steward_run_is_signed_off_by_its_demo_approvers_through_the_same_api(project, prefect_server):
+@pytest.mark.slow
+def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(project, prefect_server):
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
-    done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=900)
+    done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=2400)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "100,000 synthetic applications" in done.stdout
+    assert "150,000 synthetic applications" in done.stdout
     assert "approval.granted by demo-risk-officer (demo)" in done.stdout
     assert "approval.granted by demo-compliance-officer (demo)" in done.stdout
-    assert "credit-risk:v1: approved" in done.stdout
-    assert "chain intact" in done.stdout
     assert {r.payload["approver_kind"] for r in _granted(project)} == {"demo"}
+    assert "chain intact" in done.stdout
+    with sqlite3.connect(project / ".steward/steward.db") as db:
+        states = dict(db.execute("SELECT version, state FROM model_versions WHERE name = 'credit-risk'").fetchall())
+    assert states == {1: "retired", 2: "production", 3: "rolled_back"}, done.stdout
+    assert re.search(r"traffic: \d+ requests, 0 failed", done.stdout), done.stdout
+    assert "[C]   canary 20%: breach" in done.stdout and "age_group=under 25" in done.stdout
+    assert "steward status:" in done.stdout and re.search(r"production\W+credit-risk:v2", done.stdout)

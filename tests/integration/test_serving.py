@@ -66,8 +66,8 @@ def service(tmp_path_factory):
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     table = RoutingTable(engine, Ledger(engine))
     table.set(Routing(production=refs["production"]), actor="test", reason="production only")
-    with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=90) as url:
-        yield {"url": url, "refs": refs, "table": table, "engine": engine, "project": project}
+    with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=90) as served_service:
+        yield {"url": served_service.url, "refs": refs, "table": table, "engine": engine, "project": project}
 
 
 def _route(service, routing: Routing, *, within: float = 1.0) -> None:

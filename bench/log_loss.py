@@ -1,0 +1,83 @@
+"""Benchmark: how many acknowledged decisions a SIGKILL of the service loses, and how old they were.
+
+The prediction log writes in batches every `serve.log_flush_seconds` (0.1 s) off the response path, so a
+decision is acknowledged before it is durable; this measures the window that trade leaves. Each round
+serves scripts/rollout_fixture.py's production model with `bentoml serve` on 127.0.0.1, sends ordinary
+synthetic applications from 4 threads for `--seconds`, then kills the whole process group with SIGKILL
+and compares the request ids the clients were given with the ids in the log.
+
+Usage: .venv/bin/python bench/log_loss.py [--rounds 5] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+
+    from flows.bento import served
+    from tasks.synthetic import generate_applications
+    from tasks.traffic import Traffic, requests_of
+
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
+        env = {
+            **os.environ,
+            "STEWARD_PROJECT_DIR": str(project),
+            "STEWARD_HOME": str(project / ".steward"),
+            "BENTOML_HOME": str(project / ".steward/bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+        made = subprocess.run(
+            [sys.executable, "-m", "scripts.rollout_fixture"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if made.returncode:
+            raise SystemExit(made.stdout + made.stderr)
+        json.loads(made.stdout.strip().splitlines()[-1])
+        live = requests_of(generate_applications(20_000, seed=97))
+        print(f"{'round':>5}{'acknowledged':>14}{'lost':>6}{'oldest lost, ms':>17}")
+        losses, ages, total = [], [], 0
+        for round_ in range(args.rounds):
+            with served(env, cwd=ROOT, log=project / f"service-{round_}.log") as service:
+                traffic = Traffic(service.url, live, threads=4, feedback=False).start()
+                time.sleep(args.seconds)
+                killed_at = time.time()
+                os.killpg(service.pid, signal.SIGKILL)
+                tally = traffic.stop()
+            acknowledged = [(rid, t) for rid, t in tally.acknowledged if t <= killed_at]
+            with sqlite3.connect(project / ".steward/steward.db") as db:
+                logged = {rid for (rid,) in db.execute("SELECT request_id FROM predictions")}
+            lost = [(killed_at - t) * 1000 for rid, t in acknowledged if rid not in logged]
+            total += len(acknowledged)
+            losses.append(len(lost))
+            ages += lost
+            print(f"{round_:>5}{len(acknowledged):>14}{len(lost):>6}{max(lost, default=0):>17.0f}")
+        print(
+            f"lost {sum(losses)} of {total} acknowledged decisions ({sum(losses) / max(total, 1):.2%}); "
+            f"mean {np.mean(losses):.1f} per kill; the oldest was acknowledged {max(ages, default=0):.0f} ms "
+            f"before the kill (flush interval 100 ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()
