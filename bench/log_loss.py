@@ -12,12 +12,7 @@ Usage: .venv/bin/python bench/log_loss.py [--rounds 5] [--seconds 5]
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,26 +29,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
 
+    sys.path.insert(0, str(ROOT))  # scripts/ is not an installed package
+
     from flows.bento import served
+    from scripts.rollout_fixture import build
     from tasks.synthetic import generate_applications
     from tasks.traffic import Traffic, requests_of
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
-        env = {
-            **os.environ,
-            "STEWARD_PROJECT_DIR": str(project),
-            "STEWARD_HOME": str(project / ".steward"),
-            "BENTOML_HOME": str(project / ".steward/bentoml"),
-            "BENTOML_DO_NOT_TRACK": "true",
-        }
-        made = subprocess.run(
-            [sys.executable, "-m", "scripts.rollout_fixture"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
-        if made.returncode:
-            raise SystemExit(made.stdout + made.stderr)
-        json.loads(made.stdout.strip().splitlines()[-1])
+        env, _ = build(project)
         live = requests_of(generate_applications(20_000, seed=97))
         print(f"{'round':>5}{'acknowledged':>14}{'lost':>6}{'oldest lost, ms':>17}")
         losses, ages, total = [], [], 0
@@ -62,7 +47,7 @@ def main() -> None:
                 traffic = Traffic(service.url, live, threads=4, feedback=False).start()
                 time.sleep(args.seconds)
                 killed_at = time.time()
-                os.killpg(service.pid, signal.SIGKILL)
+                service.kill()
                 tally = traffic.stop()
             acknowledged = [(rid, t) for rid, t in tally.acknowledged if t <= killed_at]
             with sqlite3.connect(project / ".steward/steward.db") as db:

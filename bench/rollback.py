@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +73,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))  # scripts/ is not an installed package
 
     from flows.bento import served
+    from scripts.rollout_fixture import build
     from scripts.serving_fixture import sign_off
     from steward.db import make_engine
     from steward.ledger import ROLLBACK, Ledger
@@ -90,22 +89,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
-        (project / "data").mkdir()
-        shutil.copy2(ROOT / "data/german_credit.csv", project / "data/german_credit.csv")
-        env = {
-            **os.environ,
-            "STEWARD_PROJECT_DIR": str(project),
-            "STEWARD_HOME": str(project / ".steward"),
-            "BENTOML_HOME": str(project / ".steward/bentoml"),
-            "BENTOML_DO_NOT_TRACK": "true",
-        }
-        made = subprocess.run(
-            [sys.executable, "-m", "scripts.rollout_fixture"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
-        if made.returncode:
-            raise SystemExit(made.stdout + made.stderr)
-        refs = json.loads(made.stdout.strip().splitlines()[-1])
+        env, refs = build(project)
         p0, p1 = offline_rates(env, refs, args.proxy)
         settings = Settings(project_dir=project, home=project / ".steward")
         params = load_params(project / "params.yaml")
@@ -138,7 +122,7 @@ def main() -> None:
                     moves.registry.transition(ref, State.SHADOW)
                     since = now_iso()
                     moves.to_canary(ref, args.weight, actor="bench")
-                    step = watch(
+                    step = watch.fn(
                         candidate=ref,
                         reference=production,
                         role="canary",

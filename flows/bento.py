@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from flows.server import stop_pid
 
@@ -32,7 +34,21 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Service:
     url: str  # http://127.0.0.1:PORT
-    pid: int  # of `bentoml serve`, leader of its own process group (its workers are in it)
+    pid: int  # of `bentoml serve`, the arbiter; its workers run in sessions of their own
+
+    def processes(self) -> list[psutil.Process]:
+        """The arbiter and its workers (a signal to the arbiter's group does not reach the workers)."""
+        try:
+            arbiter = psutil.Process(self.pid)
+            return [arbiter, *arbiter.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL the arbiter and every worker at once: a crash, not a stop (nothing is flushed)."""
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 @contextmanager
@@ -51,21 +67,26 @@ def served(
     command = [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        # its own process group: stop_pid ends the server and its workers, never the caller
+        # a session of its own: signals to the caller never reach it; stop_pid stops it, and it its workers
         process = subprocess.Popen(
             command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
+    service = Service(url=f"http://127.0.0.1:{port}", pid=process.pid)
+    workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + timeout
-        while not _ready(url):
+        while not _ready(service.url):
             if time.monotonic() > deadline or process.poll() is not None:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise TimeoutError(NOT_READY.format(target=target, seconds=timeout, log=log, tail=tail))
             time.sleep(0.3)
-        yield Service(url=url, pid=process.pid)
+        workers = service.processes()[1:]
+        yield service
     finally:
-        stop_pid(process.pid)
+        stop_pid(process.pid)  # SIGTERM: the arbiter stops its workers, which flush what they hold
+        for worker in workers:  # any it failed to stop, or all of them if the arbiter was killed
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
 
 def _ready(url: str) -> bool:

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flows.bento import served
 from flows.rollout import RolloutResult, rollout_flow
@@ -86,6 +87,8 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
                     done.set()
                 for step in result.rollouts[name].steps:
                     say(f"[{name}]   {step['step']}: {step['ending']}: {step['summary']}")
+                if result.rollouts[name].steps and result.rollouts[name].outcome != "production":
+                    _approval_rates(result.rollouts[name].steps[-1], name, say)
                 say(f"[{name}] {ref}: {result.rollouts[name].outcome}")
         finally:
             result.traffic = traffic.stop()
@@ -113,3 +116,14 @@ def _campaign_with_canary(
         say("[C]   a student-loan campaign starts with the canary: 80% of young applicants borrow for education")
 
     threading.Thread(target=watch, name="campaign", daemon=True).start()
+
+
+def _approval_rates(step: dict[str, Any], name: str, say: Callable[[str], None]) -> None:
+    """Each group's approval rate, candidate vs production, as the deciding look saw it."""
+    say(f"[{name}]   approval rates at that look (candidate vs production, the candidate's decisions):")
+    for test in step["tests"]:
+        if test["metric"] == "selection_rate" and test["candidate_rate"] is not None:
+            say(
+                f"[{name}]     {test['group']:<24} {test['candidate_rate']:.2f} vs {test['reference_rate']:.2f}"
+                f"  (n={test['n']}, {test['verdict']})"
+            )

@@ -24,7 +24,7 @@ from steward.registry import State
 from steward.routing import Rollouts
 from steward.settings import Settings
 from tasks.artifacts import publish
-from tasks.rollout import StepResult, now_iso, watch_task
+from tasks.rollout import StepResult, now_iso, watch
 from tasks.signoff import resource
 
 ACTOR = "steward-rollout"
@@ -74,7 +74,7 @@ def rollout_flow(model: str) -> RolloutResult:
             moves.to_canary(ref, weight, actor=ACTOR)
             limits = params.rollout.step
         logger.info(f"{ref}: {name} against {production}")
-        step = watch_task(
+        step = watch(
             candidate=ref,
             reference=production,
             role="shadow" if weight is None else "canary",
@@ -95,16 +95,16 @@ def rollout_flow(model: str) -> RolloutResult:
                 n=step.analysis.n_paired,
                 minimum=params.rollout.shadow.min_agreement,
             )
+        if ending != "pass":  # traffic first: the records and the event follow
+            moves.withdraw(ref, actor=ACTOR, reason=f"{name}: {why}")
         payload = step.payload(step=name) | {"ending": ending, "summary": why}
         ledger.append(actor=ACTOR, action=ROLLOUT_ANALYSIS, subject=ref, payload=payload)
         _artifact(ref, name, step, why)
         result.steps.append(payload)
         logger.info(f"{ref}: {name} ended {ending}: {why}")
         if ending != "pass":
-            reason = f"{name}: {why}"
-            moves.withdraw(ref, actor=ACTOR, reason=reason)
             _event("steward.rollback", ref, {"step": name, "ending": ending, "reason": why})
-            result.outcome, result.reason = "rolled_back", reason
+            result.outcome, result.reason = "rolled_back", f"{name}: {why}"
             return result
 
     reason = f"{ref} passed shadow and {len(params.rollout.weights)} canary step(s)"

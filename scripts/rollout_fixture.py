@@ -16,8 +16,51 @@ BENTOML_HOME:
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 ROWS = 10_000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(
+    project: Path, *, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Lay out a project in `project` (params.yaml, or `params`; the bundled data), run this fixture in it as
+    its own process, and return the environment that points at it and the refs of its models."""
+    import yaml
+
+    project.mkdir(parents=True, exist_ok=True)
+    if params is None:
+        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
+    else:
+        (project / "params.yaml").write_text(yaml.safe_dump(dict(params)))
+    (project / "data").mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "data/german_credit.csv", project / "data/german_credit.csv")
+    environment = {
+        **(os.environ if env is None else env),
+        "STEWARD_PROJECT_DIR": str(project),
+        "STEWARD_HOME": str(project / ".steward"),
+        "BENTOML_HOME": str(project / ".steward/bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "scripts.rollout_fixture"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if made.returncode:
+        raise RuntimeError(f"the rollout fixture failed:\n{made.stdout}{made.stderr}")
+    return environment, json.loads(made.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

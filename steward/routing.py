@@ -170,6 +170,7 @@ class Rollouts:
     def __init__(self, engine: Engine, ledger: Ledger) -> None:
         from steward.registry import Registry
 
+        self.ledger = ledger
         self.table = RoutingTable(engine, ledger)
         self.registry = Registry(engine, ledger=ledger)
 

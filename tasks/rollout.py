@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from steward.db import make_engine
 from steward.ledger import Ledger
@@ -75,6 +76,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+@task(name="watch-step", task_run_name="watch {role} {candidate}", cache_policy=NO_CACHE)
 def watch(
     *,
     candidate: str,
@@ -84,9 +86,12 @@ def watch(
     limits: StepParams,
     params: Params,
     settings: Settings,
-    log: Any = None,
 ) -> StepResult:
-    """Poll the log from `since` until the step ends (see the module docstring)."""
+    """Poll the log from `since` until the step ends (see the module docstring). Outside a flow: `watch.fn`."""
+    try:
+        log: Any = get_run_logger()
+    except MissingContextError:
+        log = None
     engine = make_engine(settings.db_url)
     table = RoutingTable(engine, Ledger(engine))
     started = time.monotonic()
@@ -115,26 +120,3 @@ def watch(
             last_progress = time.monotonic()
             log.info(f"{role} {candidate}: {analysis.n_candidate} decisions, {analysis.summary()}")
         time.sleep(params.rollout.poll_seconds)
-
-
-@task(name="watch-step", task_run_name="watch {role} {candidate}", cache_policy=NO_CACHE)
-def watch_task(
-    *,
-    candidate: str,
-    reference: str,
-    role: Literal["shadow", "canary"],
-    since: str,
-    limits: StepParams,
-    params: Params,
-    settings: Settings,
-) -> StepResult:
-    return watch(
-        candidate=candidate,
-        reference=reference,
-        role=role,
-        since=since,
-        limits=limits,
-        params=params,
-        settings=settings,
-        log=get_run_logger(),
-    )

@@ -113,5 +113,7 @@ def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(pr
         states = dict(db.execute("SELECT version, state FROM model_versions WHERE name = 'credit-risk'").fetchall())
     assert states == {1: "retired", 2: "production", 3: "rolled_back"}, done.stdout
     assert re.search(r"traffic: \d+ requests, 0 failed", done.stdout), done.stdout
-    assert "[C]   canary 20%: breach" in done.stdout and "age_group=under 25" in done.stdout
+    assert "[C]   canary 20%: breach" in done.stdout
+    young = re.search(r"\[C\]\s+age_group=under 25\s+(\d\.\d+) vs (\d\.\d+)", done.stdout)
+    assert young and float(young[1]) < 0.5 * float(young[2]), done.stdout  # the campaign's young, declined
     assert "steward status:" in done.stdout and re.search(r"production\W+credit-risk:v2", done.stdout)

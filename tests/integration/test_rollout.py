@@ -4,13 +4,8 @@ shortcut, meeting a student-loan campaign) is rolled back by the canary analysis
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -21,6 +16,7 @@ import yaml
 from support import BIN, PROJECT_DIR, run, steward_env
 
 from flows.bento import served
+from scripts.rollout_fixture import build
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
@@ -29,6 +25,7 @@ from tasks.synthetic import generate_applications
 from tasks.traffic import Traffic, requests_of
 
 pytestmark = pytest.mark.integration
+PROTECTED = {"sex", "age", "age_group", "foreign_worker", "personal_status"}
 ROLLOUT = {
     "shadow": {"requests": 150, "seconds": 120, "min_agreement": 0.7},
     "weights": [0.2, 0.5],
@@ -43,13 +40,7 @@ def live(tmp_path_factory, prefect_server):
     params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
     params["data"]["sensitive"] = ["sex", "age_group"]  # foreign workers: 4 % of traffic, minutes to judge
     params["rollout"] |= ROLLOUT
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    (project / "data").mkdir()
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
-    env = steward_env(project, api_url=prefect_server, extra={"BENTOML_HOME": str(project / ".steward/bentoml")})
-    setup = run([sys.executable, "-m", "scripts.rollout_fixture"], cwd=PROJECT_DIR, env=env, timeout=300)
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    refs = json.loads(setup.stdout.strip().splitlines()[-1])
+    env, refs = build(project, params=params, env=steward_env(project, api_url=prefect_server))
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log") as service:
         yield {
@@ -156,7 +147,7 @@ def test_a_service_killed_mid_traffic_loses_only_its_last_flush_interval(live):
         while len(traffic.tally.acknowledged) < 100 and time.monotonic() < deadline:
             time.sleep(0.1)
         killed_at = time.time()
-        os.killpg(service.pid, signal.SIGKILL)
+        service.kill()
         tally = traffic.stop()
     acknowledged = [(rid, t) for rid, t in tally.acknowledged if t <= killed_at]
     assert len(acknowledged) >= 100, tally
@@ -179,3 +170,25 @@ def test_a_canary_that_raises_is_taken_out_at_once_and_production_answers(live):
     assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
     record = Ledger(live["engine"]).records(subject=ref, actions=(ROLLBACK,))[-1]
     assert record.actor == "steward-serving" and "circuit breaker" in record.payload["reason"]
+
+
+def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decision(live):
+    threshold = yaml.safe_load((live["project"] / "params.yaml").read_text())["evaluate"]["threshold"]
+    flipped = 0
+    with httpx.Client(base_url=live["url"], headers={"X-Client-Id": "explain"}, timeout=30) as client:
+        for body, _ in _ordinary(61)[:12]:
+            answer = client.post("/explain", json=body)
+            assert answer.status_code == 200, answer.text
+            explained = answer.json()
+            assert explained["reasons"] and not PROTECTED & {r["feature"] for r in explained["reasons"]}
+            counterfactual = explained["counterfactual"]
+            if counterfactual is None:
+                continue
+            changed = {c["feature"] for c in counterfactual["changes"]}
+            assert changed and not changed & PROTECTED
+            again = client.post("/explain", json=body | {c["feature"]: c["to"] for c in counterfactual["changes"]})
+            before, after = explained["probability"], again.json()["probability"]
+            assert (before >= threshold) != (after >= threshold), (body, counterfactual, after)
+            assert after == pytest.approx(counterfactual["probability"], abs=1e-6)
+            flipped += 1
+    assert flipped >= 6

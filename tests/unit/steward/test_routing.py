@@ -6,7 +6,7 @@ from scripts.serving_fixture import WALK, sign_off
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.registry import Registry, RegistryError, State
-from steward.routing import Routing, RoutingTable, bucket, newest
+from steward.routing import Rollouts, Routing, RoutingTable, bucket, newest
 
 
 def _model_in(registry, ledger, state, *, name="m"):
@@ -108,3 +108,72 @@ def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
         routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0})
         with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; m:v1 is candidate"):
             RoutingTable(engine, Ledger(engine)).set(routing, actor="anyone", reason="try")
+
+
+@pytest.fixture
+def moves(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
+    return Rollouts(engine, Ledger(engine))
+
+
+def _approved(moves, name="m"):
+    return _model_in(moves.registry, moves.ledger, State.APPROVED, name=name)
+
+
+def test_a_first_model_walks_to_production_and_a_second_retires_it_after_shadow_and_canary(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    assert moves.table.get().production == first and moves.registry.get(first).state is State.PRODUCTION
+    moves.to_shadow(second, actor="t")
+    assert moves.table.get().shadow == second
+    moves.to_canary(second, 0.2, actor="t")
+    routing = moves.table.get()
+    assert (routing.canary, routing.canary_weight, routing.shadow) == (second, 0.2, None)
+    moves.to_canary(second, 0.5, actor="t")  # a later weight: the state stays canary
+    moves.promote(second, actor="t", reason="passed")
+    routing = moves.table.get()
+    assert (routing.production, routing.canary, routing.canary_weight) == (second, None, 0.0)
+    assert moves.registry.get(first).state is State.RETIRED
+    assert moves.registry.get(second).state is State.PRODUCTION
+
+
+def test_withdraw_takes_the_canary_out_first_and_records_the_rollback_about_it(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    moves.to_canary(second, 0.2, actor="t")
+    done = moves.withdraw(second, actor="t", reason="breach")
+    assert (done.production, done.canary, done.canary_weight) == (first, None, 0.0)
+    assert moves.registry.get(second).state is State.ROLLED_BACK
+    record = moves.ledger.records(subject=second, actions=("rollback",))[-1]
+    assert record.payload["before"]["canary"] == second and record.payload["reason"] == "breach"
+    again = moves.withdraw(second, actor="t", reason="again")  # a second call finds it done
+    assert again.revision == done.revision
+
+
+def test_the_kill_switch_pulls_the_canary_then_production(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    moves.to_canary(second, 0.2, actor="t")
+    pulled, done = moves.kill_switch(actor="t", reason="stop")
+    assert pulled == [second] and done.production == first and done.mode == "serve"
+    pulled, done = moves.kill_switch(actor="t", reason="stop everything")
+    assert pulled == [first] and done.production is None and done.mode == "refuse"
+    assert moves.registry.get(first).state is State.ROLLED_BACK
+
+
+def test_an_unapproved_model_cannot_enter_shadow(moves):
+    candidate = moves.registry.register(
+        name="m",
+        model_tag="m:t",
+        model_md5="x",
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+    ).ref
+    with pytest.raises(RegistryError):
+        moves.to_shadow(candidate, actor="t")
+    assert moves.table.get().shadow is None
