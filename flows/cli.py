@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import typer
 
-from flows import cli_governance, cli_lifecycle, cli_server, cli_serving
+from flows import cli_governance, cli_lifecycle, cli_review, cli_server, cli_serving
 
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
 app.add_typer(server_app, name="server")
 ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals and transitions.")
 app.add_typer(ledger_app, name="ledger")
+review_app = typer.Typer(help="Referred and contested decisions, for a person to resolve.")
+app.add_typer(review_app, name="review")
 
 for command in (
     cli_lifecycle.train,
@@ -38,6 +40,8 @@ server_app.command("start")(cli_server.server_start)
 server_app.command("stop")(cli_server.server_stop)
 ledger_app.command("verify")(cli_governance.ledger_verify)
 ledger_app.command("export")(cli_governance.ledger_export)
+review_app.command("list")(cli_review.review_list)
+review_app.command("resolve")(cli_review.review_resolve)
 
 
 def main() -> None:  # pragma: no cover - console entry point

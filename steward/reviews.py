@@ -1,17 +1,29 @@
-"""The review queue: decisions a person must look at (referrals from the review band, contested decisions)."""
+"""The review queue: decisions a person must look at (referrals from the review band, contested decisions).
+
+A person resolves a case with the decision that stands (approve or decline) and a note; the resolution and
+its `review.decision` ledger record are written in one transaction, and a case is resolved once. The
+resolutions are labels: what a person decided for that request, for monitoring and retraining to read.
+"""
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import DateTime, Engine, Integer, String, select
+from sqlalchemy import DateTime, Engine, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.ledger import REVIEW_DECISION, Ledger
 
 Kind = Literal["referral", "contest"]
+Outcome = Literal["approve", "decline"]
+UNKNOWN_CASE = "no review case {case}"
+ALREADY_RESOLVED = "case {case} was already resolved: {decision} by {reviewer} at {at}"
+NO_REVIEWER = "say who decides: a reviewer's name"
+NO_NOTE = "a resolution needs a note: what the reviewer saw (it goes to the ledger and to the applicant's file)"
 
 
 class ReviewRow(Base):
@@ -23,6 +35,27 @@ class ReviewRow(Base):
     reason: Mapped[str] = mapped_column(String(2000))
     status: Mapped[str] = mapped_column(String(12), default="open")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewDecisionRow(Base):
+    __tablename__ = "review_decisions"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("reviews.id"), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(12))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(String(2000))
+    resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    case: int
+    request_id: str
+    kind: str
+    decision: str
+    reviewer: str
+    note: str
+    resolved_at: datetime
 
 
 @dataclass(frozen=True)
@@ -51,3 +84,50 @@ class ReviewQueue:
             query = query.where(ReviewRow.status == status)
         with Session(self._engine) as session:
             return [Review(r.id, r.kind, r.request_id, r.reason, r.status) for r in session.scalars(query)]
+
+    def resolve(self, case: int, *, decision: Outcome, reviewer: str, note: str, ledger: Ledger) -> Resolution:
+        """Close `case` with the decision that stands; refuses an unknown or already resolved case."""
+        if not reviewer.strip():
+            raise ValueError(NO_REVIEWER)
+        if not note.strip():
+            raise ValueError(NO_NOTE)
+        with Session(self._engine) as session, session.begin():
+            ledger.lock(session)
+            row = session.get(ReviewRow, case)
+            if row is None:
+                raise ValueError(UNKNOWN_CASE.format(case=case))
+            done = session.get(ReviewDecisionRow, case)
+            if done is not None:
+                raise ValueError(
+                    ALREADY_RESOLVED.format(
+                        case=case, decision=done.decision, reviewer=done.reviewer, at=done.resolved_at
+                    )
+                )
+            now = datetime.now(UTC)
+            session.add(
+                ReviewDecisionRow(case_id=case, decision=decision, reviewer=reviewer, note=note, resolved_at=now)
+            )
+            row.status = "resolved"
+            ledger.append(
+                actor=reviewer,
+                action=REVIEW_DECISION,
+                subject=f"review:{case}",
+                payload={
+                    "case": case,
+                    "kind": row.kind,
+                    "request_id": row.request_id,
+                    "decision": decision,
+                    "note": note,
+                },
+                session=session,
+            )
+            return Resolution(case, row.request_id, row.kind, decision, reviewer, note, now)
+
+    def resolutions(self) -> builtins.list[Resolution]:
+        """Every resolved case: the labels monitoring and retraining read."""
+        query = select(ReviewRow, ReviewDecisionRow).join(ReviewDecisionRow, ReviewDecisionRow.case_id == ReviewRow.id)
+        with Session(self._engine) as session:
+            return [
+                Resolution(r.id, r.request_id, r.kind, d.decision, d.reviewer, d.note, d.resolved_at)
+                for r, d in session.execute(query.order_by(ReviewRow.id))
+            ]

@@ -514,16 +514,14 @@ def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuse
     }
     assert states[refs["canary"]] == states[refs["shadow"]] == "rolled_back"
 
-    again = subprocess.run(
-        [steward, "rollback", "--reason", "production misbehaves too"],
-        cwd=service["project"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert again.returncode == 0 and "decisions are refused" in again.stdout, again.stdout + again.stderr
+    # the same switch over HTTP: refused without the admin token (nothing pulled), pulled with it
+    body = {"reason": "production misbehaves too", "actor": "oncall-http"}
+    refused = httpx.post(f"{service['url']}/admin/rollback", json=body, headers={"X-Client-Id": "oncall"})
+    assert refused.status_code == 401 and service["table"].get().production == refs["production"]
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "oncall"}
+    again = httpx.post(f"{service['url']}/admin/rollback", json=body, headers=headers, timeout=30)
+    assert again.status_code == 200, again.text
+    assert again.json()["rolled_back"] == [refs["production"]] and again.json()["routing"]["mode"] == "refuse"
     deadline = time.monotonic() + 1.0
     while True:
         answer = httpx.post(
