@@ -1,0 +1,172 @@
+"""Monitoring a served model: reference statistics computed once at training, and a report over a window of
+the prediction log against them.
+
+The reference holds, for the model's input columns, what tasks/drift.py compares with (deciles and a
+sample of each numeric column, the frequencies of each categorical one); the same for the predicted
+probability; each sensitive group's approval and error rates on the held-out split under the service's own
+decision rule (approve: P(good) at least the threshold and outside the review band); and each feature's
+share of the mean absolute SHAP attribution.
+
+The report, per window: input drift per column, prediction drift, each group's approval rate against its
+reference (a breach when the difference passes `selection_gap` with at least `min_group_size` decisions),
+each group's error rate once outcomes have arrived (`error_gap`), attribution drift (the Jensen-Shannon
+distance between the two attribution-share vectors), and the window's p95 latency against
+`max_p95_latency_ms`. Every breach is named in `breaches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+
+from tasks.drift import Thresholds, column_drift, drift, reference
+
+PROBABILITY = "probability"
+NO_OUTCOMES = "no outcomes yet"
+FEW = "{n} decision(s), fewer than {minimum}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What counts as a breach (params.yaml `monitor`)."""
+
+    drift: Thresholds = field(default_factory=Thresholds)
+    prediction_psi: float = 0.2
+    selection_gap: float = 0.1
+    error_gap: float = 0.1
+    attribution_js: float = 0.1
+    max_p95_latency_ms: float = 250.0
+    min_group_size: int = 50
+
+
+def approvals(probability: np.ndarray, *, threshold: float, band: tuple[float, float]) -> np.ndarray:
+    """The service's decision rule: approve when P(good) >= threshold and outside the review band."""
+    low, high = band
+    return (probability >= threshold) & ~((probability >= low) & (probability < high))
+
+
+def build_reference(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    probability: np.ndarray,
+    *,
+    inputs: Sequence[str],
+    sensitive: Sequence[str],
+    label: pd.Series,
+    threshold: float,
+    band: tuple[float, float],
+    attributions: Mapping[str, float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The reference of one model: `probability` is its P(good) on `test`, `label` True where good."""
+    approved = approvals(np.asarray(probability), threshold=threshold, band=band)
+    good = np.asarray(label, dtype=bool)
+    groups: dict[str, dict[str, float]] = {}
+    for attribute in sensitive:
+        for value in sorted(test[attribute].astype(str).unique()):
+            member = (test[attribute].astype(str) == value).to_numpy()
+            groups[f"{attribute}={value}"] = {
+                "n": int(member.sum()),
+                "selection_rate": float(approved[member].mean()),
+                "error_rate": float((approved[member] != good[member]).mean()),
+            }
+    total = sum(abs(v) for v in attributions.values()) or 1.0
+    return {
+        "inputs": reference(train, list(inputs), seed=seed),
+        "prediction": reference(pd.DataFrame({PROBABILITY: probability}), [PROBABILITY], seed=seed)[PROBABILITY],
+        "groups": groups,
+        "attributions": {k: abs(v) / total for k, v in attributions.items()},
+        "threshold": threshold,
+        "band": list(band),
+    }
+
+
+def report(
+    window: pd.DataFrame,
+    ref: Mapping[str, Any],
+    *,
+    limits: Limits,
+    attributions: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The monitoring report of `window` (one row per served decision: the inputs, probability, decision,
+    outcome or None, latency_ms, and the sensitive attributes) against `ref`."""
+    breaches: list[str] = []
+    inputs = drift(window, ref["inputs"], thresholds=limits.drift)
+    breaches += [f"input drift: {d.column} {_stats(d.statistics)}" for d in inputs if d.drifted]
+    prediction = column_drift(
+        ref["prediction"], window[PROBABILITY], column=PROBABILITY, thresholds=Thresholds(psi=limits.prediction_psi)
+    )
+    if prediction.statistics["psi"] > limits.prediction_psi:
+        breaches.append(f"prediction drift: PSI {prediction.statistics['psi']:.3f} > {limits.prediction_psi}")
+    approved = (window["decision"] == "approve").to_numpy()
+    known = window["outcome"].notna().to_numpy()
+    good = (window["outcome"] == "good").to_numpy()
+    groups = []
+    for name, expected in ref["groups"].items():
+        attribute, _, value = name.partition("=")
+        if attribute not in window:
+            continue
+        member = (window[attribute].astype(str) == value).to_numpy()
+        row = _group(name, expected, approved[member], (approved != good)[member & known], limits)
+        breaches += row.pop("breaches")
+        groups.append(row)
+    attribution = None
+    if attributions is not None:
+        total = sum(abs(v) for v in attributions.values()) or 1.0
+        keys = sorted(set(ref["attributions"]) | set(attributions))
+        distance = float(
+            jensenshannon(
+                [ref["attributions"].get(k, 0.0) for k in keys],
+                [abs(attributions.get(k, 0.0)) / total for k in keys],
+                base=2,
+            )
+        )
+        attribution = {"js": distance, "drifted": distance > limits.attribution_js}
+        if attribution["drifted"]:
+            breaches.append(f"attribution drift: JS {distance:.3f} > {limits.attribution_js}")
+    p95 = float(np.percentile(window["latency_ms"], 95)) if len(window) else None
+    if p95 is not None and p95 > limits.max_p95_latency_ms:
+        breaches.append(f"latency: p95 {p95:.0f} ms > {limits.max_p95_latency_ms:.0f} ms")
+    return {
+        "n": len(window),
+        "outcomes": int(known.sum()),
+        "inputs": [asdict(d) for d in inputs],
+        "prediction": asdict(prediction),
+        "groups": groups,
+        "attribution": attribution,
+        "latency": {"p50_ms": float(np.percentile(window["latency_ms"], 50)) if len(window) else None, "p95_ms": p95},
+        "breaches": breaches,
+    }
+
+
+def _group(
+    name: str, expected: Mapping[str, float], approved: np.ndarray, wrong: np.ndarray, limits: Limits
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"group": name, "n": len(approved), "reference": dict(expected), "breaches": []}
+    if len(approved) < limits.min_group_size:
+        row["note"] = FEW.format(n=len(approved), minimum=limits.min_group_size)
+        return row
+    rate = float(approved.mean())
+    row["selection_rate"] = rate
+    if abs(rate - expected["selection_rate"]) > limits.selection_gap:
+        row["breaches"].append(
+            f"selection rate drift: {name} {rate:.3f} vs {expected['selection_rate']:.3f} at training"
+        )
+    row["with_outcome"] = len(wrong)
+    if len(wrong) >= limits.min_group_size:
+        error = float(wrong.mean())
+        row["error_rate"] = error
+        if abs(error - expected["error_rate"]) > limits.error_gap:
+            row["breaches"].append(f"error rate drift: {name} {error:.3f} vs {expected['error_rate']:.3f} at training")
+    else:
+        row["outcome_note"] = NO_OUTCOMES if not len(wrong) else FEW.format(n=len(wrong), minimum=limits.min_group_size)
+    return row
+
+
+def _stats(statistics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in statistics.items())
