@@ -209,6 +209,8 @@ class Steward:
         groups = {a: application[a] for a in data.protected if a in application}
         age = pd.Series([application[data.age_column]])
         groups[AGE_GROUP] = str(age_groups(age, threshold=data.age_threshold).iloc[0])
+        hidden = {*data.protected, data.id_column}
+        inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
             Decision(
                 request_id=request_id,
@@ -221,6 +223,7 @@ class Steward:
                 probability=round(probability, 6),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 groups=groups,
+                inputs=inputs,
             )
         )
 

@@ -31,6 +31,7 @@ from tasks.ingest import (
     validate_snapshot_task,
     version_snapshot_task,
 )
+from tasks.reference import REFERENCE_FILE
 from tasks.register import register_candidate_task
 from tasks.stage import git_revision, read_report
 
@@ -137,6 +138,7 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
         git_commit=git_revision(settings.project_dir),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         metrics={**read_report(layout.report("evaluate")).get("metrics", {}), "gate": gate.get("verdict")},
+        reference_file=layout / REFERENCE_FILE,
     )
     storage = Storage.from_settings(settings)
     model = act_on_verdict(model, gate, registry=registry, ledger=ledger, storage=storage, settings=settings)

@@ -265,6 +265,23 @@ class RolloutParams(Section):
         return self
 
 
+class MonitorParams(Section):
+    """Monitoring a served model (tasks/monitor.py, tasks/drift.py)."""
+
+    psi: float = Field(default=0.2, gt=0, description="A numeric input drifts above this population stability index.")
+    ks: float = Field(default=0.1, gt=0, lt=1, description="... or above this Kolmogorov-Smirnov statistic.")
+    js: float = Field(
+        default=0.1, gt=0, lt=1, description="A categorical input drifts above this Jensen-Shannon distance."
+    )
+    prediction_psi: float = Field(default=0.2, gt=0, description="Prediction drift: PSI of P(good).")
+    selection_gap: float = Field(default=0.1, gt=0, lt=1, description="A group's approval rate this far from training.")
+    error_gap: float = Field(default=0.1, gt=0, lt=1, description="A group's error rate this far from training.")
+    attribution_js: float = Field(default=0.1, gt=0, lt=1, description="SHAP attribution shares, JS distance.")
+    max_p95_latency_ms: float = Field(default=250.0, gt=0)
+    min_group_size: int = Field(default=50, ge=1, description="A group judged only with this many decisions.")
+    seed: int = 0
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -280,6 +297,7 @@ class Params(Section):
     governance: GovernanceParams = GovernanceParams()
     serve: ServeParams = ServeParams()
     rollout: RolloutParams = RolloutParams()
+    monitor: MonitorParams = MonitorParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

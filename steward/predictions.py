@@ -31,6 +31,16 @@ class OutcomeRow(Base):
     ts: Mapped[str] = mapped_column(String(40))
 
 
+class PredictionInputRow(Base):
+    """What the applicant sent, once per request (production's and the shadow's answers share it): the
+    model's inputs without the protected attributes, which live in `groups`. Monitoring reads it."""
+
+    __tablename__ = "prediction_inputs"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class PredictionRow(Base):
     __tablename__ = "predictions"
 
@@ -61,6 +71,7 @@ class Decision:
     probability: float
     latency_ms: float
     groups: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # the request's non-protected fields (not the shadow's)
 
 
 def batch_digest(decisions: list[Decision]) -> str:
@@ -131,7 +142,12 @@ class PredictionLog:
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             number = (session.scalar(select(func.max(PredictionRow.batch))) or 0) + 1
-            session.add_all(PredictionRow(**asdict(d), batch=number) for d in decisions)
+            for d in decisions:
+                row = asdict(d)
+                inputs = row.pop("inputs")
+                session.add(PredictionRow(**row, batch=number))
+                if inputs:
+                    session.merge(PredictionInputRow(request_id=d.request_id, inputs=inputs))
             return self._ledger.append(
                 actor=LOG_ACTOR,
                 action=DECISIONS_BATCH,
@@ -168,9 +184,20 @@ class PredictionLog:
 
 def batch_rows(engine: Engine, batch: int) -> list[Decision]:
     """The decisions of one written batch (to re-check its digest against the ledger)."""
+    query = (
+        select(PredictionRow, PredictionInputRow.inputs)
+        .outerjoin(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
+        .where(PredictionRow.batch == batch)
+    )
+    fields = [name for name in Decision.__dataclass_fields__ if name != "inputs"]
     with Session(engine) as session:
-        rows = session.scalars(select(PredictionRow).where(PredictionRow.batch == batch))
-        return [Decision(**{name: getattr(row, name) for name in Decision.__dataclass_fields__}) for row in rows]
+        return [
+            Decision(
+                **{name: getattr(row, name) for name in fields},
+                inputs=(inputs or {}) if row.role != "shadow" else {},
+            )
+            for row, inputs in session.execute(query)
+        ]
 
 
 def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:
@@ -198,3 +225,34 @@ def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFram
         ]
     columns = ["request_id", "role", "ts", "model", "decision", "probability", "latency_ms", "outcome"]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+
+
+def served_window(engine: Engine, *, model: str, since: str = "", until: str = "9999") -> pd.DataFrame:
+    """The decisions `model` served (production or canary) in [since, until), with what each applicant sent,
+    the outcome where known, and the group attributes: one row per decision (what monitoring reads)."""
+    query = (
+        select(PredictionRow, PredictionInputRow.inputs, OutcomeRow.outcome)
+        .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
+        .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
+        .where(
+            PredictionRow.model == model,
+            PredictionRow.role != "shadow",
+            PredictionRow.ts >= since,
+            PredictionRow.ts < until,
+        )
+    )
+    with Session(engine) as session:
+        rows = [
+            {
+                **inputs,
+                **{k: str(v) for k, v in (row.groups or {}).items()},
+                "request_id": row.request_id,
+                "ts": row.ts,
+                "decision": row.decision,
+                "probability": row.probability,
+                "latency_ms": row.latency_ms,
+                "outcome": outcome,
+            }
+            for row, inputs, outcome in session.execute(query)
+        ]
+    return pd.DataFrame(rows)

@@ -1,11 +1,5 @@
-"""Monitoring a served model: reference statistics computed once at training, and a report over a window of
-the prediction log against them.
-
-The reference holds, for the model's input columns, what tasks/drift.py compares with (deciles and a
-sample of each numeric column, the frequencies of each categorical one); the same for the predicted
-probability; each sensitive group's approval and error rates on the held-out split under the service's own
-decision rule (approve: P(good) at least the threshold and outside the review band); and each feature's
-share of the mean absolute SHAP attribution.
+"""Monitoring a served model: a report over a window of the prediction log against the model's reference
+(tasks/reference.py, computed once at training and stored with the model).
 
 The report, per window: input drift per column, prediction drift, each group's approval rate against its
 reference (a breach when the difference passes `selection_gap` with at least `min_group_size` decisions),
@@ -16,7 +10,7 @@ distance between the two attribution-share vectors), and the window's p95 latenc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,9 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from tasks.drift import Thresholds, column_drift, drift, reference
+from tasks.drift import Thresholds, column_drift, drift
+from tasks.reference import PROBABILITY
 
-PROBABILITY = "probability"
 NO_OUTCOMES = "no outcomes yet"
 FEW = "{n} decision(s), fewer than {minimum}"
 
@@ -42,48 +36,6 @@ class Limits:
     attribution_js: float = 0.1
     max_p95_latency_ms: float = 250.0
     min_group_size: int = 50
-
-
-def approvals(probability: np.ndarray, *, threshold: float, band: tuple[float, float]) -> np.ndarray:
-    """The service's decision rule: approve when P(good) >= threshold and outside the review band."""
-    low, high = band
-    return (probability >= threshold) & ~((probability >= low) & (probability < high))
-
-
-def build_reference(
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    probability: np.ndarray,
-    *,
-    inputs: Sequence[str],
-    sensitive: Sequence[str],
-    label: pd.Series,
-    threshold: float,
-    band: tuple[float, float],
-    attributions: Mapping[str, float],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The reference of one model: `probability` is its P(good) on `test`, `label` True where good."""
-    approved = approvals(np.asarray(probability), threshold=threshold, band=band)
-    good = np.asarray(label, dtype=bool)
-    groups: dict[str, dict[str, float]] = {}
-    for attribute in sensitive:
-        for value in sorted(test[attribute].astype(str).unique()):
-            member = (test[attribute].astype(str) == value).to_numpy()
-            groups[f"{attribute}={value}"] = {
-                "n": int(member.sum()),
-                "selection_rate": float(approved[member].mean()),
-                "error_rate": float((approved[member] != good[member]).mean()),
-            }
-    total = sum(abs(v) for v in attributions.values()) or 1.0
-    return {
-        "inputs": reference(train, list(inputs), seed=seed),
-        "prediction": reference(pd.DataFrame({PROBABILITY: probability}), [PROBABILITY], seed=seed)[PROBABILITY],
-        "groups": groups,
-        "attributions": {k: abs(v) / total for k, v in attributions.items()},
-        "threshold": threshold,
-        "band": list(band),
-    }
 
 
 def report(

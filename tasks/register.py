@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,29 @@ def lineage_labels(
     }
 
 
-def save_to_model_store(model: Any, *, name: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
-    """Save a scikit-learn model in the BentoML store (BENTOML_HOME); returns its pinned tag."""
+def save_to_model_store(
+    model: Any,
+    *,
+    name: str,
+    labels: dict[str, str],
+    metadata: dict[str, Any],
+    reference: dict[str, Any] | None = None,
+) -> str:
+    """Save a scikit-learn model in the BentoML store (BENTOML_HOME), with its monitoring `reference` as a
+    custom object if given; returns its pinned tag."""
     import bentoml
 
-    saved = bentoml.sklearn.save_model(name, model, labels=labels, metadata=metadata)
+    objects = {"reference": reference} if reference is not None else None
+    saved = bentoml.sklearn.save_model(name, model, labels=labels, metadata=metadata, custom_objects=objects)
     return str(saved.tag)
+
+
+def stored_reference(model_tag: str) -> dict[str, Any] | None:
+    """The monitoring reference stored with a model (None for a model saved without one)."""
+    import bentoml
+
+    reference = bentoml.models.get(model_tag).custom_objects.get("reference")
+    return dict(reference) if reference is not None else None
 
 
 def register_candidate(
@@ -42,8 +60,10 @@ def register_candidate(
     git_commit: str | None,
     flow_run_id: str | None,
     metrics: dict[str, Any],
+    reference_file: Path | None = None,
 ) -> ModelVersion:
-    """Store the model with its lineage and enter it in the registry as a candidate.
+    """Store the model with its lineage (and its monitoring reference, if the file is given) and enter it in
+    the registry as a candidate.
 
     The same model bytes trained on the same data are registered once: a re-run that changed
     nothing returns the existing version.
@@ -54,7 +74,8 @@ def register_candidate(
     if existing is not None:
         return existing
     labels = lineage_labels(data_md5=data_md5, params_hash=params_hash, git_commit=git_commit, flow_run_id=flow_run_id)
-    tag = save_to_model_store(joblib.load(model_file), name=name, labels=labels, metadata=metrics)
+    reference = json.loads(reference_file.read_text()) if reference_file and reference_file.is_file() else None
+    tag = save_to_model_store(joblib.load(model_file), name=name, labels=labels, metadata=metrics, reference=reference)
     return registry.register(
         name=name,
         model_tag=tag,

@@ -89,3 +89,21 @@ def test_a_served_decision_is_known_before_and_after_its_batch_is_written_and_ke
     assert log.served("r0007") and not log.served("r0008") and not log.served("nope")
     assert log.record_outcome("r0007", "bad", ts="t1") == "bad"
     assert log.record_outcome("r0007", "good", ts="t2") == "bad"
+
+
+def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engine):
+    from steward.predictions import served_window
+
+    ledger = Ledger(engine)
+    log = PredictionLog(engine, ledger)
+    sent = {"duration_months": 12, "purpose": "education"}
+    log.add(Decision(**{**asdict(_decision(1)), "inputs": sent}))
+    log.add(_decision(1, role="shadow"))
+    record = log.flush()
+    rows = batch_rows(engine, 1)
+    assert {d.role: d.inputs for d in rows} == {"production": sent, "shadow": {}}
+    assert record.payload["digest"] == batch_digest(rows)
+    window = served_window(engine, model="credit-risk:v1")
+    assert window[["duration_months", "purpose", "sex", "decision"]].to_dict("records") == [
+        {"duration_months": 12, "purpose": "education", "sex": "female", "decision": "approve"}
+    ]

@@ -8,7 +8,8 @@ import pytest
 
 from steward.params import Params
 from tasks.features import LABEL, to_feature_frame
-from tasks.monitor import Limits, approvals, build_reference, report
+from tasks.monitor import Limits, report
+from tasks.reference import approvals, build_reference
 from tasks.synthetic import generate_applications
 from tasks.train import fit
 
