@@ -33,6 +33,7 @@ for command in (
     cli_serving.rollout,
     cli_serving.rollback,
     cli_serving.status,
+    cli_serving.monitor,
 ):
     app.command()(command)
 

@@ -122,3 +122,64 @@ def _group(
 
 def _stats(statistics: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in statistics.items())
+
+
+def limits_of(monitor: Any) -> Limits:
+    """Limits from params.yaml's `monitor` section."""
+    return Limits(
+        drift=Thresholds(psi=monitor.psi, ks=monitor.ks, js=monitor.js),
+        prediction_psi=monitor.prediction_psi,
+        selection_gap=monitor.selection_gap,
+        error_gap=monitor.error_gap,
+        attribution_js=monitor.attribution_js,
+        max_p95_latency_ms=monitor.max_p95_latency_ms,
+        min_group_size=monitor.min_group_size,
+    )
+
+
+def mean_attributions(model: Any, rows: pd.DataFrame, *, background: pd.DataFrame | None) -> dict[str, float]:
+    """Each column's mean absolute SHAP attribution over `rows` (summed back from the encoded columns)."""
+    from tasks.explain import aggregate, build_explainer, encoded_sources, explain_rows
+
+    explainer = build_explainer(model, background=background if background is not None else rows)
+    attribution = explain_rows(model, rows, explainer=explainer)
+    summed = aggregate(attribution.values, encoded_sources(model[0]))
+    return {str(k): float(v) for k, v in summed.abs().mean().items()}
+
+
+def page(found: Mapping[str, Any], *, title: str) -> str:
+    """The report as one offline HTML page: the breaches, then plots of input drift and group rates."""
+    import base64
+    import html
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    columns = [d["column"] for d in found["inputs"]]
+    scores = [
+        max(d["statistics"].get("psi", 0.0), d["statistics"].get("ks", 0.0), d["statistics"].get("js", 0.0))
+        for d in found["inputs"]
+    ]
+    left.barh(columns, scores, color=["#c0392b" if d["drifted"] else "#7f8c8d" for d in found["inputs"]])
+    left.set_title("input drift (largest statistic; red: drifted)")
+    groups = [g for g in found["groups"] if "selection_rate" in g]
+    names = [g["group"] for g in groups]
+    positions = np.arange(len(names))
+    right.barh(positions - 0.2, [g["reference"]["selection_rate"] for g in groups], height=0.4, label="training")
+    right.barh(positions + 0.2, [g["selection_rate"] for g in groups], height=0.4, label="window")
+    right.set_yticks(positions, names)
+    right.set_title("approval rate by group")
+    right.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    breaches = "".join(f"<li>{html.escape(b)}</li>" for b in found["breaches"]) or "<li>none</li>"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{found['n']} decisions, {found['outcomes']} with outcomes; "
+        f"p95 latency {found['latency']['p95_ms'] or 0:.0f} ms</p><h2>Breaches</h2><ul>{breaches}</ul>"
+        f"<img alt='input drift and approval rates by group' src='data:image/png;base64,{image}'></body></html>"
+    )

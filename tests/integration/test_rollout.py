@@ -4,11 +4,12 @@ shortcut, meeting a student-loan campaign) is rolled back by the canary analysis
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -192,3 +193,33 @@ def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decisi
             assert after == pytest.approx(counterfactual["probability"], abs=1e-6)
             flipped += 1
     assert flipped >= 6
+
+
+def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(live):
+    steward = str(BIN / "steward")
+    production = RoutingTable(live["engine"], Ledger(live["engine"])).get().production
+    verdicts = {}
+    for name, requests in (
+        ("ordinary", _ordinary(71)),
+        ("drifted", requests_of(generate_applications(3000, seed=72, drift=1.0))),
+    ):
+        since = datetime.now(UTC).isoformat(timespec="microseconds")
+        traffic = Traffic(live["url"], requests, threads=4, limit=1000).start()
+        assert traffic.wait(180)
+        assert traffic.stop().failed == 0
+        time.sleep(0.5)  # the log's batch interval
+        verdicts[name] = run([steward, "monitor", "--since", since], cwd=live["project"], env=live["env"], timeout=300)
+    ordinary, drifted = verdicts["ordinary"], verdicts["drifted"]
+    assert ordinary.returncode == 0, ordinary.stdout + ordinary.stderr
+    assert drifted.returncode == 4 and "breach: input drift: credit_amount" in drifted.stdout, drifted.stdout
+    reports = sorted((live["project"] / "reports").glob("monitor-*.json"))
+    assert len(reports) == 2 and (live["project"] / "reports" / f"{reports[-1].stem}.html").is_file()
+    found = json.loads(reports[-1].read_text())
+    assert found["model"] == production and found["n"] == 1000
+    body = {
+        "filter": {"event": {"name": ["steward.monitor.breach"]}, "resource": {"id": [f"steward.model.{production}"]}}
+    }
+    deadline = time.monotonic() + 30
+    while not httpx.post(f"{live['api']}/events/filter", json=body, timeout=10).json()["events"]:
+        assert time.monotonic() < deadline, "no steward.monitor.breach event"
+        time.sleep(1)

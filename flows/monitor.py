@@ -1,0 +1,89 @@
+"""The monitoring flow: a window of the prediction log for a served model against the reference stored with
+it at training (tasks/monitor.py). It writes reports/monitor-<time>.json and .html and a Prefect artifact,
+and emits `steward.monitor.breach` (resource: the model) when anything breaches, for an automation to act on.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from steward.db import make_engine
+from steward.layout import Layout
+from steward.ledger import Ledger
+from steward.params import load_params
+from steward.predictions import served_window
+from steward.registry import Registry
+from steward.routing import RoutingTable
+from steward.settings import Settings
+from tasks.artifacts import publish
+from tasks.monitor import limits_of, mean_attributions, page, report
+from tasks.register import stored_reference
+from tasks.signoff import resource
+
+NOTHING_SERVED = "no production model to monitor: name one with --model"
+NO_REFERENCE = "model {ref} was stored without a monitoring reference (registered before the reference stage)"
+SHAP_SAMPLE = 200  # rows of the window explained for attribution drift
+
+
+@task(name="monitor-window", cache_policy=NO_CACHE)
+def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> dict[str, Any]:
+    """The report of one window (see tasks/monitor.py), with the model's attributions on a sample of it."""
+    import bentoml
+
+    params = load_params(Layout(settings.project_dir).params_file)
+    engine = make_engine(settings.db_url)
+    version = Registry(engine).get(ref)
+    reference = stored_reference(version.model_tag)
+    if reference is None:
+        raise ValueError(NO_REFERENCE.format(ref=ref))
+    window = served_window(engine, model=ref, since=since, until=until)
+    if window.empty:
+        return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [], "note": "no decisions"}
+    model = bentoml.sklearn.load_model(version.model_tag)
+    sample = window.sample(n=min(SHAP_SAMPLE, len(window)), random_state=params.monitor.seed)
+    train = Layout(settings.project_dir).prepared_train
+    background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
+    attributions = mean_attributions(model, sample, background=background)
+    found = report(window, reference, limits=limits_of(params.monitor), attributions=attributions)
+    return {"model": ref, "since": since, "until": until, **found}
+
+
+@flow(name="monitor", flow_run_name="monitor {model}", log_prints=False)
+def monitor_flow(model: str | None = None, hours: float = 24.0, since: str | None = None) -> dict[str, Any]:
+    """Monitor `model` (default: production) over the last `hours`, or from `since` (ISO time)."""
+    settings = Settings()
+    logger = get_run_logger()
+    engine = make_engine(settings.db_url)
+    ref = model or RoutingTable(engine, Ledger(engine)).get().production
+    if not ref:
+        raise ValueError(NOTHING_SERVED)
+    now = datetime.now(UTC)
+    start = since or (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
+    found = monitor_window(ref, since=start, until=now.isoformat(timespec="microseconds"), settings=settings)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    reports = Layout(settings.project_dir) / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / f"monitor-{stamp}.json").write_text(json.dumps(found, indent=2, sort_keys=True, default=str) + "\n")
+    if found["n"]:
+        (reports / f"monitor-{stamp}.html").write_text(page(found, title=f"Monitoring {ref}, {start} to {stamp}"))
+    lines = [f"- {b}" for b in found["breaches"]] or ["- none"]
+    publish(
+        "monitor",
+        f"## {ref}: {found['n']} decisions since {start}\n\nBreaches:\n" + "\n".join(lines),
+        description=f"monitoring {ref}",
+    )
+    if found["breaches"]:
+        emit_event(
+            event="steward.monitor.breach",
+            resource=resource(ref),
+            payload={"breaches": found["breaches"], "report": f"reports/monitor-{stamp}.json", "n": found["n"]},
+        )
+    logger.info(f"{ref}: {found['n']} decisions, {len(found['breaches'])} breach(es)")
+    return found
