@@ -72,9 +72,9 @@ def main() -> None:
     from steward.registry import State
     from steward.routing import Rollouts
     from steward.settings import Settings
-    from tasks.features import LABEL, to_feature_frame
+    from tasks.features import to_feature_frame
     from tasks.monitor import mean_attributions
-    from tasks.reference import build_reference
+    from tasks.reference import reference_of
     from tasks.register import save_to_model_store
     from tasks.synthetic import generate_applications
     from tasks.train import fit
@@ -97,18 +97,8 @@ def main() -> None:
         reference = None
         if role != "broken":  # the monitoring reference, as the reference stage computes it at training
             test = to_feature_frame(generate_applications(5_000, seed=seed + 100, shortcut=shortcut), data=params.data)
-            inputs = list(model.feature_names_in_)
-            reference = build_reference(
-                frame,
-                test,
-                model.predict_proba(test[inputs])[:, 1],
-                inputs=inputs,
-                sensitive=list(params.data.sensitive),
-                label=test[LABEL] == 1,
-                threshold=params.evaluate.threshold,
-                band=params.serve.review_band,
-                attributions=mean_attributions(model, test.head(300), background=frame.head(300)),
-            )
+            attributions = mean_attributions(model, test.head(300), background=frame.head(300))
+            reference = reference_of(model, frame, test, params=params, attributions=attributions)
         tag = save_to_model_store(model, name="credit-risk", labels={"role": role}, metadata={}, reference=reference)
         version = moves.registry.register(
             name="credit-risk",

@@ -65,20 +65,19 @@ def build_reference(
     }
 
 
-def main() -> None:
-    """DVC stage `reference`: the candidate's monitoring reference, stored with it at registration."""
-    import joblib
-
+def reference_of(
+    model: Any,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    params: Any,
+    attributions: Mapping[str, float],
+) -> dict[str, Any]:
+    """The reference of a fitted pipeline on its feature frames (with the 0/1 label), as the stage builds it."""
     from tasks.features import LABEL
-    from tasks.stage import read_report, stage_context, write_json
 
-    ctx = stage_context()
-    layout, params = ctx.layout, ctx.params
-    model = joblib.load(layout.candidate_file)
-    train, test = pd.read_parquet(layout.prepared_train), pd.read_parquet(layout.prepared_test)
     inputs = list(model.feature_names_in_)
-    importance = read_report(layout.report("explain")).get("global_importance", [])
-    built = build_reference(
+    return build_reference(
         train,
         test,
         model.predict_proba(test[inputs])[:, 1],
@@ -87,11 +86,30 @@ def main() -> None:
         label=test[LABEL] == 1,
         threshold=params.evaluate.threshold,
         band=params.serve.review_band,
-        attributions={row["feature"]: row["mean_abs_shap"] for row in importance},
+        attributions=attributions,
         seed=params.monitor.seed,
     )
+
+
+def main() -> None:
+    """DVC stage `reference`: the candidate's monitoring reference, stored with it at registration."""
+    import joblib
+
+    from tasks.stage import read_report, stage_context, write_json
+
+    ctx = stage_context()
+    layout, params = ctx.layout, ctx.params
+    model = joblib.load(layout.candidate_file)
+    importance = read_report(layout.report("explain")).get("global_importance", [])
+    built = reference_of(
+        model,
+        pd.read_parquet(layout.prepared_train),
+        pd.read_parquet(layout.prepared_test),
+        params=params,
+        attributions={row["feature"]: row["mean_abs_shap"] for row in importance},
+    )
     write_json(layout / REFERENCE_FILE, built)
-    print(f"reference: {len(inputs)} inputs, {len(built['groups'])} groups, {len(built['attributions'])} attributions")
+    print(f"reference: {len(built['inputs'])} inputs, {len(built['groups'])} groups")
 
 
 if __name__ == "__main__":

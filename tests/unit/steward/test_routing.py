@@ -27,6 +27,20 @@ def _model_in(registry, ledger, state, *, name="m"):
     return version.ref
 
 
+def _candidate(registry):
+    """A registered model nobody signed off."""
+    return registry.register(
+        name="m",
+        model_tag="m:t",
+        model_md5="x",
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+    ).ref
+
+
 @pytest.fixture
 def table(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
@@ -93,17 +107,7 @@ def test_impossible_routings_are_refused_and_change_nothing(table, routing, mess
 
 def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
-    registry = Registry(engine, ledger=Ledger(engine))
-    ref = registry.register(
-        name="m",
-        model_tag="m:t",
-        model_md5="x",
-        data_md5="d",
-        params_hash="p",
-        git_commit=None,
-        flow_run_id=None,
-        metrics={},
-    ).ref
+    ref = _candidate(Registry(engine, ledger=Ledger(engine)))
     for role in ("production", "canary", "shadow"):
         routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0})
         with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; m:v1 is candidate"):
@@ -164,16 +168,7 @@ def test_the_kill_switch_pulls_the_canary_then_production(moves):
 
 
 def test_an_unapproved_model_cannot_enter_shadow(moves):
-    candidate = moves.registry.register(
-        name="m",
-        model_tag="m:t",
-        model_md5="x",
-        data_md5="d",
-        params_hash="p",
-        git_commit=None,
-        flow_run_id=None,
-        metrics={},
-    ).ref
+    candidate = _candidate(moves.registry)
     with pytest.raises(RegistryError):
         moves.to_shadow(candidate, actor="t")
     assert moves.table.get().shadow is None
