@@ -22,6 +22,7 @@ app.add_typer(review_app, name="review")
 
 for command in (
     cli_lifecycle.train,
+    cli_lifecycle.retrain,
     cli_lifecycle.run,
     cli_lifecycle.ingest,
     cli_lifecycle.models,

@@ -65,6 +65,30 @@ def train(
     _report_verdict(result)
 
 
+def retrain(
+    reason: str = typer.Option(..., "--reason", help="Why retrain now: recorded in the ledger."),
+    data: str | None = typer.Option(
+        None, "--data", help="The new snapshot: a path or s3:// URI (default: the current one)."
+    ),
+    author: str | None = typer.Option(
+        None, "--author", help="Who starts this run (may not approve it); default STEWARD_USER or the OS user."
+    ),
+) -> None:
+    """Retrain on a new snapshot plus the outcomes from /feedback and the review decisions, through every gate
+    and the sign-off (the same exits as `steward train`)."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    settings = Settings()
+    _environment(settings, server=True)
+    from flows.retrain import retrain_flow
+
+    try:
+        result = retrain_flow(reason=reason, data=data, author=author)
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    _report_verdict(result)
+
+
 def run() -> None:
     """The whole lifecycle on generated data: train, audit, gate and sign off three candidates, serve, roll out.
 

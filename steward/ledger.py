@@ -36,6 +36,7 @@ Action = Literal[
     "rollout.analysis",
     "rollback",
     "review.decision",
+    "retrain.requested",
     "decisions.batch",
 ]
 GATE_VERDICT: Final = "gate.verdict"
@@ -51,6 +52,7 @@ ROLLOUT_STEP: Final = "rollout.step"
 ROLLOUT_ANALYSIS: Final = "rollout.analysis"  # a rollout step's analysis: its ending, verdict and tests
 ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
+RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, by whom, on what data
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 

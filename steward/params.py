@@ -282,6 +282,14 @@ class MonitorParams(Section):
     seed: int = 0
 
 
+class RetrainParams(Section):
+    """What a retraining run adds to its snapshot (tasks/retrain.py)."""
+
+    review_labels: bool = Field(
+        default=True, description="Label resolved review cases without an outcome with the reviewer's decision."
+    )
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -298,6 +306,7 @@ class Params(Section):
     serve: ServeParams = ServeParams()
     rollout: RolloutParams = RolloutParams()
     monitor: MonitorParams = MonitorParams()
+    retrain: RetrainParams = RetrainParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
