@@ -80,9 +80,11 @@ def monitor_flow(model: str | None = None, hours: float = 24.0, since: str | Non
         description=f"monitoring {ref}",
     )
     if found["breaches"]:
+        routing = RoutingTable(engine, Ledger(engine)).get()
+        role = "canary" if ref == routing.canary else "production" if ref == routing.production else "other"
         emit_event(
             event="steward.monitor.breach",
-            resource=resource(ref),
+            resource={**resource(ref), "steward.role": role},  # the triggers in deployments/prefect.yaml match it
             payload={"breaches": found["breaches"], "report": f"reports/monitor-{stamp}.json", "n": found["n"]},
         )
     logger.info(f"{ref}: {found['n']} decisions, {len(found['breaches'])} breach(es)")

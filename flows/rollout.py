@@ -133,3 +133,19 @@ def _artifact(ref: str, name: str, step: StepResult, why: str) -> None:
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+@flow(name="rollback", flow_run_name="rollback {model}", log_prints=False)
+def rollback_flow(model: str, reason: str) -> dict[str, Any]:
+    """Take `model` out of routing if it is the canary or the shadow (a trigger runs this on a monitoring breach
+    of a canary); a production model is left serving, since only the kill switch takes production out."""
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    moves = Rollouts(engine, Ledger(engine))
+    routing = moves.table.get()
+    if model not in (routing.canary, routing.shadow):
+        get_run_logger().info(f"{model} is neither canary nor shadow now: nothing to roll back")
+        return {"model": model, "rolled_back": False, "routing": routing.as_dict()}
+    done = moves.withdraw(model, actor=ACTOR, reason=reason)
+    _event("steward.rollback", model, {"step": "monitoring", "ending": "breach", "reason": reason})
+    return {"model": model, "rolled_back": True, "routing": done.as_dict()}
