@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for integration tests: a Prefect server, moto_server (S3), and a project copy.
+"""Real servers on 127.0.0.1 for integration tests: a Prefect server, moto_server (S3), PostgreSQL, and a
+project copy.
 
 Each server is started once per session, polled for health with a bounded wait, and stopped by PID.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +70,55 @@ def project(tmp_path: Path) -> Path:
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "fixture"]):
         subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (this machine's binaries) on a free loopback port, trust auth for the role
+    `steward`, with databases `steward` and `prefect`; yields `127.0.0.1:PORT`. Run as root, the server runs as
+    the `postgres` user (PostgreSQL refuses root)."""
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"))  # Debian's packages keep them off PATH
+    path = os.pathsep.join([os.environ.get("PATH", ""), *map(str, debian)])
+    initdb, server = shutil.which("initdb", path=path), shutil.which("postgres", path=path)
+    if not (initdb and server):
+        message = "PostgreSQL binaries (initdb, postgres) not found: apt-get install postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="steward-pg-"))
+    root.chmod(0o755)  # the postgres user must reach it
+    as_user: list[str] = []
+    if os.getuid() == 0:
+        shutil.chown(root, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "steward", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [*as_user, server, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root)],
+        stdout=(root / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://steward@127.0.0.1:{port}/postgres", autocommit=True) as db:
+                    for name in ("steward", "prefect"):
+                        db.execute(f"CREATE DATABASE {name}")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_pid(process.pid)
+        shutil.rmtree(root, ignore_errors=True)
