@@ -111,23 +111,25 @@ def status() -> None:
 
 
 def monitor(
-    model: str | None = typer.Option(None, "--model", help="A model version (default: the production model)."),
+    model: str | None = typer.Option(None, "--model", help="A model version (default: production and any canary)."),
     hours: float = typer.Option(24.0, "--hours", help="The window: the last HOURS of the prediction log."),
     since: str | None = typer.Option(None, "--since", help="Or from this ISO time (UTC) until now."),
 ) -> None:
-    """Drift, group rates, error rates, attributions and latency of a window against the model's reference.
-    Writes reports/monitor-<time>.json and .html; exits 4 when anything breaches (a Prefect event too)."""
+    """Drift, group rates, error rates, attributions and latency of a window against each model's reference
+    (production and any canary). Writes reports/monitor-<time>.json and .html; exits 4 on a breach (and emits
+    a Prefect event)."""
     settings = Settings()
     _environment(settings, server=True)
     from flows.monitor import monitor_flow
 
     try:
-        found = monitor_flow(model=model, hours=hours, since=since)
+        reports = monitor_flow(model=model, hours=hours, since=since)
     except _user_errors() as exc:
         _fail(exc)
         return
-    console.print(f"{found['model']}: {found['n']} decisions since {found['since']}", highlight=False)
-    for breach in found["breaches"]:
-        console.print(f"  breach: {breach}", highlight=False, markup=False)
-    if found["breaches"]:
+    for found in reports:
+        console.print(f"{found['model']}: {found['n']} decisions since {found['since']}", highlight=False)
+        for breach in found["breaches"]:
+            console.print(f"  breach: {breach}", highlight=False, markup=False)
+    if any(found["breaches"] for found in reports):
         raise typer.Exit(code=4)

@@ -55,37 +55,62 @@ def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> d
     return {"model": ref, "since": since, "until": until, **found}
 
 
+def task_runner(params: Any) -> Any:
+    """The task runner `monitor.task_runner` asks for: Prefect's threads, or a local Dask cluster."""
+    if params.monitor.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(cluster_kwargs={"n_workers": params.monitor.dask_workers, "threads_per_worker": 1})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner()
+
+
 @flow(name="monitor", flow_run_name="monitor {model}", log_prints=False)
-def monitor_flow(model: str | None = None, hours: float = 24.0, since: str | None = None) -> dict[str, Any]:
-    """Monitor `model` (default: production) over the last `hours`, or from `since` (ISO time)."""
+def monitor_flow(model: str | None = None, hours: float = 24.0, since: str | None = None) -> list[dict[str, Any]]:
+    """Monitor `model` (default: production and, if there is one, the canary) over the last `hours`, or from
+    `since` (ISO time); the windows run on the task runner params.yaml names."""
     settings = Settings()
-    logger = get_run_logger()
+    params = load_params(Layout(settings.project_dir).params_file)
     engine = make_engine(settings.db_url)
-    ref = model or RoutingTable(engine, Ledger(engine)).get().production
-    if not ref:
+    routing = RoutingTable(engine, Ledger(engine)).get()
+    refs = [model] if model else [r for r in (routing.production, routing.canary) if r]
+    if not refs:
         raise ValueError(NOTHING_SERVED)
     now = datetime.now(UTC)
     start = since or (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
-    found = monitor_window(ref, since=start, until=now.isoformat(timespec="microseconds"), settings=settings)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    until = now.isoformat(timespec="microseconds")
+    windows = _windows.with_options(task_runner=task_runner(params))(refs, since=start, until=until, settings=settings)
+    return [_publish(found, routing=routing, settings=settings) for found in windows]
+
+
+@flow(name="monitor-windows", log_prints=False)
+def _windows(refs: list[str], *, since: str, until: str, settings: Settings) -> list[dict[str, Any]]:
+    futures = [monitor_window.submit(ref, since=since, until=until, settings=settings) for ref in refs]
+    return [future.result() for future in futures]
+
+
+def _publish(found: dict[str, Any], *, routing: Any, settings: Settings) -> dict[str, Any]:
+    """Write the report and its page, attach the artifact, and emit the breach event (with the model's role)."""
+    ref = found["model"]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     reports = Layout(settings.project_dir) / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"monitor-{stamp}.json").write_text(json.dumps(found, indent=2, sort_keys=True, default=str) + "\n")
     if found["n"]:
-        (reports / f"monitor-{stamp}.html").write_text(page(found, title=f"Monitoring {ref}, {start} to {stamp}"))
+        (reports / f"monitor-{stamp}.html").write_text(page(found, title=f"Monitoring {ref} from {found['since']}"))
     lines = [f"- {b}" for b in found["breaches"]] or ["- none"]
     publish(
         "monitor",
-        f"## {ref}: {found['n']} decisions since {start}\n\nBreaches:\n" + "\n".join(lines),
+        f"## {ref}: {found['n']} decisions since {found['since']}\n\nBreaches:\n" + "\n".join(lines),
         description=f"monitoring {ref}",
     )
     if found["breaches"]:
-        routing = RoutingTable(engine, Ledger(engine)).get()
         role = "canary" if ref == routing.canary else "production" if ref == routing.production else "other"
         emit_event(
             event="steward.monitor.breach",
             resource={**resource(ref), "steward.role": role},  # the triggers in deployments/prefect.yaml match it
             payload={"breaches": found["breaches"], "report": f"reports/monitor-{stamp}.json", "n": found["n"]},
         )
-    logger.info(f"{ref}: {found['n']} decisions, {len(found['breaches'])} breach(es)")
+    get_run_logger().info(f"{ref}: {found['n']} decisions, {len(found['breaches'])} breach(es)")
     return found

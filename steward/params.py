@@ -280,6 +280,10 @@ class MonitorParams(Section):
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
     min_group_size: int = Field(default=50, ge=1, description="A group judged only with this many decisions.")
     seed: int = 0
+    task_runner: Literal["thread", "dask"] = Field(
+        default="thread", description="dask: each model's window on a local Dask cluster (prefect-dask)."
+    )
+    dask_workers: int = Field(default=2, ge=1, le=64, description="Worker processes of that cluster.")
 
 
 class RetrainParams(Section):
