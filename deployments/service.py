@@ -30,7 +30,7 @@ from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
-from steward.predictions import Decision, PredictionLog
+from steward.predictions import ERROR, Decision, PredictionLog
 from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
@@ -156,15 +156,16 @@ class Steward:
         frame = _frame(application)
         role = routing.role_of(application["applicant_id"])
         chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        request_id = uuid.uuid4().hex
         try:
             probability, contributions = chosen.decide(frame)
         except Exception as error:
+            self._log(request_id, role, chosen, application, ERROR, 0.0, started)  # monitoring counts errors
             if role != "canary":
                 raise
             self._trip(routing, error)
             role, chosen = "production", self._load(routing.production)
             probability, contributions = chosen.decide(frame)
-        request_id = uuid.uuid4().hex
         decision = _decision(probability)
         reasons = reason_codes(
             contributions,

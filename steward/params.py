@@ -278,6 +278,7 @@ class MonitorParams(Section):
     error_gap: float = Field(default=0.1, gt=0, lt=1, description="A group's error rate this far from training.")
     attribution_js: float = Field(default=0.1, gt=0, lt=1, description="SHAP attribution shares, JS distance.")
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
+    max_error_rate: float = Field(default=0.01, ge=0, lt=1, description="Share of requests the model raised on.")
     min_group_size: int = Field(default=50, ge=1, description="A group judged only with this many decisions.")
     seed: int = 0
     task_runner: Literal["thread", "dask"] = Field(

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
 from steward.ledger import DECISIONS_BATCH, Ledger, Record, canonical_json
+from steward.reviews import ReviewQueue  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"
+ERROR = "error"  # the decision of a request the model raised on: logged for monitoring, never answered
 
 
 class OutcomeRow(Base):
@@ -107,11 +109,13 @@ class PredictionLog:
         Holds the write lock, so a batch is never between the buffer and the database while it looks."""
         with self._write_lock:
             with self._lock:
-                if any(d.request_id == request_id and d.role != "shadow" for d in self._buffer):
+                if any(d.request_id == request_id and d.role != "shadow" and d.decision != ERROR for d in self._buffer):
                     return True
             with Session(self._engine) as session:
                 query = select(PredictionRow.request_id).where(
-                    PredictionRow.request_id == request_id, PredictionRow.role != "shadow"
+                    PredictionRow.request_id == request_id,
+                    PredictionRow.role != "shadow",
+                    PredictionRow.decision != ERROR,
                 )
                 return session.scalar(query.limit(1)) is not None
 
@@ -229,7 +233,9 @@ def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFram
 
 def served_window(engine: Engine, *, model: str, since: str = "", until: str = "9999") -> pd.DataFrame:
     """The decisions `model` served (production or canary) in [since, until), with what each applicant sent,
-    the outcome where known, and the group attributes: one row per decision (what monitoring reads)."""
+    the outcome and the review decision where known, and the group attributes: one row per decision
+    (errors included, as decision `error`): what monitoring reads."""
+    reviewed = {r.request_id: r.decision for r in ReviewQueue(engine).resolutions()}
     query = (
         select(PredictionRow, PredictionInputRow.inputs, OutcomeRow.outcome)
         .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
@@ -252,6 +258,7 @@ def served_window(engine: Engine, *, model: str, since: str = "", until: str = "
                 "probability": row.probability,
                 "latency_ms": row.latency_ms,
                 "outcome": outcome,
+                "review": reviewed.get(row.request_id),  # a person's decision on a referred or contested case
             }
             for row, inputs, outcome in session.execute(query)
         ]

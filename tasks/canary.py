@@ -218,8 +218,9 @@ def analyse(
     missing = needed - set(log.columns)
     if missing:
         raise ValueError(NEEDS_COLUMNS.format(missing=sorted(missing)))
-    ours = log[(log["model"] == candidate) & (log["role"] == role)]
-    theirs = log[(log["model"] == reference) & (log["role"] == "production")]
+    answered = log[log["decision"] != "error"]  # errors are the circuit breaker's, never a rate's
+    ours = answered[(answered["model"] == candidate) & (answered["role"] == role)]
+    theirs = answered[(answered["model"] == reference) & (answered["role"] == "production")]
     groups = _groups(pd.concat([ours, theirs]), attributes)
     family = _family(groups, design)
     if not family:

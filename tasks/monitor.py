@@ -4,8 +4,10 @@
 The report, per window: input drift per column, prediction drift, each group's approval rate against its
 reference (a breach when the difference passes `selection_gap` with at least `min_group_size` decisions),
 each group's error rate once outcomes have arrived (`error_gap`), attribution drift (the Jensen-Shannon
-distance between the two attribution-share vectors), and the window's p95 latency against
-`max_p95_latency_ms`. Every breach is named in `breaches`.
+distance between the two attribution-share vectors), the share of requests the model raised on
+(`max_error_rate`), and the window's p95 latency against `max_p95_latency_ms`. What reviewers decided on
+the model's referred and contested decisions is reported per group (how many they approved, declined or
+overturned). Every breach is named in `breaches`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
+from steward.predictions import ERROR
 from tasks.drift import Thresholds, column_drift, drift
 from tasks.reference import PROBABILITY
 
@@ -35,6 +38,7 @@ class Limits:
     error_gap: float = 0.1
     attribution_js: float = 0.1
     max_p95_latency_ms: float = 250.0
+    max_error_rate: float = 0.01
     min_group_size: int = 50
 
 
@@ -55,16 +59,24 @@ def report(
     )
     if prediction.statistics["psi"] > limits.prediction_psi:
         breaches.append(f"prediction drift: PSI {prediction.statistics['psi']:.3f} > {limits.prediction_psi}")
-    approved = (window["decision"] == "approve").to_numpy()
-    known = window["outcome"].notna().to_numpy()
-    good = (window["outcome"] == "good").to_numpy()
+    failed = (window["decision"] == ERROR).to_numpy()
+    error_rate = float(failed.mean()) if len(window) else 0.0
+    if error_rate > limits.max_error_rate:
+        breaches.append(
+            f"errors: {failed.sum()} of {len(window)} requests ({error_rate:.2%}) > {limits.max_error_rate:.2%}"
+        )
+    answered = window[~failed]
+    approved = (answered["decision"] == "approve").to_numpy()
+    known = answered["outcome"].notna().to_numpy()
+    good = (answered["outcome"] == "good").to_numpy()
     groups = []
     for name, expected in ref["groups"].items():
         attribute, _, value = name.partition("=")
-        if attribute not in window:
+        if attribute not in answered:
             continue
-        member = (window[attribute].astype(str) == value).to_numpy()
+        member = (answered[attribute].astype(str) == value).to_numpy()
         row = _group(name, expected, approved[member], (approved != good)[member & known], limits)
+        row["reviews"] = _reviews(answered[member])
         breaches += row.pop("breaches")
         groups.append(row)
     attribution = None
@@ -86,7 +98,10 @@ def report(
         breaches.append(f"latency: p95 {p95:.0f} ms > {limits.max_p95_latency_ms:.0f} ms")
     return {
         "n": len(window),
+        "errors": int(failed.sum()),
+        "error_rate": error_rate,
         "outcomes": int(known.sum()),
+        "reviews": _reviews(answered),
         "inputs": [asdict(d) for d in inputs],
         "prediction": asdict(prediction),
         "groups": groups,
@@ -120,6 +135,22 @@ def _group(
     return row
 
 
+def _reviews(rows: pd.DataFrame) -> dict[str, int]:
+    """What people decided on this model's decisions: referred cases they approved or declined, and contested
+    decisions they overturned (the review decisions as monitoring labels)."""
+    if "review" not in rows:
+        return {"resolved": 0, "referred_approved": 0, "referred_declined": 0, "contested_overturned": 0}
+    resolved = rows[rows["review"].notna()]
+    referred = resolved[resolved["decision"] == "referred"]
+    contested = resolved[resolved["decision"] != "referred"]
+    return {
+        "resolved": len(resolved),
+        "referred_approved": int((referred["review"] == "approve").sum()),
+        "referred_declined": int((referred["review"] == "decline").sum()),
+        "contested_overturned": int((contested["review"] != contested["decision"]).sum()),
+    }
+
+
 def _stats(statistics: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in statistics.items())
 
@@ -133,6 +164,7 @@ def limits_of(monitor: Any) -> Limits:
         error_gap=monitor.error_gap,
         attribution_js=monitor.attribution_js,
         max_p95_latency_ms=monitor.max_p95_latency_ms,
+        max_error_rate=monitor.max_error_rate,
         min_group_size=monitor.min_group_size,
     )
 

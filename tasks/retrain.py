@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from steward.predictions import OutcomeRow, PredictionInputRow, PredictionRow
+from steward.predictions import ERROR, OutcomeRow, PredictionInputRow, PredictionRow
 from steward.reviews import ReviewQueue
 from tasks.datasets import GERMAN_COLUMNS
 
@@ -48,7 +48,7 @@ def served_rows(engine: Engine, *, review_labels: bool) -> tuple[pd.DataFrame, i
         select(PredictionRow, PredictionInputRow.inputs, OutcomeRow.outcome)
         .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
         .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
-        .where(PredictionRow.role != "shadow")
+        .where(PredictionRow.role != "shadow", PredictionRow.decision != ERROR)
     )
     reviewed = (
         {r.request_id: REVIEW_LABELS[r.decision] for r in ReviewQueue(engine).resolutions()} if review_labels else {}

@@ -172,6 +172,10 @@ def test_a_canary_that_raises_is_taken_out_at_once_and_production_answers(live):
     assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
     record = Ledger(live["engine"]).records(subject=ref, actions=(ROLLBACK,))[-1]
     assert record.actor == "steward-serving" and "circuit breaker" in record.payload["reason"]
+    time.sleep(0.5)  # the log's batch interval
+    with sqlite3.connect(live["project"] / ".steward/steward.db") as db:
+        errors = db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND decision = 'error'", (ref,))
+        assert errors.fetchone()[0] >= 1  # the failed attempt is logged for monitoring, never answered
 
 
 def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decision(live):

@@ -107,3 +107,11 @@ def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engi
     assert window[["duration_months", "purpose", "sex", "decision"]].to_dict("records") == [
         {"duration_months": 12, "purpose": "education", "sex": "female", "decision": "approve"}
     ]
+
+
+def test_an_error_is_logged_but_never_counts_as_a_served_decision(engine):
+    log = PredictionLog(engine, Ledger(engine))
+    log.add(Decision(**{**asdict(_decision(7)), "decision": "error", "probability": 0.0}))
+    assert not log.served("r0007")
+    log.flush()
+    assert not log.served("r0007") and [d.decision for d in batch_rows(engine, 1)] == ["error"]

@@ -111,3 +111,32 @@ def test_attribution_drift_and_slow_windows_are_breaches(model, ref):
     assert "latency: p95 400 ms > 250 ms" in found["breaches"]
     same = report(_served(model, 2_000, seed=8), ref, limits=Limits(), attributions=dict(ref["attributions"]))
     assert same["attribution"] == {"js": pytest.approx(0.0, abs=1e-9), "drifted": False}
+
+
+def test_errors_are_counted_apart_and_breach_past_their_limit(model, ref):
+    window = _served(model, 1_000, seed=9)
+    window.loc[:29, "decision"] = "error"  # 3 % of requests raised
+    found = report(window, ref, limits=Limits(max_error_rate=0.01))
+    assert (found["errors"], found["error_rate"]) == (30, pytest.approx(0.03))
+    assert "errors: 30 of 1000 requests (3.00%) > 1.00%" in found["breaches"]
+    men = next(g for g in found["groups"] if g["group"] == "sex=male")
+    answered = window.iloc[30:]
+    assert men["n"] == (answered["sex"] == "male").sum()  # rates are of answered requests only
+
+
+def test_review_decisions_are_reported_as_labels_per_group(model, ref):
+    window = _served(model, 1_000, seed=10).assign(review=None)
+    window.loc[0:3, "decision"] = "referred"
+    window.loc[0:1, "review"] = "approve"
+    window.loc[2:3, "review"] = "decline"
+    contested = window.index[window["decision"] == "decline"][:3]
+    window.loc[contested, "review"] = ["approve", "approve", "decline"]  # two overturned, one upheld
+    found = report(window, ref, limits=Limits())
+    assert found["reviews"] == {
+        "resolved": 7,
+        "referred_approved": 2,
+        "referred_declined": 2,
+        "contested_overturned": 2,
+    }
+    total = sum(g["reviews"]["resolved"] for g in found["groups"] if g["group"].startswith("sex="))
+    assert total == 7
