@@ -18,7 +18,7 @@ from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
-from steward.predictions import served_window
+from steward.predictions import ERROR, served_window
 from steward.registry import Registry
 from steward.routing import RoutingTable
 from steward.settings import Settings
@@ -46,11 +46,14 @@ def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> d
     window = served_window(engine, model=ref, since=since, until=until)
     if window.empty:
         return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [], "note": "no decisions"}
-    model = bentoml.sklearn.load_model(version.model_tag)
-    sample = window.sample(n=min(SHAP_SAMPLE, len(window)), random_state=params.monitor.seed)
-    train = Layout(settings.project_dir).prepared_train
-    background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
-    attributions = mean_attributions(model, sample, background=background)
+    answered = window[window["decision"] != ERROR]  # the model raised on the others: nothing to explain
+    attributions = None
+    if len(answered):
+        model = bentoml.sklearn.load_model(version.model_tag)
+        sample = answered.sample(n=min(SHAP_SAMPLE, len(answered)), random_state=params.monitor.seed)
+        train = Layout(settings.project_dir).prepared_train
+        background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
+        attributions = mean_attributions(model, sample, background=background)
     found = report(window, reference, limits=limits_of(params.monitor), attributions=attributions)
     return {"model": ref, "since": since, "until": until, **found}
 
