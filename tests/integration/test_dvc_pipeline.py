@@ -9,6 +9,7 @@ from support import BIN, run, steward_env
 pytestmark = pytest.mark.integration
 STAGES = ["validate", "prepare", "train", "evaluate"]
 AUDITS = {"data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document"}
+REFERENCE = "reference"  # the candidate's monitoring reference (tasks/reference.py)
 
 
 def _ingest_and_repro(project, env):
@@ -41,7 +42,8 @@ def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
     assert "Stage 'validate' didn't change" in done.stdout  # `steward ingest` ran it on the new snapshot
     for stage in STAGES[1:]:
         assert f"Running stage '{stage}'" in done.stdout
-    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGES) | AUDITS
+    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == set(STAGES) | AUDITS | {REFERENCE}
+    assert json.loads((project / "models/reference.json").read_text())["groups"]
     for report in ("data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document"):
         assert (project / f"reports/{report}.json").is_file(), report
     assert (project / "reports/evidence/index.html").is_file()
