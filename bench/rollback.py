@@ -6,7 +6,7 @@ and its unfair candidate (the education shortcut). Live traffic is the student-l
 `--proxy` of the young borrowing for education, chosen so the candidate approves the young at about half
 production's rate. Both rates are measured offline on 20,000 applications of that traffic, with the
 service's own decision rule (approve: P(good) >= 0.5 and outside the review band), which gives the
-effect (p0, p1) and the yardstick E1[N] (../shared/CANARY-STATISTICS.md).
+effect (p0, p1) and the yardstick, Wald's E1[N] (tasks/canary.expected_sample_size).
 
 Each run registers the candidate afresh, puts it in canary at `--weight`, and runs the rollout's watch
 (tasks/rollout.py, the analysis in params.yaml) until it breaches, then withdraws it as the flow does.

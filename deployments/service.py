@@ -93,8 +93,8 @@ class Steward:
         self.reviews = ReviewQueue(self.engine)
         self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
         self.models: dict[str, Loaded] = {}
-        self.routing = Routing(revision=-1)
-        self._refresh()
+        self.routing = Routing()
+        self._refresh(force=True)
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         threading.Thread(target=self._watch, name="routing-watch", daemon=True).start()
@@ -118,8 +118,9 @@ class Steward:
         frame = pd.read_parquet(path)
         return frame.sample(n=min(len(frame), _params.explain.background_size), random_state=_params.explain.seed)
 
-    def _refresh(self) -> None:
-        if newest(self.engine) == self.routing.revision:
+    def _refresh(self, *, force: bool = False) -> None:
+        """Take up the routing table's newest revision (`force`: re-read it even if the revision is known)."""
+        if not force and newest(self.engine) == self.routing.revision:
             return
         routing = self.table.get()
         for ref in (routing.production, routing.canary, routing.shadow):
@@ -303,8 +304,7 @@ class Steward:
     @bentoml.api(route="/admin/reload")
     def admin_reload(self) -> dict[str, Any]:
         """Re-read the routing table now and load any model it names (normally within 250 ms on its own)."""
-        self.routing = Routing(revision=-1)
-        self._refresh()
+        self._refresh(force=True)
         return self.routing.as_dict()
 
     @bentoml.api(route="/admin/rollback")
@@ -315,8 +315,7 @@ class Steward:
     ) -> dict[str, Any]:
         """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
         pulled, done = self.moves.kill_switch(actor=actor, reason=reason)
-        self.routing = Routing(revision=-1)
-        self._refresh()
+        self._refresh(force=True)
         return {"rolled_back": pulled, "routing": done.as_dict()}
 
     @bentoml.on_shutdown

@@ -45,7 +45,7 @@ def test_log_likelihood_ratio_is_the_binomial_log_likelihood_difference():
 
 
 def test_expected_sample_size_matches_the_worked_example():
-    # p0 0.70, p1 0.35, alpha = beta = 0.05: KL 0.260, E1[N] about 10 (../shared/CANARY-STATISTICS.md)
+    # p0 0.70, p1 0.35, alpha = beta = 0.05: KL(p1 || p0) 0.260, Wald's E1[N] about 10 decisions
     kl = 0.35 * math.log(0.35 / 0.70) + 0.65 * math.log(0.65 / 0.30)
     assert kl == pytest.approx(0.260, abs=1e-3)
     assert expected_sample_size(0.70, 0.35, alpha=0.05, beta=0.05) == pytest.approx(
