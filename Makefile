@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint mutate bench clean
 
 # The venv is rebuilt when the lock or pyproject changes. Exact versions come from requirements.lock.
 $(STAMP): requirements.lock pyproject.toml
@@ -33,6 +33,11 @@ test: install
 test-slow: install
 	bash scripts/pytest.sh tests -m slow
 
+# Mutation testing of the decision-critical modules (pyproject.toml [tool.mutmut]) → reports/mutation.md.
+# Not part of `make test`: a full run takes about N minutes on 2 cores; later runs only redo what changed.
+mutate: install
+	$(BIN)/python scripts/mutate.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check steward tasks flows deployments bench tests
@@ -53,4 +58,4 @@ bench: install $(EVIDENTLY)
 	$(BIN)/python bench/monitor.py
 
 clean:
-	rm -rf $(VENV) .bench .steward data/prepared models reports/data_docs
+	rm -rf $(VENV) .bench .steward data/prepared models reports/data_docs mutants

@@ -2,21 +2,33 @@
 
 A fairness figure passes only if the whole confidence interval is on the right side of the tier's
 threshold (the lower bound of the demographic parity ratio, the upper bound of the equalized odds
-difference), so a small or noisy sample cannot pass by luck. A figure that cannot be computed
-(fewer than two groups large enough) is listed as not assessable for the approver, not passed.
+difference), so a small or noisy sample cannot pass by luck, and the same two checks apply to every
+sensitive attribute and intersection the audit covers.
+
+A gate never passes on a figure it could not see. A figure the report leaves out (no AUC, no flip rate,
+an audited attribute or a summary missing, a report that is not there) fails the gate, named. Only a
+figure the report explains it could not compute (a note such as "fewer than two groups of 30+") is
+listed as not assessable for the approver, and if no fairness figure at all is assessable the gate
+fails too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from steward.params import GovernanceParams
 
 Bound = Literal["value", "ci_low", "ci_high"]
+Scope = Literal["auc", "fairness", "robustness", "proxies"]
+ALL_CHECKS: tuple[Scope, ...] = ("auc", "fairness", "robustness", "proxies")
 FAILED_LINE = "  - {check} [{where}]: {bound} {value} {op} {threshold} required"
+UNSEEN_LINE = "  - {check} [{where}]: {note}"
 NOT_ASSESSABLE_LINE = "  - {check} [{where}]: not assessable ({note})"
 NOTHING_ASSESSED = "no fairness figure could be assessed: a model nobody can vouch for does not pass"
+MISSING = "missing from the report: a gate never passes on a figure it could not see"
+MISSING_REPORT = "the {report} report is missing: a gate never passes on a figure it could not see"
 VERDICT_HEAD = "Gate ({tier} risk tier): {verdict}"
 
 
@@ -30,7 +42,7 @@ class Check:
     value: float | None
     threshold: float
     op: Literal[">=", "<="]
-    passed: bool | None  # None: the figure could not be computed
+    passed: bool | None  # None: the report says why the figure could not be computed (not assessable)
     note: str = ""
 
     @property
@@ -73,10 +85,12 @@ class Verdict:
                 check=c.check,
                 where=c.where,
                 bound=c.bound,
-                value=_fmt(c.value),
+                value=f"{c.value:.3f}",
                 op=c.op,
                 threshold=c.threshold,
             )
+            if c.value is not None
+            else UNSEEN_LINE.format(check=c.check, where=c.where, note=c.note)
             for c in self.failed
         ]
         lines += [
@@ -86,19 +100,15 @@ class Verdict:
         return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def _bounded(metric: dict[str, Any] | None, bound: Bound) -> tuple[float | None, str]:
-    """The value of a {"value", "ci", "note"} metric at a bound, with the note when it is missing."""
+    """The value of a {"value", "ci", "note"} metric at a bound, or None with the report's note ("" if none)."""
     if not metric:
-        return None, "missing from the report"
+        return None, ""
     if bound == "value":
-        return metric.get("value"), metric.get("note", "")
+        return metric.get("value"), metric.get("note") or ""
     ci = metric.get("ci")
     if ci is None:
-        return None, metric.get("note", "no confidence interval")
+        return None, metric.get("note") or ""
     return ci[0] if bound == "ci_low" else ci[1], ""
 
 
@@ -111,18 +121,16 @@ def _check(
     threshold: float,
     op: Literal[">=", "<="],
 ) -> Check:
+    """One threshold on one figure: a missing figure fails; one the report explains is not assessable."""
     value, note = _bounded(metric, bound)
-    passed = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-    return Check(
-        check=name,
-        attribute=attribute,
-        bound=bound,
-        value=value,
-        threshold=threshold,
-        op=op,
-        passed=passed,
-        note=note if value is None else "",
-    )
+    if value is None:
+        return Check(name, attribute, bound, None, threshold, op, passed=None if note else False, note=note or MISSING)
+    passed = value >= threshold if op == ">=" else value <= threshold
+    return Check(name, attribute, bound, value, threshold, op, passed=passed)
+
+
+def _missing_report(name: str, report: str) -> Check:
+    return Check(name, None, "value", None, 0.0, "<=", passed=False, note=MISSING_REPORT.format(report=report))
 
 
 def decide(
@@ -132,14 +140,69 @@ def decide(
     fairness: dict[str, Any],
     robustness: dict[str, Any] | None = None,
     explain: dict[str, Any] | None = None,
+    attributes: Sequence[str] = (),
+    checks: Collection[Scope] = ALL_CHECKS,
 ) -> Verdict:
-    """Apply the tier's thresholds to the reports; `fail` if any check fails."""
+    """Apply the tier's thresholds to the reports; `fail` if any check fails or any figure is missing.
+
+    Args:
+        attributes: the audited attributes and intersections the fairness report must cover
+            (`tasks.bootstrap.attribute_name` of each); one it leaves out fails.
+        checks: which parts of the policy to apply; the gate stage applies all of them (mitigation
+            compares fairness before robustness has run, so it asks for auc and fairness only).
+    """
     policy = governance.policy
-    auc = evaluation.get("metrics", {}).get("auc")
-    checks = [_check("auc", None, {"value": auc}, bound="value", threshold=policy.min_auc, op=">=")]
-    for attribute, audit in fairness.get("attributes", {}).items():
-        summary = audit.get("summary", {})
-        checks.append(
+    found: list[Check] = []
+    if "auc" in checks:
+        auc = evaluation.get("metrics", {}).get("auc")
+        found.append(_check("auc", None, {"value": auc}, bound="value", threshold=policy.min_auc, op=">="))
+    if "fairness" in checks:
+        found += _fairness_checks(governance, fairness, attributes)
+    if "robustness" in checks:
+        if robustness is None:
+            found.append(_missing_report("perturbation_flip_rate", "robustness"))
+        else:
+            flip = robustness.get("perturbation", {}).get("flip_rate")
+            found.append(
+                _check(
+                    "perturbation_flip_rate",
+                    None,
+                    {"value": flip},
+                    bound="value",
+                    threshold=policy.max_robustness_flip_rate,
+                    op="<=",
+                )
+            )
+    if "proxies" in checks and policy.block_on_proxies:
+        if explain is None:
+            found.append(_missing_report("proxies", "explain"))
+        else:
+            found += [
+                Check(
+                    check=f"proxy:{proxy['feature']}",
+                    attribute=proxy["attribute"],
+                    bound="value",
+                    value=proxy.get("probe_auc"),
+                    threshold=0.0,
+                    op="<=",
+                    passed=False,
+                    note="feature flagged as a proxy",
+                )
+                for proxy in explain.get("proxies", [])
+                if proxy.get("flagged")
+            ]
+    verdict: Literal["pass", "fail"] = "fail" if any(c.passed is False for c in found) else "pass"
+    return Verdict(verdict=verdict, tier=governance.risk_tier, checks=found)
+
+
+def _fairness_checks(governance: GovernanceParams, fairness: dict[str, Any], attributes: Sequence[str]) -> list[Check]:
+    """Both fairness thresholds for every audited attribute and intersection, and the nothing-assessed rule."""
+    policy = governance.policy
+    audits: dict[str, Any] = fairness.get("attributes", {})
+    found: list[Check] = []
+    for attribute in [*audits, *(a for a in attributes if a not in audits)]:
+        summary = (audits.get(attribute) or {}).get("summary", {})
+        found.append(
             _check(
                 "demographic_parity_ratio",
                 attribute,
@@ -149,7 +212,7 @@ def decide(
                 op=">=",
             )
         )
-        checks.append(
+        found.append(
             _check(
                 "equalized_odds_difference",
                 attribute,
@@ -159,53 +222,14 @@ def decide(
                 op="<=",
             )
         )
-    if robustness is not None:
-        flip = robustness.get("perturbation", {}).get("flip_rate")
-        checks.append(
-            _check(
-                "perturbation_flip_rate",
-                None,
-                {"value": flip},
-                bound="value",
-                threshold=policy.max_robustness_flip_rate,
-                op="<=",
-            )
-        )
-    if explain is not None and policy.block_on_proxies:
-        for proxy in explain.get("proxies", []):
-            if proxy.get("flagged"):
-                checks.append(
-                    Check(
-                        check=f"proxy:{proxy['feature']}",
-                        attribute=proxy["attribute"],
-                        bound="value",
-                        value=proxy.get("probe_auc"),
-                        threshold=0.0,
-                        op="<=",
-                        passed=False,
-                        note="feature flagged as a proxy",
-                    )
-                )
-    fairness_checks = [c for c in checks if c.attribute is not None and not c.check.startswith("proxy:")]
-    if not any(c.passed is not None for c in fairness_checks):
-        checks.append(
-            Check(
-                check="fairness_assessed",
-                attribute=None,
-                bound="value",
-                value=None,
-                threshold=1.0,
-                op=">=",
-                passed=False,
-                note=NOTHING_ASSESSED,
-            )
-        )
-    verdict: Literal["pass", "fail"] = "fail" if any(c.passed is False for c in checks) else "pass"
-    return Verdict(verdict=verdict, tier=governance.risk_tier, checks=checks)
+    if not any(c.value is not None for c in found):
+        found.append(Check("fairness_assessed", None, "value", None, 1.0, ">=", passed=False, note=NOTHING_ASSESSED))
+    return found
 
 
-def main() -> None:
+def main() -> None:  # pragma: no mutate block (the I/O shell: tests/integration/test_dvc_pipeline.py)
     """DVC stage `gate`: the verdict on the model going forward → reports/gate.json."""
+    from tasks.bootstrap import attribute_name, audited
     from tasks.stage import read_report, stage_context, write_json
 
     ctx = stage_context()
@@ -222,6 +246,7 @@ def main() -> None:
         fairness=fairness,
         robustness=read_report(layout.report("robustness")) or None,
         explain=read_report(layout.report("explain")) or None,
+        attributes=[attribute_name(c) for c in audited(ctx.params.data.sensitive, ctx.params.data.intersections)],
     )
     write_json(
         layout.report("gate"),

@@ -18,7 +18,10 @@ from sklearn.pipeline import Pipeline
 
 from steward.params import MitigationParams, Params
 from tasks.features import LABEL
+from tasks.gate import Scope
 
+# Mitigation runs before the robustness stage: it compares the models on the gate's AUC and fairness checks.
+MITIGATION_CHECKS: tuple[Scope, ...] = ("auc", "fairness")
 MISSING_ATTRIBUTE = "fairness.mitigation.attribute {attribute!r} is not a column of the feature frame"
 
 
@@ -107,6 +110,7 @@ def fairness_audit(model: Any, test: pd.DataFrame, *, params: Params) -> dict[st
 def main() -> None:
     import joblib
 
+    from tasks.bootstrap import attribute_name, audited
     from tasks.evaluate import metrics, positive_proba
     from tasks.gate import decide
     from tasks.stage import read_report, stage_context, write_json
@@ -117,7 +121,14 @@ def main() -> None:
     test = pd.read_parquet(layout.prepared_test)
     evaluation = read_report(layout.report("evaluate"))  # the base model's held-out figures, computed once
     base_fairness = read_report(layout.report("fairness"))
-    base_verdict = decide(governance=params.governance, evaluation=evaluation, fairness=base_fairness)
+    attributes = [attribute_name(c) for c in audited(params.data.sensitive, params.data.intersections)]
+    base_verdict = decide(
+        governance=params.governance,
+        evaluation=evaluation,
+        fairness=base_fairness,
+        attributes=attributes,
+        checks=MITIGATION_CHECKS,
+    )
     report: dict[str, Any] = {
         "base": {"verdict": base_verdict.to_dict()},
         "selected": "base",
@@ -136,7 +147,13 @@ def main() -> None:
         )
         audit_after = fairness_audit(mitigated, test, params=params)
         after_eval = {"metrics": metrics(test[LABEL].to_numpy(), positive_proba(mitigated, test), threshold=0.5)}
-        verdict_after = decide(governance=params.governance, evaluation=after_eval, fairness=audit_after)
+        verdict_after = decide(
+            governance=params.governance,
+            evaluation=after_eval,
+            fairness=audit_after,
+            attributes=attributes,
+            checks=MITIGATION_CHECKS,
+        )
         report.update(
             applied=True,
             method=mitigation.method,
