@@ -1,10 +1,15 @@
-"""`make mutate`: mutation testing of the decision-critical modules, and its report.
+r"""`make mutate`: mutation testing of the decision-critical modules, and its report.
 
 Runs mutmut (configured in pyproject.toml `[tool.mutmut]`: which modules, which tests), then writes
 reports/mutation.md: per module the mutants generated, killed, survived, judged equivalent and untested,
 and every survivor with its diff. A survivor is either killed by a test or listed in
-tests/mutation/equivalent.toml with the reason its behaviour cannot change; an entry there names the
-mutant and the changed lines it was judged on, so a mutant whose code moved is shown again, not excused.
+tests/mutation/<module>.toml with the reason its behaviour cannot change; an entry there names the
+mutant and the changed lines it was judged on, so a mutant whose code moved is shown again, not excused:
+
+    ["tasks.gate.x_decide__mutmut_7"]
+    change = "- found: list[Check] = []\n+ found: list[Check] = None"
+    why = "..."
+
 
 Exits 1 when fewer than GOAL of the non-equivalent mutants are killed, or a survivor is unexplained.
 
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EQUIVALENT = ROOT / "tests/mutation/equivalent.toml"
+EQUIVALENT = ROOT / "tests/mutation"  # one <module>.toml per mutated module
 REPORT = ROOT / "reports/mutation.md"
 GOAL = 0.90
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -39,7 +44,7 @@ class Mutant:
 
     @property
     def change(self) -> str:
-        """The diff's changed lines, without the headers: what a reason in equivalent.toml is judged on."""
+        """The diff's changed lines, without the headers: what a reason in tests/mutation/ is judged on."""
         lines = self.diff.splitlines()
         return "\n".join(
             line.strip()
@@ -67,9 +72,10 @@ def _mutants() -> list[Mutant]:
 
 
 def _equivalents() -> dict[str, dict[str, str]]:
-    if not EQUIVALENT.is_file():
-        return {}
-    return tomllib.loads(EQUIVALENT.read_text())
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted(EQUIVALENT.glob("*.toml")):
+        found.update(tomllib.loads(path.read_text()))
+    return found
 
 
 def report(mutants: list[Mutant]) -> tuple[str, bool]:
@@ -101,7 +107,7 @@ def report(mutants: list[Mutant]) -> tuple[str, bool]:
         "",
         "Written by `make mutate` (scripts/mutate.py, mutmut; configuration in pyproject.toml `[tool.mutmut]`).",
         "Score: killed / (mutants - equivalent). A survivor is killed by a test or judged equivalent in",
-        "tests/mutation/equivalent.toml, with the reason its behaviour cannot change.",
+        "tests/mutation/<module>.toml, with the reason its behaviour cannot change.",
         "",
         "| module | mutants | killed | survived | equivalent | no tests | score |",
         "|---|---|---|---|---|---|---|",
@@ -123,7 +129,7 @@ def report(mutants: list[Mutant]) -> tuple[str, bool]:
         for m in unexplained:
             lines += [f"### {m.name} ({m.status})", "", "```diff", m.diff, "```", ""]
     if stale:
-        lines += ["", "## Stale entries in tests/mutation/equivalent.toml", "", *[f"- {s}" for s in stale]]
+        lines += ["", "## Stale entries in tests/mutation/", "", *[f"- {s}" for s in stale]]
     if explained:
         lines += ["", f"## Equivalent mutants ({len(explained)})", ""]
         for m in mutants:
