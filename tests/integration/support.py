@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AWS_ENV = {
@@ -42,6 +45,16 @@ def wait_for(url: str, *, timeout: float) -> None:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def wait_until(probe: Callable[[], T], *, timeout: float, what: str, every: float = 0.1) -> T:
+    """Call `probe` until it returns something truthy, at most `timeout` seconds; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s (last seen: {found!r})")
+        time.sleep(every)
+    return found
 
 
 def project_files() -> list[str]:

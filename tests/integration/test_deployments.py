@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from support import BIN, run, steward_env
+from support import BIN, run, steward_env, wait_until
 
 from flows.server import stop_pid
 from scripts.serving_fixture import sign_off
@@ -52,14 +51,6 @@ def _canary(project) -> tuple[Rollouts, str]:
     return moves, refs[1]
 
 
-def _wait(check, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(1)
-    return found
-
-
 def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project, prefect_server):
     moves, canary = _canary(project)
     env = steward_env(project, api_url=prefect_server)
@@ -98,7 +89,7 @@ def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project,
             runs = httpx.post(f"{prefect_server}/flow_runs/filter", json=body, timeout=10).json()
             return [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
 
-        flow_run = _wait(finished, timeout=240, what="rollback flow run")[0]
+        flow_run = wait_until(finished, timeout=240, what="rollback flow run", every=1)[0]
         assert flow_run["state_type"] == "COMPLETED", (project / "worker.log").read_text()[-3000:]
         assert flow_run["parameters"]["model"] == canary
     finally:

@@ -10,11 +10,12 @@ import subprocess
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, run, steward_env
+from support import BIN, PROJECT_DIR, run, steward_env, wait_until
 
 from flows.bento import served
 from scripts.rollout_fixture import build
@@ -66,6 +67,20 @@ def _campaign(seed: int):
 def _rollout(live, ref: str) -> subprocess.CompletedProcess[str]:
     steward = str(BIN / "steward")
     return run([steward, "rollout", ref], cwd=live["project"], env=live["env"], timeout=600)
+
+
+def _served_by(live) -> str | None:
+    """The model version the service answers an applicant with right now."""
+    body, _ = _ordinary(33)[0]
+    answer = httpx.post(f"{live['url']}/predict", json=body, headers={"X-Client-Id": "probe"}, timeout=10)
+    return answer.json().get("model_version") if answer.status_code == 200 else None
+
+
+def _logged_since(live, since: str, *, at_least: int) -> bool:
+    """Whether the prediction log holds `at_least` production decisions from `since` on."""
+    with sqlite3.connect(live["project"] / ".steward/steward.db") as db:
+        sql = "SELECT COUNT(*) FROM predictions WHERE role = 'production' AND ts >= ?"
+        return int(db.execute(sql, (since,)).fetchone()[0]) >= at_least
 
 
 def _when_canary(live, ref: str, then, *, timeout: float = 300) -> threading.Thread:
@@ -120,6 +135,7 @@ def test_a_fair_candidate_walks_shadow_canary_to_production(live):
     traffic = Traffic(live["url"], _ordinary(31), threads=4).start()
     try:
         done = _rollout(live, ref)
+        wait_until(lambda: _served_by(live) == ref, timeout=10, what=f"the service serving {ref}")
         served_after = Traffic(live["url"], _ordinary(32), threads=1, feedback=False, limit=20).start()
         served_after.wait(60)
     finally:
@@ -136,7 +152,6 @@ def test_a_fair_candidate_walks_shadow_canary_to_production(live):
     registry = Registry(live["engine"])
     assert registry.get(ref).state.value == "production"
     assert registry.get(before).state.value == "retired"
-    time.sleep(0.5)  # the service re-reads routing every 250 ms
     assert dict(served_after.tally.models) == {ref: 20}
 
 
@@ -172,10 +187,14 @@ def test_a_canary_that_raises_is_taken_out_at_once_and_production_answers(live):
     assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
     record = Ledger(live["engine"]).records(subject=ref, actions=(ROLLBACK,))[-1]
     assert record.actor == "steward-serving" and "circuit breaker" in record.payload["reason"]
-    time.sleep(0.5)  # the log's batch interval
-    with sqlite3.connect(live["project"] / ".steward/steward.db") as db:
-        errors = db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND decision = 'error'", (ref,))
-        assert errors.fetchone()[0] >= 1  # the failed attempt is logged for monitoring, never answered
+
+    def errors() -> int:
+        with sqlite3.connect(live["project"] / ".steward/steward.db") as db:
+            sql = "SELECT COUNT(*) FROM predictions WHERE model = ? AND decision = 'error'"
+            return int(db.execute(sql, (ref,)).fetchone()[0])
+
+    # the failed attempt is logged for monitoring, never answered
+    wait_until(lambda: errors() >= 1, timeout=10, what="the canary's error in the prediction log")
 
 
 def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decision(live):
@@ -212,7 +231,7 @@ def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(
         traffic = Traffic(live["url"], requests, threads=4, limit=1000).start()
         assert traffic.wait(180)
         assert traffic.stop().failed == 0
-        time.sleep(0.5)  # the log's batch interval
+        wait_until(partial(_logged_since, live, since, at_least=1000), timeout=10, what="1000 decisions logged")
         verdicts[name] = run([steward, "monitor", "--since", since], cwd=live["project"], env=live["env"], timeout=300)
     ordinary, drifted = verdicts["ordinary"], verdicts["drifted"]
     assert ordinary.returncode == 0, ordinary.stdout + ordinary.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, free_port, run, steward_env
+from support import BIN, PROJECT_DIR, free_port, run, steward_env, wait_until
 
 from flows.server import start_server, stop_pid
 from steward.db import make_engine
@@ -94,15 +94,6 @@ def _runs(api_url: str, *, state_types: list[str]) -> list[dict]:
     return httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()
 
 
-def _wait(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(0.5)
-    raise TimeoutError(f"waited {timeout} s for {what}")
-
-
 def _paused_run(api_url: str, *, key_after: str | None = None) -> dict:
     """The one paused run waiting for input (with a pause key other than `key_after`)."""
 
@@ -113,7 +104,7 @@ def _paused_run(api_url: str, *, key_after: str | None = None) -> dict:
                 return flow_run
         return None
 
-    return _wait(found, timeout=120, what="a paused sign-off")
+    return wait_until(found, timeout=120, what="a paused sign-off", every=0.5)
 
 
 def _steward(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -250,7 +241,7 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
             assert expired.payload["reason"] == "no complete sign-off within 0.00111111 h (0 of 1 approvals)"
             assert _state(project) is State.REJECTED
             return
-        escalated = _wait(
+        escalated = wait_until(
             lambda: [a for a in _actions(project) if a[1] == "approval.escalated"][1:],
             timeout=60,
             what="two escalations",
@@ -268,7 +259,7 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
     records = [r for r in _ledger(project).records() if r.action == "approval.escalated"]
     assert [r.payload["escalation"] for r in records] == list(range(1, len(records) + 1))
     body = {"filter": {"event": {"name": ["steward.approval.escalated"]}}, "limit": 10}
-    events = _wait(
+    events = wait_until(
         lambda: httpx.post(f"{prefect_server}/events/filter", json=body, timeout=10).json()["events"],
         timeout=30,
         what="a steward.approval.escalated event",
@@ -281,7 +272,7 @@ def _suspended(project: Path, env: dict[str, str], api_url: str) -> tuple[subpro
     name = f"signoff-{uuid.uuid4().hex[:8]}"  # a deployment of its own: no other test's server may pick it up
     server = _start(project, env, "--serve", name)
     try:
-        _wait(
+        wait_until(
             lambda: httpx.get(f"{api_url}/deployments/name/signoff-harness/{name}", timeout=10).is_success,
             timeout=60,
             what="the served deployment",
@@ -319,7 +310,7 @@ def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(
             project, env, "approve", again["id"], "--as", "bob", "--wait", "90", "--evidence", _digest(project)
         )
         assert "approval.granted by bob" in second.stdout, second.stdout + second.stderr
-        _wait(
+        wait_until(
             lambda: (
                 httpx.get(f"{prefect_server}/flow_runs/{again['id']}", timeout=10).json()["state"]["type"]
                 == "COMPLETED"
