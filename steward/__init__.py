@@ -1,29 +1,38 @@
-"""Steward's kernel: settings, params, the registry, the ledger and storage. Imports no Prefect, BentoML or DVC."""
+"""Steward's kernel: settings, params, the registry, the ledger and storage. Imports no Prefect, BentoML or DVC.
 
-from steward.layout import Layout
-from steward.ledger import Ledger, LedgerError, Record, VerifyResult, verify_records
-from steward.ledger_export import S3Export, export_to_s3
-from steward.params import Params, ParamsError, load_params
-from steward.registry import ModelVersion, Registry, RegistryError, State
-from steward.settings import Settings
-from steward.storage import Storage
+The public names below load on first use (PEP 562), so importing one kernel module does not import them
+all: a DVC stage that reads params does not pay for SQLAlchemy and boto3.
+"""
 
-__all__ = [
-    "Layout",
-    "Ledger",
-    "LedgerError",
-    "ModelVersion",
-    "Params",
-    "ParamsError",
-    "Record",
-    "Registry",
-    "RegistryError",
-    "S3Export",
-    "Settings",
-    "State",
-    "Storage",
-    "VerifyResult",
-    "export_to_s3",
-    "load_params",
-    "verify_records",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Layout": "steward.layout",
+    "Ledger": "steward.ledger",
+    "LedgerError": "steward.ledger",
+    "Record": "steward.ledger",
+    "VerifyResult": "steward.ledger",
+    "verify_records": "steward.ledger",
+    "S3Export": "steward.ledger_export",
+    "export_to_s3": "steward.ledger_export",
+    "Params": "steward.params",
+    "ParamsError": "steward.params",
+    "load_params": "steward.params",
+    "ModelVersion": "steward.registry",
+    "Registry": "steward.registry",
+    "RegistryError": "steward.registry",
+    "State": "steward.registry",
+    "Settings": "steward.settings",
+    "Storage": "steward.storage",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'steward' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -1,5 +1,7 @@
 """dvc.yaml's stage order is the order the flow runs them in: it must respect every dependency."""
 
+import ast
+import functools
 from pathlib import Path
 
 import yaml
@@ -29,3 +31,77 @@ def test_every_stage_runs_its_own_module():
         assert stage["cmd"] == f"python -m tasks.{name}"
         assert f"tasks/{name}.py" in stage["deps"]
         assert (PROJECT / "tasks" / f"{name}.py").is_file()
+
+
+PACKAGES = ("steward", "tasks", "deployments", "flows")
+
+
+def _module_file(name: str) -> Path | None:
+    for path in (PROJECT / f"{name.replace('.', '/')}.py", PROJECT / name.replace(".", "/") / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _imported(path: Path) -> frozenset[str]:
+    """Every project module `path` imports, at its top or inside a function (a stage imports lazily)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] in PACKAGES:
+            # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            found.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return frozenset(found)
+
+
+def import_closure(module: str) -> set[str]:
+    """The project files a `python -m <module>` process may run: the module and everything it imports."""
+    files: set[str] = set()
+    todo = [module, *(".".join(module.split(".")[: i + 1]) for i in range(module.count(".")))]
+    while todo:
+        path = _module_file(todo.pop())
+        if path is None or (relative := str(path.relative_to(PROJECT))) in files:
+            continue
+        files.add(relative)
+        todo.extend(_imported(path))
+    return files
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_every_stage_depends_on_all_the_code_it_runs():
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    missing = {
+        name: sorted(path for path in import_closure(stage["cmd"].split()[-1]) if not _covered(path, stage["deps"]))
+        for name, stage in stages.items()
+    }
+    assert {name: paths for name, paths in missing.items() if paths} == {}
+
+
+def test_no_stage_depends_on_code_it_does_not_run():
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    stale = {
+        name: sorted(
+            dep for dep in stage["deps"] if dep.endswith(".py") and dep not in import_closure(stage["cmd"].split()[-1])
+        )
+        for name, stage in stages.items()
+    }
+    assert {name: deps for name, deps in stale.items() if deps} == {}
+
+
+def test_the_closure_follows_lazy_imports_and_package_inits():
+    # mitigate imports the fairness audit inside a function; the gate stage imports the bootstrap's names
+    closure = import_closure("tasks.mitigate")
+    assert {"tasks/fairness.py", "tasks/bootstrap.py", "tasks/gate.py", "tasks/__init__.py"} <= closure
+    assert "steward/__init__.py" in import_closure("tasks.gate")
+    assert "steward/registry.py" not in import_closure("tasks.gate")  # the kernel's names load on first use
