@@ -51,6 +51,12 @@ class Service:
                 process.kill()
 
 
+def serve_command(target: str, *, port: int) -> list[str]:
+    """`bentoml serve` from this interpreter's own environment: Steward runs by path without an activated venv."""
+    bentoml = Path(sys.executable).parent / "bentoml"
+    return [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+
+
 @contextmanager
 def served(
     env: Mapping[str, str],
@@ -63,8 +69,7 @@ def served(
 ) -> Iterator[Service]:
     """Serve `target` until the block ends; yields it once /readyz answers 200."""
     port = port or free_port()
-    bentoml = Path(sys.executable).parent / "bentoml"
-    command = [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    command = serve_command(target, port=port)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         # a session of its own: signals to the caller never reach it; stop_pid stops it, and it its workers
@@ -75,7 +80,7 @@ def served(
     workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + timeout
-        while not _ready(service.url):
+        while not is_ready(service.url):
             if time.monotonic() > deadline or process.poll() is not None:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise TimeoutError(NOT_READY.format(target=target, seconds=timeout, log=log, tail=tail))
@@ -89,7 +94,7 @@ def served(
                 worker.kill()
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:

@@ -13,9 +13,11 @@ def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -
     """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says."""
     import subprocess
 
+    from flows.bento import SERVICE, serve_command
+
     settings = Settings()
     _environment(settings, server=False)
-    command = ["bentoml", "serve", "deployments.service:Steward", "--host", "127.0.0.1", "--port", str(port)]
+    command = serve_command(SERVICE, port=port)
     console.print(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs.json); Ctrl+C stops it", highlight=False)
     raise typer.Exit(subprocess.call(command, cwd=settings.project_dir))
 

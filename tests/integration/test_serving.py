@@ -21,9 +21,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import BIN, PROJECT_DIR, steward_env, wait_until
+from support import BIN, PROJECT_DIR, free_port, steward_env, wait_until
 
-from flows.bento import served
+from flows.bento import Service, is_ready, served
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.routing import Routing, RoutingTable, bucket
@@ -82,6 +82,30 @@ def _route(service, routing: Routing, *, within: float = 1.0) -> None:
             return
         assert time.monotonic() - started < within, f"routing change not served within {within} s"
         time.sleep(0.25)  # 4 polls a second: under the operator's own rate limit
+
+
+def test_steward_serve_runs_by_path_without_the_venv_on_path(service, tmp_path):
+    env = steward_env(service["project"], extra={"STEWARD_ADMIN_TOKEN": TOKEN})
+    env["PATH"] = "/usr/bin:/bin"  # no activated venv: `bentoml` is not on PATH
+    port = free_port()
+    with (tmp_path / "serve.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "steward"), "serve", "--port", str(port)],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    served_by_path = Service(url=f"http://127.0.0.1:{port}", pid=process.pid)
+    try:
+        ready = wait_until(
+            lambda: process.poll() is not None or is_ready(served_by_path.url), timeout=90, what="steward serve ready"
+        )
+        assert ready and process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        for running in served_by_path.processes():
+            running.kill()
 
 
 def test_a_decision_carries_its_version_and_reasons_and_never_a_protected_attribute(service):
