@@ -13,14 +13,18 @@ mutant and the changed lines it was judged on, so a mutant whose code moved is s
 
 Exits 1 when fewer than GOAL of the non-equivalent mutants are killed, or a survivor is unexplained.
 
-    python scripts/mutate.py            # run mutmut (incrementally), then report
+    python scripts/mutate.py            # a full mutmut run from a clean mutants/, then the report
     python scripts/mutate.py --report   # report on the last run only
+
+Every run starts from a clean mutants/: mutmut re-tests a mutant when its function changes, not when a
+test does, so an incremental run would keep reporting mutants a new test has since killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -145,6 +149,7 @@ def main() -> int:
     parser.add_argument("mutants", nargs="*", help="mutant name patterns to run (default: all)")
     args = parser.parse_args()
     if not args.report:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
         mutmut = Path(sys.executable).with_name("mutmut")
         code = subprocess.call([str(mutmut), "run", *args.mutants], cwd=ROOT)
         if code not in (0, 1):

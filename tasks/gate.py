@@ -93,44 +93,38 @@ class Verdict:
             else UNSEEN_LINE.format(check=c.check, where=c.where, note=c.note)
             for c in self.failed
         ]
-        lines += [
-            NOT_ASSESSABLE_LINE.format(check=c.check, where=c.where, note=c.note or "no value")
-            for c in self.not_assessable
-        ]
+        lines += [NOT_ASSESSABLE_LINE.format(check=c.check, where=c.where, note=c.note) for c in self.not_assessable]
         return "\n".join(lines)
-
-
-def _bounded(metric: dict[str, Any] | None, bound: Bound) -> tuple[float | None, str]:
-    """The value of a {"value", "ci", "note"} metric at a bound, or None with the report's note ("" if none)."""
-    if not metric:
-        return None, ""
-    if bound == "value":
-        return metric.get("value"), metric.get("note") or ""
-    ci = metric.get("ci")
-    if ci is None:
-        return None, metric.get("note") or ""
-    return ci[0] if bound == "ci_low" else ci[1], ""
 
 
 def _check(
     name: str,
     attribute: str | None,
-    metric: dict[str, Any] | None,
+    value: float | None,
     *,
     bound: Bound,
     threshold: float,
     op: Literal[">=", "<="],
+    note: str = "",
+    missing: str = MISSING,
 ) -> Check:
-    """One threshold on one figure: a missing figure fails; one the report explains is not assessable."""
-    value, note = _bounded(metric, bound)
+    """One threshold on one figure. A figure that is not there fails with `missing`, unless the report says
+    why it could not be computed (`note`): then it is not assessable."""
     if value is None:
-        return Check(name, attribute, bound, None, threshold, op, passed=None if note else False, note=note or MISSING)
+        return Check(name, attribute, bound, None, threshold, op, passed=None if note else False, note=note or missing)
     passed = value >= threshold if op == ">=" else value <= threshold
     return Check(name, attribute, bound, value, threshold, op, passed=passed)
 
 
-def _missing_report(name: str, report: str) -> Check:
-    return Check(name, None, "value", None, 0.0, "<=", passed=False, note=MISSING_REPORT.format(report=report))
+def _interval_check(
+    name: str, attribute: str, metric: dict[str, Any] | None, *, bound: Bound, threshold: float, op: Literal[">=", "<="]
+) -> Check:
+    """A threshold on one end of a {"value", "ci", "note"} figure's confidence interval."""
+    ci = (metric or {}).get("ci")
+    if ci is None:
+        note = (metric or {}).get("note") or ""
+        return _check(name, attribute, None, bound=bound, threshold=threshold, op=op, note=note)
+    return _check(name, attribute, ci[0] if bound == "ci_low" else ci[1], bound=bound, threshold=threshold, op=op)
 
 
 def decide(
@@ -155,42 +149,24 @@ def decide(
     found: list[Check] = []
     if "auc" in checks:
         auc = evaluation.get("metrics", {}).get("auc")
-        found.append(_check("auc", None, {"value": auc}, bound="value", threshold=policy.min_auc, op=">="))
+        found.append(_check("auc", None, auc, bound="value", threshold=policy.min_auc, op=">="))
     if "fairness" in checks:
         found += _fairness_checks(governance, fairness, attributes)
     if "robustness" in checks:
-        if robustness is None:
-            found.append(_missing_report("perturbation_flip_rate", "robustness"))
-        else:
-            flip = robustness.get("perturbation", {}).get("flip_rate")
-            found.append(
-                _check(
-                    "perturbation_flip_rate",
-                    None,
-                    {"value": flip},
-                    bound="value",
-                    threshold=policy.max_robustness_flip_rate,
-                    op="<=",
-                )
+        flip = (robustness or {}).get("perturbation", {}).get("flip_rate")
+        found.append(
+            _check(
+                "perturbation_flip_rate",
+                None,
+                flip,
+                bound="value",
+                threshold=policy.max_robustness_flip_rate,
+                op="<=",
+                missing=MISSING if robustness is not None else MISSING_REPORT.format(report="robustness"),
             )
+        )
     if "proxies" in checks and policy.block_on_proxies:
-        if explain is None:
-            found.append(_missing_report("proxies", "explain"))
-        else:
-            found += [
-                Check(
-                    check=f"proxy:{proxy['feature']}",
-                    attribute=proxy["attribute"],
-                    bound="value",
-                    value=proxy.get("probe_auc"),
-                    threshold=0.0,
-                    op="<=",
-                    passed=False,
-                    note="feature flagged as a proxy",
-                )
-                for proxy in explain.get("proxies", [])
-                if proxy.get("flagged")
-            ]
+        found += _proxy_checks(explain)
     verdict: Literal["pass", "fail"] = "fail" if any(c.passed is False for c in found) else "pass"
     return Verdict(verdict=verdict, tier=governance.risk_tier, checks=found)
 
@@ -203,7 +179,7 @@ def _fairness_checks(governance: GovernanceParams, fairness: dict[str, Any], att
     for attribute in [*audits, *(a for a in attributes if a not in audits)]:
         summary = (audits.get(attribute) or {}).get("summary", {})
         found.append(
-            _check(
+            _interval_check(
                 "demographic_parity_ratio",
                 attribute,
                 summary.get("demographic_parity_ratio"),
@@ -213,7 +189,7 @@ def _fairness_checks(governance: GovernanceParams, fairness: dict[str, Any], att
             )
         )
         found.append(
-            _check(
+            _interval_check(
                 "equalized_odds_difference",
                 attribute,
                 summary.get("equalized_odds_difference"),
@@ -225,6 +201,28 @@ def _fairness_checks(governance: GovernanceParams, fairness: dict[str, Any], att
     if not any(c.value is not None for c in found):
         found.append(Check("fairness_assessed", None, "value", None, 1.0, ">=", passed=False, note=NOTHING_ASSESSED))
     return found
+
+
+def _proxy_checks(explain: dict[str, Any] | None) -> list[Check]:
+    """A tier that blocks on proxies fails on each feature the explain stage flags: no flagged proxy allowed."""
+    proxies = (explain or {}).get("proxies")
+    if proxies is None:
+        missing = MISSING if explain is not None else MISSING_REPORT.format(report="explain")
+        return [_check("proxies", None, None, bound="value", threshold=0.0, op="<=", missing=missing)]
+    return [
+        Check(
+            check=f"proxy:{proxy['feature']}",
+            attribute=proxy["attribute"],
+            bound="value",
+            value=proxy.get("probe_auc"),
+            threshold=0.0,
+            op="<=",
+            passed=False,
+            note="feature flagged as a proxy",
+        )
+        for proxy in proxies
+        if proxy.get("flagged")
+    ]
 
 
 def main() -> None:  # pragma: no mutate block (the I/O shell: tests/integration/test_dvc_pipeline.py)

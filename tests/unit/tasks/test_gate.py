@@ -294,3 +294,89 @@ def test_a_verdict_reads_back_from_its_report():
     again = Verdict.from_dict(json.loads(json.dumps(verdict.to_dict())))
     assert again == verdict
     assert again.message() == verdict.message()
+
+
+def _record(verdict, check):
+    return next(c for c in verdict.to_dict()["checks"] if c["check"] == check)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_missing_figure_keeps_the_requirement_it_could_not_check_in_the_report(tier):
+    auc, _, _, flip = THRESHOLDS[tier]
+    verdict = _decide(_governance(tier, block_on_proxies=True), evaluation={}, robustness=None, explain=None)
+    base = {"attribute": None, "bound": "value", "value": None, "passed": False}
+    assert _record(verdict, "auc") == base | {"check": "auc", "threshold": auc, "op": ">=", "note": MISSING}
+    assert _record(verdict, "perturbation_flip_rate") == base | {
+        "check": "perturbation_flip_rate",
+        "threshold": flip,
+        "op": "<=",
+        "note": MISSING_REPORT.format(report="robustness"),
+    }
+    assert _record(verdict, "proxies") == base | {
+        "check": "proxies",
+        "threshold": 0.0,
+        "op": "<=",
+        "note": MISSING_REPORT.format(report="explain"),
+    }
+
+
+def test_the_nothing_assessed_failure_reads_as_at_least_one_figure_required():
+    verdict = _decide(fairness=_fairness(NOT_ASSESSABLE, NOT_ASSESSABLE))
+    assert _record(verdict, "fairness_assessed") == {
+        "check": "fairness_assessed",
+        "attribute": None,
+        "bound": "value",
+        "value": None,
+        "threshold": 1.0,
+        "op": ">=",
+        "passed": False,
+        "note": NOTHING_ASSESSED,
+    }
+    assert f"  - fairness_assessed [model]: {NOTHING_ASSESSED}" in verdict.message().splitlines()
+
+
+def test_an_explain_report_without_its_proxy_list_fails_a_tier_that_blocks_on_proxies():
+    verdict = _decide(_governance("high", block_on_proxies=True), explain={"global": {}})
+    assert _failed(verdict) == {("proxies", None)}
+    assert verdict.failed[0].note == MISSING
+    assert _decide(_governance("high", block_on_proxies=True), explain={"proxies": []}).verdict == "pass"
+
+
+@pytest.mark.parametrize("explained", [True, False], ids=["not-assessable", "missing"])
+def test_an_unseen_interval_keeps_its_bound_and_threshold_in_the_report(explained):
+    unseen = NOT_ASSESSABLE if explained else {}
+    _, dp, eo, _ = THRESHOLDS["high"]
+    verdict = _decide(fairness=_audits(sex=FAIR, age_group={"demographic_parity_ratio": unseen}))
+    dp_record = next(c for c in verdict.to_dict()["checks"] if c["attribute"] == "age_group")
+    assert dp_record == {
+        "check": "demographic_parity_ratio",
+        "attribute": "age_group",
+        "bound": "ci_low",
+        "value": None,
+        "threshold": dp,
+        "op": ">=",
+        "passed": None if explained else False,
+        "note": NOT_ASSESSABLE["note"] if explained else MISSING,
+    }
+    eo_record = [c for c in verdict.to_dict()["checks"] if c["attribute"] == "age_group"][1]
+    assert (eo_record["bound"], eo_record["threshold"], eo_record["op"], eo_record["passed"]) == (
+        "ci_high",
+        eo,
+        "<=",
+        False,
+    )
+
+
+def test_a_flagged_proxy_is_recorded_with_its_probe_auc_against_none_allowed():
+    flagged = {"proxies": [{"feature": "personal_status", "attribute": "sex", "probe_auc": 0.93, "flagged": True}]}
+    verdict = _decide(_governance("high", block_on_proxies=True), explain=flagged)
+    assert _record(verdict, "proxy:personal_status") == {
+        "check": "proxy:personal_status",
+        "attribute": "sex",
+        "bound": "value",
+        "value": 0.93,
+        "threshold": 0.0,
+        "op": "<=",
+        "passed": False,
+        "note": "feature flagged as a proxy",
+    }
