@@ -359,6 +359,34 @@ def test_every_registry_move_of_a_rollout_is_recorded_as_its_actor(moves):
     assert _transitions(moves, third) == [("erin", "approved", "shadow"), ("frank", "shadow", "rolled_back")]
 
 
+@pytest.mark.parametrize(("weight", "shown"), [(1.5, "1.5"), (-0.1, "-0.1"), (float("nan"), "nan")])
+def test_a_canary_weight_out_of_range_is_refused_before_the_model_changes_state(moves, weight, shown):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    before = moves.table.get()
+
+    with pytest.raises(ValueError, match=rf"^a canary weight must be in \[0, 1\], got {shown}$"):
+        moves.to_canary(second, weight, actor="t")
+
+    assert moves.registry.get(second).state is State.SHADOW  # the routing still names it as the shadow
+    assert moves.table.get() == before
+    moves.to_canary(second, 0.1, actor="t")  # and the rollout can go on
+    assert moves.table.get().canary == second
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_a_canary_takes_weights_zero_and_one(moves, weight):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+
+    done = moves.to_canary(second, weight, actor="t")
+
+    assert (done.canary, done.canary_weight, done.shadow) == (second, weight, None)
+    assert moves.registry.get(second).state is State.CANARY
+
+
 def test_a_canary_and_a_promotion_keep_another_models_shadow(moves):
     first, second, third = _approved(moves), _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
