@@ -184,6 +184,8 @@ class Rollouts:
     def to_canary(self, ref: str, weight: float, *, actor: str) -> Routing:
         from steward.registry import State
 
+        if not 0.0 <= weight <= 1.0:  # before the state changes: else a shadow would be left named in state canary
+            raise ValueError(BAD_WEIGHT.format(weight=weight))
         if self.registry.get(ref).state is not State.CANARY:
             self.registry.transition(ref, State.CANARY, actor=actor)
         current = self.table.get()

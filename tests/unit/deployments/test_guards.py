@@ -39,6 +39,9 @@ MODELS: dict[str, type[BaseModel]] = {"/predict": Wrapped, "/flat": Applicant}
 CANNED: dict[str, tuple[int, object]] = {
     "/refuse": (400, {"error": "already decided", "detail": "see the ledger"}),
     "/odd": (400, {"error": "odd", "detail": ["not a pydantic error"]}),
+    "/empty": (400, {"error": "empty", "detail": []}),
+    "/array": (400, [{"loc": ["age"], "msg": "m", "type": "t"}]),
+    "/fine": (200, {"detail": [{"loc": ["age"], "msg": "m", "type": "t"}]}),  # a report-shaped success
 }
 
 
@@ -202,8 +205,17 @@ def test_buckets_grant_exactly_the_burst_under_concurrent_threads():
 
 @pytest.mark.parametrize(("rate", "burst", "max_clients"), [(0, 1, 1), (1, 0, 1), (1, 1, 0)])
 def test_nonsensical_limits_are_refused(rate, burst, max_clients):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^rate must be > 0, burst and max_clients >= 1$"):
         Guards(App(), rate_per_second=rate, burst=burst, max_clients=max_clients)
+
+
+def test_the_smallest_sensible_limits_are_accepted():
+    clock = Clock()
+    guards, _ = make(rate_per_second=0.5, burst=1, max_clients=1, clock=clock)
+
+    assert [call(guards, "GET", "/status").status_code for _ in range(2)] == [200, 429]
+    assert call(guards, "GET", "/status", peer="10.0.0.2").status_code == 200  # the only bucket is now .2's
+    assert len(guards.buckets) == 1
 
 
 def test_exempt_paths_are_never_limited_and_spend_no_tokens():
@@ -386,8 +398,8 @@ def test_the_422_keeps_pydantics_problem_and_type():
     ]
 
 
-@pytest.mark.parametrize("path", ["/refuse", "/odd"])
-def test_a_400_that_is_not_a_validation_report_passes_untouched(path):
+@pytest.mark.parametrize("path", ["/refuse", "/odd", "/empty", "/array", "/fine"])
+def test_a_response_that_is_not_a_400_validation_report_passes_untouched(path):
     guards, _ = make()
     status, payload = CANNED[path]
 
@@ -408,3 +420,339 @@ def test_a_success_streams_through_with_its_headers():
     assert response.status_code == 200
     assert response.headers["x-trace"] == "t1"
     assert response.json() == {"size": len(sent)}
+
+
+# --- raw ASGI: what exactly goes out, what exactly the app receives -----------------------------------------
+
+NO_PEER = object()
+
+
+def asgi(guards: Guards, *incoming: dict, method="GET", path="/status", headers=(), client=("10.0.0.1", 5000)):
+    """Drive the guards with raw ASGI messages; the messages sent back, exactly as the server would get them."""
+    messages = iter(incoming)
+    sent: list[dict] = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
+    if client is not NO_PEER:
+        scope["client"] = client
+    asyncio.run(guards(scope, receive, send))
+    return sent
+
+
+def answer(status: int, body: bytes, *extra: tuple[bytes, bytes]) -> list[dict]:
+    """The two messages of a JSON answer: the extra headers, then its content type and exact length."""
+    headers = [*extra, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class Recorder:
+    """An app that records the messages its receive channel yields (`reads` of them), then answers 204."""
+
+    def __init__(self, reads: int = 1) -> None:
+        self.reads = reads
+        self.received: list[dict] = []
+
+    async def __call__(self, scope, receive, send):
+        for _ in range(self.reads):
+            self.received.append(await receive())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class Replier:
+    """An app that reads the request, then sends exactly the given messages."""
+
+    def __init__(self, *messages: dict) -> None:
+        self.messages = messages
+
+    async def __call__(self, scope, receive, send):
+        await receive()
+        for message in self.messages:
+            await send(message)
+
+
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@pytest.mark.parametrize(
+    ("options", "request_", "expected"),
+    [
+        (
+            {"admin_token": TOKEN},
+            {"path": "/admin/rollback"},
+            answer(401, b'{"error":"admin token required"}', (b"www-authenticate", b"Bearer")),
+        ),
+        (
+            {},
+            {"path": "/admin/rollback", "headers": [(b"authorization", b"Bearer x")]},
+            answer(503, b'{"error":"admin endpoints disabled: no admin token configured"}'),
+        ),
+        (
+            {},
+            {"method": "POST", "headers": [(b"content-type", b"text/plain")]},
+            answer(415, b'{"error":"content-type must be application/json"}'),
+        ),
+        (
+            {"max_body_bytes": 100},
+            {"method": "POST", "headers": [*JSON_HEADERS, (b"content-length", b"101")]},
+            answer(413, b'{"error":"request body larger than 100 bytes"}'),
+        ),
+    ],
+)
+def test_each_refusal_sends_exactly_its_compact_json_answer(options, request_, expected):
+    guards = Guards(Recorder(), **options)
+
+    assert asgi(guards, REQUEST, **request_) == expected
+
+
+def test_the_rate_limit_refusal_sends_exactly_its_answer_with_retry_after():
+    guards = Guards(Recorder(), rate_per_second=1, burst=1, clock=Clock())
+
+    assert asgi(guards, REQUEST)[0]["status"] == 204
+    assert asgi(guards, REQUEST) == answer(
+        429, b'{"error":"rate limit exceeded: 1 requests per second, burst 1"}', (b"retry-after", b"1")
+    )
+
+
+@pytest.mark.parametrize(
+    ("incoming", "delivered"),
+    [
+        ({"type": "http.request"}, b""),  # ASGI: body defaults to b"", more_body to False
+        ({"type": "http.request", "body": b'{"a":1}'}, b'{"a":1}'),
+        ({"type": "http.request", "more_body": False}, b""),
+    ],
+)
+def test_request_messages_may_leave_out_body_and_more_body(incoming, delivered):
+    app = Recorder()
+
+    sent = asgi(Guards(app), incoming, method="POST", headers=JSON_HEADERS)
+
+    assert sent[0]["status"] == 204
+    assert app.received == [{"type": "http.request", "body": delivered, "more_body": False}]
+
+
+def test_the_app_gets_the_whole_body_in_one_message_then_the_real_channel():
+    app = Recorder(reads=2)  # e.g. a streaming response watching for the client to leave
+    parts = [
+        {"type": "http.request", "body": b'{"age":', "more_body": True},
+        {"type": "http.request", "body": b"40}", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    asgi(Guards(app), *parts, method="POST", headers=JSON_HEADERS)
+
+    assert app.received == [
+        {"type": "http.request", "body": b'{"age":40}', "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+
+def test_a_400_start_without_headers_is_passed_on_untouched():
+    messages = (
+        {"type": "http.response.start", "status": 400},
+        {"type": "http.response.body", "body": b'{"detail":[{"loc":["age"],"msg":"m","type":"t"}]}'},
+    )
+
+    assert asgi(Guards(Replier(*messages)), REQUEST) == list(messages)
+
+
+def test_a_report_whose_last_body_message_has_no_body_is_still_rewritten():
+    report = json.dumps({"detail": [{"loc": ["applicant", "age"], "msg": "too young", "type": "greater_than"}]})
+    guards = Guards(
+        Replier(
+            {"type": "http.response.start", "status": 400, "headers": JSON_HEADERS},
+            {"type": "http.response.body", "body": report.encode(), "more_body": True},
+            {"type": "http.response.body"},  # ASGI: body defaults to b"", more_body to False
+        ),
+        strip_loc_prefix="applicant",
+    )
+
+    assert asgi(guards, REQUEST) == answer(
+        422, b'{"error":"invalid request","errors":[{"field":"age","problem":"too young","type":"greater_than"}]}'
+    )
+
+
+def test_the_422_carries_one_content_type_and_one_length():
+    guards, _ = make(strip_loc_prefix="applicant")
+
+    response = call(guards, "POST", "/predict", headers=JSON, json={"applicant": {"age": 17, "amount": 5}})
+
+    assert response.status_code == 422
+    assert response.headers.get_list("content-type") == ["application/json"]
+    assert response.headers.get_list("content-length") == [str(len(response.content))]
+
+
+# --- boundaries and defaults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("declared", [True, False])
+@pytest.mark.parametrize(("size", "status"), [(99, 200), (100, 200), (101, 413)])
+def test_a_body_of_exactly_max_bytes_passes_and_one_byte_more_is_413(declared, size, status):
+    guards, app = make(max_body_bytes=100)
+    body = b"x" * size
+
+    response = call(guards, "POST", "/echo", headers=JSON, content=body if declared else chunks([body], []))
+
+    assert ("content-length" in response.request.headers) is declared
+    assert response.status_code == status
+    if status == 413:
+        assert response.json() == {"error": "request body larger than 100 bytes"}
+        assert app.bodies == []
+    else:
+        assert app.bodies == [body]
+
+
+def test_the_default_body_limit_is_16_kib():
+    guards, app = make()
+
+    assert call(guards, "POST", "/echo", headers=JSON, content=b"x" * 16_384).status_code == 200
+    refused = call(guards, "POST", "/echo", headers=JSON, content=b"x" * 16_385)
+
+    assert refused.status_code == 413
+    assert refused.json() == {"error": "request body larger than 16384 bytes"}
+    assert len(app.bodies) == 1
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "message"),
+    [
+        (1, 1, "rate limit exceeded: 1 requests per second, burst 1"),
+        (2, 3, "rate limit exceeded: 2 requests per second, burst 3"),
+        (0.5, 5, "rate limit exceeded: 0.5 requests per second, burst 5"),
+        (4, 2, "rate limit exceeded: 4 requests per second, burst 2"),
+    ],
+)
+def test_exactly_burst_requests_pass_then_429_and_a_token_returns_every_one_over_rate_seconds(rate, burst, message):
+    clock = Clock()
+    guards, _ = make(rate_per_second=rate, burst=burst, clock=clock)
+
+    assert [call(guards, "GET", "/status").status_code for _ in range(burst)] == [200] * burst
+    refused = call(guards, "GET", "/status")
+    assert (refused.status_code, refused.json()) == (429, {"error": message})
+    clock.now += 0.5 / rate  # half a token: still refused
+    assert call(guards, "GET", "/status").status_code == 429
+    clock.now += 0.5 / rate  # (rates are powers of two: these times are exact)
+    assert [call(guards, "GET", "/status").status_code for _ in range(2)] == [200, 429]
+
+
+def test_the_default_limit_is_a_burst_of_40_then_20_per_second():
+    clock = Clock()
+    guards, _ = make(clock=clock)
+
+    assert [call(guards, "GET", "/status").status_code for _ in range(40)] == [200] * 40
+    refused = call(guards, "GET", "/status")
+    assert (refused.status_code, refused.json()) == (
+        429,
+        {"error": "rate limit exceeded: 20 requests per second, burst 40"},
+    )
+    clock.now += 0.125  # 2.5 tokens at 20 per second
+    assert [call(guards, "GET", "/status").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_by_default_ten_thousand_clients_are_remembered():
+    guards, _ = make(clock=Clock())
+
+    for n in range(10_001):
+        assert guards.buckets.take(f"id:{n}") == 0.0
+
+    assert len(guards.buckets) == 10_000
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8; version=2", " application/json ;q=1"])
+def test_json_with_several_parameters_is_accepted(content_type):
+    guards, app = make()
+
+    assert call(guards, "POST", "/echo", headers={"content-type": content_type}, content=b"{}").status_code == 200
+    assert app.bodies == [b"{}"]
+
+
+# --- the client key -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "client", "key"),
+    [
+        ([(b"x-client-id", b"me")], ("10.0.0.1", 5000), "id:me"),
+        ([(b"X-Client-Id", b"me")], ("10.0.0.1", 5000), "id:me"),
+        ([(b"x-client-id", b"")], ("10.0.0.1", 5000), "ip:10.0.0.1"),  # an empty id is no id
+        ([], ("10.0.0.1", 5000), "ip:10.0.0.1"),
+        ([], None, "ip:unknown"),
+        ([(b"x-client-id", b"a" * 200)], None, "id:" + "a" * 128),  # bounded: the first 128 characters
+        ([(b"x-client-id", b"caf\xe9")], None, "id:caf\u00e9"),  # header bytes read as latin-1
+    ],
+)
+def test_the_bucket_key_is_the_client_id_header_else_the_peer_address(headers, client, key):
+    guards, _ = make()
+
+    assert guards._client_id({"client": client}, headers) == key
+
+
+def test_requests_without_a_peer_address_share_one_bucket_apart_from_identified_clients():
+    guards = Guards(Recorder(), rate_per_second=1, burst=1, clock=Clock())
+
+    assert asgi(guards, REQUEST, client=NO_PEER)[0]["status"] == 204
+    assert asgi(guards, REQUEST, client=None)[0]["status"] == 429
+    assert asgi(guards, REQUEST, client=None, headers=[(b"x-client-id", b"unknown")])[0]["status"] == 204
+
+
+# --- admin on every admin path --------------------------------------------------------------------------------
+
+ADMIN_PATHS = ["/admin", "/admin/", "/admin/rollback", "/admin/kill-switch/now"]
+
+
+@pytest.mark.parametrize("path", ADMIN_PATHS)
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(None, 401), ("Bearer wrong-token", 401), (f"Bearer {TOKEN}", 200), (f"Bearer  {TOKEN}", 200)],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_every_admin_path_asks_for_the_token_the_same_way(path, authorization, status, method):
+    guards, app = make(admin_token=TOKEN)
+    headers = {**JSON, **({"authorization": authorization} if authorization else {})}
+
+    response = call(guards, method, path, headers=headers, content=b"{}" if method == "POST" else None)
+
+    assert response.status_code == status
+    if status == 401:
+        assert response.content == b'{"error":"admin token required"}'
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert app.bodies == []
+    else:
+        assert len(app.bodies) == 1
+
+
+@pytest.mark.parametrize("path", ADMIN_PATHS)
+@pytest.mark.parametrize("authorization", [None, f"Bearer {TOKEN}"])
+def test_every_admin_path_is_disabled_without_a_configured_token(path, authorization):
+    guards, app = make()
+    headers = {"authorization": authorization} if authorization else {}
+
+    response = call(guards, "GET", path, headers=headers)
+
+    assert response.status_code == 503
+    assert response.content == b'{"error":"admin endpoints disabled: no admin token configured"}'
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize(
+    ("prefix", "guarded", "open_"),
+    [
+        ("/admin/", ["/admin", "/admin/rollback"], ["/administrators", "/status"]),
+        ("/opsX", ["/opsX", "/opsX/rollback"], ["/ops", "/ops/rollback", "/opsXY"]),
+    ],
+)
+def test_the_admin_prefix_is_configurable_and_only_trailing_slashes_are_ignored(prefix, guarded, open_):
+    guards, _ = make(admin_token=TOKEN, admin_prefix=prefix)
+
+    assert [call(guards, "GET", path).status_code for path in guarded] == [401] * len(guarded)
+    assert [call(guards, "GET", path).status_code for path in open_] == [200] * len(open_)

@@ -1,12 +1,34 @@
 import hashlib
+import math
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
+import steward.routing as routing_module
 from scripts.serving_fixture import WALK, sign_off
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.registry import Registry, RegistryError, State
-from steward.routing import Rollouts, Routing, RoutingTable, bucket, newest
+from steward.routing import BAD_WEIGHT, NO_CANARY, Rollouts, Routing, RoutingRow, RoutingTable, bucket, newest
+
+IDS = [f"applicant-{i}" for i in range(2000)]
+# The routing row as it reads before anything was ever set.
+NEVER_SET = {
+    "production": None,
+    "canary": None,
+    "canary_weight": 0.0,
+    "shadow": None,
+    "mode": "serve",
+    "revision": 0,
+    "reason": "",
+}
+
+
+def _bucket(applicant_id: str) -> float:
+    """The applicant's place in [0, 1), computed here: the first 8 bytes of sha256(id), big-endian, / 2**64."""
+    return int.from_bytes(hashlib.sha256(applicant_id.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
 def _model_in(registry, ledger, state, *, name="m"):
@@ -41,6 +63,14 @@ def _candidate(registry):
     ).ref
 
 
+def _stored(engine) -> RoutingRow:
+    """The routing row as the database holds it (not as the module reads it back)."""
+    with Session(engine) as session:
+        row = session.get(RoutingRow, 1)
+        session.expunge(row)
+        return row
+
+
 @pytest.fixture
 def table(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
@@ -52,24 +82,90 @@ def table(tmp_path):
     return table
 
 
+# --- bucketing: sticky by applicant ---------------------------------------------------------------------------
+
+
 def test_the_bucket_is_the_first_eight_bytes_of_sha256_as_a_fraction():
     expected = int(hashlib.sha256(b"applicant-42").hexdigest()[:16], 16) / 2**64
     assert bucket("applicant-42") == expected
 
 
-def test_routing_is_sticky_and_raising_the_weight_only_moves_applicants_to_the_canary():
-    ids = [f"a{i}" for i in range(20000)]
-    low = Routing(production="m:v1", canary="m:v2", canary_weight=0.1)
-    high = Routing(production="m:v1", canary="m:v2", canary_weight=0.5)
-    at_low = {i for i in ids if low.role_of(i) == "canary"}
-    at_high = {i for i in ids if high.role_of(i) == "canary"}
-    assert at_low <= at_high
-    # binomial(20000, p) stays within 5 standard deviations of its mean
-    for share, weight in ((len(at_low), 0.1), (len(at_high), 0.5)):
-        sd = (20000 * weight * (1 - weight)) ** 0.5
-        assert abs(share - 20000 * weight) < 5 * sd
-    assert {low.role_of(i) for i in ids[:50]} == {low.role_of(i) for i in ids[:50]}
-    assert Routing(production="m:v1").role_of("a1") == "production"
+@pytest.mark.parametrize("weight", [0.01, 0.1, 0.5, 0.9, 0.99])
+def test_the_canary_takes_exactly_the_applicants_whose_bucket_is_below_its_weight(weight):
+    routing = Routing(production="m:v1", canary="m:v2", canary_weight=weight)
+
+    roles = {i: routing.role_of(i) for i in IDS}
+
+    assert roles == {i: "canary" if _bucket(i) < weight else "production" for i in IDS}
+    assert "canary" in roles.values() and "production" in roles.values()  # both sides of the rule were met
+
+
+def test_an_applicant_whose_bucket_equals_the_weight_stays_in_production():
+    at = _bucket("applicant-7")  # a weight exactly on this applicant's bucket
+    assert Routing(production="m:v1", canary="m:v2", canary_weight=at).role_of("applicant-7") == "production"
+    above = math.nextafter(at, 1.0)  # the smallest weight that takes it
+    assert Routing(production="m:v1", canary="m:v2", canary_weight=above).role_of("applicant-7") == "canary"
+
+
+def test_the_role_is_sticky_across_calls_and_routing_objects_with_the_same_weight():
+    first = Routing(production="m:v1", canary="m:v2", canary_weight=0.3)
+    again = Routing(production="m:v1", canary="m:v2", canary_weight=0.3, revision=9, reason="re-read")
+    expected = {i: "canary" if _bucket(i) < 0.3 else "production" for i in IDS[:200]}
+
+    for _ in range(3):
+        assert {i: first.role_of(i) for i in IDS[:200]} == expected
+        assert {i: again.role_of(i) for i in IDS[:200]} == expected
+
+
+def test_raising_the_weight_only_moves_applicants_from_production_to_the_canary():
+    weights = [0.0, 0.05, 0.2, 0.5, 0.8, 1.0]
+    routings = [Routing(production="m:v1", canary="m:v2", canary_weight=w) for w in weights]
+
+    for applicant in IDS:
+        roles = [r.role_of(applicant) for r in routings]
+        switched = roles.index("canary")  # weight 1 takes everyone, so each applicant switches once...
+        assert roles == ["production"] * switched + ["canary"] * (len(roles) - switched)  # ...and never back
+        assert weights[switched - 1] <= _bucket(applicant) < weights[switched]
+
+
+@pytest.mark.parametrize(
+    ("routing", "role"),
+    [
+        (Routing(production="m:v1", canary="m:v2", canary_weight=0.0), "production"),
+        (Routing(production="m:v1", canary="m:v2", canary_weight=1.0), "canary"),
+        (Routing(production="m:v1", canary_weight=1.0), "production"),  # a weight with no canary serves nobody
+        (Routing(production="m:v1", shadow="m:v3"), "production"),
+        (Routing(canary="m:v2", canary_weight=1.0, shadow="m:v3"), "canary"),
+    ],
+)
+def test_weight_zero_serves_nobody_weight_one_everybody_and_the_shadow_never_serves(routing, role):
+    assert {routing.role_of(i) for i in IDS} == {role}
+
+
+def test_a_shadow_only_mirrors_it_never_changes_who_is_served():
+    plain = Routing(production="m:v1", canary="m:v2", canary_weight=0.4)
+    shadowed = Routing(production="m:v1", canary="m:v2", canary_weight=0.4, shadow="m:v3")
+
+    assert [shadowed.role_of(i) for i in IDS] == [plain.role_of(i) for i in IDS]
+
+
+def test_as_dict_names_every_field():
+    routing = Routing(
+        production="m:v1", canary="m:v2", canary_weight=0.25, shadow="m:v3", mode="refuse", revision=4, reason="r"
+    )
+
+    assert routing.as_dict() == {
+        "production": "m:v1",
+        "canary": "m:v2",
+        "canary_weight": 0.25,
+        "shadow": "m:v3",
+        "mode": "refuse",
+        "revision": 4,
+        "reason": "r",
+    }
+
+
+# --- the routing table ----------------------------------------------------------------------------------------
 
 
 def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
@@ -89,20 +185,107 @@ def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
     assert table._ledger.verify().ok
 
 
+def test_the_first_record_shows_the_never_set_routing_before_and_the_new_one_after(table):
+    prod = table.models[State.PRODUCTION]
+
+    table.set(Routing(production=prod), actor="rollout", reason="first production")
+
+    (record,) = table._ledger.records()[table.count :]
+    assert record.payload == {
+        "before": NEVER_SET,
+        "after": {**NEVER_SET, "production": prod, "revision": 1, "reason": "first production"},
+        "reason": "first production",
+    }
+
+
+@pytest.mark.parametrize("reason", ["5% of applicants", ""])
+def test_the_reason_is_stored_with_the_routing(table, reason):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
+
+    done = table.set(Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason=reason)
+
+    assert done.reason == reason and table.get().reason == reason
+
+
+def test_a_routing_of_nothing_is_recorded_about_routing(table):
+    table.set(Routing(mode="refuse"), actor="ops", reason="nothing to serve")
+
+    (record,) = table._ledger.records()[table.count :]
+    assert (record.subject, record.action) == ("routing", "rollout.step")
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_weights_from_zero_to_one_inclusive_are_accepted(table, weight):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
+
+    done = table.set(Routing(production=prod, canary=canary, canary_weight=weight), actor="x", reason="y")
+
+    assert done.canary_weight == weight and table.get().canary_weight == weight
+
+
+def test_the_change_time_is_stored_in_utc_whatever_the_servers_zone(table, monkeypatch):
+    monkeypatch.setenv("TZ", "JST-9")  # a POSIX zone nine hours east of UTC, needing no tz database
+    time.tzset()
+    try:
+        table.set(Routing(production=table.models[State.PRODUCTION]), actor="x", reason="y")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+    stored = _stored(table._engine).updated_at
+    stored = stored if stored.tzinfo else stored.replace(tzinfo=UTC)  # SQLite drops the zone: Steward stores UTC
+    assert abs(stored - datetime.now(UTC)) < timedelta(minutes=5)
+
+
 @pytest.mark.parametrize(
     ("routing", "message"),
     [
         (Routing(production="m:v1", canary="m:v2", canary_weight=1.5), r"must be in \[0, 1\], got 1.5"),
+        (Routing(production="m:v1", canary="m:v2", canary_weight=-0.1), r"must be in \[0, 1\], got -0.1"),
         (Routing(production="m:v1", canary_weight=0.2), "needs a canary model"),
         (Routing(production="m:v2"), "production must be a model in state production; m:v2 is canary"),
         (Routing(production="m:v1", shadow="m:v1"), "shadow must be a model in state shadow; m:v1 is production"),
         (Routing(production="nobody:v9"), "nobody:v9 is unknown"),
+        (Routing(production="m:vx"), "production must be a model in state production; m:vx is unknown"),
+        (Routing(production="m"), "production must be a model in state production; m is unknown"),
     ],
 )
 def test_impossible_routings_are_refused_and_change_nothing(table, routing, message):
     with pytest.raises(ValueError, match=message):
         table.set(routing, actor="x", reason="y")
     assert table.get() == Routing() and len(table._ledger.records()) == table.count
+
+
+def test_the_weight_messages_are_the_modules():
+    assert BAD_WEIGHT.format(weight=1.5) == "a canary weight must be in [0, 1], got 1.5"
+    assert NO_CANARY == "a canary weight above 0 needs a canary model"
+
+
+@pytest.mark.parametrize("ref", ["m:vx", "m"])
+def test_a_ref_without_a_version_number_is_unknown_to_the_registry_check(table, ref):
+    with pytest.raises(RegistryError, match=f"; {ref} is unknown"):
+        table.set(Routing(production=ref), actor="x", reason="y")
+
+
+def test_a_refusal_names_every_state_a_role_allows(table, monkeypatch):
+    monkeypatch.setitem(routing_module.ROLE_STATES, "production", ("production", "canary"))
+    shadow = table.models[State.SHADOW]
+
+    with pytest.raises(RegistryError, match=f"production must be a model in state production or canary; {shadow} is"):
+        table.set(Routing(production=shadow), actor="x", reason="y")
+
+
+def test_refs_are_read_as_the_registry_reads_them_the_first_colon_v_ends_the_name(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
+    ledger = Ledger(engine)
+    registry = Registry(engine, ledger=ledger)
+    ref = _model_in(registry, ledger, State.PRODUCTION, name="a:vb")
+    assert ref == "a:vb:v1"
+    with pytest.raises(RegistryError):  # the registry cannot address it by this ref...
+        registry.get(ref)
+
+    with pytest.raises(RegistryError, match="production must be a model in state production; a:vb:v1 is unknown"):
+        RoutingTable(engine, ledger).set(Routing(production=ref), actor="x", reason="y")  # ...nor can routing
 
 
 def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
@@ -114,6 +297,9 @@ def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
             RoutingTable(engine, Ledger(engine)).set(routing, actor="anyone", reason="try")
 
 
+# --- rollouts -------------------------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def moves(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
@@ -122,6 +308,13 @@ def moves(tmp_path):
 
 def _approved(moves, name="m"):
     return _model_in(moves.registry, moves.ledger, State.APPROVED, name=name)
+
+
+def _transitions(moves, ref):
+    """(actor, from, to) of every registry transition of `ref` after its approval."""
+    records = moves.ledger.records(subject=ref, actions=("registry.transition",))
+    moves_made = [(r.actor, r.payload["from"], r.payload["to"]) for r in records]
+    return moves_made[moves_made.index(("steward", "candidate", "approved")) + 1 :]
 
 
 def test_a_first_model_walks_to_production_and_a_second_retires_it_after_shadow_and_canary(moves):
@@ -141,6 +334,113 @@ def test_a_first_model_walks_to_production_and_a_second_retires_it_after_shadow_
     assert moves.registry.get(second).state is State.PRODUCTION
 
 
+def test_every_registry_move_of_a_rollout_is_recorded_as_its_actor(moves):
+    first, second, third = _approved(moves), _approved(moves), _approved(moves)
+    moves.promote(first, actor="alice", reason="first")
+    moves.to_shadow(second, actor="bob")
+    moves.to_canary(second, 0.2, actor="carol")
+    moves.promote(second, actor="dave", reason="passed")
+    moves.to_shadow(third, actor="erin")
+    moves.withdraw(third, actor="frank", reason="drift")
+    moves.kill_switch(actor="grace", reason="stop")
+
+    assert _transitions(moves, first) == [
+        ("alice", "approved", "shadow"),
+        ("alice", "shadow", "canary"),
+        ("alice", "canary", "production"),
+        ("dave", "production", "retired"),
+    ]
+    assert _transitions(moves, second) == [
+        ("bob", "approved", "shadow"),
+        ("carol", "shadow", "canary"),
+        ("dave", "canary", "production"),
+        ("grace", "production", "rolled_back"),
+    ]
+    assert _transitions(moves, third) == [("erin", "approved", "shadow"), ("frank", "shadow", "rolled_back")]
+
+
+@pytest.mark.parametrize(("weight", "shown"), [(1.5, "1.5"), (-0.1, "-0.1"), (float("nan"), "nan")])
+def test_a_canary_weight_out_of_range_is_refused_before_the_model_changes_state(moves, weight, shown):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    before = moves.table.get()
+
+    with pytest.raises(ValueError, match=rf"^a canary weight must be in \[0, 1\], got {shown}$"):
+        moves.to_canary(second, weight, actor="t")
+
+    assert moves.registry.get(second).state is State.SHADOW  # the routing still names it as the shadow
+    assert moves.table.get() == before
+    moves.to_canary(second, 0.1, actor="t")  # and the rollout can go on
+    assert moves.table.get().canary == second
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_a_canary_takes_weights_zero_and_one(moves, weight):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+
+    done = moves.to_canary(second, weight, actor="t")
+
+    assert (done.canary, done.canary_weight, done.shadow) == (second, weight, None)
+    assert moves.registry.get(second).state is State.CANARY
+
+
+def test_a_canary_and_a_promotion_keep_another_models_shadow(moves):
+    first, second, third = _approved(moves), _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    moves.to_canary(second, 0.2, actor="t")
+    moves.to_shadow(third, actor="t")
+
+    moves.to_canary(second, 0.4, actor="t")
+    assert moves.table.get().shadow == third
+    done = moves.promote(second, actor="t", reason="passed")
+    assert (done.production, done.canary, done.shadow) == (second, None, third)
+    assert moves.table.get() == done
+
+
+def test_promoting_the_shadow_itself_takes_it_out_of_the_shadow_role(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+
+    done = moves.promote(second, actor="t", reason="straight from shadow")
+
+    assert (done.production, done.canary, done.shadow) == (second, None, None)
+    assert moves.registry.get(second).state is State.PRODUCTION
+    assert moves.registry.get(first).state is State.RETIRED
+
+
+def test_a_promotion_after_the_kill_switch_serves_again(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.kill_switch(actor="t", reason="stop everything")
+    assert moves.table.get().mode == "refuse"
+
+    done = moves.promote(second, actor="t", reason="restore")
+
+    assert (done.production, done.mode) == (second, "serve")
+    assert _stored(moves.table._engine).mode == "serve"
+
+
+@pytest.mark.parametrize("state", [State.CANDIDATE, State.ROLLED_BACK])
+def test_a_model_off_the_road_to_production_cannot_be_promoted(moves, state):
+    first, ref = _approved(moves), _candidate(moves.registry)
+    moves.promote(first, actor="t", reason="first")
+    if state is State.ROLLED_BACK:
+        ref = _approved(moves)
+        moves.to_shadow(ref, actor="t")
+        moves.withdraw(ref, actor="t", reason="bad")
+    before = moves.table.get()
+
+    with pytest.raises(RegistryError, match=f"model {ref} is {state.value}; it cannot become production"):
+        moves.promote(ref, actor="t", reason="skip the steps")
+
+    assert moves.table.get() == before
+
+
 def test_withdraw_takes_the_canary_out_first_and_records_the_rollback_about_it(moves):
     first, second = _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
@@ -155,6 +455,33 @@ def test_withdraw_takes_the_canary_out_first_and_records_the_rollback_about_it(m
     assert again.revision == done.revision
 
 
+def test_withdraw_takes_a_shadow_out_and_leaves_the_rest(moves):
+    first, second = _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+
+    done = moves.withdraw(second, actor="t", reason="drift")
+
+    assert (done.production, done.canary, done.shadow) == (first, None, None)
+    assert moves.table.get() == done
+    assert moves.registry.get(second).state is State.ROLLED_BACK
+    record = moves.ledger.records(subject=second, actions=("rollback",))[-1]
+    assert record.payload["before"]["shadow"] == second and record.payload["after"]["shadow"] is None
+
+
+def test_withdrawing_the_canary_keeps_another_models_shadow(moves):
+    first, second, third = _approved(moves), _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    moves.to_canary(second, 0.2, actor="t")
+    moves.to_shadow(third, actor="t")
+
+    done = moves.withdraw(second, actor="t", reason="breach")
+
+    assert (done.production, done.canary, done.shadow) == (first, None, third)
+    assert moves.registry.get(third).state is State.SHADOW
+
+
 def test_the_kill_switch_pulls_the_canary_then_production(moves):
     first, second = _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
@@ -162,9 +489,55 @@ def test_the_kill_switch_pulls_the_canary_then_production(moves):
     moves.to_canary(second, 0.2, actor="t")
     pulled, done = moves.kill_switch(actor="t", reason="stop")
     assert pulled == [second] and done.production == first and done.mode == "serve"
+    assert _stored(moves.table._engine).mode == "serve"
     pulled, done = moves.kill_switch(actor="t", reason="stop everything")
     assert pulled == [first] and done.production is None and done.mode == "refuse"
+    assert _stored(moves.table._engine).mode == "refuse"
     assert moves.registry.get(first).state is State.ROLLED_BACK
+    records = moves.ledger.records(actions=("rollback", "rollout.step"))[-2:]
+    assert [(r.actor, r.action, r.subject, r.payload["reason"]) for r in records] == [
+        ("t", "rollback", second, "stop"),
+        ("t", "rollback", first, "stop everything"),
+    ]
+
+
+def test_the_kill_switch_pulls_canary_and_shadow_together_and_names_both(moves):
+    first, second, third = _approved(moves), _approved(moves), _approved(moves)
+    moves.promote(first, actor="t", reason="first")
+    moves.to_shadow(second, actor="t")
+    moves.to_canary(second, 0.2, actor="t")
+    moves.to_shadow(third, actor="t")
+
+    pulled, done = moves.kill_switch(actor="t", reason="stop")
+
+    assert pulled == [second, third]
+    assert (done.production, done.canary, done.shadow, done.mode) == (first, None, None, "serve")
+    record = moves.ledger.records(actions=("rollback",))[-1]
+    assert (record.action, record.subject) == ("rollback", f"{second}, {third}")
+    assert (
+        moves.registry.get(second).state is State.ROLLED_BACK and moves.registry.get(third).state is State.ROLLED_BACK
+    )
+
+
+def test_the_kill_switch_without_production_refuses_even_when_it_pulls_a_shadow(moves):
+    lone = _approved(moves)
+    moves.to_shadow(lone, actor="t")
+
+    pulled, done = moves.kill_switch(actor="t", reason="stop")
+
+    assert pulled == [lone] and (done.production, done.shadow, done.mode) == (None, None, "refuse")
+    assert _stored(moves.table._engine).mode == "refuse"
+    assert moves.registry.get(lone).state is State.ROLLED_BACK
+    record = moves.ledger.records(actions=("rollback",))[-1]
+    assert record.subject == lone
+
+
+def test_the_kill_switch_with_nothing_routed_refuses_and_records_it_about_routing(moves):
+    pulled, done = moves.kill_switch(actor="t", reason="stop")
+
+    assert pulled == [] and (done.production, done.mode, done.revision) == (None, "refuse", 1)
+    (record,) = moves.ledger.records(actions=("rollback", "rollout.step"))
+    assert (record.action, record.subject) == ("rollback", "routing")
 
 
 def test_an_unapproved_model_cannot_enter_shadow(moves):
