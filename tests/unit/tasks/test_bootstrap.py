@@ -1,4 +1,6 @@
 import json
+import warnings
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -12,12 +14,14 @@ from tasks.bootstrap import (
     UNDEFINED_RATE,
     attribute_name,
     attribute_rng,
+    audited,
     bootstrap_groups,
     build_cells,
     check_attributes,
     group_labels,
     metric,
     percentile_ci,
+    summary_note,
 )
 
 N_BOOT = 4000
@@ -229,3 +233,299 @@ def test_bad_inputs_are_refused(y, decision, message):
     with pytest.raises(ValueError) as caught:
         build_cells(["a"] * len(y), y, decision=decision)
     assert str(caught.value) == message
+
+
+# Hand-counted confusion tables: every rate and summary below is worked out from the counts.
+
+
+def _table(counts: dict[str, tuple[int, int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of each group from its (TP, FN, FP, TN) counts: (groups, y, decision)."""
+    groups, y, decision = [], [], []
+    for name, (tp, fn, fp, tn) in counts.items():
+        for label, decided, count in ((1, 1, tp), (1, 0, fn), (0, 1, fp), (0, 0, tn)):
+            groups += [name] * count
+            y += [label] * count
+            decision += [decided] * count
+    return np.array(groups, dtype=object), np.array(y), np.array(decision)
+
+
+HAND = {"a": (3, 1, 2, 4), "b": (1, 3, 0, 2)}
+
+
+def test_every_rate_of_a_hand_counted_table():
+    groups, y, decision = _table({"b": HAND["b"], "a": HAND["a"]})
+    boot = bootstrap_groups(groups, y, decision=decision, n_boot=20, min_group_size=1, rng=np.random.default_rng(0))
+    assert boot.groups == ("a", "b")
+    expected = {
+        "count": [10, 6],
+        "positives": [4, 4],
+        "selection_rate": [5 / 10, 1 / 6],
+        "tpr": [3 / 4, 1 / 4],
+        "fpr": [2 / 6, 0 / 2],
+        "fnr": [1 / 4, 3 / 4],
+        "precision": [3 / 5, 1 / 1],
+    }
+    assert set(boot.point) == set(expected)
+    for rate, values in expected.items():
+        assert boot.point[rate].tolist() == pytest.approx(values), rate
+    assert boot.summary_point == pytest.approx(
+        {
+            "demographic_parity_difference": 1 / 2 - 1 / 6,
+            "demographic_parity_ratio": (1 / 6) / (1 / 2),
+            "equalized_odds_difference": 1 / 2,  # TPR gap 0.5 beats FPR gap 1/3
+            "equal_opportunity_difference": 1 / 2,
+            "predictive_parity_difference": 1 - 3 / 5,
+        }
+    )
+    # every resample draws all 16 rows again
+    assert (boot.draws["count"].sum(axis=1) == 16).all()
+    assert boot.draws["count"].shape == (20, 2)
+
+
+def test_equalized_odds_takes_the_fpr_gap_when_it_is_larger():
+    groups, y, decision = _table({"a": HAND["a"], "b": (3, 1, 0, 2)})
+    boot = bootstrap_groups(groups, y, decision=decision, n_boot=20, min_group_size=1, rng=np.random.default_rng(0))
+    assert boot.summary_point["equal_opportunity_difference"] == 0.0
+    assert boot.summary_point["equalized_odds_difference"] == pytest.approx(2 / 6)
+    tpr, fpr = boot.draws["tpr"], boot.draws["fpr"]
+    by_hand = np.maximum(np.abs(tpr[:, 0] - tpr[:, 1]), np.abs(fpr[:, 0] - fpr[:, 1]))
+    np.testing.assert_allclose(boot.summary_draws["equalized_odds_difference"], by_hand)
+
+
+def test_brier_score_of_each_group_is_its_mean_squared_error():
+    groups, y, decision = _table(HAND)
+    proba = np.linspace(0.05, 0.95, len(y))
+    boot = bootstrap_groups(
+        groups, y, decision=decision, proba=proba, n_boot=20, min_group_size=1, rng=np.random.default_rng(0)
+    )
+    sq = (proba - y) ** 2
+    assert boot.point["brier"].tolist() == pytest.approx([sq[groups == "a"].mean(), sq[groups == "b"].mean()])
+
+
+def test_cells_split_into_equal_count_bins_of_squared_error():
+    """Four rows of one cell in 2 bins: the two smallest squared errors, then the two largest; three rows of
+    another cell: two, then one."""
+    groups = ["g"] * 7
+    y = np.array([1, 1, 1, 1, 0, 0, 0])
+    decision = np.array([1, 1, 1, 1, 0, 0, 0])
+    proba = np.array([0.5, 0.9, 0.6, 0.8, 0.1, 0.3, 0.2])
+    cells = build_cells(groups, y, decision=decision, proba=proba, bins=2)
+    assert cells.groups == ("g",)
+    assert cells.counts.tolist() == [2, 1, 2, 2]
+    assert cells.y.tolist() == [0, 0, 1, 1]
+    assert cells.decision.tolist() == [0, 0, 1, 1]
+    assert cells.group.tolist() == [0, 0, 0, 0]
+    assert cells.sq_error.tolist() == pytest.approx([(0.01 + 0.04) / 2, 0.09, (0.01 + 0.04) / 2, (0.16 + 0.25) / 2])
+
+
+def test_cells_without_scores_or_decisions():
+    cells = build_cells(["b", "a", "b", "b"], np.array([1, 0, 0, 1]))
+    assert cells.groups == ("a", "b")
+    assert (cells.group.tolist(), cells.y.tolist(), cells.counts.tolist()) == ([0, 1, 1], [0, 0, 1], [1, 1, 2])
+    assert cells.decision is None and cells.sq_error is None
+    cells = build_cells(["b", "a", "b", "b"], np.array([1, 0, 0, 1]), decision=np.array([1, 1, 0, 0]))
+    assert cells.decision.tolist() == [1, 0, 0, 1]
+    assert cells.y.tolist() == [0, 0, 1, 1] and cells.counts.tolist() == [1, 1, 1, 1]
+    assert cells.sq_error is None
+
+
+def test_scores_without_decisions_are_refused():
+    with pytest.raises(ValueError) as caught:
+        build_cells(["a"], np.array([1]), proba=np.array([0.3]))
+    assert str(caught.value) == "the Brier score needs decisions too: pass decision with proba"
+
+
+@pytest.mark.parametrize(("rows", "small"), [(29, True), (30, False), (31, False)])
+def test_minimum_group_size_at_its_boundary(rows, small):
+    """A group of exactly min_group_size rows is in the summaries; one row fewer and it is left out."""
+    groups = np.array(["big"] * 40 + ["edge"] * rows, dtype=object)
+    y = np.array([1, 0] * 20 + [1] * rows)
+    decision = np.array([1] * 40 + [0] * rows)
+    boot = bootstrap_groups(groups, y, decision=decision, n_boot=50, min_group_size=30, rng=np.random.default_rng(0))
+    assert boot.small.tolist() == [False, small]
+    assert bool(np.isnan(boot.summary_point["demographic_parity_difference"])) is small
+    if not small:
+        assert boot.summary_point["demographic_parity_difference"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "name", ["demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"]
+)
+def test_summary_draws_leave_small_groups_out(name):
+    groups = np.array(["big1"] * 50 + ["big2"] * 60 + ["tiny"] * 5, dtype=object)
+    y = np.array([1, 0] * 55 + [1, 0, 1, 0, 1])
+    rng = np.random.default_rng(3)
+    decision = (rng.random(115) < np.r_[np.full(50, 0.7), np.full(60, 0.4), np.full(5, 0.0)]).astype(int)
+    boot = bootstrap_groups(groups, y, decision=decision, n_boot=300, min_group_size=30, rng=np.random.default_rng(1))
+    big = [0, 1]
+    sel, tpr, fpr = (boot.draws[r][:, big] for r in ("selection_rate", "tpr", "fpr"))
+    by_hand = {
+        "demographic_parity_difference": sel.max(1) - sel.min(1),
+        "demographic_parity_ratio": sel.min(1) / sel.max(1),
+        "equalized_odds_difference": np.maximum(tpr.max(1) - tpr.min(1), fpr.max(1) - fpr.min(1)),
+    }
+    np.testing.assert_allclose(boot.summary_draws[name], by_hand[name])
+    point_sel = boot.point["selection_rate"][big]
+    if name == "demographic_parity_difference":
+        assert boot.summary_point[name] == pytest.approx(point_sel.max() - point_sel.min())
+
+
+def test_base_rate_summaries_by_hand():
+    boot = bootstrap_groups(
+        ["x"] * 4 + ["y"] * 5 + ["z"] * 2,
+        np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1]),  # x 3/4, y 1/5, z 2/2
+        n_boot=30,
+        min_group_size=3,
+        rng=np.random.default_rng(0),
+    )
+    assert set(boot.summary_point) == {"base_rate_difference", "base_rate_ratio"}
+    assert boot.small.tolist() == [False, False, True]
+    assert boot.summary_point["base_rate_difference"] == pytest.approx(3 / 4 - 1 / 5)
+    assert boot.summary_point["base_rate_ratio"] == pytest.approx((1 / 5) / (3 / 4))
+
+
+def _notes(groups, y, decision, *, min_group_size):
+    boot = bootstrap_groups(
+        np.array(groups, dtype=object),
+        np.array(y),
+        decision=np.array(decision),
+        n_boot=10,
+        min_group_size=min_group_size,
+        rng=np.random.default_rng(0),
+    )
+    return boot, {name: summary_note(name, boot, min_group_size=min_group_size) for name in boot.summary_point}
+
+
+def test_summary_note_with_fewer_than_two_large_groups():
+    boot, notes = _notes(["a"] * 5 + ["b"] * 2, [1, 0] * 3 + [1], [1] * 7, min_group_size=4)
+    assert np.isnan(boot.summary_point["demographic_parity_difference"])
+    assert boot.summary_draws["demographic_parity_ratio"].shape == (10,)
+    assert np.isnan(boot.summary_draws["demographic_parity_ratio"]).all()
+    assert set(notes.values()) == {"undefined: fewer than 2 groups with at least 4 rows"}
+
+
+def test_summary_note_names_the_large_groups_whose_rate_is_undefined():
+    """b and c have no positive labels, d (too small) neither: TPR is undefined for 'b', 'c' only."""
+    groups = ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["d"] * 2
+    y = [1, 0, 1, 0] + [0] * 10
+    decision = [1, 1, 0, 0] * 3 + [1, 0]
+    boot, notes = _notes(groups, y, decision, min_group_size=3)
+    assert np.isnan(boot.summary_point["equal_opportunity_difference"])
+    assert notes["equal_opportunity_difference"] == "undefined: tpr is undefined for group(s) 'b', 'c'"
+    assert notes["equalized_odds_difference"] == "undefined: tpr is undefined for group(s) 'b', 'c'"
+
+
+def test_summary_note_names_the_second_rate_when_the_first_is_defined():
+    groups = ["a"] * 4 + ["b"] * 4
+    y = [1, 0, 1, 0] + [1] * 4
+    boot, notes = _notes(groups, y, [1, 1, 0, 0] * 2, min_group_size=3)
+    assert np.isnan(boot.summary_point["equalized_odds_difference"])
+    assert notes["equalized_odds_difference"] == "undefined: fpr is undefined for group(s) 'b'"
+
+
+def test_summary_note_of_a_ratio_of_zeros():
+    boot, notes = _notes(["a"] * 4 + ["b"] * 4, [1, 0] * 4, [0] * 8, min_group_size=3)
+    assert np.isnan(boot.summary_point["demographic_parity_ratio"])
+    assert boot.summary_point["demographic_parity_difference"] == 0.0
+    assert notes["demographic_parity_ratio"] == "undefined: selection_rate is 0 in every group (0/0)"
+
+
+def test_percentile_ci_at_another_level_and_with_nothing_defined():
+    draws = np.arange(101.0)
+    low, high, undefined = percentile_ci(draws, ci_level=0.9)
+    assert (low, high, undefined) == (pytest.approx(5.0), pytest.approx(95.0), 0.0)
+    low, high, undefined = percentile_ci(np.array([np.nan, np.inf]), ci_level=0.9)
+    assert np.isnan(low) and np.isnan(high) and undefined == 1.0
+
+
+def test_metric_of_a_defined_value():
+    got = metric(0.25, np.arange(101.0) / 100, ci_level=0.8, note="n/a")
+    assert got == {"value": 0.25, "ci": [pytest.approx(0.1), pytest.approx(0.9)]}
+    assert type(got["value"]) is float
+    got = metric(float("nan"), np.arange(101.0), ci_level=0.8, note="why")
+    assert got == {"value": None, "ci": None, "note": "why"}
+    got = metric(0.25, np.array([np.nan] * 3 + [0.1]), ci_level=0.8, note="n/a")
+    assert got == {"value": 0.25, "ci": None, "note": "CI undefined: the value is undefined (0/0) in 75% of resamples"}
+
+
+def test_every_missing_attribute_is_named_in_order():
+    with pytest.raises(KeyError) as caught:
+        check_attributes(["sex"], [["sex", "race"], ["age"]])
+    assert caught.value.args[0] == (
+        "sensitive attribute(s) age, race named in params.yaml data are not columns of the data"
+    )
+    check_attributes(["sex", "age"], [["sex"], ["sex", "age"]])
+
+
+def test_audited_lists_attributes_then_intersections():
+    assert audited(["sex", "age"], [("sex", "age")]) == [["sex"], ["age"], ["sex", "age"]]
+    assert audited([], []) == []
+
+
+def test_group_labels_of_one_column_with_numbers_and_missing_values():
+    frame = pd.DataFrame({"band": [1.0, None, 2.5], "region": ["n", "s", None]})
+    assert group_labels(frame, ["band"]).tolist() == ["1.0", "(missing)", "2.5"]
+    assert group_labels(frame, ["region", "band"]).tolist() == ["n | 1.0", "s | (missing)", "(missing) | 2.5"]
+
+
+def test_attribute_rng_depends_on_seed_and_name_only():
+    assert attribute_rng(3, "sex").random() == attribute_rng(3, "sex").random()
+    assert attribute_rng(3, "sex").random() != attribute_rng(4, "sex").random()
+    assert attribute_rng(3, "sex").random() == np.random.default_rng([3, zlib.crc32(b"sex")]).random()
+
+
+def test_scores_held_as_objects_are_read_as_numbers():
+    """A score column of dtype object (say, read from JSON) gives the same cells as one of floats."""
+    y, decision = np.array([1, 1, 0]), np.array([1, 1, 0])
+    scores = pd.Series([0.9, 0.6, 0.3], dtype=object)
+    cells = build_cells(["a", "a", "a"], y, decision=decision, proba=scores, bins=4)
+    assert cells.sq_error.tolist() == pytest.approx([0.09, 0.01, 0.16])
+    assert cells.counts.tolist() == [1, 1, 1]
+    assert cells.counts.dtype == np.int64
+
+
+def test_one_bin_per_cell_keeps_a_single_cell_groups_brier_fixed():
+    """With bins=1 each cell carries only its mean squared error: a group all in one cell has the same Brier
+    score in every resample; with a bin per row it varies."""
+    groups = np.array(["a"] * 10 + ["b"] * 10, dtype=object)
+    y = np.array([1] * 10 + [0, 1] * 5)
+    decision = np.array([1] * 10 + [0, 1] * 5)
+    proba = np.linspace(0.3, 0.95, 20)
+    sq = ((proba - y) ** 2)[:10]
+    fixed, varied = (
+        bootstrap_groups(
+            groups, y, decision=decision, proba=proba, n_boot=50, min_group_size=1, rng=np.random.default_rng(0), bins=b
+        ).draws["brier"][:, 0]
+        for b in (1, 64)
+    )
+    np.testing.assert_allclose(fixed, sq.mean())
+    assert varied.std() > 0
+
+
+def test_undefined_rates_are_nan_without_warnings():
+    """0/0 is NaN quietly: no RuntimeWarning for a group without positive labels or an all-zero ratio."""
+    groups, y, decision = _table({"a": (0, 0, 0, 4), "b": (0, 0, 0, 4)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        boot = bootstrap_groups(groups, y, decision=decision, n_boot=20, min_group_size=1, rng=np.random.default_rng(0))
+    assert np.isnan(boot.point["tpr"]).all() and np.isnan(boot.point["precision"]).all()
+    assert np.isnan(boot.summary_point["demographic_parity_ratio"])
+
+
+def test_every_group_too_small_leaves_every_summary_undefined():
+    groups, y, decision = _table(HAND)
+    boot = bootstrap_groups(groups, y, decision=decision, n_boot=25, min_group_size=50, rng=np.random.default_rng(0))
+    assert boot.small.tolist() == [True, True]
+    for name, value in boot.summary_point.items():
+        assert np.isnan(value), name
+        assert boot.summary_draws[name].shape == (25,) and np.isnan(boot.summary_draws[name]).all(), name
+        assert summary_note(name, boot, min_group_size=50) == "undefined: fewer than 2 groups with at least 50 rows"
+
+
+def test_base_rate_table_has_counts_positives_and_rates_only():
+    boot = bootstrap_groups(
+        ["x", "x", "y", "y", "y"], np.array([1, 0, 1, 1, 0]), n_boot=5, min_group_size=1, rng=np.random.default_rng(0)
+    )
+    assert set(boot.point) == {"count", "positives", "base_rate"}
+    assert boot.point["positives"].tolist() == [1, 2]
+    assert boot.point["count"].tolist() == [2, 3]
