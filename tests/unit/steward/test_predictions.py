@@ -1,13 +1,18 @@
 import hashlib
+import itertools
 import json
+import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
+from typing import ClassVar
 
+import pandas as pd
 import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.predictions import Decision, PredictionLog, batch_digest, batch_rows
+from steward.predictions import Decision, PredictionLog, batch_digest, batch_rows, served_window, window
+from steward.reviews import ReviewQueue
 
 
 def _decision(i, role="production"):
@@ -92,8 +97,6 @@ def test_a_served_decision_is_known_before_and_after_its_batch_is_written_and_ke
 
 
 def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engine):
-    from steward.predictions import served_window
-
     ledger = Ledger(engine)
     log = PredictionLog(engine, ledger)
     sent = {"duration_months": 12, "purpose": "education"}
@@ -102,7 +105,7 @@ def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engi
     record = log.flush()
     rows = batch_rows(engine, 1)
     assert {d.role: d.inputs for d in rows} == {"production": sent, "shadow": {}}
-    assert record.payload["digest"] == batch_digest(rows)
+    assert record.payload["digest"] == _expected_digest(rows)
     window = served_window(engine, model="credit-risk:v1")
     assert window[["duration_months", "purpose", "sex", "decision"]].to_dict("records") == [
         {"duration_months": 12, "purpose": "education", "sex": "female", "decision": "approve"}
@@ -115,3 +118,284 @@ def test_an_error_is_logged_but_never_counts_as_a_served_decision(engine):
     assert not log.served("r0007")
     log.flush()
     assert not log.served("r0007") and [d.decision for d in batch_rows(engine, 1)] == ["error"]
+
+
+def _expected_digest(decisions):
+    """sha256 of the JSON list of every field of every decision, ordered by (request id, role): by hand."""
+    rows = sorted(
+        ({f.name: getattr(d, f.name) for f in fields(d)} for d in decisions), key=lambda r: (r["request_id"], r["role"])
+    )
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _changed(value):
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, float):
+        return value + 0.25
+    return {**value, "extra": 1}
+
+
+BATCH = [_decision(1), _decision(1, role="shadow"), Decision(**{**asdict(_decision(2)), "inputs": {"amount": 900}})]
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Decision)])
+def test_the_digest_covers_every_field_of_a_decision(name):
+    assert _expected_digest(BATCH) == batch_digest(BATCH)
+    edited = [BATCH[0], replace(BATCH[1], **{name: _changed(getattr(BATCH[1], name))}), BATCH[2]]
+    assert batch_digest(edited) == _expected_digest(edited) != batch_digest(BATCH)
+
+
+def test_the_digest_does_not_depend_on_the_order_decisions_arrive_in():
+    batch = [*BATCH, _decision(0, role="shadow")]
+    expected = _expected_digest(batch)
+    assert {batch_digest(list(order)) for order in itertools.permutations(batch)} == {expected}
+
+
+def test_the_digest_tells_which_answer_was_production_and_which_the_shadow():
+    served = [replace(_decision(1), probability=0.7), replace(_decision(1, role="shadow"), probability=0.3)]
+    swapped = [replace(_decision(1, role="shadow"), probability=0.7), replace(_decision(1), probability=0.3)]
+    assert batch_digest(served) == _expected_digest(served)
+    assert batch_digest(swapped) == _expected_digest(swapped)
+    assert batch_digest(served) != batch_digest(swapped)
+
+
+def test_batches_are_numbered_and_their_ledger_record_names_count_digest_and_ends(engine):
+    log = PredictionLog(engine, Ledger(engine))
+    log.add(_decision(1))
+    assert log.flush().payload["batch"] == 1
+    second = [_decision(5), _decision(3, role="shadow"), _decision(4)]
+    for d in second:
+        log.add(d)
+    record = log.flush()
+    assert (record.actor, record.action, record.subject) == (
+        "steward-serving",
+        "decisions.batch",
+        "predictions:batch-2",
+    )
+    assert record.payload == {
+        "batch": 2,
+        "count": 3,
+        "digest": _expected_digest(second),
+        "first_request_id": "r0005",
+        "last_request_id": "r0004",
+    }
+    assert sorted(d.request_id for d in batch_rows(engine, 2)) == ["r0003", "r0004", "r0005"]
+    assert Ledger(engine).verify().ok
+
+
+def test_a_failed_write_keeps_its_batch_ahead_of_decisions_added_meanwhile(engine):
+    class AddsThenFails(Ledger):
+        def append(self, **kwargs):
+            log.add(_decision(9))  # served while the batch was being written
+            raise RuntimeError("database is locked")
+
+    log = PredictionLog(engine, AddsThenFails(engine))
+    log.add(_decision(1))
+    log.add(_decision(2))
+    with pytest.raises(RuntimeError, match="database is locked"):
+        log.flush()
+    log._ledger = Ledger(engine)
+    assert log.flush().payload["count"] == 3
+    assert [d.request_id for d in batch_rows(engine, 1)] == ["r0001", "r0002", "r0009"]
+
+
+def test_stop_without_start_writes_what_is_buffered(engine):
+    log = PredictionLog(engine, Ledger(engine))
+    log.add(_decision(1))
+    log.stop()
+    assert log.pending() == 0 and [d.request_id for d in batch_rows(engine, 1)] == ["r0001"]
+
+
+class _FakeThread:
+    made: ClassVar[list["_FakeThread"]] = []
+
+    def __init__(self, *, target, name, daemon):
+        self.target, self.name, self.daemon, self.joined = target, name, daemon, []
+        _FakeThread.made.append(self)
+
+    def start(self):
+        pass
+
+    def join(self, timeout=None):
+        self.joined.append(timeout)
+
+
+class _ScriptedStop:
+    """The stop event of the flush loop: `wait` answers from a script and records its timeout."""
+
+    def __init__(self):
+        self.script, self.waited, self.stopped = [], [], False
+
+    def wait(self, timeout):
+        self.waited.append(timeout)
+        return self.script.pop(0) if self.script else True
+
+    def set(self):
+        self.stopped = True
+
+
+def test_the_flush_loop_runs_every_interval_survives_a_failed_write_and_stop_joins_it(engine, monkeypatch):
+    class FailsOnce(Ledger):
+        failed = False
+
+        def append(self, **kwargs):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("database is locked")
+            return super().append(**kwargs)
+
+    _FakeThread.made = []
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, "Thread", _FakeThread)
+        patch.setattr(threading, "Event", _ScriptedStop)
+        log = PredictionLog(engine, FailsOnce(engine))
+        log.start()
+        log.start()
+    [thread] = _FakeThread.made
+    assert (thread.name, thread.daemon) == ("prediction-log", True)
+    log.add(_decision(1))
+    log._stop.script = [False, False]  # two intervals pass, then the loop is stopped
+    thread.target()
+    assert log._stop.waited == [0.1, 0.1, 0.1]  # the default interval
+    assert log.pending() == 0 and [d.request_id for d in batch_rows(engine, 1)] == ["r0001"]
+    log.add(_decision(2))
+    log.stop()
+    assert log._stop.stopped and thread.joined == [10]
+    assert [d.request_id for d in batch_rows(engine, 2)] == ["r0002"]
+
+
+def _records(frame, key):
+    """The frame's rows as dicts, sorted by `key`, a missing value as None (pandas shows it as NaN)."""
+    rows = [{k: None if pd.isna(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
+    return sorted(rows, key=lambda r: tuple(r[k] for k in key))
+
+
+def _served(engine):
+    """Decisions of two models over an hour, outcomes for some, a resolved review for one."""
+    ledger = Ledger(engine)
+    log = PredictionLog(engine, ledger)
+    rows = [
+        ("r1", "production", "2026-01-01T00:00:00+00:00", "credit-risk:v1"),
+        ("r1", "shadow", "2026-01-01T00:00:00+00:00", "credit-risk:v2"),
+        ("r2", "canary", "2026-01-01T00:30:00+00:00", "credit-risk:v2"),
+        ("r3", "shadow", "2026-01-01T00:40:00+00:00", "credit-risk:v1"),
+        ("r4", "production", "2026-01-01T01:00:00+00:00", "credit-risk:v1"),
+        ("r5", "production", "2025-12-31T23:59:59+00:00", "credit-risk:v1"),
+        ("r6", "production", "2026-01-01T00:10:00+00:00", "hiring:v1"),
+        ("r7", "canary", "2026-01-01T00:20:00+00:00", "credit-risk:v1"),
+    ]
+    for n, (request_id, role, ts, model) in enumerate(rows, start=1):
+        log.add(
+            Decision(
+                request_id=request_id,
+                role=role,
+                ts=ts,
+                model=model,
+                data_md5="d",
+                applicant_id=f"a{request_id}",
+                decision="approve" if n % 2 else "decline",
+                probability=n / 10,
+                latency_ms=float(n),
+                groups={"sex": "female", "age_band": n},
+                inputs={} if role == "shadow" else {"amount": n * 100},
+            )
+        )
+    log.flush()
+    log.record_outcome("r1", "good", ts="t")
+    log.record_outcome("r2", "bad", ts="t")
+    log.record_outcome("r6", "bad", ts="t")
+    queue = ReviewQueue(engine)
+    queue.resolve(
+        queue.open(kind="contest", request_id="r7", reason="why").id,
+        decision="approve",
+        reviewer="rita",
+        note="ok",
+        ledger=ledger,
+    )
+    queue.resolve(
+        queue.open(kind="contest", request_id="r6", reason="why").id,
+        decision="decline",
+        reviewer="rita",
+        note="ok",
+        ledger=ledger,
+    )
+
+
+def test_served_window_has_what_a_model_served_in_the_half_open_interval(engine):
+    _served(engine)
+    frame = served_window(
+        engine, model="credit-risk:v1", since="2026-01-01T00:00:00+00:00", until="2026-01-01T01:00:00+00:00"
+    )
+    assert _records(frame, ["request_id"]) == [
+        {
+            "amount": 100,
+            "sex": "female",
+            "age_band": "1",
+            "request_id": "r1",
+            "ts": "2026-01-01T00:00:00+00:00",
+            "decision": "approve",
+            "probability": 0.1,
+            "latency_ms": 1.0,
+            "outcome": "good",
+            "review": None,
+        },
+        {
+            "amount": 800,
+            "sex": "female",
+            "age_band": "8",
+            "request_id": "r7",
+            "ts": "2026-01-01T00:20:00+00:00",
+            "decision": "decline",
+            "probability": 0.8,
+            "latency_ms": 8.0,
+            "outcome": None,
+            "review": "approve",
+        },
+    ]
+    everything = served_window(engine, model="credit-risk:v1")
+    assert sorted(everything["request_id"]) == ["r1", "r4", "r5", "r7"]
+
+
+def test_window_has_every_answer_of_the_models_since_a_time_with_outcomes_and_groups(engine):
+    _served(engine)
+    frame = window(engine, models=["credit-risk:v1", "credit-risk:v2"], since="2026-01-01T00:00:00+00:00")
+    got = _records(frame, ["request_id", "role"])
+    assert [(r["request_id"], r["role"], r["model"], r["outcome"]) for r in got] == [
+        ("r1", "production", "credit-risk:v1", "good"),
+        ("r1", "shadow", "credit-risk:v2", "good"),
+        ("r2", "canary", "credit-risk:v2", "bad"),
+        ("r3", "shadow", "credit-risk:v1", None),
+        ("r4", "production", "credit-risk:v1", None),
+        ("r7", "canary", "credit-risk:v1", None),
+    ]
+    assert got[2] == {
+        "request_id": "r2",
+        "role": "canary",
+        "ts": "2026-01-01T00:30:00+00:00",
+        "model": "credit-risk:v2",
+        "decision": "approve",
+        "probability": 0.3,
+        "latency_ms": 3.0,
+        "outcome": "bad",
+        "sex": "female",
+        "age_band": "3",
+    }
+    assert sorted(window(engine, models=["credit-risk:v1"])["request_id"]) == ["r1", "r3", "r4", "r5", "r7"]
+
+
+def test_an_empty_window_still_has_its_columns(engine):
+    _served(engine)
+    frame = window(engine, models=["nobody:v1"])
+    assert len(frame) == 0
+    assert list(frame.columns) == [
+        "request_id",
+        "role",
+        "ts",
+        "model",
+        "decision",
+        "probability",
+        "latency_ms",
+        "outcome",
+    ]
