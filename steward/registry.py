@@ -7,6 +7,7 @@ A transition the machine does not allow is refused, whoever asks.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,11 @@ from steward.ledger import REGISTRY_TRANSITION, Ledger, LedgerRow, Record
 from steward.signoff import latest
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
+BAD_NAME = (
+    "model name {name!r}: use lowercase letters, digits, '-', '_' and '.' (starting with a letter or digit), "
+    "so that its versions' refs name:vN can be told apart"
+)
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 NOT_SIGNED_OFF = "model {ref} has no completed sign-off in the ledger: only the approvals its tier asks for approve it"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
 
@@ -137,6 +143,8 @@ class Registry:
         actor: str = "steward",
     ) -> ModelVersion:
         """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise RegistryError(BAD_NAME.format(name=name))
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
             self._lock(session)

@@ -285,3 +285,19 @@ def test_the_newest_sign_off_is_read_in_ledger_order_whatever_the_database_scans
     version = _register(registry)
     _grant(registry)
     assert registry.transition(version.id, State.APPROVED).state is State.APPROVED
+
+
+@pytest.mark.parametrize("name", ["a:vb", "credit:v2", "Credit", "", "-x", ".x", "x y", "a/b", "ü"])
+def test_a_name_its_refs_could_not_tell_apart_is_refused(registry, name):
+    with pytest.raises(RegistryError) as refused:
+        _register(registry, name=name)
+    assert str(refused.value) == (
+        f"model name {name!r}: use lowercase letters, digits, '-', '_' and '.' (starting with a letter or digit), "
+        "so that its versions' refs name:vN can be told apart"
+    )
+    assert registry.list() == []
+
+
+@pytest.mark.parametrize("name", ["credit-risk", "adult_income", "m", "m.v2", "7eleven"])
+def test_ordinary_names_register(registry, name):
+    assert _register(registry, name=name).ref == f"{name}:v1"

@@ -275,19 +275,6 @@ def test_a_refusal_names_every_state_a_role_allows(table, monkeypatch):
         table.set(Routing(production=shadow), actor="x", reason="y")
 
 
-def test_refs_are_read_as_the_registry_reads_them_the_first_colon_v_ends_the_name(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
-    ledger = Ledger(engine)
-    registry = Registry(engine, ledger=ledger)
-    ref = _model_in(registry, ledger, State.PRODUCTION, name="a:vb")
-    assert ref == "a:vb:v1"
-    with pytest.raises(RegistryError):  # the registry cannot address it by this ref...
-        registry.get(ref)
-
-    with pytest.raises(RegistryError, match="production must be a model in state production; a:vb:v1 is unknown"):
-        RoutingTable(engine, ledger).set(Routing(production=ref), actor="x", reason="y")  # ...nor can routing
-
-
 def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
     ref = _candidate(Registry(engine, ledger=Ledger(engine)))
