@@ -246,3 +246,499 @@ def test_changes_read_as_sentences():
     assert change_text("existing_credits", 2, 1) == "1 existing credit(s) at this bank instead of 2"
     assert change_text("installment_rate", 4, 2) == "instalment rate band 2 (of 4) instead of 4"
     assert change_text("unlisted", 1, 2.5) == "unlisted of 2.5 instead of 1"
+
+
+# --- a hand-made scorer, where the right answer is worked out by hand ----------------------------------------
+#
+# P(good) = bias - duration_months / 64 - credit_amount / 8192 + a bonus per savings / checking_status value
+# + age / 64 (a protected attribute the search must never touch). Every term is a multiple of 1/64 or 1/8192
+# for the values used here, so the sums are exact in floating point and a probability can sit exactly on the
+# threshold. The threshold is 0.5 throughout.
+
+T = 0.5
+SAVINGS = {"< 100 DM": 0.0, "100 <= ... < 500 DM": 0.0625, ">= 1000 DM": 0.5}
+CHECKING = {"< 0 DM": 0.0, "no checking": 0.25}
+READS = ["credit_amount", "duration_months", "savings", "checking_status", "age", "sex"]
+
+
+class Rule:
+    """A linear rule scored the way the service scores a pipeline: predict_proba over the model's columns."""
+
+    def __init__(self, bias: float, savings=None, checking=None):
+        self.bias = bias
+        self.savings = SAVINGS if savings is None else savings
+        self.checking = CHECKING if checking is None else checking
+        self.feature_names_in_ = np.array(READS, dtype=object)
+        self.calls: list[pd.DataFrame] = []
+
+    def p(self, duration, amount, savings="< 100 DM", checking="< 0 DM", age=32) -> float:
+        return self.bias - duration / 64 - amount / 8192 + self.savings[savings] + self.checking[checking] + age / 64
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        assert list(X.columns) == READS  # only the columns the model reads, in its order
+        assert X["duration_months"].dtype == np.int64 and X["credit_amount"].dtype == np.int64
+        assert X["savings"].dtype == object and X["sex"].dtype == object
+        self.calls.append(X.copy())
+        p = np.array(
+            [
+                self.p(r.duration_months, r.credit_amount, r.savings, r.checking_status, r.age)
+                for r in X.itertuples(index=False)
+            ],
+            dtype=float,
+        )
+        p = np.clip(p, 0, 1)
+        return np.column_stack([1 - p, p])
+
+
+def applicant(duration=40, amount=4096, savings="< 100 DM", checking="< 0 DM") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "applicant_id": ["A-17"],  # not read by the model
+            "checking_status": [checking],
+            "credit_amount": np.array([amount], dtype=np.int64),
+            "duration_months": np.array([duration], dtype=np.int64),
+            "savings": [savings],
+            "age": np.array([32], dtype=np.int64),
+            "sex": ["female"],
+        }
+    )
+
+
+# bias so that the applicant above (40 months, 4,096 DM, age 32) scores exactly p0 with no bonus
+def rule(p0: float, **kwargs) -> Rule:
+    return Rule(p0 + 40 / 64 + 4096 / 8192 - 32 / 64, **kwargs)
+
+
+def moves(cf) -> list[tuple[str, object, object]]:
+    return [(c["feature"], c["from"], c["to"]) for c in cf.changes]
+
+
+DURATION = Space(low=0, high=64, step=4)  # cost of a move: months / 64
+AMOUNT = Space(low=0, high=16384, step=512)  # cost of a move: DM / 16384
+
+
+def test_the_rule_is_what_the_comments_say():
+    r = rule(0.375)
+    assert r.p(40, 4096) == 0.375 and r.p(32, 4096) == 0.5 and r.p(40, 3072) == 0.5
+    assert r.p(40, 4096, savings=">= 1000 DM") == 0.875 and r.p(40, 4096, checking="no checking") == 0.625
+
+
+def test_a_decline_flips_at_the_smallest_move_that_reaches_the_threshold_exactly():
+    # 0.375 + 8/64 = 0.5: 32 months approves (P(good) >= threshold); 36 months (0.4375) does not
+    model = rule(0.375)
+    cf = counterfactual(model, applicant(), actionable={"duration_months": DURATION}, threshold=T)
+    assert moves(cf) == [("duration_months", 40, 32)]
+    assert (cf.probability, cf.decision) == (0.5, "approve")
+    assert (cf.original_probability, cf.original_decision) == (0.375, "decline")
+    assert cf.text == cf.changes[0]["text"] == "loan duration of 32 months instead of 40 months"
+    assert type(cf.changes[0]["to"]) is int and type(cf.changes[0]["from"]) is int
+    assert len(model.calls) == 1  # one stage, one predict_proba call
+
+
+def test_an_approval_flips_only_strictly_below_the_threshold():
+    # 0.6875 - 12/64 = 0.5 still approves; 16 more months (0.4375) declines
+    model = rule(0.6875)
+    cf = counterfactual(model, applicant(), actionable={"duration_months": DURATION}, threshold=T)
+    assert moves(cf) == [("duration_months", 40, 56)]
+    assert (cf.probability, cf.decision) == (0.4375, "decline")
+    assert (cf.original_probability, cf.original_decision) == (0.6875, "approve")
+
+
+def test_an_applicant_exactly_on_the_threshold_is_approved_and_any_worse_move_declines():
+    cf = counterfactual(rule(0.5), applicant(), actionable={"duration_months": DURATION}, threshold=T)
+    assert cf.original_decision == "approve" and moves(cf) == [("duration_months", 40, 44)]
+
+
+@pytest.mark.parametrize(
+    ("p0", "direction", "expected"),
+    [
+        (0.375, "down", ("duration_months", 40, 32)),
+        (0.375, "both", ("duration_months", 40, 32)),
+        (0.375, "up", None),  # longer loans only lower P(good)
+        (0.6875, "up", ("duration_months", 40, 56)),
+        (0.6875, "both", ("duration_months", 40, 56)),
+        (0.6875, "down", None),
+    ],
+)
+def test_a_direction_allows_only_moves_that_way(p0, direction, expected):
+    space = Space(low=0, high=64, step=4, direction=direction)
+    cf = counterfactual(rule(p0), applicant(), actionable={"duration_months": space}, threshold=T)
+    assert (None if cf is None else moves(cf)[0]) == expected
+
+
+@pytest.mark.parametrize(
+    ("reach", "expected"), [(7, None), (8, ("duration_months", 40, 32)), (20, ("duration_months", 40, 32))]
+)
+def test_reach_bounds_the_move_inclusively(reach, expected):
+    space = Space(low=0, high=64, step=4, reach=reach)
+    cf = counterfactual(rule(0.375), applicant(), actionable={"duration_months": space}, threshold=T)
+    assert (None if cf is None else moves(cf)[0]) == expected
+
+
+def test_the_cheapest_of_several_single_flips_wins():
+    # -8 months costs 8/64 = 0.125; -1,024 DM costs 1024/16384 = 0.0625; a savings bonus costs 1: both flip at 0.5
+    actionable = {"duration_months": DURATION, "credit_amount": AMOUNT, "savings": Space(values=tuple(SAVINGS))}
+    cf = counterfactual(rule(0.375), applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("credit_amount", 4096, 3072)]
+    assert cf.text == "credit amount of 3,072 DM instead of 4,096 DM"
+    # a coarser amount grid makes the duration the cheaper move
+    coarse = {**actionable, "credit_amount": Space(low=0, high=16384, step=4096)}  # -4,096 DM costs 0.25
+    assert moves(counterfactual(rule(0.375), applicant(), actionable=coarse, threshold=T)) == [
+        ("duration_months", 40, 32)
+    ]
+
+
+def test_between_equally_cheap_flips_the_largest_margin_wins():
+    # both categorical (cost 1): savings >= 1000 DM gives 0.875, no checking gives 0.625
+    actionable = {"checking_status": Space(values=tuple(CHECKING)), "savings": Space(values=tuple(SAVINGS))}
+    cf = counterfactual(rule(0.375), applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("savings", "< 100 DM", ">= 1000 DM")] and cf.probability == 0.875
+
+
+def test_between_equal_flips_the_first_by_feature_name_then_value_order_wins():
+    model = rule(0.375, savings={"< 100 DM": 0.0, "a": 0.25, "b": 0.25})
+    actionable = {"savings": Space(values=("< 100 DM", "b", "a")), "checking_status": Space(values=tuple(CHECKING))}
+    assert moves(counterfactual(model, applicant(), actionable=actionable, threshold=T)) == [
+        ("checking_status", "< 0 DM", "no checking")
+    ]
+    del actionable["checking_status"]
+    assert moves(counterfactual(model, applicant(), actionable=actionable, threshold=T)) == [
+        ("savings", "< 100 DM", "b")
+    ]
+
+
+# Each single move below gains at most 1/16 (36 months, or 3,584 DM); together they gain the 1/8 a flip needs.
+NEAR_DURATION = Space(low=36, high=64, step=4)  # from 40: 36, 44, ..., 64 (7 candidates), cost 4/28 for 36
+NEAR_AMOUNT = Space(low=3584, high=8192, step=512)  # from 4096: 3584, 4608, ..., 8192 (9 candidates)
+
+
+def test_a_pair_is_searched_only_when_no_single_change_flips():
+    model = rule(0.375)
+    actionable = {"duration_months": NEAR_DURATION, "credit_amount": NEAR_AMOUNT}
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("credit_amount", 4096, 3584), ("duration_months", 40, 36)]
+    assert cf.probability == 0.5 and cf.decision == "approve"
+    assert (
+        cf.text == "credit amount of 3,584 DM instead of 4,096 DM and loan duration of 36 months instead of 40 months"
+    )
+    assert [len(c) for c in model.calls] == [1 + 9 + 7, 9 * 7]  # the applicant's own row rides in the first
+    assert model.calls[0].iloc[0].to_dict() == applicant()[READS].iloc[0].to_dict()
+    assert counterfactual(rule(0.375), applicant(), actionable=actionable, threshold=T, max_changes=1) is None
+
+
+def test_one_changed_feature_is_preferred_to_two_even_when_the_two_cost_less():
+    # the pair costs 4/28 + 512/4608 < 0.26; the savings bonus (cost 1) flips on its own
+    model = rule(0.375)
+    actionable = {
+        "duration_months": NEAR_DURATION,
+        "credit_amount": NEAR_AMOUNT,
+        "savings": Space(values=tuple(SAVINGS)),
+    }
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("savings", "< 100 DM", ">= 1000 DM")]
+    assert len(model.calls) == 1  # the search stopped at the first stage holding a flip
+
+
+@pytest.mark.parametrize("max_changes", [1, 2, 3])
+def test_no_counterfactual_is_claimed_when_nothing_flips(max_changes):
+    # at most 1/16 + 1/16 + 1/16 from 0.25: never 0.5
+    model = rule(0.25, savings={"< 100 DM": 0.0, "100 <= ... < 500 DM": 0.0625, ">= 1000 DM": 0.0625})
+    actionable = {
+        "duration_months": NEAR_DURATION,
+        "credit_amount": NEAR_AMOUNT,
+        "savings": Space(values=tuple(SAVINGS)),
+    }
+    assert counterfactual(model, applicant(), actionable=actionable, threshold=T, max_changes=max_changes) is None
+    assert len(model.calls) == max_changes
+
+
+def test_one_feature_is_not_searched_in_pairs():
+    model = rule(0.25)
+    assert counterfactual(model, applicant(), actionable={"duration_months": NEAR_DURATION}, threshold=T) is None
+    assert len(model.calls) == 1
+
+
+def test_three_changes_when_allowed_and_needed():
+    model = rule(0.3125, savings={"< 100 DM": 0.0, "100 <= ... < 500 DM": 0.0625, ">= 1000 DM": 0.0625})
+    actionable = {
+        "duration_months": NEAR_DURATION,
+        "credit_amount": NEAR_AMOUNT,
+        "savings": Space(values=tuple(SAVINGS)),
+    }
+    # 0.3125 + 3/16 = 0.5: only all three together flip
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, max_changes=3)
+    assert [m[0] for m in moves(cf)] == ["credit_amount", "duration_months", "savings"]
+    assert len(model.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("budget", "pair_rows"),
+    # 9 amounts x 7 durations; over budget, both keep their best `cap` candidates, cap the largest that fits
+    [(10**6, 63), (63, 63), (62, 8 * 7), (56, 56), (55, 7 * 7), (48, 6 * 6), (4, 2 * 2), (3, 1), (1, 1)],
+)
+def test_over_budget_each_feature_keeps_its_most_promising_candidates(budget, pair_rows):
+    model = rule(0.375)
+    actionable = {"duration_months": NEAR_DURATION, "credit_amount": NEAR_AMOUNT}
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=budget)
+    assert moves(cf) == [("credit_amount", 4096, 3584), ("duration_months", 40, 36)]
+    assert len(model.calls[1]) == pair_rows
+
+
+def test_thinning_an_approval_keeps_the_moves_toward_a_decline():
+    # 0.5625: 44 months or 4,608 DM alone reach 0.5, which still approves; both together decline
+    model = rule(0.5625)
+    actionable = {"duration_months": Space(low=16, high=44, step=4), "credit_amount": Space(low=0, high=4608, step=512)}
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=1)
+    assert moves(cf) == [("credit_amount", 4096, 4608), ("duration_months", 40, 44)]
+    assert (cf.probability, cf.decision) == (0.4375, "decline")
+    assert len(model.calls[1]) == 1
+
+
+def test_protected_attributes_and_unlisted_features_are_never_changed():
+    # age is worth 1/64 a year: a younger or older applicant would flip, but age is nobody's lever
+    model = rule(0.375)
+    actionable = {"savings": Space(values=("< 100 DM", "100 <= ... < 500 DM"))}
+    assert counterfactual(model, applicant(), actionable=actionable, threshold=T) is None
+    cf = counterfactual(model, applicant(), actionable={"duration_months": DURATION}, threshold=T)
+    assert moves(cf) == [("duration_months", 40, 32)]
+    for frame in model.calls:
+        assert set(frame["age"]) == {32} and set(frame["sex"]) == {"female"}
+    last = model.calls[-1]  # the duration search changed nothing else
+    assert set(last["savings"]) == {"< 100 DM"} and set(last["checking_status"]) == {"< 0 DM"}
+
+
+def test_the_protected_attributes_are_refused_by_default():
+    assert set(IMMUTABLE) == {"sex", "age", "age_group", "foreign_worker", "personal_status"}
+    with pytest.raises(ValueError) as refused:
+        counterfactual(
+            rule(0.375), applicant(), actionable={"sex": Space(values=("male",)), "age": DURATION}, threshold=T
+        )
+    assert str(refused.value) == (
+        "age, sex may not be actionable: a protected attribute (or its proxy) is never changed"
+    )
+
+
+def test_the_caller_may_protect_more():
+    with pytest.raises(ValueError, match=r"^credit_amount may not be actionable"):
+        counterfactual(
+            rule(0.375), applicant(), actionable={"credit_amount": AMOUNT}, threshold=T, protected={"credit_amount"}
+        )
+
+
+def test_an_integer_column_takes_only_whole_numbers():
+    # multiples of 2.5: 32.5 would be the smallest flip, but 30 is the smallest whole one
+    space = Space(low=0, high=64, step=2.5)
+    cf = counterfactual(rule(0.375), applicant(), actionable={"duration_months": space}, threshold=T)
+    assert moves(cf) == [("duration_months", 40, 30)] and type(cf.changes[0]["to"]) is int
+
+
+def test_features_the_model_does_not_read_are_skipped():
+    model = rule(0.375)
+    actionable = {"applicant_id": Space(values=("A-1", "A-2")), "duration_months": DURATION}
+    assert moves(counterfactual(model, applicant(), actionable=actionable, threshold=T)) == [
+        ("duration_months", 40, 32)
+    ]
+    assert counterfactual(model, applicant(), actionable={"applicant_id": Space(values=("A-1",))}, threshold=T) is None
+    no_move = {"duration_months": Space(values=(40,)), "savings": Space(values=("< 100 DM",))}
+    assert counterfactual(model, applicant(), actionable=no_move, threshold=T) is None
+    assert len(model.calls) == 1  # nothing to try: nothing scored
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"actionable": {"zz": DURATION, "zip_code": DURATION}},
+            "actionable feature(s) zip_code, zz are not columns of the row",
+        ),
+        ({"max_changes": 0}, "max_changes must be at least 1, got 0"),
+        ({"threshold": -0.01}, "threshold must be within [0, 1], got -0.01"),
+        ({"threshold": 1.5}, "threshold must be within [0, 1], got 1.5"),
+        ({"budget": 0}, "budget must be at least 1, got 0"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_rule_named(kwargs, message):
+    call = {"actionable": {"duration_months": DURATION}, "threshold": T} | kwargs
+    with pytest.raises(ValueError) as refused:
+        counterfactual(rule(0.375), applicant(), **call)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_only_one_row_is_explained(rows):
+    frame = pd.concat([applicant()] * rows, ignore_index=True) if rows else applicant().iloc[[]]
+    with pytest.raises(ValueError, match=f"^the row must be a one-row frame, got {rows} rows$"):
+        counterfactual(rule(0.375), frame, actionable={"duration_months": DURATION}, threshold=T)
+
+
+@pytest.mark.parametrize(("threshold", "found"), [(0.0, False), (1.0, True)])
+def test_the_threshold_may_be_zero_or_one(threshold, found):
+    # at 0 everything approves; at 1 only P(good) = 1 does, which 0 months reaches (0.375 + 40/64 = 1)
+    cf = counterfactual(
+        rule(0.375),
+        applicant(),
+        actionable={"duration_months": DURATION, "credit_amount": AMOUNT},
+        threshold=threshold,
+        budget=1,
+    )
+    assert (cf is not None) is found
+
+
+# --- a Space: its candidates, worked out by hand -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("space", "current", "values", "costs"),
+    [
+        (Space(low=0, high=10, step=3), 4, [0, 3, 6, 9], [0.4, 0.1, 0.2, 0.5]),
+        (Space(low=1, high=10, step=3), 4, [3, 6, 9], [1 / 9, 2 / 9, 5 / 9]),  # multiples of step within [1, 10]
+        (Space(low=0, high=10, step=5), 3, [0, 5, 10], [0.3, 0.2, 0.7]),  # an off-grid applicant
+        (Space(low=0, high=10, step=1, reach=2), 5, [3, 4, 6, 7], [1, 0.5, 0.5, 1]),
+        (Space(low=0, high=10, step=1, reach=2, direction="up"), 5, [6, 7], [0.5, 1]),
+        (Space(low=0, high=10, step=1, reach=2, direction="down"), 5, [3, 4], [1, 0.5]),
+        (Space(low=0, high=4, step=1, direction="up"), 4, [], []),
+        (Space(values=(1, 5, 3, 3)), 3, [1, 5], [0.5, 0.5]),  # an explicit grid: scale 5 - 1
+        (Space(values=(7,)), 3, [7], [4]),  # a grid of one: unit scale
+        (Space(low=5, high=5, step=1), 2, [5], [3]),
+        (Space(values=(2.5, 0.5), direction="down"), 2.5, [0.5], [1]),
+    ],
+)
+def test_numeric_candidates_and_their_cost(space, current, values, costs):
+    got_values, got_costs = space.candidates(current)
+    assert got_values.tolist() == values
+    assert got_costs.tolist() == pytest.approx(costs)
+
+
+def test_categorical_candidates_are_the_other_values_at_unit_cost():
+    values, costs = Space(values=("a", "b", "c")).candidates("b")
+    assert values.tolist() == ["a", "c"] and costs.tolist() == [1.0, 1.0]
+    assert Space(values=("a", "b", "c")).categorical and not Space(values=(1, 2)).categorical
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"values": ("a",), "low": 0, "high": 1, "step": 1},
+            "a Space takes either values or low/high/step, not both and not neither",
+        ),
+        ({}, "a Space takes either values or low/high/step, not both and not neither"),
+        ({"values": (1,), "step": 1}, "a Space takes either values or low/high/step, not both and not neither"),
+        (
+            {"low": 0, "high": 10, "step": 0},
+            "a numeric Space needs low <= high and step > 0, got low=0, high=10, step=0",
+        ),
+        (
+            {"low": 0, "high": 10, "step": -1},
+            "a numeric Space needs low <= high and step > 0, got low=0, high=10, step=-1",
+        ),
+        (
+            {"low": 10, "high": 0, "step": 1},
+            "a numeric Space needs low <= high and step > 0, got low=10, high=0, step=1",
+        ),
+        ({"low": 0, "high": 10}, "a numeric Space needs low <= high and step > 0, got low=0, high=10, step=None"),
+        ({"low": 0, "step": 1}, "a numeric Space needs low <= high and step > 0, got low=0, high=None, step=1"),
+        ({"high": 0, "step": 1}, "a numeric Space needs low <= high and step > 0, got low=None, high=0, step=1"),
+        ({"low": 0, "high": 10, "step": 1, "reach": 0}, "reach must be positive, got 0"),
+        ({"values": (1, 2), "reach": -1}, "reach must be positive, got -1"),
+        ({"values": ("a", "b"), "direction": "up"}, "a categorical Space has no direction, got 'up'"),
+        ({"values": ("a", "b"), "direction": "down"}, "a categorical Space has no direction, got 'down'"),
+        (
+            {"low": 0, "high": 1, "step": 1, "direction": "sideways"},
+            "direction must be one of ('up', 'down', 'both'), got 'sideways'",
+        ),
+    ],
+)
+def test_a_bad_space_is_refused_with_the_rule_named(kwargs, message):
+    with pytest.raises(ValueError) as refused:
+        Space(**kwargs)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"low": 3, "high": 3, "step": 0.5},
+        {"low": 0, "high": 1, "step": 1, "reach": 0.1, "direction": "up"},
+        {"values": (1, 2), "direction": "down"},
+        {"values": ("a",), "direction": "both"},
+    ],
+)
+def test_a_good_space_is_accepted(kwargs):
+    Space(**kwargs)
+
+
+# --- the default actionable set, from a hand-made suite -------------------------------------------------------
+
+
+def _suite(*, drop=(), swap=()):
+    expectations = []
+    for column in ("checking_status", "other_debtors", "other_installment_plans", "savings"):
+        if column in drop:
+            continue
+        kind = "expect_column_values_to_be_between" if column in swap else "expect_column_values_to_be_in_set"
+        kwargs = {"min_value": 0, "max_value": 1} if column in swap else {"value_set": [f"{column}-a", f"{column}-b"]}
+        expectations.append({"type": kind, "kwargs": {"column": column, **kwargs}})
+    for column, (low, high) in {
+        "credit_amount": (250, 20000),
+        "duration_months": (4, 72),
+        "installment_rate": (1, 4),
+        "existing_credits": (1, 4),
+    }.items():
+        if column in drop:
+            continue
+        if column in swap:
+            expectations.append(
+                {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": column, "value_set": [1, 2]}}
+            )
+        else:
+            expectations.append(
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {"column": column, "min_value": low, "max_value": high},
+                }
+            )
+    return {"name": "hand-made", "expectations": expectations}
+
+
+def test_the_default_actionable_set_takes_values_and_ranges_from_the_suite():
+    spaces = default_actionable(_suite())
+    assert spaces == {
+        "checking_status": Space(values=("checking_status-a", "checking_status-b")),
+        "credit_amount": Space(low=250, high=20000, step=250, reach=10_000),
+        "duration_months": Space(low=4, high=72, step=3, reach=36),
+        "existing_credits": Space(low=1, high=4, step=1, reach=3),
+        "installment_rate": Space(low=1, high=4, step=1),
+        "other_debtors": Space(values=("other_debtors-a", "other_debtors-b")),
+        "other_installment_plans": Space(values=("other_installment_plans-a", "other_installment_plans-b")),
+        "savings": Space(values=("savings-a", "savings-b")),
+    }
+    assert list(spaces) == sorted(spaces)
+
+
+@pytest.mark.parametrize(
+    ("suite", "feature"),
+    [
+        (_suite(drop=("savings",)), "savings"),
+        (_suite(drop=("duration_months",)), "duration_months"),
+        (_suite(swap=("other_debtors",)), "other_debtors"),  # a range for a categorical feature
+        (_suite(swap=("credit_amount",)), "credit_amount"),  # a value set for a numeric feature
+    ],
+)
+def test_a_suite_without_a_features_values_or_range_is_refused(suite, feature):
+    with pytest.raises(ValueError) as refused:
+        default_actionable(suite)
+    assert str(refused.value) == f"{feature}: the serving suite gives it neither a value set nor a range"
+
+
+def test_more_feature_pairs_than_the_budget_still_scores_each_pairs_best_candidates():
+    # three features, three pairs: even a budget of 2 scores one row per pair (each feature's best single move)
+    model = rule(0.375, savings={"< 100 DM": 0.0, "100 <= ... < 500 DM": 0.0625, ">= 1000 DM": 0.0625})
+    actionable = {
+        "duration_months": NEAR_DURATION,
+        "credit_amount": NEAR_AMOUNT,
+        "savings": Space(values=tuple(SAVINGS)),
+    }
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=2)
+    assert moves(cf) == [("credit_amount", 4096, 3584), ("duration_months", 40, 36)]  # the cheapest of three pairs
+    assert len(model.calls[1]) == 3
