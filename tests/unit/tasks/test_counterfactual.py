@@ -1,4 +1,5 @@
 import dataclasses
+import datetime
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from tasks.counterfactual import (
     default_actionable,
 )
 from tasks.features import to_feature_frame
+from tasks.reasons import FALLBACK_PHRASE, PHRASES
 from tasks.serving_schema import SERVING_SUITE, columns, read_suite
 from tasks.train import fit
 
@@ -601,11 +603,12 @@ def test_the_threshold_may_be_zero_or_one(threshold, found):
         (Space(values=(7,)), 3, [7], [4]),  # a grid of one: unit scale
         (Space(low=5, high=5, step=1), 2, [5], [3]),
         (Space(values=(2.5, 0.5), direction="down"), 2.5, [0.5], [1]),
+        (Space(low=-2, high=0, step=1), -2, [-1, 0], [0.5, 1]),  # a range ending at 0
     ],
 )
 def test_numeric_candidates_and_their_cost(space, current, values, costs):
     got_values, got_costs = space.candidates(current)
-    assert got_values.tolist() == values
+    assert got_values.tolist() == values and got_values.dtype == np.float64
     assert got_costs.tolist() == pytest.approx(costs)
 
 
@@ -613,6 +616,8 @@ def test_categorical_candidates_are_the_other_values_at_unit_cost():
     values, costs = Space(values=("a", "b", "c")).candidates("b")
     assert values.tolist() == ["a", "c"] and costs.tolist() == [1.0, 1.0]
     assert Space(values=("a", "b", "c")).categorical and not Space(values=(1, 2)).categorical
+    mixed, _ = Space(values=("none", 1, 2.5)).candidates("none")  # a number among the words stays a number
+    assert mixed.tolist() == [1, 2.5] and [type(v) for v in mixed] == [int, float]
 
 
 @pytest.mark.parametrize(
@@ -742,3 +747,205 @@ def test_more_feature_pairs_than_the_budget_still_scores_each_pairs_best_candida
     cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=2)
     assert moves(cf) == [("credit_amount", 4096, 3584), ("duration_months", 40, 36)]  # the cheapest of three pairs
     assert len(model.calls[1]) == 3
+
+
+# --- ties: the first by enumeration order wins, also when thinning keeps only some tied candidates --------------
+
+# savings: ten values that do not help, then ten that each gain 1/16 (as much as 36 months): a tie of ten
+USELESS = tuple(f"none-{i}" for i in range(10))
+HELPFUL = tuple(f"some-{i}" for i in range(10))
+MANY_SAVINGS = {"< 100 DM": 0.0} | dict.fromkeys(USELESS, 0.0) | dict.fromkeys(HELPFUL, 0.0625)
+
+
+@pytest.mark.parametrize(("budget", "pair_rows"), [(10**6, 20 * 7), (9, 3 * 3), (1, 1)])
+def test_among_tied_candidates_thinning_keeps_the_first_enumerated(budget, pair_rows):
+    # 0.375 + 1/16 (36 months) + 1/16 (any helpful savings value) = 0.5: each such pair flips at the same cost
+    # and margin, so the first enumerated wins: some-0, which thinning must keep among the ten tied values
+    model = rule(0.375, savings=MANY_SAVINGS)
+    actionable = {"duration_months": NEAR_DURATION, "savings": Space(values=tuple(MANY_SAVINGS))}
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=budget)
+    assert moves(cf) == [("duration_months", 40, 36), ("savings", "< 100 DM", "some-0")]
+    assert len(model.calls[1]) == pair_rows
+
+
+class OnlyTogether:
+    """Approves (P(good) = 0.75) exactly the (checking_status, savings) pairs listed, else 0.25: not additive."""
+
+    feature_names_in_ = np.array(["checking_status", "savings"], dtype=object)
+
+    def __init__(self, approved: set[tuple[str, str]]):
+        self.approved = approved
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        pairs = zip(X["checking_status"], X["savings"], strict=True)
+        p = np.array([0.75 if pair in self.approved else 0.25 for pair in pairs], dtype=float)
+        return np.column_stack([1 - p, p])
+
+
+@pytest.mark.parametrize(
+    ("approved", "expected"),
+    [
+        ({("c1", "s2"), ("c2", "s1")}, ("c1", "s2")),  # (c1, s2) is enumerated before (c2, s1)
+        ({("c2", "s1"), ("c2", "s2")}, ("c2", "s1")),
+        ({("c2", "s2"), ("c1", "s1")}, ("c1", "s1")),
+        ({("c2", "s2")}, ("c2", "s2")),
+    ],
+)
+def test_between_equal_pairs_the_first_by_the_first_features_value_then_the_seconds_wins(approved, expected):
+    # every pair costs 1 + 1 and the approved ones share a margin of 0.25: enumeration order decides
+    actionable = {
+        "savings": Space(values=("< 100 DM", "s1", "s2")),
+        "checking_status": Space(values=("< 0 DM", "c1", "c2")),
+    }
+    cf = counterfactual(OnlyTogether(approved), applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("checking_status", "< 0 DM", expected[0]), ("savings", "< 100 DM", expected[1])]
+    assert (cf.probability, cf.original_probability) == (0.75, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "expected"),
+    [
+        ("rated '{value}'", "rated 'B' instead of 'C'"),  # quotes around the value are repeated
+        ("{value}'s guarantee", "B's guarantee instead of C"),  # an apostrophe after the value is no quote
+        ("'{value} grade'", "'B grade' instead of C"),  # nor quotes around more than the value
+        ("{value} years", "B years instead of C years"),  # a one-word unit is repeated
+        ("{value} years ago", "B years ago instead of C"),  # a longer tail is said once
+        ("{value} $k", "B $k instead of C"),  # as is a unit that is not one plain word
+        ("band {value}", "band B instead of C"),
+    ],
+)
+def test_only_quotes_around_the_value_are_repeated(monkeypatch, phrase, expected):
+    monkeypatch.setitem(PHRASES, "grade", phrase)
+    assert change_text("grade", "C", "B") == expected
+
+
+@pytest.mark.parametrize(
+    ("feature", "expected"),
+    [
+        ("unlisted", "unlisted of 2 instead of 1"),
+        ("{value}", "{value} of 2 instead of 1"),  # a feature's name is not read as the phrase's placeholder
+        ("score {value} band", "score {value} band of 2 instead of 1"),
+    ],
+)
+def test_an_unlisted_feature_is_named_as_it_is(feature, expected):
+    assert change_text(feature, 1, 2) == expected
+
+
+def test_every_phrase_holds_the_value_once():
+    for phrase in (*PHRASES.values(), FALLBACK_PHRASE):
+        assert phrase.count("{value}") == 1, phrase
+
+
+class InFloat32:
+    """P(good) in float32, as some libraries score: 0.25 above 32 months, float32(0.6) at 29-32, 0.75 at <= 28."""
+
+    feature_names_in_ = np.array(["duration_months"], dtype=object)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        months = X["duration_months"].to_numpy()
+        p = np.where(months <= 28, 0.75, np.where(months <= 32, 0.6, 0.25)).astype(np.float32)
+        return np.column_stack([1 - p, p])
+
+
+def test_a_float32_probability_is_decided_as_the_number_it_is():
+    # float32(0.6) is 0.60000002384...: a threshold a hair above it declines at 32 months, as the service
+    # (which compares the probability as a Python float) would; 28 months is the smallest move that approves
+    threshold = float(np.float32(0.6)) + 1e-12
+    cf = counterfactual(InFloat32(), applicant(), actionable={"duration_months": DURATION}, threshold=threshold)
+    assert moves(cf) == [("duration_months", 40, 28)]
+    assert (cf.probability, cf.decision, cf.original_probability) == (0.75, "approve", 0.25)
+
+
+@pytest.mark.parametrize("budget", [3, 10**6])
+def test_thinning_ranks_each_features_candidates_by_their_own_progress(budget):
+    # three features in name order; only 3,584 DM with savings v3 (1/16 + 1/16 from 0.375) flips. At budget 3
+    # each feature keeps its one best candidate: for savings that is v3, its last, ranked by savings' own gains
+    model = rule(
+        0.375, savings={"< 100 DM": 0.0, "v1": 0.0, "v2": 0.0, "v3": 0.0625}, checking={"< 0 DM": 0.0, "c": 0.0}
+    )
+    actionable = {
+        "checking_status": Space(values=("< 0 DM", "c")),
+        "credit_amount": NEAR_AMOUNT,
+        "savings": Space(values=("< 100 DM", "v1", "v2", "v3")),
+    }
+    cf = counterfactual(model, applicant(), actionable=actionable, threshold=T, budget=budget)
+    assert moves(cf) == [("credit_amount", 4096, 3584), ("savings", "< 100 DM", "v3")]
+
+
+class Lookup:
+    """P(good) of a (checking_status, savings) pair from a table, 0.25 for any pair not in it."""
+
+    feature_names_in_ = np.array(["checking_status", "savings"], dtype=object)
+
+    def __init__(self, table: dict[tuple[object, object], float]):
+        self.table = table
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        pairs = zip(X["checking_status"], X["savings"], strict=True)
+        p = np.array([self.table.get(pair, 0.25) for pair in pairs], dtype=float)
+        return np.column_stack([1 - p, p])
+
+
+@pytest.mark.parametrize("budget", [1, 10**6])
+def test_thinning_tells_apart_progress_however_small(budget):
+    # c1 alone moves P(good) from 0.25 by 2**-54 (one unit in the last place), c0 not at all: c1 is the more
+    # promising, and only c1 with s1 approves
+    table = {("c0", "< 100 DM"): 0.25, ("c1", "< 100 DM"): 0.25 + 2**-54, ("c1", "s1"): 0.75}
+    actionable = {"checking_status": Space(values=("< 0 DM", "c0", "c1")), "savings": Space(values=("< 100 DM", "s1"))}
+    cf = counterfactual(Lookup(table), applicant(), actionable=actionable, threshold=T, budget=budget)
+    assert moves(cf) == [("checking_status", "< 0 DM", "c1"), ("savings", "< 100 DM", "s1")]
+
+
+def test_a_pairs_cost_is_the_sum_of_both_changes():
+    # from 0.3125 a flip needs 3/16: 3,072 DM (1/8, cost 1) with 36 months (1/16, cost 1/4) costs 1.25;
+    # 3,584 DM (1/16, cost 1/2) with 32 months (1/8, cost 1/2) costs 1.0 and wins
+    actionable = {
+        "credit_amount": Space(low=3072, high=4096, step=512),  # scale 1,024
+        "duration_months": Space(low=32, high=48, step=4),  # scale 16
+    }
+    cf = counterfactual(rule(0.3125), applicant(), actionable=actionable, threshold=T)
+    assert moves(cf) == [("credit_amount", 4096, 3584), ("duration_months", 40, 32)]
+    assert cf.probability == 0.5
+
+
+@pytest.mark.parametrize(
+    ("p0", "savings", "checking", "expected", "probability"),
+    [
+        # a decline: savings >= 1000 DM reaches 0.875, no checking only 0.625
+        (0.375, "< 100 DM", "< 0 DM", ("savings", "< 100 DM", ">= 1000 DM"), 0.875),
+        # an approval at 0.6875: losing the savings bonus falls to 0.1875, further below 0.5 than losing the
+        # checking bonus (0.4375) or dropping to 100-500 DM (0.25)
+        (-0.0625, ">= 1000 DM", "no checking", ("savings", ">= 1000 DM", "< 100 DM"), 0.1875),
+    ],
+)
+def test_the_largest_margin_wins_either_way(p0, savings, checking, expected, probability):
+    actionable = {"checking_status": Space(values=tuple(CHECKING)), "savings": Space(values=tuple(SAVINGS))}
+    cf = counterfactual(rule(p0), applicant(savings=savings, checking=checking), actionable=actionable, threshold=T)
+    assert moves(cf) == [expected] and cf.probability == probability
+
+
+def test_costs_equal_to_twelve_decimals_are_equally_small():
+    # a reach of 2**52 DM makes every move nearly free: 1,024 DM costs 2**-42 (2.3e-13), 2,048 DM 4.5e-13, both
+    # 0 to twelve decimals, so the larger margin wins: 2,048 DM (0.625) over 3,072 DM (0.5)
+    space = Space(low=0, high=8192, step=1024, reach=2**52)
+    cf = counterfactual(rule(0.375), applicant(), actionable={"credit_amount": space}, threshold=T)
+    assert moves(cf) == [("credit_amount", 4096, 2048)] and cf.probability == 0.625
+
+
+class ByDate:
+    """Approves (0.75) only a review date of 2025-01-01 in checking_status; 0.25 otherwise."""
+
+    feature_names_in_ = np.array(["checking_status"], dtype=object)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = np.where(X["checking_status"] == datetime.date(2025, 1, 1), 0.75, 0.25)
+        return np.column_stack([1 - p, p])
+
+
+def test_a_value_of_another_type_is_given_as_text():
+    row = applicant()
+    row["checking_status"] = pd.Series([datetime.date(2024, 1, 1)], dtype=object)
+    space = Space(values=("later", datetime.date(2025, 1, 1)))
+    cf = counterfactual(ByDate(), row, actionable={"checking_status": space}, threshold=T)
+    assert moves(cf) == [("checking_status", "2024-01-01", "2025-01-01")]
+    json.dumps(dataclasses.asdict(cf), allow_nan=False)
