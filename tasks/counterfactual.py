@@ -164,8 +164,8 @@ def change_text(feature: str, before: object, after: object) -> str:
     The old value repeats the phrase's quotes ('savings of '>= 1000 DM' instead of '< 100 DM'') and a one-word
     unit (DM, months); a longer tail is said once ('1 existing credit(s) at this bank instead of 2').
     """
-    phrase = PHRASES.get(feature, FALLBACK_PHRASE).format(feature=feature, value="{value}")
-    head, _, tail = phrase.partition("{value}")
+    head, _, tail = PHRASES.get(feature, FALLBACK_PHRASE).partition("{value}")
+    head = head.format(feature=feature)  # after the split: a feature's name is never read as the placeholder
     quote = "'" if head.endswith("'") and tail.startswith("'") else ""
     unit = tail if tail[:1] == " " and tail[1:].isalpha() else ""
     return f"{head}{format_value(after)}{tail} {INSTEAD} {quote}{format_value(before)}{quote}{unit}"

@@ -96,7 +96,13 @@ def refusal(answer: Approval, *, request: Request, governance: GovernanceParams,
 def unsatisfiable(governance: GovernanceParams, *, author: str, demo: bool = False) -> str | None:
     """Why the active tier's sign-off could never complete with the configured approvers, or None."""
     policy = governance.signoff_policy
-    eligible = {name: a for name, a in governance.approvers.items() if name != author and (demo or not a.demo)}
+    # who may approve: not the author, a demo identity only in a demo run, and (as `refusal` insists) holding
+    # one of the tier's roles when it names any
+    eligible = {
+        name: a
+        for name, a in governance.approvers.items()
+        if name != author and (demo or not a.demo) and (not policy.roles or set(a.roles) & set(policy.roles))
+    }
     held = {role for a in eligible.values() for role in a.roles}
     if len(eligible) >= policy.approvers and set(policy.roles) <= held:
         return None
