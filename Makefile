@@ -34,7 +34,7 @@ test-slow: install
 	bash scripts/pytest.sh tests -m slow
 
 # Mutation testing of the decision-critical modules (pyproject.toml [tool.mutmut]) → reports/mutation.md.
-# Not part of `make test`: a full run takes about N minutes on 2 cores; later runs only redo what changed.
+# Not part of `make test`: a full run (4,369 mutants, always from scratch) takes about 18 minutes on 2 cores.
 mutate: install
 	$(BIN)/python scripts/mutate.py
 

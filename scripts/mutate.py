@@ -127,7 +127,12 @@ def report(mutants: list[Mutant]) -> tuple[str, bool]:
         )
     unexplained = [m for m in mutants if m.status not in KILLED and m.name not in explained]
     ok = ok and not unexplained and not stale
-    lines += ["", f"Goal: at least {GOAL:.0%} killed, every survivor explained: **{'met' if ok else 'NOT met'}**."]
+    killed_share = totals["killed"] / totals["total"] if totals["total"] else 1.0
+    lines += [
+        "",
+        f"Killed {totals['killed']} of all {totals['total']} mutants ({killed_share:.1%}), equivalents included.",
+        f"Goal: at least {GOAL:.0%} killed, every survivor explained: **{'met' if ok else 'NOT met'}**.",
+    ]
     if unexplained:
         lines += ["", f"## Survivors without a reason ({len(unexplained)})", ""]
         for m in unexplained:
@@ -158,8 +163,7 @@ def main() -> int:
     os.chdir(ROOT)  # mutmut reads its configuration and mutants/ from the project root
     text, ok = report(_mutants())
     REPORT.write_text(text)
-    summary = text.split("Goal:")[0].splitlines()[-2]
-    print(summary)
+    print("\n".join(line for line in text.split("\n## ")[0].splitlines() if line.startswith(("|", "Killed"))))
     print(f"report: {REPORT.relative_to(ROOT)} (goal {'met' if ok else 'NOT met'})")
     return 0 if ok else 1
 
