@@ -14,29 +14,6 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean the input was wrong (shown as a message and exit 1), not that Steward broke."""
-    from flows.signoff import SignoffImpossible
-    from steward.ledger import LedgerError
-    from steward.params import ParamsError
-    from steward.registry import RegistryError
-    from tasks.approvals import AnswerError
-    from tasks.dvc import DvcError
-    from tasks.validate import ValidationFailed
-
-    return (
-        ValidationFailed,
-        ParamsError,
-        RegistryError,
-        DvcError,
-        SignoffImpossible,
-        AnswerError,
-        LedgerError,
-        FileNotFoundError,
-        KeyError,
-    )
-
-
 def _environment(settings: Settings, *, server: bool) -> None:
     """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
     os.environ.update(settings.tool_env())

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from flows.cli_common import _environment, _fail, _user_errors, console, err
+from flows.cli_common import _environment, _fail, console, err
+from steward.errors import NotFound, StewardError
 from steward.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: s
             ledger=ledger,
             wait_seconds=wait,
         )
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     if record is None:
@@ -152,11 +153,11 @@ def evidence(
         verdicts = [r.payload["evidence_digest"] for r in records if r.action == GATE_VERDICT]
         digest = signed.request.evidence_digest if signed else (verdicts[-1] if verdicts else None)
         if digest is None:
-            raise FileNotFoundError(f"the ledger holds no evidence digest for {version.ref}: it predates sign-off")
+            raise NotFound(f"the ledger holds no evidence digest for {version.ref}: it predates sign-off")
         storage = Storage.from_settings(settings)
         snapshot = frozen.load(digest, storage=storage)
         pack = write_pack(version, records=records, snapshot=snapshot, storage=storage, out=out)
-    except (ValueError, OSError) as exc:  # the user errors, a pack that exists, a corrupted store
+    except StewardError as exc:
         _fail(exc)
         return
     console.print(f"evidence pack for {version.ref}: {pack.folder} and {pack.zip_path}", highlight=False)
@@ -170,11 +171,11 @@ def ledger_verify(
 ) -> None:
     """Check the hash chain; name the first bad record (exit 1) if one was edited, deleted or moved."""
     from steward.db import make_engine
-    from steward.ledger import Ledger, LedgerError, read_jsonl, verify_records
+    from steward.ledger import Ledger, read_jsonl, verify_records
 
     try:
         result = verify_records(read_jsonl(file)) if file else Ledger(make_engine(Settings().db_url)).verify()
-    except (LedgerError, OSError) as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     if not result.ok:
@@ -190,7 +191,7 @@ def ledger_export(
 ) -> None:
     """Export the ledger to a file and/or to S3 (COMPLIANCE retention where the bucket supports Object Lock)."""
     from steward.db import make_engine
-    from steward.ledger import Ledger, LedgerError
+    from steward.ledger import Ledger
     from steward.ledger_export import export_to_s3
     from steward.storage import Storage
 
@@ -204,5 +205,5 @@ def ledger_export(
         if s3_key is not None:
             done = export_to_s3(ledger, storage=Storage.from_settings(settings), key=s3_key, retain_days=retain_days)
             console.print(f"{done.count} records uploaded to {done.uri}: {done.message}", highlight=False)
-    except (LedgerError, ValueError, OSError) as exc:
+    except StewardError as exc:
         _fail(exc)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from flows.cli_common import _environment, _fail, _user_errors, console, err
+from flows.cli_common import _environment, _fail, console, err
+from steward.errors import StewardError
 from steward.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def _run_training(data: str | None, *, author: str | None = None, demo: bool = F
 
     try:
         return train_flow(data=data, author=author, demo_signoff=demo)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
 
@@ -83,7 +84,7 @@ def retrain(
 
     try:
         result = retrain_flow(reason=reason, data=data, author=author)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     _report_verdict(result)
@@ -114,7 +115,7 @@ def run() -> None:
     layout = Layout(settings.project_dir)
     try:
         params = load_params(layout.params_file)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
     since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
     stop = Event()
@@ -212,7 +213,7 @@ def ingest(
     try:
         load_params(Layout(settings.project_dir).params_file)  # refuse a malformed params.yaml up front
         snapshot = ingest_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     state = "new version, validated" if snapshot.changed else "unchanged"

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.cli_common import _fail, console
+from steward.errors import StewardError
 from steward.settings import Settings
 
 DECISIONS = ("approve", "decline")
@@ -49,7 +50,7 @@ def review_resolve(
     try:
         outcome = cast(Outcome, decision)
         done = ReviewQueue(engine).resolve(case, decision=outcome, reviewer=reviewer, note=note, ledger=Ledger(engine))
-    except ValueError as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     console.print(f"case {done.case} ({done.kind}, request {done.request_id}): {done.decision} by {done.reviewer}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from flows.cli_common import _environment, _fail, _user_errors, console
+from flows.cli_common import _environment, _fail, console
+from steward.errors import StewardError
 from steward.settings import Settings
 
 
@@ -32,7 +33,7 @@ def rollout(
 
     try:
         result = rollout_flow(model)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     for step in result.steps:
@@ -56,7 +57,7 @@ def rollback(
     engine = make_engine(settings.db_url)
     try:
         pulled, done = Rollouts(engine, Ledger(engine)).kill_switch(actor=actor or settings.user, reason=reason)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     target = done.production or "nobody: decisions are refused and referred to people"
@@ -126,7 +127,7 @@ def monitor(
 
     try:
         reports = monitor_flow(model=model, hours=hours, since=since)
-    except _user_errors() as exc:
+    except StewardError as exc:
         _fail(exc)
         return
     for found in reports:

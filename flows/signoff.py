@@ -18,6 +18,7 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
+from steward.errors import StewardError
 from steward.layout import EVIDENCE_PAGE
 from steward.ledger import APPROVAL_ESCALATED, APPROVAL_REQUESTED, Ledger
 from steward.params import GovernanceParams
@@ -52,7 +53,7 @@ The gate passed. Review the evidence, then answer.
 SUPERSEDED = "superseded: the project changed while the run waited, and it now trained {model}"
 
 
-class SignoffImpossible(ValueError):
+class SignoffImpossible(StewardError, ValueError):
     """The configured approvers can never complete this tier's sign-off."""
 
 

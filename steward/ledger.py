@@ -22,6 +22,7 @@ from sqlalchemy import Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.errors import NotFound, StewardError
 
 Action = Literal[
     "gate.verdict",
@@ -62,6 +63,7 @@ GENESIS_HASH: Final = "0" * 64
 UNKNOWN_ACTION = "unknown ledger action {action!r}; one of: {allowed}"
 BAD_PAYLOAD = "a ledger payload must be a JSON object of strings, finite numbers, lists and objects: {error}"
 BAD_RECORD = "line {line} of {path} is not a ledger record: {error}"
+NO_EXPORT = "no ledger export at {path}"
 CHAIN_OK = "chain intact: {count} records"
 EMPTY_CHAIN = "the ledger is empty"
 SEQ_BROKEN = "record {seq} is missing or out of order: found seq {found} in its place"
@@ -81,7 +83,7 @@ def _payload_or_unhashable(text: str) -> Any:
         return _NOT_JSON
 
 
-class LedgerError(ValueError):
+class LedgerError(StewardError, ValueError):
     """A record the ledger refuses to write or read."""
 
 
@@ -198,6 +200,8 @@ def verify_records(records: list[Record]) -> VerifyResult:
 
 def read_jsonl(path: Path) -> list[Record]:
     """Records from an exported JSONL file, in file order (feed them to `verify_records`)."""
+    if not path.is_file():
+        raise NotFound(NO_EXPORT.format(path=path))
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from steward.ledger import Ledger
+from steward.ledger import Ledger, LedgerError
 from steward.storage import NO_BUCKET, Storage
 
 LOCKED = "uploaded {count} records under COMPLIANCE retention until {until}"
@@ -61,9 +61,9 @@ def export_to_s3(
     """Upload the ledger as JSONL to `bucket`/`key` (default bucket: the storage's) through its boto3 client."""
     bucket = bucket or storage.bucket
     if not bucket:
-        raise ValueError(NO_BUCKET)
+        raise LedgerError(NO_BUCKET)
     if retain_days is not None and retain_days < 1:
-        raise ValueError(BAD_RETAIN_DAYS.format(days=retain_days))
+        raise LedgerError(BAD_RETAIN_DAYS.format(days=retain_days))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ledger.jsonl"
         count = ledger.export_jsonl(path)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from steward.errors import StewardError
+
 PARAMS_NOT_FOUND = "params file not found: {path}"
 PARAMS_NOT_YAML = "{path} is not valid YAML: {error}"
 PARAMS_NOT_MAPPING = "{path} must hold a mapping of stage sections, got {kind}"
@@ -327,7 +329,7 @@ class Params(Section):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class ParamsError(ValueError):
+class ParamsError(StewardError, ValueError):
     """params.yaml is missing, not YAML, or names a key or value Steward does not accept."""
 
 

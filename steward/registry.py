@@ -16,6 +16,7 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, Select, String, UniqueCo
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.errors import StewardError
 from steward.ledger import REGISTRY_TRANSITION, Ledger, LedgerRow, Record
 from steward.signoff import latest
 
@@ -57,7 +58,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class RegistryError(ValueError):
+class RegistryError(StewardError, ValueError):
     """An unknown model or a transition the state machine forbids."""
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import DateTime, Engine, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.errors import StewardError
 from steward.ledger import REVIEW_DECISION, Ledger
 
 Kind = Literal["referral", "contest"]
@@ -24,6 +25,10 @@ UNKNOWN_CASE = "no review case {case}"
 ALREADY_RESOLVED = "case {case} was already resolved: {decision} by {reviewer} at {at}"
 NO_REVIEWER = "say who decides: a reviewer's name"
 NO_NOTE = "a resolution needs a note: what the reviewer saw (it goes to the ledger and to the applicant's file)"
+
+
+class ReviewError(StewardError, ValueError):
+    """A resolution Steward refuses: no reviewer or note, an unknown case, a case already resolved."""
 
 
 class ReviewRow(Base):
@@ -88,17 +93,17 @@ class ReviewQueue:
     def resolve(self, case: int, *, decision: Outcome, reviewer: str, note: str, ledger: Ledger) -> Resolution:
         """Close `case` with the decision that stands; refuses an unknown or already resolved case."""
         if not reviewer.strip():
-            raise ValueError(NO_REVIEWER)
+            raise ReviewError(NO_REVIEWER)
         if not note.strip():
-            raise ValueError(NO_NOTE)
+            raise ReviewError(NO_NOTE)
         with Session(self._engine) as session, session.begin():
             ledger.lock(session)
             row = session.get(ReviewRow, case)
             if row is None:
-                raise ValueError(UNKNOWN_CASE.format(case=case))
+                raise ReviewError(UNKNOWN_CASE.format(case=case))
             done = session.get(ReviewDecisionRow, case)
             if done is not None:
-                raise ValueError(
+                raise ReviewError(
                     ALREADY_RESOLVED.format(
                         case=case, decision=done.decision, reviewer=done.reviewer, at=done.resolved_at
                     )

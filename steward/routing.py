@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, Engine, Float, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
+from steward.errors import StewardError
 from steward.ledger import ROLLBACK, ROLLOUT_STEP, Ledger
 
 Mode = Literal["serve", "refuse"]
@@ -28,6 +29,10 @@ WRONG_STATE = "{role} must be a model in state {expected}; {ref} is {state}"
 # Which registry states may take which role: only what passed sign-off and the rollout's steps serves.
 ROLE_STATES = {"production": ("production",), "canary": ("canary",), "shadow": ("shadow",)}
 NO_CANARY = "a canary weight above 0 needs a canary model"
+
+
+class RoutingError(StewardError, ValueError):
+    """A routing Steward refuses: a canary weight outside [0, 1], a weight with no canary."""
 
 
 class RoutingRow(Base):
@@ -99,9 +104,9 @@ class RoutingTable:
 
         The ledger record is about `subject` (a rollback: the model taken out), else the canary or production."""
         if not 0.0 <= routing.canary_weight <= 1.0:
-            raise ValueError(BAD_WEIGHT.format(weight=routing.canary_weight))
+            raise RoutingError(BAD_WEIGHT.format(weight=routing.canary_weight))
         if routing.canary_weight > 0 and not routing.canary:
-            raise ValueError(NO_CANARY)
+            raise RoutingError(NO_CANARY)
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             _check_states(session, routing)
@@ -185,7 +190,7 @@ class Rollouts:
         from steward.registry import State
 
         if not 0.0 <= weight <= 1.0:  # before the state changes: else a shadow would be left named in state canary
-            raise ValueError(BAD_WEIGHT.format(weight=weight))
+            raise RoutingError(BAD_WEIGHT.format(weight=weight))
         if self.registry.get(ref).state is not State.CANARY:
             self.registry.transition(ref, State.CANARY, actor=actor)
         current = self.table.get()

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steward.errors import NotFound, StewardError
+
 if TYPE_CHECKING:
     from steward.settings import Settings
 
@@ -23,6 +25,10 @@ BAD_S3_URI = "not an s3:// URI with a bucket and a key: {uri!r}"
 NO_BUCKET = "an s3 store needs a bucket: set STEWARD_S3_BUCKET"
 
 CHUNK = 1 << 20
+
+
+class StorageError(StewardError, ValueError):
+    """Storage Steward cannot use: a malformed s3:// URI, no bucket configured."""
 
 
 def sha256_file(path: Path) -> str:
@@ -37,7 +43,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/some/key` → (`bucket`, `some/key`)."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not uri.startswith("s3://") or not bucket or not key:
-        raise ValueError(BAD_S3_URI.format(uri=uri))
+        raise StorageError(BAD_S3_URI.format(uri=uri))
     return bucket, key
 
 
@@ -124,7 +130,7 @@ class Storage:
         if not uri.startswith("s3://"):
             source = Path(uri)
             if not source.is_file():
-                raise FileNotFoundError(NOT_FOUND.format(uri=uri))
+                raise NotFound(NOT_FOUND.format(uri=uri))
             atomic_copy(source, dest)
             return dest
         from botocore.exceptions import ClientError
@@ -139,7 +145,7 @@ class Storage:
         except ClientError as exc:
             Path(tmp).unlink(missing_ok=True)
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                raise FileNotFoundError(NOT_FOUND.format(uri=uri)) from None
+                raise NotFound(NOT_FOUND.format(uri=uri)) from None
             raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from prefect.exceptions import PrefectException, PrefectHTTPStatusError
 from prefect.logging import get_logger
 from prefect.states import Cancelled
 
+from steward.errors import StewardError
 from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
 from steward.params import GovernanceParams
 from steward.registry import Registry, RegistryError, State
@@ -44,7 +45,7 @@ MIN_DIGEST = 12
 DEMO_COMMENT = "demo approval by `steward run` (a scripted identity, not a human review)"
 
 
-class AnswerError(ValueError):
+class AnswerError(StewardError, ValueError):
     """An answer that could not be delivered (unknown run, not paused, a form Prefect refused)."""
 
 

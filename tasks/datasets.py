@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from steward.errors import StewardError
+
 GERMAN_DATA = Path("data/german/german.data")
 GERMAN_CSV = Path("data/german_credit.csv")
 ADULT_DATA = Path("data/adult/adult.data.gz")
@@ -130,12 +132,16 @@ ERR_NOT_INTEGER = "german.data column {column!r}: non-integer value(s) {values}"
 ERR_ADULT_LABEL = "adult file {path}: unexpected income label(s) {labels}"
 
 
+class DataError(StewardError, ValueError):
+    """A dataset file Steward cannot read as its documented format, named by line, column or value."""
+
+
 def decode_german(raw_text: str) -> pd.DataFrame:
     """Decode the text of german.data into the readable schema of data/german_credit.csv."""
     rows = [line.split() for line in raw_text.splitlines() if line.strip()]
     for number, fields in enumerate(rows, start=1):
         if len(fields) != len(GERMAN_RAW_COLUMNS):
-            raise ValueError(ERR_FIELD_COUNT.format(line=number, expected=len(GERMAN_RAW_COLUMNS), got=len(fields)))
+            raise DataError(ERR_FIELD_COUNT.format(line=number, expected=len(GERMAN_RAW_COLUMNS), got=len(fields)))
     raw = pd.DataFrame(rows, columns=GERMAN_RAW_COLUMNS, dtype=str)
 
     decoded: dict[str, pd.Series] = {
@@ -146,13 +152,13 @@ def decode_german(raw_text: str) -> pd.DataFrame:
         if table is None:
             bad = sorted(set(values[~values.str.fullmatch(r"\d+")]))
             if bad:
-                raise ValueError(ERR_NOT_INTEGER.format(column=raw_column, values=bad))
+                raise DataError(ERR_NOT_INTEGER.format(column=raw_column, values=bad))
             decoded[column] = values.astype("int64")
         else:
             codes = GERMAN_CODES[table]
             unknown = sorted(set(values) - codes.keys())
             if unknown:
-                raise ValueError(ERR_UNKNOWN_CODE.format(column=raw_column, codes=unknown))
+                raise DataError(ERR_UNKNOWN_CODE.format(column=raw_column, codes=unknown))
             decoded[column] = values.map(codes).astype(str)
     return pd.DataFrame(decoded, columns=GERMAN_COLUMNS)
 
@@ -177,7 +183,7 @@ def load_adult(path: Path) -> pd.DataFrame:
     frame["income"] = frame["income"].str.rstrip(".")
     labels = set(frame["income"].dropna()) - ADULT_LABELS
     if labels or frame["income"].isna().any():
-        raise ValueError(ERR_ADULT_LABEL.format(path=path, labels=sorted(labels)))
+        raise DataError(ERR_ADULT_LABEL.format(path=path, labels=sorted(labels)))
     return frame
 
 

@@ -16,13 +16,14 @@ from typing import Any
 
 import yaml
 
+from steward.errors import StewardError
 from steward.settings import Settings
 
 DVC_FAILED = "`dvc {args}` failed (exit {code}):\n{output}"
 NOT_TRACKED = "{path} is not a DVC-tracked file (no outs[0].md5 in it)"
 
 
-class DvcError(RuntimeError):
+class DvcError(StewardError, RuntimeError):
     """A DVC command exited non-zero; the message carries its output."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steward.errors import NotFound, StewardError
 from steward.ledger import canonical_json
 from steward.storage import Storage, content_key, sha256_file
 
@@ -27,6 +28,10 @@ EVIDENCE_FILES = ("dvc.lock", "params.yaml")
 NO_EVIDENCE = "no evidence under {root}: run the pipeline first (reports/ is empty)"
 UNKNOWN_DIGEST = "no evidence snapshot with digest {digest} in {where}"
 CORRUPT_FILE = "evidence file {path} in storage does not match its manifest hash (expected {expected}, got {got})"
+
+
+class EvidenceError(StewardError, ValueError):
+    """Evidence Steward refuses: a file whose bytes are not the ones recorded, a pack that would overwrite one."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ def collect(project_dir: Path) -> dict[str, str]:
     paths = [p for root in EVIDENCE_ROOTS for p in (project_dir / root).rglob("*") if p.is_file()]
     paths += [project_dir / name for name in EVIDENCE_FILES if (project_dir / name).is_file()]
     if not any(p.is_relative_to(project_dir / EVIDENCE_ROOTS[0]) for p in paths):
-        raise FileNotFoundError(NO_EVIDENCE.format(root=project_dir))
+        raise NotFound(NO_EVIDENCE.format(root=project_dir))
     return {p.relative_to(project_dir).as_posix(): sha256_file(p) for p in sorted(paths)}
 
 
@@ -85,11 +90,11 @@ def load(digest: str, *, storage: Storage) -> Snapshot:
         try:
             local = storage.fetch(uri, Path(scratch) / "manifest.json")
         except FileNotFoundError:
-            raise FileNotFoundError(UNKNOWN_DIGEST.format(digest=digest, where=storage.describe())) from None
+            raise NotFound(UNKNOWN_DIGEST.format(digest=digest, where=storage.describe())) from None
         data: dict[str, Any] = json.loads(local.read_text(encoding="utf-8"))
     files = {str(k): str(v) for k, v in data["files"].items()}
     if digest_of(files) != digest:
-        raise ValueError(CORRUPT_FILE.format(path=uri, expected=digest, got=digest_of(files)))
+        raise EvidenceError(CORRUPT_FILE.format(path=uri, expected=digest, got=digest_of(files)))
     return Snapshot(digest=digest, manifest_uri=uri, files=files)
 
 
@@ -100,5 +105,5 @@ def materialize(snap: Snapshot, dest: Path, *, storage: Storage) -> Path:
         storage.fetch(storage.uri(content_key(FILES_PREFIX, sha, _suffix(relative))), target)
         got = sha256_file(target)
         if got != sha:
-            raise ValueError(CORRUPT_FILE.format(path=relative, expected=sha, got=got))
+            raise EvidenceError(CORRUPT_FILE.format(path=relative, expected=sha, got=got))
     return dest

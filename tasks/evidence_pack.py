@@ -44,7 +44,7 @@ from steward.registry import ModelVersion
 from steward.signoff import latest
 from steward.storage import Storage, sha256_file
 from tasks.document import render
-from tasks.evidence import Snapshot, materialize
+from tasks.evidence import EvidenceError, Snapshot, materialize
 
 SCHEMA_VERSION = 1
 EVIDENCE = "evidence"
@@ -319,9 +319,9 @@ def write_pack(model: ModelVersion, *, records: list[Record], snapshot: Snapshot
     out = out.absolute()
     zip_path = out.with_name(f"{out.name}.zip")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise ValueError(PACK_EXISTS.format(path=out))
+        raise EvidenceError(PACK_EXISTS.format(path=out))
     if zip_path.exists():
-        raise ValueError(ZIP_EXISTS.format(path=zip_path))
+        raise EvidenceError(ZIP_EXISTS.format(path=zip_path))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
     try:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from steward.errors import StewardError
+
 if TYPE_CHECKING:
     # great_expectations takes seconds to import; the CLI and the flows import this module, so GE is
     # imported where it is used.
@@ -87,7 +89,7 @@ class ValidationSummary:
         )
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(StewardError):
     """Raised by `check` when a frame breaks its data contract; carries the summary."""
 
     def __init__(self, summary: ValidationSummary) -> None:
@@ -99,6 +101,10 @@ class ValidationFailed(Exception):
         header = VALIDATION_FAILED.format(suite=s.suite, failed=len(s.failures), evaluated=s.evaluated, n_rows=s.n_rows)
         docs = DATA_DOCS_AT.format(path=s.data_docs) if s.data_docs else ""
         return f"{header}\n{s.message()}{docs}"
+
+
+class SuiteInvalid(StewardError, ValueError):
+    """An expectation suite file Great Expectations cannot read whole."""
 
 
 def check(summary: ValidationSummary) -> None:
@@ -117,7 +123,8 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
     # must not lose a check quietly.
     declared = len(raw.get("expectations", []))
     if len(suite.expectations) != declared:
-        raise ValueError(SUITE_INVALID.format(path=path, dropped=declared - len(suite.expectations), declared=declared))
+        dropped = declared - len(suite.expectations)
+        raise SuiteInvalid(SUITE_INVALID.format(path=path, dropped=dropped, declared=declared))
     return suite
 
 

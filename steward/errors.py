@@ -1,0 +1,33 @@
+"""Steward's exceptions: one root, so that bad input and a refused action read as a message, and a bug as
+a traceback.
+
+The `steward` command turns a `StewardError` into its message and exit code 1; anything else (a KeyError,
+a TypeError) is a defect in Steward and surfaces with its traceback. Each error also derives from the
+built-in exception its callers have always caught (ValueError, FileNotFoundError, RuntimeError).
+
+    StewardError
+    ├── NotFound (FileNotFoundError)        a file, object, evidence digest or snapshot the user named is not there
+    ├── ParamsError (ValueError)            steward.params: params.yaml names a key or value Steward refuses
+    ├── StorageError (ValueError)           steward.storage: a malformed s3:// URI, no bucket configured
+    ├── DataError (ValueError)              tasks.datasets: a dataset file not in its documented format
+    ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
+    ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
+    ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary
+    ├── ReviewError (ValueError)            steward.reviews: an unknown or resolved case, a resolution without a note
+    ├── EvidenceError (ValueError)          tasks.evidence, tasks.evidence_pack: corrupted evidence, a pack that exists
+    ├── AnswerError (ValueError)            tasks.approvals: an answer Prefect could not take
+    ├── SignoffImpossible (ValueError)      flows.signoff: the approvers can never complete the tier's sign-off
+    ├── ValidationFailed                    tasks.validate: a snapshot that breaks its data contract
+    ├── SuiteInvalid (ValueError)           tasks.validate: an expectation suite that does not load whole
+    └── DvcError (RuntimeError)             tasks.dvc: a DVC command that failed, with its output
+"""
+
+from __future__ import annotations
+
+
+class StewardError(Exception):
+    """Something Steward refuses or cannot find, with a message that names it."""
+
+
+class NotFound(StewardError, FileNotFoundError):
+    """A file, object, snapshot or evidence digest the user named is not there."""
