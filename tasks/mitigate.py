@@ -10,6 +10,7 @@ approval under the mitigated rule is at least 0.5, and audits exactly that rule.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -122,13 +123,8 @@ def main() -> None:
     evaluation = read_report(layout.report("evaluate"))  # the base model's held-out figures, computed once
     base_fairness = read_report(layout.report("fairness"))
     attributes = [attribute_name(c) for c in audited(params.data.sensitive, params.data.intersections)]
-    base_verdict = decide(
-        governance=params.governance,
-        evaluation=evaluation,
-        fairness=base_fairness,
-        attributes=attributes,
-        checks=MITIGATION_CHECKS,
-    )
+    judge = partial(decide, governance=params.governance, attributes=attributes, checks=MITIGATION_CHECKS)
+    base_verdict = judge(evaluation=evaluation, fairness=base_fairness)
     report: dict[str, Any] = {
         "base": {"verdict": base_verdict.to_dict()},
         "selected": "base",
@@ -147,13 +143,7 @@ def main() -> None:
         )
         audit_after = fairness_audit(mitigated, test, params=params)
         after_eval = {"metrics": metrics(test[LABEL].to_numpy(), positive_proba(mitigated, test), threshold=0.5)}
-        verdict_after = decide(
-            governance=params.governance,
-            evaluation=after_eval,
-            fairness=audit_after,
-            attributes=attributes,
-            checks=MITIGATION_CHECKS,
-        )
+        verdict_after = judge(evaluation=after_eval, fairness=audit_after)
         report.update(
             applied=True,
             method=mitigation.method,
