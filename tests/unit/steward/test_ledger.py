@@ -455,3 +455,14 @@ def test_records_come_in_seq_order_whatever_the_database_scans(unordered_reverse
     assert [r.seq for r in ledger.records(actions=("rollback", "gate.verdict"))] == [1, 2, 3, 4]
     assert [r.seq for r in ledger.records(subject="s1")] == [1, 3]
     assert ledger.verify() == VerifyResult(ok=True, count=4, first_bad_seq=None, problem="chain intact: 4 records")
+
+
+def test_verifying_an_export_that_is_not_there_names_the_path(tmp_path):
+    from steward.errors import NotFound
+    from steward.ledger import read_jsonl
+
+    missing = tmp_path / "nowhere" / "ledger.jsonl"
+    with pytest.raises(NotFound) as refused:
+        read_jsonl(missing)
+    assert str(refused.value) == f"no ledger export at {missing}"
+    assert isinstance(refused.value, FileNotFoundError)
