@@ -100,6 +100,7 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the whole demo: about 9-11 minutes on 2 cores, past the suite's 600 s default
 def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(project, prefect_server):
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
     done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=2400)
