@@ -1,10 +1,10 @@
 """Benchmark: the fairness audit's bootstrap vs fairlearn MetricFrame's own bootstrap, on the same rows.
 
-Data: --rows synthetic applications (tasks.synthetic.generate_applications, bias 0.3 against women), scored by
+Data: --rows synthetic applications (tasks.demo.synthetic.generate_applications, bias 0.3 against women), scored by
 a logistic regression fitted on the first 20,000 rows (untimed: the bench measures the audit, not training),
 approve at P(good) >= 0.5. Metrics: selection rate, TPR and FPR by sex, 95% percentile CIs.
-  ours       tasks.fairness.audit with --resamples (1,000) resamples: MetricFrame point values for all 8 of
-             its metrics, plus the multinomial bootstrap over the confusion cells (tasks.bootstrap)
+  ours       tasks.audit.fairness.audit with --resamples (1,000) resamples: MetricFrame point values for all 8 of
+             its metrics, plus the multinomial bootstrap over the confusion cells (tasks.audit.bootstrap)
   fairlearn  MetricFrame(n_boot=K, ci_quantiles=[0.025, 0.975], random_state=0) with the 3 metrics, and the
              same MetricFrame without n_boot, so that its time per resample excludes the point computation
 Point values must be equal. CIs are judged against what K resamples can say: K draws are taken from our
@@ -24,11 +24,11 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 
 from steward.params import parse_params
-from tasks.bootstrap import attribute_rng, bootstrap_groups
-from tasks.fairness import audit
-from tasks.features import LABEL, to_feature_frame
-from tasks.synthetic import generate_applications
-from tasks.train import fit
+from tasks.audit.bootstrap import attribute_rng, bootstrap_groups
+from tasks.audit.fairness import audit
+from tasks.data.features import LABEL, to_feature_frame
+from tasks.demo.synthetic import generate_applications
+from tasks.model.train import fit
 
 THRESHOLD, LEVEL, QUANTILES = 0.5, 0.95, [0.025, 0.975]
 METRICS = {"selection_rate": "selection_rate", "tpr": "true_positive_rate", "fpr": "false_positive_rate"}

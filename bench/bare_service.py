@@ -11,8 +11,8 @@ import bentoml
 from steward.layout import Layout
 from steward.params import load_params
 from steward.settings import Settings
-from tasks.features import AGE_GROUP, age_groups
-from tasks.serving_schema import Application, to_frame
+from tasks.data.features import AGE_GROUP, age_groups
+from tasks.serving.schema import Application, to_frame
 
 _params = load_params(Layout(Settings().project_dir).params_file)
 

@@ -31,10 +31,10 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))  # scripts/ is not an installed package
 
-    from flows.bento import served
+    from deployments.local.bento_server import served
     from scripts.rollout_fixture import build
-    from tasks.synthetic import generate_applications
-    from tasks.traffic import Traffic, requests_of
+    from tasks.demo.synthetic import generate_applications
+    from tasks.demo.traffic import Traffic, requests_of
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)

@@ -1,4 +1,4 @@
-"""Benchmark: Steward's input-drift report (tasks/drift.py) vs Evidently's data drift preset on the same
+"""Benchmark: Steward's input-drift report (tasks/monitor/drift.py) vs Evidently's data drift preset on the same
 data, 1,000,000 reference rows and 1,000,000 current rows of 20 columns (12 numeric, 8 categorical),
 six of them drifted (four numeric columns shifted by half a standard deviation or stretched, two
 categorical mixes reversed), the rest drawn from the reference distribution again.
@@ -53,7 +53,7 @@ def frame(rows: int, *, seed: int, drifted: bool) -> pd.DataFrame:
 
 
 def ours(reference_path: Path, current_path: Path) -> tuple[float, dict[str, bool]]:
-    from tasks.drift import Thresholds, drift, reference
+    from tasks.monitor.drift import Thresholds, drift, reference
 
     started = time.perf_counter()
     ref = reference(pd.read_parquet(reference_path), NUMERIC + CATEGORICAL)

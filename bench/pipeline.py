@@ -28,13 +28,13 @@ def plain(data: Path) -> None:
 
     from steward.layout import Layout
     from steward.settings import Settings
-    from tasks.dvc import pipeline_stages
+    from tasks.dvc import pipeline_stages, stage_module
 
     layout = Layout(Settings().project_dir)
     layout.raw_data.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data, layout.raw_data)
     for stage in pipeline_stages(layout.project_dir):
-        importlib.import_module(f"tasks.{stage}").main()
+        importlib.import_module(stage_module(layout.project_dir, stage)).main()
 
 
 def timed(args: list[str], *, cwd: Path, env: dict[str, str]) -> float:
@@ -55,9 +55,9 @@ def main() -> None:
         plain(args.plain)
         return
 
-    from flows.server import start_server, stop_pid
+    from deployments.local.prefect_server import start_server, stop_pid
     from steward.settings import Settings
-    from tasks.synthetic import generate_applications
+    from tasks.demo.synthetic import generate_applications
 
     with tempfile.TemporaryDirectory(prefix="steward-bench-") as tmp:
         root = Path(tmp)
@@ -75,9 +75,14 @@ def main() -> None:
             "STEWARD_HOME": str(clone / ".steward"),
             "PREFECT_API_URL": server.api_url,
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PYTHONPATH": str(clone),  # the clone's code, not the editable install's (this checkout's)
         }
         try:
-            base_env = env | {"STEWARD_PROJECT_DIR": str(base_clone), "STEWARD_HOME": str(base_clone / ".steward")}
+            base_env = env | {
+                "STEWARD_PROJECT_DIR": str(base_clone),
+                "STEWARD_HOME": str(base_clone / ".steward"),
+                "PYTHONPATH": str(base_clone),
+            }
             base = timed([sys.executable, __file__, "--plain", str(data)], cwd=base_clone, env=base_env)
             flow = timed([str(BIN / "steward"), "train", "--data", str(data)], cwd=clone, env=env)
             again = timed([str(BIN / "steward"), "train", "--data", str(data)], cwd=clone, env=env)

@@ -9,7 +9,7 @@ service's own decision rule (approve: P(good) >= 0.5 and outside the review band
 effect (p0, p1) and the yardstick, Wald's E1[N] (tasks/canary.expected_sample_size).
 
 Each run registers the candidate afresh, puts it in canary at `--weight`, and runs the rollout's watch
-(tasks/rollout.py, the analysis in params.yaml) until it breaches, then withdraws it as the flow does.
+(tasks/rollout/watch.py, the analysis in params.yaml) until it breaches, then withdraws it as the flow does.
 Counted per run, from the prediction log: the young applicants' canary decisions the deciding look read,
 those the canary served in all (until the service saw weight 0), and all its decisions; timed: from the
 newest decision the deciding look read to the rollback record (weight 0 in the routing table) and to the
@@ -45,8 +45,8 @@ from steward.registry import Registry
 from steward.settings import Settings
 from steward.layout import Layout
 from steward.params import load_params
-from tasks.features import to_feature_frame
-from tasks.synthetic import generate_applications
+from tasks.data.features import to_feature_frame
+from tasks.demo.synthetic import generate_applications
 settings = Settings(); params = load_params(Layout(settings.project_dir).params_file)
 frame = to_feature_frame(generate_applications(20000, seed=99, proxy={proxy}), data=params.data)
 young = frame["age_group"] == "under 25"
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))  # scripts/ is not an installed package
 
-    from flows.bento import served
+    from deployments.local.bento_server import served
     from scripts.rollout_fixture import build
     from scripts.serving_fixture import sign_off
     from steward.db import make_engine
@@ -82,10 +82,10 @@ def main() -> None:
     from steward.registry import State
     from steward.routing import Rollouts
     from steward.settings import Settings
-    from tasks.canary import expected_sample_size
-    from tasks.rollout import now_iso, watch
-    from tasks.synthetic import generate_applications
-    from tasks.traffic import Traffic, requests_of
+    from tasks.demo.synthetic import generate_applications
+    from tasks.demo.traffic import Traffic, requests_of
+    from tasks.rollout.canary import expected_sample_size
+    from tasks.rollout.watch import now_iso, watch
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)

@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    from flows.bento import served
+    from deployments.local.bento_server import served
 
     with tempfile.TemporaryDirectory() as home:
         env = {

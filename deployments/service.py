@@ -35,12 +35,12 @@ from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
-from tasks.counterfactual import ACTIONABLE, counterfactual
-from tasks.explain import aggregate, build_explainer, encoded_sources, explain_rows
-from tasks.features import AGE_GROUP, age_groups
-from tasks.reasons import Decision as Verdict
-from tasks.reasons import reason_codes
-from tasks.serving_schema import Application, to_frame
+from tasks.audit.explain import aggregate, build_explainer, encoded_sources, explain_rows
+from tasks.data.features import AGE_GROUP, age_groups
+from tasks.serving.counterfactual import ACTIONABLE, counterfactual
+from tasks.serving.reasons import Decision as Verdict
+from tasks.serving.reasons import reason_codes
+from tasks.serving.schema import Application, to_frame
 
 REFRESH_SECONDS = 0.25
 REFUSING = "Steward is refusing decisions ({reason}); a person will handle applications until a model is restored"

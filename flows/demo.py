@@ -1,6 +1,6 @@
 """`steward run`: the whole lifecycle on generated data, with live traffic against the real service.
 
-1. Three snapshots of 150,000 synthetic applications each (tasks/synthetic.py): A and B unbiased draws,
+1. Three snapshots of 150,000 synthetic applications each (tasks/demo/synthetic.py): A and B unbiased draws,
    C with the education shortcut (a spurious pattern no offline check can see: education is spread evenly
    over every group). Each is trained, audited, gated and signed off by the demo approvers.
 2. A becomes production (with no production model there is nothing to compare it with) and the service
@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flows.bento import served
+from deployments.local.bento_server import served
 from flows.rollout import RolloutResult, rollout_flow
 from flows.train import TrainResult
 from steward.db import make_engine
 from steward.ledger import Ledger
+from steward.params import GovernanceParams
 from steward.routing import RoutingTable
 from steward.settings import Settings
-from tasks.synthetic import generate_applications, write_demo_snapshot
-from tasks.traffic import Tally, Traffic, requests_of
+from tasks.demo.synthetic import generate_applications, write_demo_snapshot
+from tasks.demo.traffic import Tally, Traffic, requests_of
+from tasks.signoff.approvals import answer_as_demo
 
 ROWS = 150_000
 SNAPSHOTS = {"A": (5, 0.0), "B": (6, 0.0), "C": (7, 1.0)}  # name → (seed, education shortcut)
@@ -48,6 +51,31 @@ def snapshot_paths(settings: Settings) -> dict[str, str]:
         name: str(write_demo_snapshot(folder / f"applications-{name}-{ROWS}.csv", n=ROWS, seed=seed, shortcut=cut))
         for name, (seed, cut) in SNAPSHOTS.items()
     }
+
+
+@contextmanager
+def demo_approvers(settings: Settings, governance: GovernanceParams, *, since_seq: int) -> Iterator[None]:
+    """While inside, a thread answers the demo sign-offs opened after ledger record `since_seq` as the demo
+    approvers params.yaml names (their answers are recorded as demo identities), then stops."""
+    stop = threading.Event()
+    approver = threading.Thread(
+        target=answer_as_demo,
+        kwargs={
+            "ledger": Ledger(make_engine(settings.db_url)),
+            "governance": governance,
+            "since_seq": since_seq,
+            "author": settings.user,
+            "stop": stop,
+        },
+        name="demo-approver",
+        daemon=True,
+    )
+    approver.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        approver.join(timeout=30)
 
 
 def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Callable[[str], None]) -> DemoResult:

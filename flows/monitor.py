@@ -1,5 +1,5 @@
 """The monitoring flow: a window of the prediction log for a served model against the reference stored with
-it at training (tasks/monitor.py). It writes reports/monitor-<time>.json and .html and a Prefect artifact,
+it at training (tasks/monitor/window.py). It writes reports/monitor-<time>.json and .html and a Prefect artifact,
 and emits `steward.monitor.breach` (resource: the model) when anything breaches, for an automation to act on.
 """
 
@@ -9,53 +9,20 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
-from steward.predictions import ERROR, served_window
-from steward.registry import Registry
 from steward.routing import RoutingTable
 from steward.settings import Settings
 from tasks.artifacts import publish
-from tasks.monitor import limits_of, mean_attributions, page, report
-from tasks.register import stored_reference
-from tasks.signoff import resource
+from tasks.monitor.window import monitor_window, page
+from tasks.signoff.policy import resource
 
 NOTHING_SERVED = "no production model to monitor: name one with --model"
-NO_REFERENCE = "model {ref} was stored without a monitoring reference (registered before the reference stage)"
-SHAP_SAMPLE = 200  # rows of the window explained for attribution drift
-
-
-@task(name="monitor-window", cache_policy=NO_CACHE)
-def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> dict[str, Any]:
-    """The report of one window (see tasks/monitor.py), with the model's attributions on a sample of it."""
-    import bentoml
-
-    params = load_params(Layout(settings.project_dir).params_file)
-    engine = make_engine(settings.db_url)
-    version = Registry(engine).get(ref)
-    reference = stored_reference(version.model_tag)
-    if reference is None:
-        raise ValueError(NO_REFERENCE.format(ref=ref))
-    window = served_window(engine, model=ref, since=since, until=until)
-    if window.empty:
-        return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [], "note": "no decisions"}
-    answered = window[window["decision"] != ERROR]  # the model raised on the others: nothing to explain
-    attributions = None
-    if len(answered):
-        model = bentoml.sklearn.load_model(version.model_tag)
-        sample = answered.sample(n=min(SHAP_SAMPLE, len(answered)), random_state=params.monitor.seed)
-        train = Layout(settings.project_dir).prepared_train
-        background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
-        attributions = mean_attributions(model, sample, background=background)
-    found = report(window, reference, limits=limits_of(params.monitor), attributions=attributions)
-    return {"model": ref, "since": since, "until": until, **found}
 
 
 def task_runner(params: Any) -> Any:

@@ -1,6 +1,6 @@
 """The rollout flow: an approved model mirrors production (shadow), then takes the canary weights in
 params.yaml one after another, then becomes production. After each step an analysis of the prediction
-log compares it with production (tasks/canary.py); a breach, an inconclusive step or a canary the service
+log compares it with production (tasks/rollout/canary.py); a breach, an inconclusive step or a canary the service
 took out of routing rolls it back at once: weight 0, state rolled_back, a ledger record, a
 `steward.rollback` event.
 
@@ -24,12 +24,11 @@ from steward.registry import State
 from steward.routing import Rollouts
 from steward.settings import Settings
 from tasks.artifacts import publish
-from tasks.rollout import StepResult, now_iso, watch
-from tasks.signoff import resource
+from tasks.rollout.watch import StepResult, now_iso, verdict, watch
+from tasks.signoff.policy import resource
 
 ACTOR = "steward-rollout"
 NOT_APPROVED = "model {ref} is {state}: only an approved model starts a rollout"
-LOW_AGREEMENT = "shadow agreed with production on {agreement:.1%} of {n} decisions, below {minimum:.0%}"
 
 
 @dataclass
@@ -83,18 +82,8 @@ def rollout_flow(model: str) -> RolloutResult:
             params=params,
             settings=settings,
         )
-        ending, why = step.ending, step.note or step.analysis.summary()
-        if (
-            weight is None
-            and ending == "pass"
-            and (step.analysis.agreement or 0.0) < params.rollout.shadow.min_agreement
-        ):
-            ending = "breach"
-            why = LOW_AGREEMENT.format(
-                agreement=step.analysis.agreement or 0.0,
-                n=step.analysis.n_paired,
-                minimum=params.rollout.shadow.min_agreement,
-            )
+        minimum = params.rollout.shadow.min_agreement if weight is None else None
+        ending, why = verdict(step, shadow_min_agreement=minimum)
         if ending != "pass":  # traffic first: the records and the event follow
             moves.withdraw(ref, actor=ACTOR, reason=f"{name}: {why}")
         payload = step.payload(step=name) | {"ending": ending, "summary": why}

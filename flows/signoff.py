@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 
-from prefect import flow, get_client, get_run_logger, pause_flow_run, suspend_flow_run, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_client, get_run_logger, pause_flow_run, suspend_flow_run
 from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input.actions import read_flow_run_input
@@ -18,24 +17,13 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
-from steward.errors import StewardError
-from steward.layout import EVIDENCE_PAGE
-from steward.ledger import APPROVAL_ESCALATED, APPROVAL_REQUESTED, Ledger
+from steward.ledger import APPROVAL_ESCALATED, Ledger
 from steward.params import GovernanceParams
-from steward.registry import ModelVersion, Registry, State
+from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
-from steward.signoff import Request, Tally, latest, now, open_sign_offs
-from steward.storage import Storage
-from tasks import evidence
-from tasks.signoff import (
-    SIGNOFF_ACTOR,
-    Approval,
-    record_answer,
-    record_timeout,
-    record_withdrawn,
-    resource,
-    unsatisfiable,
-)
+from steward.signoff import Tally, latest, now, open_sign_offs
+from tasks.signoff.policy import Approval, SignoffImpossible, resource, unsatisfiable
+from tasks.signoff.record import record_answer, record_timeout, record_withdrawn, request_signoff, settle
 
 FORM = """### Sign-off: {model} ({tier} risk tier)
 
@@ -51,40 +39,6 @@ The gate passed. Review the evidence, then answer.
 
 
 SUPERSEDED = "superseded: the project changed while the run waited, and it now trained {model}"
-
-
-class SignoffImpossible(StewardError, ValueError):
-    """The configured approvers can never complete this tier's sign-off."""
-
-
-@task(name="request-signoff", cache_policy=NO_CACHE)
-def request_signoff(
-    model: ModelVersion, *, governance: GovernanceParams, author: str, settings: Settings, ledger: Ledger, demo: bool
-) -> Tally:
-    """Freeze the evidence, lay it out for reviewers, record the request and emit `steward.approval.requested`."""
-    storage = Storage.from_settings(settings)
-    snap = evidence.snapshot(settings.project_dir, storage=storage)
-    folder = settings.state_dir / "evidence" / f"{model.name}-v{model.version}-{snap.short}"
-    if not (folder / EVIDENCE_PAGE).is_file():
-        evidence.materialize(snap, folder, storage=storage)
-    request = Request(
-        model=model.ref,
-        flow_run_id=str(flow_run.get_id()),
-        author=author,
-        tier=governance.risk_tier,
-        policy=governance.signoff_policy,
-        evidence_digest=snap.digest,
-        evidence_page=str(folder / EVIDENCE_PAGE),
-        requested_at=now(),
-        demo=demo,
-    )
-    record = ledger.append(actor=author, action=APPROVAL_REQUESTED, subject=model.ref, payload=request.payload())
-    emit_event(
-        event="steward.approval.requested",
-        resource=resource(model.ref),
-        payload={"flow_run_id": request.flow_run_id, "tier": request.tier, "evidence_digest": snap.digest},
-    )
-    return Tally(request=request, request_seq=record.seq)
 
 
 def _form(current: Tally) -> type[Approval]:
@@ -122,24 +76,6 @@ def _wait(current: Tally, *, settings: Settings) -> Approval | None:
             client.set_flow_run_state(current.request.flow_run_id, Running(message="sign-off timed out"), force=True)
         late = read_flow_run_input(keyset_from_base_key(f"paused-{key}")["response"])
         return Approval.model_validate(late) if late else None
-
-
-@task(name="settle-signoff", cache_policy=NO_CACHE)
-def settle(model: ModelVersion, current: Tally, *, registry: Registry) -> ModelVersion:
-    """Approve or reject the model as the sign-off ended; changes requested leave it a candidate for the
-    next run to submit again. A re-run finds it already done."""
-    target = {"approved": State.APPROVED, "changes_requested": State.CANDIDATE}.get(
-        current.outcome or "", State.REJECTED
-    )
-    latest_state = registry.get(model.id)
-    if latest_state.state is not target:
-        latest_state = registry.transition(model.id, target, actor=SIGNOFF_ACTOR)
-    emit_event(
-        event="steward.approval.decided",
-        resource=resource(model.ref),
-        payload={"outcome": current.outcome, "approvers": list(current.progress.granted), "state": target.value},
-    )
-    return latest_state
 
 
 def _reread(current: Tally, *, ledger: Ledger) -> Tally:
@@ -197,7 +133,7 @@ def signoff_sweep_flow() -> list[str]:
     """Escalate or expire suspended sign-offs past their deadline, and withdraw those whose run ended
     (schedule it, e.g. every 15 minutes: nothing else watches a suspended run)."""
     from steward.db import make_engine
-    from tasks.approvals import sweep
+    from tasks.signoff.approvals import sweep
 
     settings = Settings()
     engine = make_engine(settings.db_url)

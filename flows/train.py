@@ -8,35 +8,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
+from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.signoff import sign_off
 from steward.db import make_engine
 from steward.layout import CANDIDATE_FILE, Layout
-from steward.ledger import GATE_VERDICT, Ledger
+from steward.ledger import Ledger
 from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
-from tasks import evidence
 from tasks.artifacts import markdown_table, publish, report_markdown
-from tasks.dvc import DvcResult, locked_md5, pipeline_stages, reproduce
-from tasks.ingest import (
+from tasks.data.ingest import (
     Snapshot,
-    fetch_snapshot_task,
-    push_snapshot_task,
-    validate_snapshot_task,
-    version_snapshot_task,
+    fetch_snapshot,
+    push_snapshot,
+    validate_snapshot,
+    version_snapshot,
 )
-from tasks.reference import REFERENCE_FILE
-from tasks.register import register_candidate_task
+from tasks.dvc import locked_md5, pipeline_stages, reproduce_stage
+from tasks.model.reference import REFERENCE_FILE
+from tasks.model.register import act_on_verdict, register_candidate
 from tasks.stage import git_revision, read_report
 
 # Every dvc.yaml stage after `validate` (which ingest runs) is one `dvc repro` task; these also get an artifact:
-GATE_ACTOR = "steward-gate"  # the ledger's actor for what the gate decides
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
 
 
@@ -52,40 +48,6 @@ class TrainResult:
         return self.model.state is State.REJECTED
 
 
-@task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
-def repro_stage(stage: str, *, settings: Settings) -> DvcResult:
-    """One DVC stage as one Prefect task, its output re-logged to the run."""
-    return reproduce(stage, settings=settings)
-
-
-@task(name="act-on-verdict", cache_policy=NO_CACHE)
-def act_on_verdict(
-    model: ModelVersion,
-    gate: dict[str, Any],
-    *,
-    registry: Registry,
-    ledger: Ledger,
-    storage: Storage,
-    settings: Settings,
-) -> ModelVersion:
-    """Record the verdict with the digest of its evidence (once per evidence); a failed gate rejects the
-    candidate and emits `steward.gate.failed`."""
-    snap = evidence.snapshot(settings.project_dir, storage=storage)
-    verdict = {key: gate.get(key) for key in ("verdict", "tier", "reasons")} | {"evidence_digest": snap.digest}
-    recorded = ledger.records(subject=model.ref, actions=(GATE_VERDICT,))
-    if not any(r.payload.get("evidence_digest") == snap.digest for r in recorded):
-        ledger.append(actor=GATE_ACTOR, action=GATE_VERDICT, subject=model.ref, payload=verdict)
-    if gate.get("verdict") == "pass" or model.state is not State.CANDIDATE:
-        return model
-    rejected = registry.transition(model.id, State.REJECTED, actor=GATE_ACTOR)
-    emit_event(
-        event="steward.gate.failed",
-        resource={"prefect.resource.id": f"steward.model.{model.ref}", "prefect.resource.name": model.ref},
-        payload={"tier": gate.get("tier"), "reasons": gate.get("reasons", [])},
-    )
-    return rejected
-
-
 @flow(name="train", log_prints=True)
 def train_flow(data: str | None = None, author: str | None = None, demo_signoff: bool = False) -> TrainResult:
     """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data),
@@ -97,10 +59,10 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
 
-    staging = fetch_snapshot_task(source, settings=settings, storage=Storage.from_settings(settings))
-    snapshot = version_snapshot_task(staging, source=source, settings=settings)
-    validate_snapshot_task(snapshot, settings=settings)
-    push_snapshot_task(settings=settings)
+    staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
+    snapshot = version_snapshot(staging, source=source, settings=settings)
+    validate_snapshot(snapshot, settings=settings)
+    push_snapshot(settings=settings)
     publish(
         "ingest",
         markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
@@ -114,7 +76,7 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
 
     ran = ["validate"] if snapshot.changed else []
     for stage in pipeline_stages(layout.project_dir)[1:]:
-        result = repro_stage(stage, settings=settings)
+        result = reproduce_stage(stage, settings=settings)
         if result.ran(stage):
             ran.append(stage)
         if stage in REPORTED:
@@ -128,7 +90,7 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     ledger = Ledger(engine)
     registry = Registry(engine, ledger=ledger)
     gate = read_report(layout.report("gate"))
-    model = register_candidate_task(
+    model = register_candidate(
         model_file=layout.candidate_file,
         model_md5=locked_md5(settings.project_dir, stage="mitigate", path=str(CANDIDATE_FILE)),
         registry=registry,

@@ -6,7 +6,7 @@ and every survivor with its diff. A survivor is either killed by a test or liste
 tests/mutation/<module>.toml with the reason its behaviour cannot change; an entry there names the
 mutant and the changed lines it was judged on, so a mutant whose code moved is shown again, not excused:
 
-    ["tasks.gate.x_decide__mutmut_7"]
+    ["tasks.audit.gate.x_decide__mutmut_7"]
     change = "- found: list[Check] = []\n+ found: list[Check] = None"
     why = "..."
 

@@ -7,7 +7,7 @@ page="${1:-reports/evidence/index.html}"
 out="${2:-${TMPDIR:-/tmp}/steward-page.png}"
 height="${3:-2000}"
 browser="${CHROMIUM:-/usr/bin/chromium}"
-[ -f "$page" ] || { echo "no such page: $page (run: python -m tasks.document)" >&2; exit 1; }
+[ -f "$page" ] || { echo "no such page: $page (run: python -m tasks.document.document)" >&2; exit 1; }
 [ -x "$browser" ] || { echo "no Chromium at $browser (Debian: apt-get install -y chromium)" >&2; exit 1; }
 profile="$(mktemp -d)"
 trap 'rm -rf "$profile"' EXIT

@@ -6,7 +6,7 @@ BENTOML_HOME:
 
 * production: gradient boosting on unbiased applications, promoted (the first production model);
 * fair: the same recipe on another draw, approved (a rollout of it should reach production);
-* unfair: trained on a snapshot with the education shortcut (`tasks/synthetic.py`), approved. It treats
+* unfair: trained on a snapshot with the education shortcut (`tasks/demo/synthetic.py`), approved. It treats
   every group alike on ordinary traffic, but declines the young once a student-loan campaign brings them
   to borrow for education (`generate_applications(proxy=...)`);
 * broken: trained on a column requests do not have, approved: it raises on every request (the circuit
@@ -72,12 +72,12 @@ def main() -> None:
     from steward.registry import State
     from steward.routing import Rollouts
     from steward.settings import Settings
-    from tasks.features import to_feature_frame
-    from tasks.monitor import mean_attributions
-    from tasks.reference import reference_of
-    from tasks.register import save_to_model_store
-    from tasks.synthetic import generate_applications
-    from tasks.train import fit
+    from tasks.data.features import to_feature_frame
+    from tasks.demo.synthetic import generate_applications
+    from tasks.model.reference import reference_of
+    from tasks.model.register import save_to_model_store
+    from tasks.model.train import fit
+    from tasks.monitor.window import mean_attributions
 
     settings = Settings()
     layout = Layout(settings.project_dir)

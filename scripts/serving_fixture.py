@@ -60,9 +60,9 @@ def main() -> None:
     from steward.params import load_params
     from steward.registry import Registry
     from steward.settings import Settings
-    from tasks.features import to_feature_frame
-    from tasks.register import save_to_model_store
-    from tasks.train import fit
+    from tasks.data.features import to_feature_frame
+    from tasks.model.register import save_to_model_store
+    from tasks.model.train import fit
 
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file)

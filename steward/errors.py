@@ -9,16 +9,16 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── NotFound (FileNotFoundError)        a file, object, evidence digest or snapshot the user named is not there
     ├── ParamsError (ValueError)            steward.params: params.yaml names a key or value Steward refuses
     ├── StorageError (ValueError)           steward.storage: a malformed s3:// URI, no bucket configured
-    ├── DataError (ValueError)              tasks.datasets: a dataset file not in its documented format
+    ├── DataError (ValueError)              tasks.data.datasets: a dataset file not in its documented format
     ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
     ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
     ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary
     ├── ReviewError (ValueError)            steward.reviews: an unknown or resolved case, a resolution without a note
-    ├── EvidenceError (ValueError)          tasks.evidence, tasks.evidence_pack: corrupted evidence, a pack that exists
-    ├── AnswerError (ValueError)            tasks.approvals: an answer Prefect could not take
-    ├── SignoffImpossible (ValueError)      flows.signoff: the approvers can never complete the tier's sign-off
-    ├── ValidationFailed                    tasks.validate: a snapshot that breaks its data contract
-    ├── SuiteInvalid (ValueError)           tasks.validate: an expectation suite that does not load whole
+    ├── EvidenceError (ValueError)          tasks.document.evidence(_pack): corrupted evidence, a pack that exists
+    ├── AnswerError (ValueError)            tasks.signoff.approvals: an answer Prefect could not take
+    ├── SignoffImpossible (ValueError)      tasks.signoff.policy: the approvers can never complete the tier's sign-off
+    ├── ValidationFailed                    tasks.data.validate: a snapshot that breaks its data contract
+    ├── SuiteInvalid (ValueError)           tasks.data.validate: an expectation suite that does not load whole
     └── DvcError (RuntimeError)             tasks.dvc: a DVC command that failed, with its output
 """
 

@@ -222,7 +222,7 @@ class ServeParams(Section):
 
 
 class AnalysisParams(Section):
-    """The canary analysis's hypotheses and error rates (tasks/canary.py)."""
+    """The canary analysis's hypotheses and error rates (tasks/rollout/canary.py)."""
 
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-alarm rate (Bonferroni).")
     beta: float = Field(default=0.05, gt=0, lt=0.5, description="Miss rate at the breach hypothesis.")
@@ -268,7 +268,7 @@ class RolloutParams(Section):
 
 
 class MonitorParams(Section):
-    """Monitoring a served model (tasks/monitor.py, tasks/drift.py)."""
+    """Monitoring a served model (tasks/monitor/window.py, tasks/monitor/drift.py)."""
 
     psi: float = Field(default=0.2, gt=0, description="A numeric input drifts above this population stability index.")
     ks: float = Field(default=0.1, gt=0, lt=1, description="... or above this Kolmogorov-Smirnov statistic.")
@@ -290,7 +290,7 @@ class MonitorParams(Section):
 
 
 class RetrainParams(Section):
-    """What a retraining run adds to its snapshot (tasks/retrain.py)."""
+    """What a retraining run adds to its snapshot (tasks/retrain/assemble.py)."""
 
     review_labels: bool = Field(
         default=True, description="Label resolved review cases without an outcome with the reviewer's decision."

@@ -1,7 +1,7 @@
 """Settings from the environment: where Steward keeps its state and which services it talks to.
 
 One of the two configuration sources (the other is params.yaml). Read once at the front door
-(`flows/cli.py`, a DVC stage's `main`, the BentoML service) and passed down as an argument.
+(`flows/cli/__init__.py`, a DVC stage's `main`, the BentoML service) and passed down as an argument.
 """
 
 from __future__ import annotations

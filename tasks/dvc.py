@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from steward.errors import StewardError
 from steward.settings import Settings
@@ -116,3 +118,15 @@ def locked_md5(project_dir: Path, *, stage: str, path: str) -> str:
 def pipeline_stages(project_dir: Path) -> list[str]:
     """The stages of dvc.yaml in the order they are written there (an order that respects the DAG)."""
     return list((yaml.safe_load((project_dir / "dvc.yaml").read_text()) or {}).get("stages", {}))
+
+
+def stage_module(project_dir: Path, stage: str) -> str:
+    """The module a stage runs (`python -m tasks.<phase>.<stage>` in dvc.yaml gives `tasks.<phase>.<stage>`)."""
+    stages = (yaml.safe_load((project_dir / "dvc.yaml").read_text()) or {}).get("stages", {})
+    return str(stages[stage]["cmd"]).split()[-1]
+
+
+@task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
+def reproduce_stage(stage: str, *, settings: Settings) -> DvcResult:
+    """One DVC stage as one Prefect task, its output re-logged to the run."""
+    return reproduce(stage, settings=settings)

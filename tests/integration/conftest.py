@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import AWS_ENV, BIN, GIT_ENV, PROJECT_DIR, free_port, project_files, wait_for
 
-from flows.server import start_server, stop_pid
+from deployments.local.prefect_server import start_server, stop_pid
 from steward.settings import Settings
 
 

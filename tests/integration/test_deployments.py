@@ -11,7 +11,7 @@ import httpx
 import pytest
 from support import BIN, run, steward_env, wait_until
 
-from flows.server import stop_pid
+from deployments.local.prefect_server import stop_pid
 from scripts.serving_fixture import sign_off
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, Ledger

@@ -9,7 +9,7 @@ from support import BIN, run, steward_env
 pytestmark = pytest.mark.integration
 STAGES = ["validate", "prepare", "train", "evaluate"]
 AUDITS = {"data_bias", "fairness", "mitigate", "explain", "robustness", "gate", "document"}
-REFERENCE = "reference"  # the candidate's monitoring reference (tasks/reference.py)
+REFERENCE = "reference"  # the candidate's monitoring reference (tasks/model/reference.py)
 
 
 def _ingest_and_repro(project, env):
@@ -36,7 +36,7 @@ def test_a_fresh_clone_reproduces_the_committed_lock_exactly_then_skips_everythi
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
 
     # Shared code is a dependency of every stage that runs it: mitigate calls into the fairness audit.
-    with (project / "tasks/fairness.py").open("a") as source:
+    with (project / "tasks/audit/fairness.py").open("a") as source:
         source.write("\n# changed\n")
     status = run([str(BIN / "dvc"), "status", "--json"], cwd=project, env=env)
     assert status.returncode == 0, status.stderr

@@ -1,4 +1,4 @@
-"""The evidence page in a real browser: `python -m tasks.document` on a copy of the project's reports,
+"""The evidence page in a real browser: `python -m tasks.document.document` on a copy of the project's reports,
 then headless Chromium, offline, dumps the DOM and takes a screenshot."""
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def local_targets(dom: str, *, page: Path) -> list[Path]:
 
 @pytest.fixture
 def documented(tmp_path: Path) -> Path:
-    """A folder holding the project's inputs and reports (not its documents), after `python -m tasks.document`."""
+    """A folder holding the project's inputs and reports (not its documents), after the document stage."""
     root = tmp_path / "project"
     for name in INPUTS:
         if (PROJECT_DIR / name).is_file():
@@ -132,9 +132,9 @@ def documented(tmp_path: Path) -> Path:
     # Data Docs are git-ignored (they carry timestamps): render them as a clone would, with the validate stage.
     shutil.copy2(PROJECT_DIR / "data/german_credit.csv", root / "data/raw/credit.csv")
     shutil.copytree(PROJECT_DIR / "expectations", root / "expectations")
-    validated = run([str(BIN / "python"), "-m", "tasks.validate"], cwd=root, env=steward_env(root), timeout=300)
+    validated = run([str(BIN / "python"), "-m", "tasks.data.validate"], cwd=root, env=steward_env(root), timeout=300)
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    done = run([str(BIN / "python"), "-m", "tasks.document"], cwd=root, env=steward_env(root), timeout=300)
+    done = run([str(BIN / "python"), "-m", "tasks.document.document"], cwd=root, env=steward_env(root), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return root
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from support import BIN, run, steward_env
 
-from tasks.synthetic import generate_applications
+from tasks.demo.synthetic import generate_applications
 
 pytestmark = pytest.mark.integration
 

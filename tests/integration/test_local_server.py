@@ -5,7 +5,7 @@ import json
 import pytest
 from support import BIN, free_port, run, steward_env
 
-from flows.server import healthy
+from deployments.local.prefect_server import healthy
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,14 @@ import pytest
 import yaml
 from support import BIN, PROJECT_DIR, run, steward_env, wait_until
 
-from flows.bento import served
+from deployments.local.bento_server import served
 from scripts.rollout_fixture import build
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
 from steward.routing import Rollouts, RoutingTable
-from tasks.synthetic import generate_applications
-from tasks.traffic import Traffic, requests_of
+from tasks.demo.synthetic import generate_applications
+from tasks.demo.traffic import Traffic, requests_of
 
 pytestmark = pytest.mark.integration
 PROTECTED = {"sex", "age", "age_group", "foreign_worker", "personal_status"}

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import BIN, PROJECT_DIR, free_port, steward_env, wait_until
 
-from flows.bento import Service, is_ready, served
+from deployments.local.bento_server import Service, is_ready, served
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.routing import Routing, RoutingTable, bucket

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from support import BIN, PROJECT_DIR, free_port, run, steward_env, wait_until
 
-from flows.server import start_server, stop_pid
+from deployments.local.prefect_server import start_server, stop_pid
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.registry import Registry, State

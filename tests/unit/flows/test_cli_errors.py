@@ -11,11 +11,11 @@ from steward.registry import RegistryError
 from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import RoutingError
 from steward.storage import StorageError
-from tasks.approvals import AnswerError
-from tasks.datasets import DataError
+from tasks.data.datasets import DataError
+from tasks.data.validate import SuiteInvalid, ValidationFailed
+from tasks.document.evidence import EvidenceError
 from tasks.dvc import DvcError
-from tasks.evidence import EvidenceError
-from tasks.validate import SuiteInvalid, ValidationFailed
+from tasks.signoff.approvals import AnswerError
 
 RESOLVE = ["review", "resolve", "7", "--as", "rita", "--decision", "approve", "--note", "seen"]
 

@@ -16,7 +16,7 @@ def test_tracked_md5_reads_the_data_version(tmp_path):
 
 def test_locked_md5_finds_a_stage_output(tmp_path):
     (tmp_path / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  train:\n    cmd: python -m tasks.train\n"
+        "schema: '2.0'\nstages:\n  train:\n    cmd: python -m tasks.model.train\n"
         "    outs:\n    - path: models/model.joblib\n      md5: feed\n"
     )
     assert locked_md5(tmp_path, stage="train", path="models/model.joblib") == "feed"
@@ -25,6 +25,6 @@ def test_locked_md5_finds_a_stage_output(tmp_path):
 
 
 def test_ran_tells_a_run_from_a_skip():
-    ran = DvcResult(args=("repro",), output="Running stage 'train':\n> python -m tasks.train\n")
+    ran = DvcResult(args=("repro",), output="Running stage 'train':\n> python -m tasks.model.train\n")
     skipped = DvcResult(args=("repro",), output="Stage 'train' didn't change, skipping\n")
     assert ran.ran("train") and not skipped.ran("train") and not ran.ran("evaluate")

@@ -26,11 +26,14 @@ def test_stage_order_respects_the_dag():
                 assert order.index(produced_by[dep]) < order.index(name), f"{name} runs before {produced_by[dep]}"
 
 
-def test_every_stage_runs_its_own_module():
+def test_every_stage_runs_its_own_module_in_its_phase_package():
     for name, stage in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].items():
-        assert stage["cmd"] == f"python -m tasks.{name}"
-        assert f"tasks/{name}.py" in stage["deps"]
-        assert (PROJECT / "tasks" / f"{name}.py").is_file()
+        prefix, module = stage["cmd"].rsplit(" ", 1)
+        assert prefix == "python -m"
+        top, phase, stage_module = module.split(".")
+        assert (top, stage_module) == ("tasks", name), f"stage {name} runs {module}"
+        assert f"tasks/{phase}/{name}.py" in stage["deps"]
+        assert (PROJECT / "tasks" / phase / "__init__.py").is_file()
 
 
 PACKAGES = ("steward", "tasks", "deployments", "flows")
@@ -101,7 +104,12 @@ def test_no_stage_depends_on_code_it_does_not_run():
 
 def test_the_closure_follows_lazy_imports_and_package_inits():
     # mitigate imports the fairness audit inside a function; the gate stage imports the bootstrap's names
-    closure = import_closure("tasks.mitigate")
-    assert {"tasks/fairness.py", "tasks/bootstrap.py", "tasks/gate.py", "tasks/__init__.py"} <= closure
-    assert "steward/__init__.py" in import_closure("tasks.gate")
-    assert "steward/registry.py" not in import_closure("tasks.gate")  # the kernel's names load on first use
+    closure = import_closure("tasks.audit.mitigate")
+    assert {
+        "tasks/audit/fairness.py",
+        "tasks/audit/bootstrap.py",
+        "tasks/audit/gate.py",
+        "tasks/__init__.py",
+    } <= closure
+    assert "steward/__init__.py" in import_closure("tasks.audit.gate")
+    assert "steward/registry.py" not in import_closure("tasks.audit.gate")  # the kernel's names load on first use

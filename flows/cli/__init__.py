@@ -1,0 +1,54 @@
+"""`steward`: the front door. It parses arguments, prepares the environment, and calls a flow or a task.
+
+The commands live by concern in lifecycle.py, governance.py, review.py, serving.py and server.py, and
+share common.py; this module only builds the Typer app and registers them, in the order `--help` lists
+them. None of those modules imports Prefect (or anything that does) at module level: `_environment()` must set
+PREFECT_* before Prefect is imported, since Prefect reads its settings once, on import.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows.cli import governance, lifecycle, review, server, serving
+
+app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
+app.add_typer(server_app, name="server")
+ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals and transitions.")
+app.add_typer(ledger_app, name="ledger")
+review_app = typer.Typer(help="Referred and contested decisions, for a person to resolve.")
+app.add_typer(review_app, name="review")
+
+for command in (
+    lifecycle.train,
+    lifecycle.retrain,
+    lifecycle.run,
+    lifecycle.ingest,
+    lifecycle.models,
+    governance.approvals,
+    governance.approve,
+    governance.reject,
+    governance.evidence,
+    serving.serve,
+    serving.rollout,
+    serving.rollback,
+    serving.status,
+    serving.monitor,
+):
+    app.command()(command)
+
+server_app.command("start")(server.server_start)
+server_app.command("stop")(server.server_stop)
+ledger_app.command("verify")(governance.ledger_verify)
+ledger_app.command("export")(governance.ledger_export)
+review_app.command("list")(review.review_list)
+review_app.command("resolve")(review.review_resolve)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":
+    app()

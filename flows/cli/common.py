@@ -1,0 +1,39 @@
+"""What every `steward` command shares: the consoles, the environment, and how a user's error is reported."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from steward.settings import Settings
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _environment(settings: Settings, *, server: bool) -> None:
+    """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
+    os.environ.update(settings.tool_env())
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect only warns when it cannot make it
+    if not server:
+        return
+    if settings.prefect_api_url:
+        console.print(f"Prefect API: {settings.prefect_api_url}")
+        return
+    from deployments.local.prefect_server import ensure_server
+
+    local = ensure_server(settings)
+    os.environ["PREFECT_API_URL"] = local.api_url
+    verb = "Started" if local.started else "Using"
+    console.print(
+        f"{verb} a local Prefect server at {local.api_url.removesuffix('/api')} (pid {local.pid}; "
+        f"log {local.log}). PREFECT_API_URL was unset; stop it with `steward server stop`."
+    )
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # messages hold [brackets]
+    raise typer.Exit(code=1)

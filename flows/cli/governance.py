@@ -1,0 +1,209 @@
+"""`steward approvals`, `approve`, `reject`, `evidence` and `ledger`: sign-off and the record of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+
+from flows.cli.common import _environment, _fail, console, err
+from steward.errors import NotFound, StewardError
+from steward.settings import Settings
+
+if TYPE_CHECKING:
+    from steward.ledger import Ledger
+    from tasks.signoff.approvals import Pending
+
+
+def _approver_context() -> tuple[Settings, Ledger]:
+    from steward.db import make_engine
+    from steward.ledger import Ledger
+
+    settings = Settings()
+    _environment(settings, server=True)
+    return settings, Ledger(make_engine(settings.db_url))
+
+
+def approvals(
+    sweep: bool = typer.Option(
+        False,
+        "--sweep",
+        help="First escalate or expire suspended sign-offs past their deadline, and withdraw "
+        "those whose run ended (what the signoff-sweep flow does on a schedule).",
+    ),
+) -> None:
+    """List the runs waiting for sign-off, with their evidence and what they still need."""
+    settings, ledger = _approver_context()  # before Prefect is imported: it reads PREFECT_API_URL once
+    from tasks.signoff.approvals import pending
+
+    if sweep:
+        from flows.signoff import signoff_sweep_flow
+
+        for line in signoff_sweep_flow():
+            console.print(f"swept: {line}", markup=False, highlight=False)
+    waiting = pending(ledger=ledger)
+    if not waiting:
+        console.print("no run is waiting for sign-off")
+        return
+    ui = (settings.prefect_api_url or os.environ.get("PREFECT_API_URL", "")).removesuffix("/api")
+    for item in waiting:
+        request, t = item.tally.request, item.tally
+        mode = "suspended (no process waiting)" if item.suspended else "paused"
+        console.print(
+            f"\n[bold]{escape(request.model)}[/] run {item.run.name} ({item.run_id}), {mode}", highlight=False
+        )
+        for name, value in (
+            ("author (may not approve)", request.author),
+            ("tier", request.tier),
+            ("progress", t.progress.summary(request.policy)),
+            ("requested", f"{request.requested_at:%Y-%m-%d %H:%M} UTC"),
+            ("deadline", f"{t.deadline:%Y-%m-%d %H:%M} UTC, then {request.policy.on_timeout}"),
+            ("evidence digest", request.evidence_digest),
+            ("evidence report", request.evidence_page),
+            ("Prefect run", f"{ui}/runs/flow-run/{item.run_id}"),
+        ):
+            console.print(f"  {name}: {value}", markup=False, highlight=False)
+
+
+def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: str, wait: float) -> None:
+    _, ledger = _approver_context()  # before Prefect is imported
+    from steward.ledger import APPROVAL_REFUSED
+    from tasks.signoff.approvals import answer, find
+
+    try:
+        item: Pending = find(run, ledger=ledger)
+        record = answer(
+            item,
+            approver=approver,
+            decision=decision,  # type: ignore[arg-type]
+            comment=comment,
+            evidence_digest=evidence,
+            ledger=ledger,
+            wait_seconds=wait,
+        )
+    except StewardError as exc:
+        _fail(exc)
+        return
+    if record is None:
+        console.print(f"answer sent to run {item.run_id}; it has not recorded it yet (see `steward approvals`)")
+    elif record.action == APPROVAL_REFUSED:
+        err.print(
+            f"[bold red]refused:[/] {escape(record.payload['reason'])} (ledger seq {record.seq})", highlight=False
+        )
+        raise typer.Exit(code=1)
+    else:
+        console.print(
+            f"{record.action} by {approver} recorded (ledger seq {record.seq})", markup=False, highlight=False
+        )
+
+
+def approve(
+    run: str = typer.Argument(
+        ..., help="The waiting run: its id, an id prefix, or its name (see `steward approvals`)."
+    ),
+    approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
+    comment: str = typer.Option("", "--comment", help="A note for the ledger."),
+    evidence: str = typer.Option(
+        ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
+    ),
+    wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+) -> None:
+    """Approve a waiting sign-off through the Prefect API (the run checks the policy and records the answer)."""
+    _answer(run, approver=approver, decision="approve", comment=comment, evidence=evidence, wait=wait)
+
+
+def reject(
+    run: str = typer.Argument(..., help="The waiting run: its id, an id prefix, or its name."),
+    approver: str = typer.Option(..., "--as", help="Your name as configured in params.yaml governance.approvers."),
+    reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger and shown to the run's author."),
+    request_changes: bool = typer.Option(False, "--request-changes", help="Ask for changes instead of rejecting."),
+    evidence: str = typer.Option(
+        ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
+    ),
+    wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+) -> None:
+    """Reject a waiting sign-off (or request changes): the model is not approved."""
+    decision = "request_changes" if request_changes else "reject"
+    _answer(run, approver=approver, decision=decision, comment=reason, evidence=evidence, wait=wait)
+
+
+def evidence(
+    model: str = typer.Argument(..., help="A model version: `name:vN`, `name` (its newest) or a registry id."),
+    out: Path = typer.Option(..., "--out", help="Folder to write; a zip of it is written beside it (DIR.zip)."),
+) -> None:
+    """Write a model's evidence pack: its frozen evidence, sign-off and ledger excerpt mapped to EU AI Act
+    Annex IV points 1-9 and the Article 13 instructions for use, each file with its sha256."""
+    from steward.db import make_engine
+    from steward.ledger import GATE_VERDICT, Ledger
+    from steward.registry import Registry
+    from steward.signoff import latest
+    from steward.storage import Storage
+    from tasks.document import evidence as frozen
+    from tasks.document.evidence_pack import write_pack
+
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    try:
+        version = Registry(engine).get(model)
+        records = Ledger(engine).records(subject=version.ref)
+        signed = latest(records, model=version.ref)
+        verdicts = [r.payload["evidence_digest"] for r in records if r.action == GATE_VERDICT]
+        digest = signed.request.evidence_digest if signed else (verdicts[-1] if verdicts else None)
+        if digest is None:
+            raise NotFound(f"the ledger holds no evidence digest for {version.ref}: it predates sign-off")
+        storage = Storage.from_settings(settings)
+        snapshot = frozen.load(digest, storage=storage)
+        pack = write_pack(version, records=records, snapshot=snapshot, storage=storage, out=out)
+    except StewardError as exc:
+        _fail(exc)
+        return
+    console.print(f"evidence pack for {version.ref}: {pack.folder} and {pack.zip_path}", highlight=False)
+    console.print(f"pack manifest digest: {pack.digest}; evidence digest: {snapshot.digest}", highlight=False)
+    for gap in pack.gaps:
+        console.print(f"  gap: {gap}", markup=False, highlight=False)
+
+
+def ledger_verify(
+    file: Path | None = typer.Option(None, "--file", help="Verify an exported JSONL copy instead of the database."),
+) -> None:
+    """Check the hash chain; name the first bad record (exit 1) if one was edited, deleted or moved."""
+    from steward.db import make_engine
+    from steward.ledger import Ledger, read_jsonl, verify_records
+
+    try:
+        result = verify_records(read_jsonl(file)) if file else Ledger(make_engine(Settings().db_url)).verify()
+    except StewardError as exc:
+        _fail(exc)
+        return
+    if not result.ok:
+        err.print(f"ledger broken at seq {result.first_bad_seq}: {escape(result.problem)}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"ledger ok: {result.count} records, chain intact", highlight=False)
+
+
+def ledger_export(
+    out: Path | None = typer.Option(None, "--out", help="Write the ledger as JSON lines to this file."),
+    s3_key: str | None = typer.Option(None, "--s3-key", help="Upload to STEWARD_S3_BUCKET under this key."),
+    retain_days: int | None = typer.Option(None, "--retain-days", help="Object Lock retention, if the bucket has it."),
+) -> None:
+    """Export the ledger to a file and/or to S3 (COMPLIANCE retention where the bucket supports Object Lock)."""
+    from steward.db import make_engine
+    from steward.ledger import Ledger
+    from steward.ledger_export import export_to_s3
+    from steward.storage import Storage
+
+    settings = Settings()
+    ledger = Ledger(make_engine(settings.db_url))
+    if out is None and s3_key is None:
+        _fail(ValueError("say where: --out FILE and/or --s3-key KEY"))
+    try:
+        if out is not None:
+            console.print(f"{ledger.export_jsonl(out)} records written to {out}", highlight=False)
+        if s3_key is not None:
+            done = export_to_s3(ledger, storage=Storage.from_settings(settings), key=s3_key, retain_days=retain_days)
+            console.print(f"{done.count} records uploaded to {done.uri}: {done.message}", highlight=False)
+    except StewardError as exc:
+        _fail(exc)

@@ -1,0 +1,1 @@
+"""Audit: bootstrap intervals, fairness, explainability, robustness, mitigation, and the gate's verdict."""

@@ -1,0 +1,394 @@
+"""Explain stage: SHAP attributions of the model, summed back to the original columns, and proxy detection.
+
+SHAP runs on the estimator over the encoded columns (TreeExplainer in its default tree-path-dependent mode
+for gradient boosting, LinearExplainer with an explicit background for logistic regression), in log-odds:
+for every explained row, base value + Σ SHAP must equal the estimator's decision_function.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from steward.params import Params
+from tasks.data.features import AGE_GROUP
+from tasks.model.evaluate import positive_proba
+from tasks.serving.reasons import reason_codes
+
+ExplainerKind = Literal["tree", "linear"]
+
+ADDITIVITY_TOLERANCE = 1e-6
+ADDITIVITY_BROKEN = (
+    "SHAP additivity fails: base value + sum of SHAP values differs from the model's log-odds by up to "
+    "{error:.3g} (tolerance {tolerance:g}); the attributions cannot be trusted"
+)
+UNSUPPORTED_MODEL = "no SHAP explainer for {kind}: expected GradientBoostingClassifier or LogisticRegression"
+NO_BACKGROUND = "the linear explainer needs background rows (got none)"
+UNMAPPED_COLUMNS = "cannot map {n_out} encoded columns back to the original ones (mapped {n_mapped})"
+BEESWARM_NOTE = "aggregated per original column; colour = value for numeric columns, grey for categorical ones"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """SHAP values of explained rows on the encoded columns, in log-odds of approval."""
+
+    explainer: ExplainerKind
+    values: np.ndarray  # (n_rows, n_encoded)
+    base_value: float
+    encoded: list[str]
+    log_odds: np.ndarray  # the estimator's decision_function for the same rows
+
+    @property
+    def additivity_error(self) -> float:
+        """Largest |base + sum of SHAP - log-odds| over the rows."""
+        if len(self.log_odds) == 0:
+            return 0.0
+        return float(np.abs(self.base_value + self.values.sum(axis=1) - self.log_odds).max())
+
+
+def build_explainer(model: Pipeline, *, background: pd.DataFrame | None = None) -> tuple[ExplainerKind, Any]:
+    """The SHAP explainer of the pipeline's estimator; build it once and reuse it (serving: per process)."""
+    import shap  # heavy: imported only when attributions are computed
+
+    estimator = model[-1]
+    if isinstance(estimator, GradientBoostingClassifier):
+        return "tree", shap.TreeExplainer(estimator)  # no background: tree_path_dependent, exact
+    if isinstance(estimator, LogisticRegression):
+        if background is None or len(background) == 0:
+            raise ValueError(NO_BACKGROUND)
+        reference = np.asarray(model[:-1].transform(background[list(model.feature_names_in_)]), dtype=float)
+        # max_samples: the masker would otherwise subsample a background of more than 100 rows itself.
+        masker = shap.maskers.Independent(reference, max_samples=len(reference))
+        return "linear", shap.LinearExplainer(estimator, masker)
+    raise ValueError(UNSUPPORTED_MODEL.format(kind=type(estimator).__name__))
+
+
+def explain_rows(
+    model: Pipeline,
+    rows: pd.DataFrame,
+    *,
+    background: pd.DataFrame | None = None,
+    explainer: tuple[ExplainerKind, Any] | None = None,
+) -> Attribution:
+    """SHAP values for `rows`; a breach of additivity (> ADDITIVITY_TOLERANCE) is an error."""
+    kind, shap_explainer = explainer or build_explainer(model, background=background)
+    preprocess, estimator = model[:-1], model[-1]
+    encoded = np.asarray(preprocess.transform(rows[list(model.feature_names_in_)]), dtype=float)
+    # the tree explainer's own check is switched off: ours below applies our tolerance and message
+    options = {"check_additivity": False} if kind == "tree" else {}
+    values = shap_explainer.shap_values(encoded, **options)
+    attribution = Attribution(
+        explainer=kind,
+        values=np.asarray(values, dtype=float).reshape(len(rows), encoded.shape[1]),
+        base_value=float(np.ravel(shap_explainer.expected_value)[0]),
+        encoded=[str(n) for n in preprocess.get_feature_names_out()],
+        log_odds=np.asarray(estimator.decision_function(encoded), dtype=float),
+    )
+    error = attribution.additivity_error
+    if not error <= ADDITIVITY_TOLERANCE:
+        raise ValueError(ADDITIVITY_BROKEN.format(error=error, tolerance=ADDITIVITY_TOLERANCE))
+    return attribution
+
+
+def encoded_sources(preprocess: ColumnTransformer) -> list[str]:
+    """For each encoded column, the original column it came from (one-hot columns → their category's column)."""
+    names_in = list(preprocess.feature_names_in_)
+    sources: list[str] = []
+    for _, transformer, cols in preprocess.transformers_:
+        if transformer == "drop":
+            continue
+        cols = [names_in[c] if isinstance(c, int | np.integer) else str(c) for c in np.atleast_1d(cols)]
+        if isinstance(transformer, OneHotEncoder):
+            drop = getattr(transformer, "drop_idx_", None)
+            for k, (col, cats) in enumerate(zip(cols, transformer.categories_, strict=True)):
+                dropped = drop is not None and drop[k] is not None
+                sources += [col] * (len(cats) - int(dropped))
+        else:  # passthrough, scalers: one column out per column in
+            sources += cols
+    n_out = len(preprocess.get_feature_names_out())
+    if len(sources) != n_out:
+        raise ValueError(UNMAPPED_COLUMNS.format(n_out=n_out, n_mapped=len(sources)))
+    return sources
+
+
+def aggregate(values: np.ndarray, sources: list[str]) -> pd.DataFrame:
+    """Sum SHAP columns per original column (additive, so base + row sum is unchanged)."""
+    order = list(dict.fromkeys(sources))
+    membership = np.zeros((len(sources), len(order)))
+    membership[np.arange(len(sources)), [order.index(s) for s in sources]] = 1.0
+    return pd.DataFrame(values @ membership, columns=order)
+
+
+def importance(aggregated: pd.DataFrame) -> list[dict[str, Any]]:
+    """Mean |SHAP| per original column, largest first (ties by name)."""
+    means = aggregated.abs().mean(axis=0) if len(aggregated) else aggregated.sum(axis=0) * 0.0
+    ranked = sorted(means.items(), key=lambda fm: (-fm[1], fm[0]))
+    return [{"feature": f, "mean_abs_shap": round(float(m), 8)} for f, m in ranked]
+
+
+def importance_by_group(
+    aggregated: pd.DataFrame, groups: pd.DataFrame, *, attributes: list[str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """importance() within each group of each attribute (rows aligned with `groups`)."""
+    result: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for attr in attributes:
+        labels = groups[attr].astype(str).to_numpy()
+        result[attr] = {g: importance(aggregated[labels == g]) for g in sorted(set(labels))}
+    return result
+
+
+def local_explanations(
+    rows: pd.DataFrame,
+    aggregated: pd.DataFrame,
+    proba: np.ndarray,
+    *,
+    id_column: str,
+    threshold: float,
+    top_k: int,
+    protected: list[str],
+) -> list[dict[str, Any]]:
+    """Decision, probability and reason codes for each row given."""
+    out = []
+    for i in range(len(rows)):
+        decision: Literal["approve", "decline"] = "approve" if proba[i] >= threshold else "decline"
+        reasons = reason_codes(
+            aggregated.iloc[i].to_dict(),
+            rows.iloc[i].to_dict(),
+            decision=decision,
+            top_k=top_k,
+            protected=[*protected, AGE_GROUP],
+        )
+        out.append(
+            {
+                "applicant_id": str(rows.iloc[i][id_column]),
+                "probability": round(float(proba[i]), 6),
+                "decision": decision,
+                "reasons": reasons,
+            }
+        )
+    return out
+
+
+# --- proxies: can a model feature stand in for a protected attribute? ---------------------------------
+
+QUANTILE_BINS = 5  # few bins: plug-in MI is biased up by about (bins - 1) * (classes - 1) / 2n
+PROBE_FOLDS = 5
+
+
+def discretise(values: pd.Series, *, bins: int = QUANTILE_BINS) -> np.ndarray:
+    """Integer codes: numeric columns with more than `bins` distinct values in quantile bins, others as is."""
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > bins:
+        values = pd.qcut(values, q=bins, duplicates="drop")
+    return pd.factorize(values.astype(str), sort=True)[0]
+
+
+def probe_auc(feature: np.ndarray, target: np.ndarray, *, seed: int) -> float | None:
+    """Out-of-fold AUC of a probe predicting `target` from one discretised feature (integer codes).
+
+    The probe is the per-code frequency of each class on the training folds (add-one smoothed): the best
+    classifier of the target from that feature alone. One-vs-rest macro AUC for a multi-class target;
+    None when a class is too rare to cross-validate.
+    """
+    classes, y = np.unique(target, return_inverse=True)
+    folds = min(PROBE_FOLDS, int(np.bincount(y).min())) if len(classes) > 1 else 0
+    if folds < 2:
+        return None
+    proba = np.zeros((len(y), len(classes)))
+    for fit_rows, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(feature, y):
+        counts = np.ones((int(feature.max()) + 1, len(classes)))
+        np.add.at(counts, (feature[fit_rows], y[fit_rows]), 1.0)
+        proba[held_out] = (counts / counts.sum(axis=1, keepdims=True))[feature[held_out]]
+    if len(classes) == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+
+
+def proxy_table(
+    frame: pd.DataFrame, *, features: list[str], attributes: list[str], params: Params
+) -> list[dict[str, Any]]:
+    """Mutual information and probe AUC of every (feature, protected attribute) pair, flagged over threshold.
+
+    The information is normalised by the attribute's entropy (the share of its uncertainty one feature removes),
+    so one threshold means the same for a two-valued attribute and for age in quantile bins.
+    """
+    ex, data = params.explain, params.data
+    own = {*attributes, *data.protected, AGE_GROUP}  # the attributes themselves are not proxies of each other
+    rows = []
+    for attribute in attributes:
+        target = frame[AGE_GROUP] if attribute == data.age_column and AGE_GROUP in frame else frame[attribute]
+        attr_codes, probe_target = discretise(frame[attribute]), discretise(target)
+        entropy = float(mutual_info_score(attr_codes, attr_codes))  # H(A) = I(A; A)
+        for feature in (f for f in features if f not in own):
+            codes = discretise(frame[feature])
+            mi = float(mutual_info_score(attr_codes, codes))
+            share = mi / entropy if entropy > 0 else 0.0
+            auc = probe_auc(codes, probe_target, seed=ex.seed)
+            flagged = share > ex.proxy_nmi_threshold or (auc is not None and auc > ex.proxy_auc_threshold)
+            rows.append(
+                {
+                    "feature": feature,
+                    "attribute": attribute,
+                    "mutual_information": round(mi, 6),
+                    "normalized_mutual_information": round(share, 6),
+                    "probe_auc": None if auc is None else round(auc, 6),
+                    "flagged": flagged,
+                }
+            )
+    return sorted(
+        rows, key=lambda r: (not r["flagged"], -r["normalized_mutual_information"], r["feature"], r["attribute"])
+    )
+
+
+# --- plots -------------------------------------------------------------------------------------------------
+
+
+def _save(fig: Any, path: Path) -> None:
+    from tasks.stage import save_figure
+
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
+
+
+def plot_all(
+    aggregated: pd.DataFrame, rows: pd.DataFrame, report: dict[str, Any], *, folder: Path, root: Path, seed: int
+) -> dict[str, str]:
+    """bar.png (global importance), beeswarm.png (aggregated SHAP per row), by_group.png; paths from root."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    names = list(aggregated.columns)
+    numeric = [
+        pd.to_numeric(rows[c], errors="coerce").to_numpy(float)
+        if pd.api.types.is_numeric_dtype(rows[c])
+        else np.full(len(rows), np.nan)  # categorical: no colour scale, drawn grey
+        for c in names
+    ]
+    explanation = shap.Explanation(
+        values=aggregated.to_numpy(),
+        base_values=np.full(len(rows), report["base_value"]),
+        data=np.column_stack(numeric),
+        feature_names=names,
+    )
+    paths = {"bar": folder / "bar.png", "beeswarm": folder / "beeswarm.png", "by_group": folder / "by_group.png"}
+
+    fig = plt.figure()
+    shap.plots.bar(explanation, max_display=15, show=False)
+    plt.title(f"Mean |SHAP| per original column (log-odds), {len(rows)} test rows")
+    _save(fig, paths["bar"])
+
+    fig = plt.figure()
+    state = np.random.get_state()
+    np.random.seed(seed)  # the beeswarm jitters points with numpy's global generator: same input, same bytes
+    with warnings.catch_warnings():  # all-NaN colour data of categorical columns is intended
+        warnings.simplefilter("ignore", RuntimeWarning)
+        shap.plots.beeswarm(explanation, max_display=15, show=False)
+    np.random.set_state(state)
+    plt.title("SHAP per applicant (log-odds of approval); categorical columns grey")
+    _save(fig, paths["beeswarm"])
+
+    top = [g["feature"] for g in report["global_importance"][:8]][::-1]
+    by_group = report["by_group"]
+    fig, axes = plt.subplots(1, len(by_group), figsize=(5 * len(by_group), 5), sharey=True, squeeze=False)
+    for ax, (attr, groups) in zip(axes[0], by_group.items(), strict=True):
+        height = 0.8 / max(len(groups), 1)
+        for k, (group, ranked) in enumerate(groups.items()):
+            value = {r["feature"]: r["mean_abs_shap"] for r in ranked}
+            n = report["group_sizes"][attr][group]
+            ax.barh(np.arange(len(top)) + k * height, [value[f] for f in top], height, label=f"{group} (n={n})")
+        ax.set(yticks=np.arange(len(top)) + 0.4 - height / 2, yticklabels=top, title=attr, xlabel="mean |SHAP|")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, paths["by_group"])
+    return {k: str(v.relative_to(root)) if v.is_relative_to(root) else str(v) for k, v in paths.items()}
+
+
+def explain(
+    model: Pipeline, train: pd.DataFrame, test: pd.DataFrame, *, params: Params
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """The explain report (without plots), the aggregated SHAP frame and the explained rows."""
+    ex, data = params.explain, params.data
+    rows = test.sample(n=min(ex.sample_size, len(test)), random_state=ex.seed).reset_index(drop=True)
+    background = train.sample(n=min(ex.background_size, len(train)), random_state=ex.seed)
+    attribution = explain_rows(model, rows, background=background)
+    aggregated = aggregate(attribution.values, encoded_sources(model[0]))
+    proba = positive_proba(model, rows)
+    proxies = proxy_table(
+        train,
+        features=list(model.feature_names_in_),
+        attributes=list(dict.fromkeys([*data.protected, AGE_GROUP])),
+        params=params,
+    )
+    report = {
+        "explainer": attribution.explainer,
+        "n_explained": len(rows),
+        "base_value": attribution.base_value,
+        "additivity_max_error": attribution.additivity_error,
+        "global_importance": importance(aggregated),
+        "by_group": importance_by_group(aggregated, rows, attributes=data.sensitive),
+        "group_sizes": {a: rows[a].astype(str).value_counts().sort_index().to_dict() for a in data.sensitive},
+        "local": local_explanations(
+            rows.iloc[: ex.local_examples],
+            aggregated.iloc[: ex.local_examples],
+            proba[: ex.local_examples],
+            id_column=data.id_column,
+            threshold=params.evaluate.threshold,
+            top_k=ex.top_k_reasons,
+            protected=data.protected,
+        ),
+        "proxies": proxies,
+        "proxy_method": (
+            "on the training split; mutual information of the discretised feature and attribute (numeric "
+            "values in quantile bins), normalised by the attribute's entropy; probe = per-value attribute "
+            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes, "
+            "age_group for age)"
+        ),
+        "flags": [
+            f"{p['feature']} is a proxy of {p['attribute']} (normalised MI {p['normalized_mutual_information']:.3f}, "
+            f"probe AUC {p['probe_auc'] if p['probe_auc'] is None else round(p['probe_auc'], 3)})"
+            for p in proxies
+            if p["flagged"]
+        ],
+    }
+    return report, aggregated, rows
+
+
+def main() -> None:
+    import joblib
+
+    from tasks.stage import stage_context, write_json
+
+    started = time.perf_counter()
+    ctx = stage_context()
+    layout, params = ctx.layout, ctx.params
+    model = joblib.load(layout.model_file)
+    train, test = pd.read_parquet(layout.prepared_train), pd.read_parquet(layout.prepared_test)
+    report, aggregated, rows = explain(model, train, test, params=params)
+    plots = plot_all(
+        aggregated, rows, report, folder=layout.report("explain", ""), root=layout.project_dir, seed=params.explain.seed
+    )
+    write_json(layout.report("explain"), {**report, "plots": plots, "beeswarm_note": BEESWARM_NOTE})
+    top = ", ".join(f"{g['feature']}={g['mean_abs_shap']:.3f}" for g in report["global_importance"][:5])
+    print(
+        f"explain: {report['explainer']} on {report['n_explained']} rows, additivity error "
+        f"{report['additivity_max_error']:.1e}, top {top}; {len(report['flags'])} flag(s); "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: ingest a snapshot, validate it (Great Expectations), prepare features, audit the data for bias."""

@@ -1,0 +1,1 @@
+"""Demo: synthetic applications and traffic for `steward run` and the benches."""

@@ -1,0 +1,1 @@
+"""Model: train, evaluate, the monitoring reference, and registering the candidate."""

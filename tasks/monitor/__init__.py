@@ -1,0 +1,1 @@
+"""Monitor: drift statistics and the report of a window of served decisions."""

@@ -1,0 +1,253 @@
+"""Monitoring a served model: a report over a window of the prediction log against the model's reference
+(tasks/model/reference.py, computed once at training and stored with the model).
+
+The report, per window: input drift per column, prediction drift, each group's approval rate against its
+reference (a breach when the difference passes `selection_gap` with at least `min_group_size` decisions),
+each group's error rate once outcomes have arrived (`error_gap`), attribution drift (the Jensen-Shannon
+distance between the two attribution-share vectors), the share of requests the model raised on
+(`max_error_rate`), and the window's p95 latency against `max_p95_latency_ms`. What reviewers decided on
+the model's referred and contested decisions is reported per group (how many they approved, declined or
+overturned). Every breach is named in `breaches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from scipy.spatial.distance import jensenshannon
+
+from steward.db import make_engine
+from steward.layout import Layout
+from steward.params import load_params
+from steward.predictions import ERROR, served_window
+from steward.registry import Registry
+from steward.settings import Settings
+from tasks.model.reference import PROBABILITY
+from tasks.model.register import stored_reference
+from tasks.monitor.drift import Thresholds, column_drift, drift
+
+NO_OUTCOMES = "no outcomes yet"
+FEW = "{n} decision(s), fewer than {minimum}"
+NO_REFERENCE = "model {ref} was stored without a monitoring reference (registered before the reference stage)"
+SHAP_SAMPLE = 200  # rows of the window explained for attribution drift
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What counts as a breach (params.yaml `monitor`)."""
+
+    drift: Thresholds = field(default_factory=Thresholds)
+    prediction_psi: float = 0.2
+    selection_gap: float = 0.1
+    error_gap: float = 0.1
+    attribution_js: float = 0.1
+    max_p95_latency_ms: float = 250.0
+    max_error_rate: float = 0.01
+    min_group_size: int = 50
+
+
+def report(
+    window: pd.DataFrame,
+    ref: Mapping[str, Any],
+    *,
+    limits: Limits,
+    attributions: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The monitoring report of `window` (one row per served decision: the inputs, probability, decision,
+    outcome or None, latency_ms, and the sensitive attributes) against `ref`."""
+    breaches: list[str] = []
+    inputs = drift(window, ref["inputs"], thresholds=limits.drift)
+    breaches += [f"input drift: {d.column} {_stats(d.statistics)}" for d in inputs if d.drifted]
+    prediction = column_drift(
+        ref["prediction"], window[PROBABILITY], column=PROBABILITY, thresholds=Thresholds(psi=limits.prediction_psi)
+    )
+    if prediction.statistics["psi"] > limits.prediction_psi:
+        breaches.append(f"prediction drift: PSI {prediction.statistics['psi']:.3f} > {limits.prediction_psi}")
+    failed = (window["decision"] == ERROR).to_numpy()
+    error_rate = float(failed.mean()) if len(window) else 0.0
+    if error_rate > limits.max_error_rate:
+        breaches.append(
+            f"errors: {failed.sum()} of {len(window)} requests ({error_rate:.2%}) > {limits.max_error_rate:.2%}"
+        )
+    answered = window[~failed]
+    approved = (answered["decision"] == "approve").to_numpy()
+    known = answered["outcome"].notna().to_numpy()
+    good = (answered["outcome"] == "good").to_numpy()
+    groups = []
+    for name, expected in ref["groups"].items():
+        attribute, _, value = name.partition("=")
+        if attribute not in answered:
+            continue
+        member = (answered[attribute].astype(str) == value).to_numpy()
+        row = _group(name, expected, approved[member], (approved != good)[member & known], limits)
+        row["reviews"] = _reviews(answered[member])
+        breaches += row.pop("breaches")
+        groups.append(row)
+    attribution = None
+    if attributions is not None:
+        total = sum(abs(v) for v in attributions.values()) or 1.0
+        keys = sorted(set(ref["attributions"]) | set(attributions))
+        distance = float(
+            jensenshannon(
+                [ref["attributions"].get(k, 0.0) for k in keys],
+                [abs(attributions.get(k, 0.0)) / total for k in keys],
+                base=2,
+            )
+        )
+        attribution = {"js": distance, "drifted": distance > limits.attribution_js}
+        if attribution["drifted"]:
+            breaches.append(f"attribution drift: JS {distance:.3f} > {limits.attribution_js}")
+    p95 = float(np.percentile(window["latency_ms"], 95)) if len(window) else None
+    if p95 is not None and p95 > limits.max_p95_latency_ms:
+        breaches.append(f"latency: p95 {p95:.0f} ms > {limits.max_p95_latency_ms:.0f} ms")
+    return {
+        "n": len(window),
+        "errors": int(failed.sum()),
+        "error_rate": error_rate,
+        "outcomes": int(known.sum()),
+        "reviews": _reviews(answered),
+        "inputs": [asdict(d) for d in inputs],
+        "prediction": asdict(prediction),
+        "groups": groups,
+        "attribution": attribution,
+        "latency": {"p50_ms": float(np.percentile(window["latency_ms"], 50)) if len(window) else None, "p95_ms": p95},
+        "breaches": breaches,
+    }
+
+
+def _group(
+    name: str, expected: Mapping[str, float], approved: np.ndarray, wrong: np.ndarray, limits: Limits
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"group": name, "n": len(approved), "reference": dict(expected), "breaches": []}
+    if len(approved) < limits.min_group_size:
+        row["note"] = FEW.format(n=len(approved), minimum=limits.min_group_size)
+        return row
+    rate = float(approved.mean())
+    row["selection_rate"] = rate
+    if abs(rate - expected["selection_rate"]) > limits.selection_gap:
+        row["breaches"].append(
+            f"selection rate drift: {name} {rate:.3f} vs {expected['selection_rate']:.3f} at training"
+        )
+    row["with_outcome"] = len(wrong)
+    if len(wrong) >= limits.min_group_size:
+        error = float(wrong.mean())
+        row["error_rate"] = error
+        if abs(error - expected["error_rate"]) > limits.error_gap:
+            row["breaches"].append(f"error rate drift: {name} {error:.3f} vs {expected['error_rate']:.3f} at training")
+    else:
+        row["outcome_note"] = NO_OUTCOMES if not len(wrong) else FEW.format(n=len(wrong), minimum=limits.min_group_size)
+    return row
+
+
+def _reviews(rows: pd.DataFrame) -> dict[str, int]:
+    """What people decided on this model's decisions: referred cases they approved or declined, and contested
+    decisions they overturned (the review decisions as monitoring labels)."""
+    if "review" not in rows:
+        return {"resolved": 0, "referred_approved": 0, "referred_declined": 0, "contested_overturned": 0}
+    resolved = rows[rows["review"].notna()]
+    referred = resolved[resolved["decision"] == "referred"]
+    contested = resolved[resolved["decision"] != "referred"]
+    return {
+        "resolved": len(resolved),
+        "referred_approved": int((referred["review"] == "approve").sum()),
+        "referred_declined": int((referred["review"] == "decline").sum()),
+        "contested_overturned": int((contested["review"] != contested["decision"]).sum()),
+    }
+
+
+def _stats(statistics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in statistics.items())
+
+
+def limits_of(monitor: Any) -> Limits:
+    """Limits from params.yaml's `monitor` section."""
+    return Limits(
+        drift=Thresholds(psi=monitor.psi, ks=monitor.ks, js=monitor.js),
+        prediction_psi=monitor.prediction_psi,
+        selection_gap=monitor.selection_gap,
+        error_gap=monitor.error_gap,
+        attribution_js=monitor.attribution_js,
+        max_p95_latency_ms=monitor.max_p95_latency_ms,
+        max_error_rate=monitor.max_error_rate,
+        min_group_size=monitor.min_group_size,
+    )
+
+
+def mean_attributions(model: Any, rows: pd.DataFrame, *, background: pd.DataFrame | None) -> dict[str, float]:
+    """Each column's mean absolute SHAP attribution over `rows` (summed back from the encoded columns)."""
+    from tasks.audit.explain import aggregate, build_explainer, encoded_sources, explain_rows
+
+    explainer = build_explainer(model, background=background if background is not None else rows)
+    attribution = explain_rows(model, rows, explainer=explainer)
+    summed = aggregate(attribution.values, encoded_sources(model[0]))
+    return {str(k): float(v) for k, v in summed.abs().mean().items()}
+
+
+def page(found: Mapping[str, Any], *, title: str) -> str:
+    """The report as one offline HTML page: the breaches, then plots of input drift and group rates."""
+    import base64
+    import html
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    columns = [d["column"] for d in found["inputs"]]
+    scores = [
+        max(d["statistics"].get("psi", 0.0), d["statistics"].get("ks", 0.0), d["statistics"].get("js", 0.0))
+        for d in found["inputs"]
+    ]
+    left.barh(columns, scores, color=["#c0392b" if d["drifted"] else "#7f8c8d" for d in found["inputs"]])
+    left.set_title("input drift (largest statistic; red: drifted)")
+    groups = [g for g in found["groups"] if "selection_rate" in g]
+    names = [g["group"] for g in groups]
+    positions = np.arange(len(names))
+    right.barh(positions - 0.2, [g["reference"]["selection_rate"] for g in groups], height=0.4, label="training")
+    right.barh(positions + 0.2, [g["selection_rate"] for g in groups], height=0.4, label="window")
+    right.set_yticks(positions, names)
+    right.set_title("approval rate by group")
+    right.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    breaches = "".join(f"<li>{html.escape(b)}</li>" for b in found["breaches"]) or "<li>none</li>"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{found['n']} decisions, {found['outcomes']} with outcomes; "
+        f"p95 latency {found['latency']['p95_ms'] or 0:.0f} ms</p><h2>Breaches</h2><ul>{breaches}</ul>"
+        f"<img alt='input drift and approval rates by group' src='data:image/png;base64,{image}'></body></html>"
+    )
+
+
+@task(name="monitor-window", cache_policy=NO_CACHE)
+def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> dict[str, Any]:
+    """The report of one window (see `report`), with the model's attributions on a sample of it."""
+    import bentoml
+
+    params = load_params(Layout(settings.project_dir).params_file)
+    engine = make_engine(settings.db_url)
+    version = Registry(engine).get(ref)
+    reference = stored_reference(version.model_tag)
+    if reference is None:
+        raise ValueError(NO_REFERENCE.format(ref=ref))
+    window = served_window(engine, model=ref, since=since, until=until)
+    if window.empty:
+        return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [], "note": "no decisions"}
+    answered = window[window["decision"] != ERROR]  # the model raised on the others: nothing to explain
+    attributions = None
+    if len(answered):
+        model = bentoml.sklearn.load_model(version.model_tag)
+        sample = answered.sample(n=min(SHAP_SAMPLE, len(answered)), random_state=params.monitor.seed)
+        train = Layout(settings.project_dir).prepared_train
+        background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
+        attributions = mean_attributions(model, sample, background=background)
+    found = report(window, reference, limits=limits_of(params.monitor), attributions=attributions)
+    return {"model": ref, "since": since, "until": until, **found}

@@ -1,0 +1,1 @@
+"""Retrain: assembling a new training snapshot from served outcomes and reviews."""

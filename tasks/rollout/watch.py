@@ -1,0 +1,135 @@
+"""Watching one rollout step: analyse the prediction log every few hundred milliseconds until the step ends.
+
+A step ends on the first of: a breach (the caller rolls back at once), a passing analysis once the
+candidate has served the step's number of decisions, the candidate gone from routing (the service's
+circuit breaker or the kill switch took it out), or the step's time limit (inconclusive).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+from steward.db import make_engine
+from steward.ledger import Ledger
+from steward.params import Params, StepParams
+from steward.predictions import window
+from steward.routing import RoutingTable
+from steward.settings import Settings
+from tasks.rollout.canary import Analysis, Design, analyse
+
+Ending = Literal["breach", "pass", "inconclusive", "withdrawn"]
+PROGRESS_EVERY = 10.0  # seconds between progress lines in the run's log
+LOW_AGREEMENT = "shadow agreed with production on {agreement:.1%} of {n} decisions, below {minimum:.0%}"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ending: Ending
+    analysis: Analysis
+    seconds: float
+    decisive_ts: str | None  # the newest decision the deciding look read (a breach's decisive request)
+    note: str = ""
+
+    def payload(self, *, step: str) -> dict[str, Any]:
+        tests = [
+            {k: v for k, v in t.__dict__.items() if k in ("metric", "group", "n", "llr", "verdict", "candidate_rate")}
+            | {"reference_rate": t.reference_rate}
+            for t in self.analysis.tests
+        ]
+        return {
+            "step": step,
+            "ending": self.ending,
+            "summary": self.note or self.analysis.summary(),
+            "candidate": self.analysis.candidate,
+            "reference": self.analysis.reference,
+            "n_candidate": self.analysis.n_candidate,
+            "n_reference": self.analysis.n_reference,
+            "alpha_per_test": self.analysis.alpha_per_test,
+            "agreement": self.analysis.agreement,
+            "seconds": round(self.seconds, 3),
+            "decisive_ts": self.decisive_ts,
+            "tests": tests,
+        }
+
+
+def verdict(step: StepResult, *, shadow_min_agreement: float | None) -> tuple[Ending, str]:
+    """How a step ends and why. A shadow step (`shadow_min_agreement` given) that passed the analysis still
+    breaches when it agreed with production on fewer decisions than that share: a shadow is judged on
+    agreement as well, since none of its decisions reached anyone (no agreement measured counts as 0)."""
+    ending, why = step.ending, step.note or step.analysis.summary()
+    agreement = step.analysis.agreement or 0.0
+    if shadow_min_agreement is not None and ending == "pass" and agreement < shadow_min_agreement:
+        n = step.analysis.n_paired
+        return "breach", LOW_AGREEMENT.format(agreement=agreement, n=n, minimum=shadow_min_agreement)
+    return ending, why
+
+
+def design(params: Params) -> Design:
+    a = params.rollout.analysis
+    return Design(
+        alpha=a.alpha,
+        beta=a.beta,
+        selection_ratio=a.selection_ratio,
+        rate_gap=a.rate_gap,
+        latency_factor=a.latency_factor,
+        slow_share=a.slow_share,
+        min_samples=a.min_samples,
+        metrics=tuple(a.metrics),
+    )
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@task(name="watch-step", task_run_name="watch {role} {candidate}", cache_policy=NO_CACHE)
+def watch(
+    *,
+    candidate: str,
+    reference: str,
+    role: Literal["shadow", "canary"],
+    since: str,
+    limits: StepParams,
+    params: Params,
+    settings: Settings,
+) -> StepResult:
+    """Poll the log from `since` until the step ends (see the module docstring). Outside a flow: `watch.fn`."""
+    try:
+        log: Any = get_run_logger()
+    except MissingContextError:
+        log = None
+    engine = make_engine(settings.db_url)
+    table = RoutingTable(engine, Ledger(engine))
+    started = time.monotonic()
+    last_progress = started
+    attributes = list(params.data.sensitive)
+    while True:
+        frame = window(engine, models=[candidate, reference], since=since)
+        analysis = analyse(
+            frame, candidate=candidate, reference=reference, role=role, attributes=attributes, design=design(params)
+        )
+        elapsed = time.monotonic() - started
+        ours = frame[(frame["model"] == candidate) & (frame["role"] == role)] if len(frame) else frame
+        newest = str(ours["ts"].max()) if len(ours) else None
+        if analysis.verdict == "breach":
+            return StepResult("breach", analysis, elapsed, newest)
+        routing = table.get()
+        if (routing.canary if role == "canary" else routing.shadow) != candidate:
+            note = f"{candidate} left routing during the step: {routing.reason or 'no reason recorded'}"
+            return StepResult("withdrawn", analysis, elapsed, newest, note)
+        if analysis.n_candidate >= limits.requests and analysis.verdict == "pass":
+            return StepResult("pass", analysis, elapsed, newest)
+        if elapsed >= limits.seconds:
+            note = f"time limit {limits.seconds:g} s reached; {analysis.summary()}"
+            return StepResult("inconclusive", analysis, elapsed, newest, note)
+        if log is not None and time.monotonic() - last_progress >= PROGRESS_EVERY:
+            last_progress = time.monotonic()
+            log.info(f"{role} {candidate}: {analysis.n_candidate} decisions, {analysis.summary()}")
+        time.sleep(params.rollout.poll_seconds)

@@ -1,0 +1,1 @@
+"""Sign-off: who may approve what (policy.py), answering paused runs (approvals.py), recording answers."""

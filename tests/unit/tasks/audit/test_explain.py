@@ -1,0 +1,193 @@
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from steward.params import parse_params
+from tasks.audit.explain import (
+    aggregate,
+    build_explainer,
+    encoded_sources,
+    explain,
+    explain_rows,
+    importance,
+    plot_all,
+    proxy_table,
+)
+from tasks.data.features import to_feature_frame
+from tasks.data.prepare import split
+from tasks.model.evaluate import positive_proba
+from tasks.model.train import fit
+
+GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
+PROTECTED = {"sex", "age", "age_group", "foreign_worker"}
+
+
+@pytest.fixture(scope="module")
+def german() -> pd.DataFrame:
+    return to_feature_frame(pd.read_csv(GERMAN_CSV), data=parse_params({}).data)
+
+
+def _params(model: str):
+    return parse_params(
+        {"train": {"model": model, "gradient_boosting": {"n_estimators": 60}}, "explain": {"sample_size": 120}}
+    )
+
+
+@pytest.fixture(scope="module", params=["gradient_boosting", "logistic_regression"])
+def fitted(request, german):
+    params = _params(request.param)
+    train, test = split(german, params=params)
+    return params, fit(train, params=params), train, test
+
+
+def test_additivity_on_the_real_pipeline(fitted):
+    params, model, train, test = fitted
+    background = train.sample(200, random_state=0)
+    attribution = explain_rows(model, test, background=background)
+    reused = build_explainer(model, background=background)  # built once, as serving does
+    np.testing.assert_array_equal(explain_rows(model, test, explainer=reused).values, attribution.values)
+    assert attribution.explainer == ("tree" if params.train.model == "gradient_boosting" else "linear")
+    # independent of decision_function: the log-odds of the pipeline's own predict_proba
+    p = positive_proba(model, test)
+    logit = np.log(p) - np.log1p(-p)
+    np.testing.assert_allclose(attribution.base_value + attribution.values.sum(axis=1), logit, atol=1e-8)
+    assert attribution.additivity_error < 1e-6
+    # summing one-hot columns back to their source column keeps each row's total
+    aggregated = aggregate(attribution.values, encoded_sources(model[0]))
+    assert sorted(aggregated.columns) == sorted(model.feature_names_in_)
+    np.testing.assert_allclose(aggregated.sum(axis=1), attribution.values.sum(axis=1), atol=1e-12)
+
+
+def test_linear_shap_equals_coefficient_times_distance_from_the_background_mean():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(50, 10, 400), "b": rng.normal(0, 3, 400)})
+    y = (frame["a"] / 10 - frame["b"] / 3 + rng.normal(0, 1, 400) > 5).astype(int)
+    pre = ColumnTransformer([("numeric", StandardScaler(), ["a", "b"])], verbose_feature_names_out=False)
+    model = Pipeline([("preprocess", pre), ("model", LogisticRegression())]).fit(frame, y)
+    background, rows = frame.iloc[:150], frame.iloc[150:]
+
+    attribution = explain_rows(model, rows, background=background)
+
+    z = (frame - frame.mean()) / frame.std(ddof=0)  # the scaler's transform, recomputed by hand
+    coef, intercept = model[-1].coef_[0], model[-1].intercept_[0]
+    expected = coef * (z.iloc[150:].to_numpy() - z.iloc[:150].to_numpy().mean(axis=0))
+    np.testing.assert_allclose(attribution.values, expected, atol=1e-10)
+    assert attribution.base_value == pytest.approx(intercept + coef @ z.iloc[:150].to_numpy().mean(axis=0))
+
+
+def test_a_stump_gets_its_output_minus_the_training_mean_on_the_split_feature_and_zero_elsewhere():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.uniform(0, 1, 300), "b": rng.uniform(0, 1, 300)})
+    y = ((frame["a"] > 0.6) ^ (rng.uniform(0, 1, 300) < 0.1)).astype(int)  # only `a` carries signal
+    pre = ColumnTransformer([("numeric", "passthrough", ["a", "b"])], verbose_feature_names_out=False)
+    stump = GradientBoostingClassifier(n_estimators=1, max_depth=1, learning_rate=1.0, random_state=0)
+    model = Pipeline([("preprocess", pre), ("model", stump)]).fit(frame, y)
+    assert model[-1].estimators_[0, 0].tree_.feature[0] == 0  # the one split is on `a`
+
+    attribution = explain_rows(model, frame.iloc[:50])
+
+    # One tree, one split: the expected output is the cover-weighted mean of the two leaves, i.e. the mean
+    # output over the training rows; the split feature takes all of the difference.
+    f = model.decision_function(frame)
+    np.testing.assert_allclose(attribution.values[:, 0], f[:50] - f.mean(), atol=1e-12)
+    np.testing.assert_allclose(attribution.values[:, 1], 0.0, atol=1e-15)
+    assert attribution.base_value == pytest.approx(f.mean(), abs=1e-12)
+
+
+def test_one_hot_columns_sum_back_to_their_source_column():
+    frame = pd.DataFrame(
+        {"n": [1.0, 2.0, 3.0, 4.0], "c": ["x", "y", "z", "x"], "d": ["p", "q", "p", "q"], "skip": [0, 0, 0, 0]}
+    )
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["n"]),
+            ("cat", OneHotEncoder(sparse_output=False), ["c"]),
+            ("cat_drop", OneHotEncoder(drop="first", sparse_output=False), ["d"]),
+        ],
+        verbose_feature_names_out=False,
+    ).fit(frame)
+    sources = encoded_sources(pre)
+    assert sources == ["n", "c", "c", "c", "d"]  # c: x, y, z; d: q only (p dropped)
+    values = np.arange(20, dtype=float).reshape(4, 5) - 7
+    aggregated = aggregate(values, sources)
+    for i in range(4):
+        assert aggregated.loc[i, "n"] == values[i, 0]
+        assert aggregated.loc[i, "c"] == values[i, 1] + values[i, 2] + values[i, 3]
+        assert aggregated.loc[i, "d"] == values[i, 4]
+    ranked = importance(aggregated)
+    assert [r["feature"] for r in ranked] == ["c", "d", "n"]
+    assert ranked[0]["mean_abs_shap"] == pytest.approx(np.abs(values[:, 1:4].sum(axis=1)).mean())
+
+
+def test_personal_status_is_flagged_as_a_proxy_of_sex_and_a_shuffled_copy_is_not(german):
+    params = parse_params({})
+    frame = german.assign(shuffled_status=np.random.default_rng(7).permutation(german["personal_status"].to_numpy()))
+    table = proxy_table(frame, features=["personal_status", "shuffled_status"], attributes=["sex"], params=params)
+    by_feature = {row["feature"]: row for row in table}
+
+    proxy = by_feature["personal_status"]
+    share = german["sex"].value_counts(normalize=True).to_numpy()
+    # personal_status determines sex (A92 only women, no A95), so MI = H(sex)
+    assert proxy["mutual_information"] == pytest.approx(float(-(share * np.log(share)).sum()), abs=1e-6)
+    assert proxy["probe_auc"] == pytest.approx(1.0)
+    assert proxy["flagged"]
+
+    independent = by_feature["shuffled_status"]
+    assert independent["normalized_mutual_information"] < params.explain.proxy_nmi_threshold
+    assert independent["probe_auc"] < params.explain.proxy_auc_threshold
+    assert not independent["flagged"]
+
+
+def test_unsupported_models_and_broken_additivity_are_clear_errors(german):
+    params = _params("logistic_regression")
+    train, test = split(german, params=params)
+    model = fit(train, params=params)
+
+    class Shifted(LogisticRegression):
+        def decision_function(self, X):
+            return super().decision_function(X) + 0.01
+
+    shifted = copy.deepcopy(model)
+    shifted[-1].__class__ = Shifted  # same coefficients, log-odds off by 0.01
+    with pytest.raises(ValueError, match="SHAP additivity fails"):
+        explain_rows(shifted, test, background=train)
+    with pytest.raises(ValueError, match="needs background rows"):
+        explain_rows(model, test)
+    forest = Pipeline([("preprocess", model[0]), ("model", RandomForestClassifier(n_estimators=2))])
+    forest.steps[-1][1].fit(model[0].transform(train[list(model.feature_names_in_)]), train["label"])
+    with pytest.raises(ValueError, match="no SHAP explainer for RandomForestClassifier"):
+        explain_rows(forest, test)
+
+
+def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
+    params, model, train, test = fitted
+    report, aggregated, rows = explain(model, train, test, params=params)
+    plots = plot_all(aggregated, rows, report, folder=tmp_path / "reports/explain", root=tmp_path, seed=0)
+    body = json.loads(json.dumps({**report, "plots": plots}, allow_nan=False))
+
+    assert body["plots"]["bar"] == "reports/explain/bar.png"
+    for path in body["plots"].values():
+        assert (tmp_path / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert body["n_explained"] == 120 and body["additivity_max_error"] < 1e-6
+    shares = [g["mean_abs_shap"] for g in body["global_importance"]]
+    assert shares == sorted(shares, reverse=True)
+    assert {g["feature"] for g in body["global_importance"]} == set(model.feature_names_in_)
+    assert set(body["by_group"]) == set(params.data.sensitive)
+    assert set(body["by_group"]["sex"]) == {"female", "male"}
+    assert len(body["local"]) == params.explain.local_examples
+    for local in body["local"]:
+        assert local["decision"] == ("approve" if local["probability"] >= params.evaluate.threshold else "decline")
+        assert 0 < len(local["reasons"]) <= params.explain.top_k_reasons
+        assert not {r["feature"] for r in local["reasons"]} & PROTECTED
+    flagged = {(p["feature"], p["attribute"]) for p in body["proxies"] if p["flagged"]}
+    assert ("personal_status", "sex") in flagged
+    assert not {p["feature"] for p in body["proxies"]} & PROTECTED

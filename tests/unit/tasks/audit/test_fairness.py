@@ -1,0 +1,208 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from steward.params import Params
+from tasks.audit.bootstrap import (
+    MISSING_ATTRIBUTE,
+    TOO_FEW_GROUPS,
+    UNDEFINED_IN_GROUPS,
+    UNDEFINED_RATE,
+    attribute_rng,
+    bootstrap_groups,
+    group_labels,
+)
+from tasks.audit.fairness import (
+    LENGTH_MISMATCH,
+    NO_PREDICT_PROBA,
+    SMALL_GROUP,
+    audit,
+    check_agreement,
+    metric_frame,
+    plot_rates,
+    scores,
+)
+from tasks.data.features import to_feature_frame
+
+GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
+NUMERIC = ["duration_months", "credit_amount", "installment_rate", "age", "existing_credits"]
+ATTRIBUTES = ["sex", "age_group", "foreign_worker"]
+INTERSECTIONS = [["sex", "age_group"]]
+AUDITED = [("sex", ["sex"]), ("age_group", ["age_group"]), ("foreign_worker", ["foreign_worker"]),
+           ("sex \u00d7 age_group", ["sex", "age_group"])]  # fmt: skip
+RATES = ["selection_rate", "tpr", "fpr", "fnr", "precision", "brier"]
+
+
+@pytest.fixture(scope="module")
+def german() -> pd.DataFrame:
+    """The vendored German data with a fixed scorer: a logistic regression on five numeric columns."""
+    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), data=Params().data)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame[NUMERIC], frame["label"])
+    return frame.assign(proba=model.predict_proba(frame[NUMERIC])[:, 1])
+
+
+def _audit(frame: pd.DataFrame, y=None, **overrides) -> dict:
+    options = dict(
+        threshold=0.7,
+        n_boot=1000,
+        ci_level=0.95,
+        min_group_size=30,
+        seed=0,
+        attributes=ATTRIBUTES,
+        intersections=INTERSECTIONS,
+    )
+    y = frame["label"] if y is None else y
+    return audit(y, frame["proba"], frame[ATTRIBUTES], **{**options, **overrides})
+
+
+@pytest.fixture(scope="module", params=[0.5, 0.7])
+def audited(request, german):
+    return request.param, _audit(german, threshold=request.param)
+
+
+def _by_hand(frame: pd.DataFrame, columns: list[str], threshold: float) -> pd.DataFrame:
+    """Every per-group figure with plain pandas, from the rows."""
+    d = (frame["proba"] >= threshold).astype(int)
+    y = frame["label"]
+    rows = {}
+    for key, part in frame.groupby(columns):
+        dp, yp = d[part.index], y[part.index]
+        rows[" | ".join(key)] = {
+            "count": len(part),
+            "positives": int(yp.sum()),
+            "selection_rate": dp.mean(),
+            "tpr": dp[yp == 1].mean(),
+            "fpr": dp[yp == 0].mean(),
+            "fnr": (1 - dp[yp == 1]).mean(),
+            "precision": yp[dp == 1].mean(),
+            "brier": ((part["proba"] - yp) ** 2).mean(),
+        }
+    return pd.DataFrame(rows).T
+
+
+@pytest.mark.parametrize(("name", "columns"), AUDITED)
+def test_every_figure_equals_a_plain_pandas_computation(audited, german, name, columns):
+    threshold, report = audited
+    expected = _by_hand(german, columns, threshold)
+    body = report["attributes"][name]
+    assert set(body["groups"]) == set(expected.index)
+    for group, row in expected.iterrows():
+        got = body["groups"][group]
+        assert (got["count"], got["positives"]) == (row["count"], row["positives"])
+        assert got["small"] == (row["count"] < 30)
+        for rate in RATES:
+            assert got[rate]["value"] == pytest.approx(row[rate], abs=1e-12), (group, rate)
+    large = expected[expected["count"] >= 30]
+    if len(large) < 2:
+        assert all(m["value"] is None for m in body["summary"].values())
+        return
+    gap = {rate: large[rate].max() - large[rate].min() for rate in ("selection_rate", "tpr", "fpr", "precision")}
+    summary = {k: v["value"] for k, v in body["summary"].items()}
+    assert summary == pytest.approx(
+        {
+            "demographic_parity_difference": gap["selection_rate"],
+            "demographic_parity_ratio": large["selection_rate"].min() / large["selection_rate"].max(),
+            "equalized_odds_difference": max(gap["tpr"], gap["fpr"]),
+            "equal_opportunity_difference": gap["tpr"],
+            "predictive_parity_difference": gap["precision"],
+        },
+        abs=1e-12,
+    )
+
+
+def test_group_cis_contain_their_point_values(audited):
+    _, report = audited
+    for name, body in report["attributes"].items():
+        for group, values in body["groups"].items():
+            for rate in RATES:
+                low, high = values[rate]["ci"]
+                assert low <= values[rate]["value"] <= high, (name, group, rate)
+
+
+def test_summary_cis_contain_a_clear_disparity(german):
+    """A scorer that favours men: every sex summary is far from its bound, and its CI holds the point."""
+    biased = german.assign(proba=np.clip(german["proba"] + np.where(german["sex"] == "male", 0.15, -0.15), 0, 1))
+    report = _audit(biased, attributes=["sex"], intersections=[])
+    for key, value in report["attributes"]["sex"]["summary"].items():
+        low, high = value["ci"]
+        assert low <= value["value"] <= high, key
+
+
+def test_a_group_without_positive_labels_has_null_tpr_with_a_note(german):
+    y = german["label"].where(german["foreign_worker"] == "yes", 0)  # 37 foreign_worker "no": all bad
+    report = _audit(german, y=y, attributes=["foreign_worker"], intersections=[])
+    text = json.dumps(report, allow_nan=False)  # strict JSON: no NaN anywhere
+    assert "NaN" not in text
+    no = report["attributes"]["foreign_worker"]["groups"]["no"]
+    assert no["tpr"] == {"value": None, "ci": None, "note": UNDEFINED_RATE["tpr"]}
+    assert no["fnr"]["value"] is None and no["fpr"]["value"] is not None
+    summary = report["attributes"]["foreign_worker"]["summary"]
+    note = UNDEFINED_IN_GROUPS.format(rate="tpr", groups="'no'")
+    assert summary["equal_opportunity_difference"] == {"value": None, "ci": None, "note": note}
+    assert summary["demographic_parity_ratio"]["value"] is not None
+    assert any("tpr is undefined for group 'no'" in flag for flag in report["flags"])
+
+
+def test_small_groups_are_flagged_and_summaries_need_two_large_groups(german):
+    report = _audit(german, attributes=["foreign_worker"], intersections=[], min_group_size=40)
+    body = report["attributes"]["foreign_worker"]
+    assert body["groups"]["no"]["small"] and not body["groups"]["yes"]["small"]
+    assert SMALL_GROUP.format(attribute="foreign_worker", group="no", count=37, min_group_size=40) in report["flags"]
+    for value in body["summary"].values():
+        assert value == {"value": None, "ci": None, "note": TOO_FEW_GROUPS.format(min_group_size=40)}
+
+
+def test_missing_sensitive_attribute_is_a_clear_error(german):
+    with pytest.raises(KeyError) as caught:
+        _audit(german, attributes=["sex", "race"])
+    assert MISSING_ATTRIBUTE.format(names="race") in str(caught.value)
+
+
+def test_mismatched_lengths_are_refused(german):
+    with pytest.raises(ValueError, match="same length"):
+        audit(german["label"][:10], german["proba"], german[ATTRIBUTES], threshold=0.5, n_boot=50, ci_level=0.95,
+              min_group_size=30, seed=0, attributes=["sex"], intersections=[])  # fmt: skip
+    assert "same length" in LENGTH_MISMATCH
+
+
+def test_a_model_without_predict_proba_is_a_clear_error(german):
+    model = make_pipeline(StandardScaler(), LinearSVC()).fit(german[NUMERIC], german["label"])
+    with pytest.raises(TypeError) as caught:
+        scores(model, german)
+    assert str(caught.value) == NO_PREDICT_PROBA.format(kind="Pipeline")
+
+
+def test_a_disagreement_with_metricframe_is_caught(german):
+    y, p = german["label"].to_numpy(), german["proba"].to_numpy()
+    d = (p >= 0.5).astype(int)
+    columns = ["sex", "age_group"]
+    by_group = metric_frame(y, d, p, german[columns])
+    assert list(by_group.index) == [
+        "female | 25 and over",
+        "female | under 25",
+        "male | 25 and over",
+        "male | under 25",
+    ]
+    boot = bootstrap_groups(group_labels(german, columns), y, decision=d, proba=p, n_boot=50, min_group_size=30,
+                            rng=attribute_rng(0, "x"))  # fmt: skip
+    check_agreement(by_group, boot, attribute="sex \u00d7 age_group")
+    by_group.loc["male | under 25", "tpr"] += 1e-6
+    with pytest.raises(AssertionError, match="tpr"):
+        check_agreement(by_group, boot, attribute="sex \u00d7 age_group")
+
+
+def test_report_is_strict_json_and_plots_are_written(audited, tmp_path):
+    _, report = audited
+    json.dumps(report, allow_nan=False)
+    assert report["n"] == 1000 and report["n_boot"] == 1000 and "multinomial" in report["method"]
+    for name, rates in (("selection_rates", ["selection_rate"]), ("error_rates", ["tpr", "fpr"])):
+        path = tmp_path / "fairness" / f"{name}.png"
+        plot_rates(report, path, rates=rates, title=name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

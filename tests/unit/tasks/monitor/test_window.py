@@ -1,0 +1,142 @@
+"""The monitoring report against a reference built from a real model on synthetic applications."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steward.params import Params
+from tasks.data.features import LABEL, to_feature_frame
+from tasks.demo.synthetic import generate_applications
+from tasks.model.reference import approvals, build_reference
+from tasks.model.train import fit
+from tasks.monitor.window import Limits, report
+
+PARAMS = Params()
+BAND = (0.45, 0.55)
+INPUTS = ["duration_months", "credit_amount", "checking_status", "purpose", "savings", "housing"]
+SENSITIVE = ["sex", "age_group"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    train = PARAMS.train.model_copy(update={"model": "logistic_regression"})
+    return fit(
+        to_feature_frame(generate_applications(8_000, seed=1), data=PARAMS.data),
+        params=PARAMS.model_copy(update={"train": train}),
+    )
+
+
+def _served(model, n: int, *, seed: int, **scenario) -> pd.DataFrame:
+    """A window as the service logs it: inputs, probability, decision under the service's rule, outcome."""
+    frame = to_feature_frame(generate_applications(n, seed=seed, **scenario), data=PARAMS.data)
+    probability = model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
+    approved = approvals(probability, threshold=0.5, band=BAND)
+    return frame.assign(
+        probability=probability,
+        decision=np.where(approved, "approve", "decline"),
+        outcome=np.where(frame[LABEL] == 1, "good", "bad"),
+        latency_ms=np.full(n, 20.0),
+    )
+
+
+@pytest.fixture(scope="module")
+def ref(model):
+    test = _served(model, 6_000, seed=2)
+    importances = {"checking_status": 1.0, "duration_months": 0.5, "credit_amount": 0.3, "savings": 0.2}
+    return build_reference(
+        to_feature_frame(generate_applications(8_000, seed=1), data=PARAMS.data),
+        test,
+        test["probability"].to_numpy(),
+        inputs=INPUTS,
+        sensitive=SENSITIVE,
+        label=test[LABEL] == 1,
+        threshold=0.5,
+        band=BAND,
+        attributions=importances,
+    )
+
+
+def test_the_reference_rates_are_the_groups_rates_under_the_services_rule(model, ref):
+    test = _served(model, 6_000, seed=2)
+    young = test["age_group"] == "under 25"
+    approved = test["decision"] == "approve"
+    assert ref["groups"]["age_group=under 25"]["selection_rate"] == pytest.approx(approved[young].mean())
+    wrong = approved != (test[LABEL] == 1)
+    assert ref["groups"]["age_group=under 25"]["error_rate"] == pytest.approx(wrong[young].mean())
+    assert sum(ref["attributions"].values()) == pytest.approx(1.0)
+
+
+def test_a_window_like_the_reference_has_no_breach(model, ref):
+    found = report(_served(model, 4_000, seed=3), ref, limits=Limits())
+    assert found["breaches"] == []
+    assert found["outcomes"] == 4_000 and {g["group"] for g in found["groups"]} == set(ref["groups"])
+
+
+def test_covariate_shift_breaches_input_and_prediction_drift(model, ref):
+    found = report(_served(model, 4_000, seed=4, drift=1.0), ref, limits=Limits())
+    drifted = {d["column"] for d in found["inputs"] if d["drifted"]}
+    assert {"duration_months", "credit_amount", "checking_status"} <= drifted and "housing" not in drifted
+    assert any(b.startswith("input drift: credit_amount") for b in found["breaches"])
+
+
+def test_a_group_declined_more_than_at_training_is_named(model, ref):
+    window = _served(model, 4_000, seed=5)
+    young = window["age_group"] == "under 25"
+    window.loc[young & (np.arange(len(window)) % 2 == 0), "decision"] = "decline"
+    found = report(window, ref, limits=Limits())
+    expected = (window.loc[young, "decision"] == "approve").mean()
+    row = next(g for g in found["groups"] if g["group"] == "age_group=under 25")
+    assert row["selection_rate"] == pytest.approx(expected)
+    assert [b for b in found["breaches"] if b.startswith("selection rate drift")] == [
+        f"selection rate drift: age_group=under 25 {expected:.3f} vs "
+        f"{ref['groups']['age_group=under 25']['selection_rate']:.3f} at training"
+    ]
+
+
+def test_error_rates_wait_for_outcomes_and_small_groups_are_not_judged(model, ref):
+    window = _served(model, 300, seed=6).assign(outcome=None)
+    found = report(window, ref, limits=Limits(min_group_size=100))
+    young = next(g for g in found["groups"] if g["group"] == "age_group=under 25")
+    assert "fewer than 100" in young["note"] and "selection_rate" not in young
+    men = next(g for g in found["groups"] if g["group"] == "sex=male")
+    assert men["outcome_note"] == "no outcomes yet" and "error_rate" not in men
+
+
+def test_attribution_drift_and_slow_windows_are_breaches(model, ref):
+    window = _served(model, 2_000, seed=7).assign(latency_ms=400.0)
+    found = report(window, ref, limits=Limits(), attributions={"purpose": 1.0, "housing": 1.0})
+    assert found["attribution"]["drifted"]
+    assert "latency: p95 400 ms > 250 ms" in found["breaches"]
+    same = report(_served(model, 2_000, seed=8), ref, limits=Limits(), attributions=dict(ref["attributions"]))
+    assert same["attribution"] == {"js": pytest.approx(0.0, abs=1e-9), "drifted": False}
+
+
+def test_errors_are_counted_apart_and_breach_past_their_limit(model, ref):
+    window = _served(model, 1_000, seed=9)
+    window.loc[:29, "decision"] = "error"  # 3 % of requests raised
+    found = report(window, ref, limits=Limits(max_error_rate=0.01))
+    assert (found["errors"], found["error_rate"]) == (30, pytest.approx(0.03))
+    assert "errors: 30 of 1000 requests (3.00%) > 1.00%" in found["breaches"]
+    men = next(g for g in found["groups"] if g["group"] == "sex=male")
+    answered = window.iloc[30:]
+    assert men["n"] == (answered["sex"] == "male").sum()  # rates are of answered requests only
+
+
+def test_review_decisions_are_reported_as_labels_per_group(model, ref):
+    window = _served(model, 1_000, seed=10).assign(review=None)
+    window.loc[0:3, "decision"] = "referred"
+    window.loc[0:1, "review"] = "approve"
+    window.loc[2:3, "review"] = "decline"
+    contested = window.index[window["decision"] == "decline"][:3]
+    window.loc[contested, "review"] = ["approve", "approve", "decline"]  # two overturned, one upheld
+    found = report(window, ref, limits=Limits())
+    assert found["reviews"] == {
+        "resolved": 7,
+        "referred_approved": 2,
+        "referred_declined": 2,
+        "contested_overturned": 2,
+    }
+    total = sum(g["reviews"]["resolved"] for g in found["groups"] if g["group"].startswith("sex="))
+    assert total == 7
