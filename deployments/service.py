@@ -35,8 +35,8 @@ from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
-from tasks.audit.explain import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.data.features import AGE_GROUP, age_groups
+from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import ACTIONABLE, counterfactual
 from tasks.serving.reasons import Decision as Verdict
 from tasks.serving.reasons import reason_codes

@@ -181,7 +181,7 @@ def limits_of(monitor: Any) -> Limits:
 
 def mean_attributions(model: Any, rows: pd.DataFrame, *, background: pd.DataFrame | None) -> dict[str, float]:
     """Each column's mean absolute SHAP attribution over `rows` (summed back from the encoded columns)."""
-    from tasks.audit.explain import aggregate, build_explainer, encoded_sources, explain_rows
+    from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 
     explainer = build_explainer(model, background=background if background is not None else rows)
     attribution = explain_rows(model, rows, explainer=explainer)

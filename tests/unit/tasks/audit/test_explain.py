@@ -12,20 +12,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from steward.params import parse_params
-from tasks.audit.explain import (
-    aggregate,
-    build_explainer,
-    encoded_sources,
-    explain,
-    explain_rows,
-    importance,
-    plot_all,
-    proxy_table,
-)
+from tasks.audit.explain import explain, importance, plot_all, proxy_table
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
+from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 PROTECTED = {"sex", "age", "age_group", "foreign_worker"}
