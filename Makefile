@@ -40,7 +40,7 @@ mutate: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check steward tasks flows deployments bench tests
+	$(BIN)/ruff format --check steward tasks flows deployments usecases bench tests
 	$(BIN)/mypy
 
 # Evidently (bench/monitor.py's peer) does not import under pandas 3: it gets a virtual environment of its own.

@@ -9,7 +9,8 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── NotFound (FileNotFoundError)        a file, object, evidence digest or snapshot the user named is not there
     ├── ParamsError (ValueError)            steward.params: params.yaml names a key or value Steward refuses
     ├── StorageError (ValueError)           steward.storage: a malformed s3:// URI, no bucket configured
-    ├── DataError (ValueError)              tasks.data.datasets: a dataset file not in its documented format
+    ├── DataError (ValueError)              steward.usecase: a dataset file not in its documented format
+    ├── UseCaseError (ValueError)           steward.usecase: a use case that does not load or match its data
     ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
     ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
     ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary

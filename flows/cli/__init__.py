@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import governance, lifecycle, review, server, serving
+from flows.cli import governance, lifecycle, review, server, serving, usecase
 
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
@@ -19,6 +19,10 @@ ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals 
 app.add_typer(ledger_app, name="ledger")
 review_app = typer.Typer(help="Referred and contested decisions, for a person to resolve.")
 app.add_typer(review_app, name="review")
+usecase_app = typer.Typer(
+    help="Use cases: a decision problem's data, labels, protected groups and actionable features."
+)
+app.add_typer(usecase_app, name="usecase")
 
 for command in (
     lifecycle.train,
@@ -44,6 +48,9 @@ ledger_app.command("verify")(governance.ledger_verify)
 ledger_app.command("export")(governance.ledger_export)
 review_app.command("list")(review.review_list)
 review_app.command("resolve")(review.review_resolve)
+usecase_app.command("draft")(usecase.usecase_draft)
+usecase_app.command("check")(usecase.usecase_check)
+usecase_app.command("list")(usecase.usecase_list)
 
 
 def main() -> None:  # pragma: no cover - console entry point

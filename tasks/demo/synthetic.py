@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
-from tasks.data.datasets import GERMAN_COLUMNS
+from usecases.german_credit.dataset import GERMAN_COLUMNS
 
 SensitiveAttribute = Literal["sex", "age", "foreign_worker"]
 SENSITIVE_GROUPS: dict[str, tuple[str, ...]] = {

@@ -27,7 +27,7 @@ from steward.predictions import ERROR, OutcomeRow, PredictionInputRow, Predictio
 from steward.reviews import ReviewQueue
 from steward.settings import Settings
 from steward.storage import Storage
-from tasks.data.datasets import GERMAN_COLUMNS
+from usecases.german_credit.dataset import GERMAN_COLUMNS
 
 LABEL = "credit_risk"
 REVIEW_LABELS = {"approve": "good", "decline": "bad"}

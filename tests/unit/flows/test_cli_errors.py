@@ -11,7 +11,7 @@ from steward.registry import RegistryError
 from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import RoutingError
 from steward.storage import StorageError
-from tasks.data.datasets import DataError
+from steward.usecase import DataError
 from tasks.data.validate import SuiteInvalid, ValidationFailed
 from tasks.document.evidence import EvidenceError
 from tasks.dvc import DvcError

@@ -11,8 +11,8 @@ from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.predictions import Decision, PredictionLog
 from steward.reviews import ReviewQueue
-from tasks.data.datasets import GERMAN_COLUMNS
 from tasks.retrain.assemble import assemble
+from usecases.german_credit.dataset import GERMAN_COLUMNS
 
 PROJECT = Path(__file__).resolve().parents[4]
 PROTECTED = ("sex", "age", "foreign_worker")

@@ -11,15 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.data.datasets import (
-    ERR_ADULT_LABEL,
-    ERR_FIELD_COUNT,
-    ERR_UNKNOWN_CODE,
-    decode_german,
-    load_adult,
-)
+from usecases.adult_income.dataset import ERR_ADULT_LABEL, load_adult
+from usecases.german_credit.dataset import ERR_FIELD_COUNT, ERR_UNKNOWN_CODE, decode_german
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[3]
 GERMAN_DATA = ROOT / "data/german/german.data"
 GERMAN_CSV = ROOT / "data/german_credit.csv"
 
@@ -73,8 +68,8 @@ def test_vendored_file_has_recorded_sha256(relative: str, digest: str) -> None:
 
 
 def test_datasheets_record_the_hashes() -> None:
-    names = ["german_credit.datasheet.md", "adult.datasheet.md"]
-    sheets = "".join((ROOT / "data" / name).read_text() for name in names)
+    names = ["data/german_credit.datasheet.md", "usecases/adult_income/datasheet.md"]
+    sheets = "".join((ROOT / name).read_text() for name in names)
     assert all(digest in sheets for digest in SHA256.values())
 
 

@@ -1,7 +1,6 @@
-"""Decode the vendored UCI datasets (German credit, Adult) into readable pandas frames.
-
-The raw files live under ``data/`` (see the datasheets next to them); nothing here downloads anything.
-``python -m tasks.data.datasets`` regenerates ``data/german_credit.csv`` from ``data/german/german.data``.
+"""German credit's dataset: the vendored UCI file `data/german/german.data` decoded into the readable
+`data/german_credit.csv` the use case trains on (its datasheet says how). Regenerate the CSV with
+`python -m usecases.german_credit.dataset` from the project root; nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -10,12 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from steward.errors import StewardError
+from steward.usecase import DataError
 
 GERMAN_DATA = Path("data/german/german.data")
 GERMAN_CSV = Path("data/german_credit.csv")
-ADULT_DATA = Path("data/adult/adult.data.gz")
-ADULT_TEST = Path("data/adult/adult.test.gz")
 
 # Column order of german.data, as listed in the UCI documentation.
 GERMAN_RAW_COLUMNS: list[str] = [
@@ -119,21 +116,9 @@ GERMAN_SCHEMA: dict[str, tuple[str, str | None]] = {
 GERMAN_COLUMNS: list[str] = ["applicant_id", *GERMAN_SCHEMA]
 GERMAN_INT_COLUMNS: list[str] = [col for col, (_, table) in GERMAN_SCHEMA.items() if table is None]
 
-ADULT_COLUMNS: list[str] = [
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
-    "income",
-]  # fmt: skip
-ADULT_LABELS = frozenset({">50K", "<=50K"})
-
 ERR_FIELD_COUNT = "german.data line {line}: expected {expected} fields, got {got}"
 ERR_UNKNOWN_CODE = "german.data column {column!r}: unknown code(s) {codes}"
 ERR_NOT_INTEGER = "german.data column {column!r}: non-integer value(s) {values}"
-ERR_ADULT_LABEL = "adult file {path}: unexpected income label(s) {labels}"
-
-
-class DataError(StewardError, ValueError):
-    """A dataset file Steward cannot read as its documented format, named by line, column or value."""
 
 
 def decode_german(raw_text: str) -> pd.DataFrame:
@@ -161,30 +146,6 @@ def decode_german(raw_text: str) -> pd.DataFrame:
                 raise DataError(ERR_UNKNOWN_CODE.format(column=raw_column, codes=unknown))
             decoded[column] = values.map(codes).astype(str)
     return pd.DataFrame(decoded, columns=GERMAN_COLUMNS)
-
-
-def load_adult(path: Path) -> pd.DataFrame:
-    """Read adult.data.gz or adult.test.gz into readable columns; ``?`` becomes missing.
-
-    The test file's leading comment line is skipped and the trailing dot of its labels is removed, so
-    both files yield ``income`` in {">50K", "<=50K"}.
-    """
-    frame = pd.read_csv(
-        path,
-        header=None,
-        names=ADULT_COLUMNS,
-        sep=",",
-        skipinitialspace=True,
-        na_values=["?"],
-        keep_default_na=False,
-        comment="|",  # only the test file's first line ("|1x3 Cross validator") contains it
-        compression="gzip",
-    )
-    frame["income"] = frame["income"].str.rstrip(".")
-    labels = set(frame["income"].dropna()) - ADULT_LABELS
-    if labels or frame["income"].isna().any():
-        raise DataError(ERR_ADULT_LABEL.format(path=path, labels=sorted(labels)))
-    return frame
 
 
 def write_german_csv(*, source: Path, target: Path) -> None:

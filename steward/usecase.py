@@ -1,0 +1,358 @@
+"""The use case: what one decision problem's data means, as a validated specification.
+
+A use case is a folder, `usecases/<name>/`, holding `usecase.yaml` (read into `UseCase` below), the raw
+data's Great Expectations suite and the dataset's datasheet, and optionally a generator plug-in. It says what
+AIF360's StandardDataset, DiCE or Evidently's column mapping would ask of a dataset (the label and its
+favourable value, the protected attributes, which features a person can act on, and how), and what Steward
+needs beyond that: the words its documents and reasons use, robustness slices, derived groups. The rest of
+Steward reads this object and never names a column of its own accord.
+
+Errors name the dotted key (`actionable.education.order`), and `check_against` names every way a use case
+disagrees with its data and its suite at once, so a new use case is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from steward.errors import StewardError
+
+USECASES = Path("usecases")
+SPEC_FILE = "usecase.yaml"
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+NOT_FOUND = "use case {name!r} not found: no {path} (shipped: {known})"
+NOT_YAML = "{path} is not valid YAML: {error}"
+INVALID = "{path} is invalid:\n{problems}"
+MISMATCH = "use case {name!r} does not match its data or suite:\n{problems}"
+
+Scalar = str | int | float | bool
+Operator = Literal["<", "<=", ">", ">=", "==", "!="]
+
+
+class DataError(StewardError, ValueError):
+    """A dataset file Steward cannot read as its documented format, named by line, column or value."""
+
+
+class UseCaseError(StewardError, ValueError):
+    """A use case that does not load, or does not match its data or its suite; the message names each problem."""
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Label(Spec):
+    column: str
+    favourable: Scalar = Field(description="The outcome the decision grants (approve): either class may be it.")
+    unfavourable: Scalar
+
+    @model_validator(mode="after")
+    def _two_values(self) -> Label:
+        if self.favourable == self.unfavourable:
+            raise ValueError("favourable and unfavourable must differ")
+        return self
+
+
+class Group(Spec):
+    """A derived group column: a numeric column binned at `cuts` (zero or more, increasing)."""
+
+    column: str
+    cuts: list[float] = Field(default=[], description="Bin edges: x < cuts[0], cuts[0] <= x < cuts[1], ...")
+    labels: list[str] | None = Field(default=None, description="One per bin; default 'under 25', '25 and over'.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Group:
+        if any(b <= a for a, b in pairwise(self.cuts)):
+            raise ValueError(f"cuts must increase, got {self.cuts}")
+        if any(not math.isfinite(c) for c in self.cuts):
+            raise ValueError("cuts must be finite numbers")
+        if self.labels is not None and len(self.labels) != len(self.cuts) + 1:
+            raise ValueError(f"{len(self.cuts)} cut(s) make {len(self.cuts) + 1} bins: give as many labels")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be distinct")
+        return self
+
+    def bin_labels(self) -> list[str]:
+        if self.labels is not None:
+            return list(self.labels)
+        if not self.cuts:
+            return ["all"]
+        edges = [_number(c) for c in self.cuts]
+        middle = [f"{a} to under {b}" for a, b in pairwise(edges)]
+        return [f"under {edges[0]}", *middle, f"{edges[-1]} and over"]
+
+
+class Actionable(Spec):
+    """How a person may change one feature to change their decision (a counterfactual's search space).
+
+    Numeric: multiples of `step`, at most `reach` from the person's value, within the suite's range (or
+    `low`/`high`), only `up` or `down` if so directed. Categorical: any value of the suite's set, or, with
+    `order` (an ordinal category, lowest first), only the values that lie in `direction` along it.
+    """
+
+    direction: Literal["up", "down", "both"] = "both"
+    step: float | None = Field(default=None, gt=0)
+    reach: float | None = Field(default=None, gt=0)
+    low: float | None = None
+    high: float | None = None
+    order: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Actionable:
+        if self.order is not None and (self.step is not None or self.reach is not None):
+            raise ValueError("an ordered category takes no step or reach")
+        if self.order is not None and len(set(self.order)) != len(self.order):
+            raise ValueError("order must not repeat a value")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+
+class Slice(Spec):
+    """A robustness slice: the rows where `column` `op` `value` (or `op` its `quantile` on the data)."""
+
+    name: str
+    column: str
+    op: Operator
+    value: Scalar | None = None
+    quantile: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Slice:
+        if (self.value is None) == (self.quantile is None):
+            raise ValueError("give exactly one of value and quantile")
+        return self
+
+
+class Words(Spec):
+    """The words documents, reasons and the service use for this decision."""
+
+    favourable: str = Field(default="approve", description="The decision granting the favourable outcome.")
+    unfavourable: str = "decline"
+    subject: str = Field(default="applicant", description="Who the decision is about.")
+    decision: str = Field(default="decision", description="What is decided, e.g. 'credit decision'.")
+    outcome: str = Field(default="outcome", description="What the label records, e.g. 'repaid the loan'.")
+
+
+class Dataset(Spec):
+    """The use case's files, relative to the project folder."""
+
+    file: str = Field(description="The bundled snapshot (CSV, optionally gzipped) that `steward train` uses.")
+    raw_suite: str = Field(description="The Great Expectations suite of the raw data (JSON).")
+    datasheet: str = Field(description="The dataset's datasheet (Markdown), copied into the evidence.")
+
+
+class UseCase(Spec):
+    name: str = Field(pattern=NAME_PATTERN)
+    title: str
+    model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="The name versions are registered as.")
+    dataset: Dataset
+    id_column: str
+    label: Label
+    sample_weight: str | None = Field(default=None, description="A column of row weights: never a feature.")
+    drop: list[str] = Field(default=[], description="Columns that are never features (duplicates, leakage).")
+    protected: list[str] = Field(min_length=1, description="Never features, never changed; kept for audits.")
+    groups: dict[str, Group] = Field(default={}, description="Derived group columns, e.g. age_group from age.")
+    sensitive: list[str] = Field(min_length=1, description="What the audits group by (raw or derived columns).")
+    intersections: list[list[str]] = []
+    proxies: dict[str, list[str]] = Field(
+        default={}, description="Column → the protected attributes it encodes: never a feature, never changed."
+    )
+    immutable: list[str] = Field(default=[], description="Features a person cannot change (never counterfactual).")
+    actionable: dict[str, Actionable] = {}
+    reasons: dict[str, str] = Field(default={}, description="Column → phrase; '{value}' is the formatted value.")
+    words: Words = Words()
+    slices: list[Slice] = []
+    generator: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function making synthetic rows."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> UseCase:
+        problems = []
+        derived = set(self.groups)
+        for combo in self.intersections:
+            unknown = [a for a in combo if a not in self.sensitive]
+            if len(combo) < 2 or unknown:
+                problems.append(f"intersections: {combo} needs 2+ attributes from sensitive")
+        never_changed = {*self.protected, *derived, *self.proxies, *self.immutable}
+        if clash := sorted(set(self.actionable) & never_changed):
+            problems.append(f"actionable: {clash} protected, derived, a proxy or immutable: never changed")
+        if clash := sorted(set(self.actionable) & self.not_features):
+            problems.append(f"actionable: {clash} are not features of the model")
+        for column, phrase in self.reasons.items():
+            if "{value}" not in phrase:
+                problems.append(f"reasons.{column}: the phrase must contain {{value}}")
+        if clash := sorted(derived & self.raw_columns_named):
+            problems.append(f"groups: {clash} would overwrite a raw column")
+        if self.label.column in {self.id_column, *self.protected, *self.drop}:
+            problems.append("label.column: the label cannot also be the id, protected or dropped")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def raw_columns_named(self) -> set[str]:
+        """Every raw-data column this specification names."""
+        named = {self.id_column, self.label.column, *self.protected, *self.drop, *self.proxies, *self.immutable}
+        named |= {g.column for g in self.groups.values()} | {s.column for s in self.slices}
+        named |= {c for c in self.sensitive if c not in self.groups} | set(self.actionable) | set(self.reasons)
+        return named | ({self.sample_weight} if self.sample_weight else set())
+
+    @property
+    def not_features(self) -> set[str]:
+        """Columns the model never sees (before `prepare.exclude_protected` is considered)."""
+        weight = {self.sample_weight} if self.sample_weight else set()
+        return {self.id_column, self.label.column, *self.drop, *self.proxies, *self.groups, *weight}
+
+    @property
+    def never_changed(self) -> set[str]:
+        """What a counterfactual may never touch and a reason never cites as actionable."""
+        return {*self.protected, *self.groups, *self.proxies, *self.immutable}
+
+    def check_against(self, *, columns: Sequence[str], suite: Mapping[str, Any], data: Any = None) -> list[str]:
+        """Every way this specification disagrees with its raw suite (and, given, a data frame)."""
+        return _mismatches(self, list(columns), suite, data)
+
+
+def load_usecase(project_dir: Path, name: str) -> UseCase:
+    """`usecases/<name>/usecase.yaml` under `project_dir`, validated; errors name the file and the dotted key."""
+    path = project_dir / USECASES / name / SPEC_FILE
+    if not re.fullmatch(NAME_PATTERN, name) or not path.is_file():
+        raise UseCaseError(NOT_FOUND.format(name=name, path=path, known=", ".join(shipped(project_dir)) or "none"))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UseCaseError(NOT_YAML.format(path=path, error=exc)) from None
+    try:
+        usecase = UseCase.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {_dotted(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise UseCaseError(INVALID.format(path=path, problems=problems)) from None
+    if usecase.name != name:
+        raise UseCaseError(INVALID.format(path=path, problems=f"  name: {usecase.name!r} is not its folder {name!r}"))
+    return usecase
+
+
+def shipped(project_dir: Path) -> list[str]:
+    """The use cases under `usecases/`, by folder name."""
+    root = project_dir / USECASES
+    return sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+
+
+def suite_columns(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a raw suite says per column: `type`, `values` (a set), `min`/`max`, `nullable` (no not-null check)."""
+    found: dict[str, dict[str, Any]] = {}
+    for exp in suite.get("expectations", []):
+        kwargs = exp.get("kwargs", {})
+        column = kwargs.get("column")
+        if column is None:
+            continue
+        entry = found.setdefault(column, {"nullable": True})
+        kind = exp.get("type")
+        if kind == "expect_column_values_to_be_of_type":
+            entry["type"] = kwargs.get("type_")
+        elif kind == "expect_column_values_to_be_in_set":
+            entry["values"] = list(kwargs.get("value_set", []))
+        elif kind == "expect_column_values_to_be_between":
+            entry["min"], entry["max"] = kwargs.get("min_value"), kwargs.get("max_value")
+        elif kind == "expect_column_values_to_not_be_null":
+            entry["nullable"] = kwargs.get("mostly", 1.0) < 1.0
+    return found
+
+
+def _mismatches(usecase: UseCase, columns: list[str], suite: Mapping[str, Any], data: Any) -> list[str]:
+    problems = []
+    known = set(columns)
+    for column in sorted(usecase.raw_columns_named - known):
+        problems.append(f"{_where(usecase, column)}: column {column!r} is not in the data's columns")
+    described = suite_columns(suite)
+    label = described.get(usecase.label.column, {})
+    values = label.get("values")
+    if values is not None:
+        for key in ("favourable", "unfavourable"):
+            if getattr(usecase.label, key) not in values:
+                problems.append(f"label.{key}: {getattr(usecase.label, key)!r} is not in the suite's set {values}")
+    for name, group in usecase.groups.items():
+        kind = described.get(group.column, {}).get("type")
+        if kind is not None and kind not in {"int", "float", "int64", "float64"}:
+            problems.append(f"groups.{name}.column: {group.column!r} is {kind}, not numeric: it cannot be binned")
+    for column, space in usecase.actionable.items():
+        entry = described.get(column, {})
+        if space.order is not None:
+            allowed = entry.get("values")
+            if allowed is None:
+                problems.append(f"actionable.{column}.order: the suite gives {column!r} no value set")
+            elif sorted(map(str, space.order)) != sorted(map(str, allowed)):
+                problems.append(f"actionable.{column}.order: {space.order} is not the suite's set {allowed}")
+        elif space.step is not None and "min" not in entry and (space.low is None or space.high is None):
+            problems.append(f"actionable.{column}: numeric, but the suite gives no range and low/high are unset")
+        elif space.step is None and entry.get("values") is None:
+            problems.append(f"actionable.{column}: no step and no value set in the suite: nothing to search")
+    if data is not None:
+        problems += _data_mismatches(usecase, data)
+    return problems
+
+
+def _data_mismatches(usecase: UseCase, data: Any) -> list[str]:
+    problems = []
+    label = usecase.label
+    if label.column in data.columns:
+        seen = set(data[label.column].dropna().unique().tolist())
+        for key in ("favourable", "unfavourable"):
+            if getattr(label, key) not in seen:
+                problems.append(f"label.{key}: {getattr(label, key)!r} never occurs in the data ({sorted(seen)})")
+        if extra := sorted(map(str, seen - {label.favourable, label.unfavourable})):
+            problems.append(f"label.column: values {extra} are neither favourable nor unfavourable")
+    if usecase.id_column in data.columns and not data[usecase.id_column].is_unique:
+        problems.append(f"id_column: {usecase.id_column!r} is not unique in the data")
+    for name, group in usecase.groups.items():
+        if group.column in data.columns and not _is_numeric(data[group.column]):
+            problems.append(f"groups.{name}.column: {group.column!r} holds non-numbers in the data")
+    return problems
+
+
+def _is_numeric(series: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(series))
+
+
+def _where(usecase: UseCase, column: str) -> str:
+    """The dotted key that names `column` first, for an error message."""
+    candidates: Iterable[tuple[str, bool]] = [
+        ("id_column", column == usecase.id_column),
+        ("label.column", column == usecase.label.column),
+        ("sample_weight", column == usecase.sample_weight),
+        ("protected", column in usecase.protected),
+        ("drop", column in usecase.drop),
+        ("proxies", column in usecase.proxies),
+        ("immutable", column in usecase.immutable),
+        ("sensitive", column in usecase.sensitive),
+        (f"actionable.{column}", column in usecase.actionable),
+        (f"reasons.{column}", column in usecase.reasons),
+    ]
+    for key, hit in candidates:
+        if hit:
+            return key
+    for name, group in usecase.groups.items():
+        if group.column == column:
+            return f"groups.{name}.column"
+    return "slices"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

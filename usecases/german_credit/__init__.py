@@ -1,0 +1,1 @@
+"""German credit (Statlog, 1994): approve or decline a credit application."""
