@@ -81,6 +81,18 @@ class Group(Spec):
             raise ValueError("labels must be distinct")
         return self
 
+    def assign(self, values: Any) -> Any:
+        """Each value's bin label (a pandas Series of str); a missing value stays missing."""
+        import numpy as np
+        import pandas as pd
+
+        series = pd.Series(values)
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+        index = np.searchsorted(np.asarray(self.cuts, dtype=float), numbers, side="right")
+        labels = np.asarray(self.bin_labels(), dtype=object)[np.minimum(index, len(self.cuts))]
+        labels[np.isnan(numbers)] = None
+        return pd.Series(labels, index=series.index, name=series.name, dtype="str")
+
     def bin_labels(self) -> list[str]:
         if self.labels is not None:
             return list(self.labels)

@@ -161,3 +161,18 @@ def test_a_numeric_actionable_feature_needs_a_range(tmp_path):
     assert usecase.check_against(columns=list(DATA.columns), suite=no_range) == [
         "actionable.amount: numeric, but the suite gives no range and low/high are unset"
     ]
+
+
+def test_values_fall_into_the_bin_their_cuts_define():
+    group = Group(column="age", cuts=[25, 65])
+    assigned = group.assign(pd.Series([18, 24.99, 25, 64, 65, 90, None]))
+    assert assigned.tolist()[:6] == [
+        "under 25",
+        "under 25",
+        "25 to under 65",
+        "25 to under 65",
+        "65 and over",
+        "65 and over",
+    ]
+    assert pd.isna(assigned.iloc[6])
+    assert Group(column="age").assign(pd.Series([1, 2])).tolist() == ["all", "all"]
