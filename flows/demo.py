@@ -28,6 +28,7 @@ from steward.ledger import Ledger
 from steward.params import GovernanceParams
 from steward.routing import RoutingTable
 from steward.settings import Settings
+from steward.workspace import prepare_workspace
 from tasks.demo.synthetic import generate_applications, write_demo_snapshot
 from tasks.demo.traffic import Tally, Traffic, requests_of
 from tasks.signoff.approvals import answer_as_demo
@@ -43,6 +44,15 @@ class DemoResult:
     rollouts: dict[str, RolloutResult]
     traffic: Tally | None
     service_url: str | None
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo trains in a workspace of its own (STEWARD_HOME/workspaces/demo, see steward/workspace.py), so
+    `steward run` leaves the checkout as it found it; the flows and the service it starts look there too."""
+    workspace = prepare_workspace(settings.project_dir, settings.state_dir, "demo")
+    os.environ["STEWARD_PROJECT_DIR"] = str(workspace)
+    os.environ["STEWARD_HOME"] = str(settings.state_dir)
+    return Settings()
 
 
 def snapshot_paths(settings: Settings) -> dict[str, str]:

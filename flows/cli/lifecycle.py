@@ -107,8 +107,13 @@ def run() -> None:
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
     settings = Settings()
     _environment(settings, server=True)
-    from flows.demo import demo_approvers, run_demo
+    from flows.demo import demo_approvers, demo_settings, run_demo
 
+    try:
+        settings = demo_settings(settings)
+    except StewardError as exc:
+        _fail(exc)
+    console.print(f"The demo runs in its own workspace, {settings.project_dir}: this checkout stays as it is.")
     layout = Layout(settings.project_dir)
     try:
         params = load_params(layout.params_file)

@@ -103,8 +103,11 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
 @pytest.mark.timeout(2400)  # the whole demo: about 9-11 minutes on 2 cores, past the suite's 600 s default
 def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(project, prefect_server):
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
+    status = run(["git", "status", "--porcelain"], cwd=project, env=env).stdout
     done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=2400)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert run(["git", "status", "--porcelain"], cwd=project, env=env).stdout == status  # the demo's own workspace
+    assert (project / ".steward/workspaces/demo/reports/gate.json").is_file()
     assert "150,000 synthetic applications" in done.stdout
     assert "approval.granted by demo-risk-officer (demo)" in done.stdout
     assert "approval.granted by demo-compliance-officer (demo)" in done.stdout
