@@ -30,7 +30,8 @@ from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
-from steward.predictions import ERROR, Decision, PredictionLog
+from steward.predictions import ERROR, PredictionLog
+from steward.predictions import Decision as Logged
 from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
@@ -38,13 +39,11 @@ from steward.settings import Settings
 from tasks.data.features import AGE_GROUP, age_groups
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import ACTIONABLE, counterfactual
-from tasks.serving.reasons import Decision as Verdict
+from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
 from tasks.serving.reasons import reason_codes
 from tasks.serving.schema import Application, to_frame
 
 REFRESH_SECONDS = 0.25
-REFUSING = "Steward is refusing decisions ({reason}); a person will handle applications until a model is restored"
-NO_MODEL = "no production model is deployed"
 REQUEST_ID = r"^[0-9a-f]{32}$"
 OUTCOMES = r"^(good|bad)$"  # the label's values in the raw-data contract (credit_risk)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
@@ -151,12 +150,12 @@ class Steward:
         started = time.perf_counter()
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
-        if routing.mode == "refuse" or not routing.production:
+        assigned = assign(routing, application["applicant_id"])
+        if assigned is None:
             ctx.response.status_code = 503
-            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL), "decision": "referred"}
+            return {"error": refusal(routing), "decision": REFERRED}
         frame = _frame(application)
-        role = routing.role_of(application["applicant_id"])
-        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        role, chosen = assigned.role, self._load(assigned.ref)
         request_id = uuid.uuid4().hex
         try:
             probability, contributions = chosen.decide(frame)
@@ -165,16 +164,10 @@ class Steward:
             if role != "canary":
                 raise
             self._trip(routing, error)
-            role, chosen = "production", self._load(routing.production)
+            role, chosen = "production", self._load(assigned.production)
             probability, contributions = chosen.decide(frame)
         decision = _decision(probability)
-        reasons = reason_codes(
-            contributions,
-            frame.iloc[0].to_dict(),
-            decision="approve" if probability >= _params.evaluate.threshold else "decline",
-            top_k=_params.explain.top_k_reasons,
-        )
-        if decision == "referred":
+        if decision == REFERRED:
             self.reviews.open(kind="referral", request_id=request_id, reason=f"P(good) {probability:.3f} in band")
         self._log(request_id, role, chosen, application, decision, probability, started)
         if routing.shadow and routing.shadow != chosen.ref:
@@ -185,7 +178,7 @@ class Steward:
             "probability": round(probability, 6),
             "model_version": chosen.ref,
             "data_version": chosen.data_md5,
-            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
+            "reasons": _reasons(contributions, frame, probability),
         }
 
     def _shadow(self, ref: str, request_id: str, application: dict[str, Any], frame: pd.DataFrame) -> None:
@@ -214,7 +207,7 @@ class Steward:
         hidden = {*data.protected, data.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
-            Decision(
+            Logged(
                 request_id=request_id,
                 role=role,
                 ts=datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -267,24 +260,19 @@ class Steward:
         Nothing is logged as a decision."""
         application = Application(**fields).model_dump()
         routing = self.routing
-        if routing.mode == "refuse" or not routing.production:
+        assigned = assign(routing, application["applicant_id"])
+        if assigned is None:
             ctx.response.status_code = 503
-            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL)}
+            return {"error": refusal(routing)}
         frame = _frame(application)
-        role = routing.role_of(application["applicant_id"])
-        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        chosen = self._load(assigned.ref)
         probability, contributions = chosen.decide(frame)
-        threshold = _params.evaluate.threshold
-        verdict: Verdict = "approve" if probability >= threshold else "decline"
-        reasons = reason_codes(
-            contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons
-        )
-        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=threshold)
+        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=_params.evaluate.threshold)
         return {
             "decision": _decision(probability),
             "probability": round(probability, 6),
             "model_version": chosen.ref,
-            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
+            "reasons": _reasons(contributions, frame, probability),
             "counterfactual": None
             if found is None
             else {
@@ -334,11 +322,15 @@ def _frame(application: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def _decision(probability: float) -> str:
-    low, high = _params.serve.review_band
-    if low <= probability < high:
-        return "referred"
-    return "approve" if probability >= _params.evaluate.threshold else "decline"
+def _decision(probability: float) -> Decision:
+    return decide(probability, threshold=_params.evaluate.threshold, review_band=_params.serve.review_band)
+
+
+def _reasons(contributions: dict[str, float], frame: pd.DataFrame, probability: float) -> list[dict[str, str]]:
+    """The reason codes toward the model's own verdict (the review band aside): what pushed the score that way."""
+    verdict = decide(probability, threshold=_params.evaluate.threshold)
+    found = reason_codes(contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons)
+    return [{"feature": r["feature"], "text": r["text"]} for r in found]
 
 
 cast(Any, Steward).add_asgi_middleware(  # bentoml.service returns a Service; mypy sees the class
