@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.special import expit
 
 from deployments.guards import Guards
+from deployments.openapi import OpenAPIDocument
 from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
@@ -39,6 +40,7 @@ from tasks.data.features import AGE_GROUP, age_groups
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import ACTIONABLE, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
+from tasks.serving.openapi import document
 from tasks.serving.reasons import reason_codes
 from tasks.serving.requests import Contest, NoFields, Outcome, Rollback
 from tasks.serving.responses import (
@@ -330,10 +332,12 @@ def _reasons(contributions: dict[str, float], frame: pd.DataFrame, probability: 
     return [Reason(feature=r["feature"], text=r["text"]) for r in found]
 
 
-cast(Any, Steward).add_asgi_middleware(  # bentoml.service returns a Service; mypy sees the class
+_service = cast(Any, Steward)  # bentoml.service returns a Service; mypy sees the class
+_service.add_asgi_middleware(  # outermost of the two: /docs.json is rate limited like any other path
     Guards,
     max_body_bytes=_params.serve.max_body_bytes,
     rate_per_second=_params.serve.rate_per_second,
     burst=_params.serve.burst,
     admin_token=_settings.admin_token,
 )
+_service.add_asgi_middleware(OpenAPIDocument, build=lambda: document(_service.openapi_spec.asdict()))
