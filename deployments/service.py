@@ -179,7 +179,7 @@ class Steward:
             self._trip(routing, error)
             role, chosen = "production", self._load(assigned.production)
             probability, contributions = chosen.decide(frame)
-        decision = _decision(probability)
+        decision, reasons = _decision(probability), _reasons(contributions, frame, probability)
         if decision == REFERRED:
             self.reviews.open(kind="referral", request_id=request_id, reason=f"P(good) {probability:.3f} in band")
         self._log(request_id, role, chosen, application, decision, probability, started)
@@ -191,7 +191,7 @@ class Steward:
             probability=round(probability, 6),
             model_version=chosen.ref,
             data_version=chosen.data_md5,
-            reasons=_reasons(contributions, frame, probability),
+            reasons=reasons,
         )
 
     def _shadow(self, ref: str, request_id: str, application: dict[str, Any], frame: pd.DataFrame) -> None:
