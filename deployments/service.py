@@ -18,19 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 import bentoml
 import pandas as pd
-from pydantic import Field
 from scipy.special import expit
 
 from deployments.guards import Guards
+from deployments.openapi import OpenAPIDocument
 from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
-from steward.predictions import ERROR, Decision, PredictionLog
+from steward.predictions import ERROR, PredictionLog
+from steward.predictions import Decision as Logged
 from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
@@ -38,15 +39,26 @@ from steward.settings import Settings
 from tasks.data.features import AGE_GROUP, age_groups
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import ACTIONABLE, counterfactual
-from tasks.serving.reasons import Decision as Verdict
+from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
+from tasks.serving.openapi import document
 from tasks.serving.reasons import reason_codes
+from tasks.serving.requests import Contest, NoFields, Outcome, Rollback
+from tasks.serving.responses import (
+    Change,
+    ContestCase,
+    Counterfactual,
+    Error,
+    Explanation,
+    OutcomeRecorded,
+    Prediction,
+    Reason,
+    Refusal,
+    RollbackResult,
+    RoutingState,
+)
 from tasks.serving.schema import Application, to_frame
 
 REFRESH_SECONDS = 0.25
-REFUSING = "Steward is refusing decisions ({reason}); a person will handle applications until a model is restored"
-NO_MODEL = "no production model is deployed"
-REQUEST_ID = r"^[0-9a-f]{32}$"
-OUTCOMES = r"^(good|bad)$"  # the label's values in the raw-data contract (credit_risk)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
 NO_COUNTERFACTUAL = "no change of at most two things you can act on would change this decision"
@@ -146,17 +158,17 @@ class Steward:
 
     # --- endpoints -----------------------------------------------------------------------------------
 
-    @bentoml.api(input_spec=Application)
-    def predict(self, ctx: bentoml.Context, **fields: Any) -> dict[str, Any]:
+    @bentoml.api(input_spec=Application, output_spec=Prediction)
+    def predict(self, ctx: bentoml.Context, **fields: Any) -> Prediction | Refusal:
         started = time.perf_counter()
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
-        if routing.mode == "refuse" or not routing.production:
+        assigned = assign(routing, application["applicant_id"])
+        if assigned is None:
             ctx.response.status_code = 503
-            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL), "decision": "referred"}
+            return Refusal(error=refusal(routing), decision=REFERRED)
         frame = _frame(application)
-        role = routing.role_of(application["applicant_id"])
-        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        role, chosen = assigned.role, self._load(assigned.ref)
         request_id = uuid.uuid4().hex
         try:
             probability, contributions = chosen.decide(frame)
@@ -165,28 +177,22 @@ class Steward:
             if role != "canary":
                 raise
             self._trip(routing, error)
-            role, chosen = "production", self._load(routing.production)
+            role, chosen = "production", self._load(assigned.production)
             probability, contributions = chosen.decide(frame)
-        decision = _decision(probability)
-        reasons = reason_codes(
-            contributions,
-            frame.iloc[0].to_dict(),
-            decision="approve" if probability >= _params.evaluate.threshold else "decline",
-            top_k=_params.explain.top_k_reasons,
-        )
-        if decision == "referred":
+        decision, reasons = _decision(probability), _reasons(contributions, frame, probability)
+        if decision == REFERRED:
             self.reviews.open(kind="referral", request_id=request_id, reason=f"P(good) {probability:.3f} in band")
         self._log(request_id, role, chosen, application, decision, probability, started)
         if routing.shadow and routing.shadow != chosen.ref:
             self._shadow_pool.submit(self._shadow, routing.shadow, request_id, application, frame)
-        return {
-            "request_id": request_id,
-            "decision": decision,
-            "probability": round(probability, 6),
-            "model_version": chosen.ref,
-            "data_version": chosen.data_md5,
-            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
-        }
+        return Prediction(
+            request_id=request_id,
+            decision=decision,
+            probability=round(probability, 6),
+            model_version=chosen.ref,
+            data_version=chosen.data_md5,
+            reasons=reasons,
+        )
 
     def _shadow(self, ref: str, request_id: str, application: dict[str, Any], frame: pd.DataFrame) -> None:
         started = time.perf_counter()
@@ -214,7 +220,7 @@ class Steward:
         hidden = {*data.protected, data.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
-            Decision(
+            Logged(
                 request_id=request_id,
                 role=role,
                 ts=datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -229,94 +235,75 @@ class Steward:
             )
         )
 
-    @bentoml.api(route="/feedback")
-    def feedback(
-        self,
-        ctx: bentoml.Context,
-        request_id: Annotated[str, Field(pattern=REQUEST_ID)],
-        outcome: Annotated[str, Field(pattern=OUTCOMES)],
-    ) -> dict[str, Any]:
+    @bentoml.api(route="/feedback", input_spec=Outcome, output_spec=OutcomeRecorded)
+    def feedback(self, ctx: bentoml.Context, request_id: str, outcome: str) -> OutcomeRecorded | Error:
         """The true outcome of a served decision, once known (it feeds the error-rate fairness checks)."""
         if not self.log.served(request_id):
             ctx.response.status_code = 404
-            return {"error": UNKNOWN_REQUEST.format(request_id=request_id)}
+            return Error(error=UNKNOWN_REQUEST.format(request_id=request_id))
         stored = self.log.record_outcome(request_id, outcome, ts=datetime.now(UTC).isoformat(timespec="seconds"))
         if stored != outcome:
             ctx.response.status_code = 409
-            return {"error": OUTCOME_CONFLICT.format(request_id=request_id, outcome=stored)}
-        return {"request_id": request_id, "outcome": stored}
+            return Error(error=OUTCOME_CONFLICT.format(request_id=request_id, outcome=stored))
+        return OutcomeRecorded(request_id=request_id, outcome=stored)
 
-    @bentoml.api(route="/contest")
-    def contest(
-        self,
-        ctx: bentoml.Context,
-        request_id: Annotated[str, Field(pattern=REQUEST_ID)],
-        reason: Annotated[str, Field(min_length=1, max_length=2000)],
-    ) -> dict[str, Any]:
+    @bentoml.api(route="/contest", input_spec=Contest, output_spec=ContestCase)
+    def contest(self, ctx: bentoml.Context, request_id: str, reason: str) -> ContestCase | Error:
         """Contest a decision: a person reviews it (the case number is the applicant's receipt)."""
         if not self.log.served(request_id):
             ctx.response.status_code = 404
-            return {"error": UNKNOWN_REQUEST.format(request_id=request_id)}
+            return Error(error=UNKNOWN_REQUEST.format(request_id=request_id))
         case = self.reviews.open(kind="contest", request_id=request_id, reason=reason)
-        return {"case": case.id, "request_id": request_id, "status": case.status}
+        return ContestCase(case=case.id, request_id=request_id, status=case.status)
 
-    @bentoml.api(input_spec=Application, route="/explain")
-    def explain(self, ctx: bentoml.Context, **fields: Any) -> dict[str, Any]:
+    @bentoml.api(input_spec=Application, output_spec=Explanation, route="/explain")
+    def explain(self, ctx: bentoml.Context, **fields: Any) -> Explanation | Error:
         """What the model serving this applicant would decide, why (reason codes), and the smallest change to
         what the applicant can act on that would flip it (never age, sex, foreign worker or personal status).
         Nothing is logged as a decision."""
         application = Application(**fields).model_dump()
         routing = self.routing
-        if routing.mode == "refuse" or not routing.production:
+        assigned = assign(routing, application["applicant_id"])
+        if assigned is None:
             ctx.response.status_code = 503
-            return {"error": REFUSING.format(reason=routing.reason or NO_MODEL)}
+            return Error(error=refusal(routing))
         frame = _frame(application)
-        role = routing.role_of(application["applicant_id"])
-        chosen = self._load(routing.canary if role == "canary" and routing.canary else routing.production)
+        chosen = self._load(assigned.ref)
         probability, contributions = chosen.decide(frame)
-        threshold = _params.evaluate.threshold
-        verdict: Verdict = "approve" if probability >= threshold else "decline"
-        reasons = reason_codes(
-            contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons
-        )
-        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=threshold)
-        return {
-            "decision": _decision(probability),
-            "probability": round(probability, 6),
-            "model_version": chosen.ref,
-            "reasons": [{"feature": r["feature"], "text": r["text"]} for r in reasons],
-            "counterfactual": None
+        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=_params.evaluate.threshold)
+        return Explanation(
+            decision=_decision(probability),
+            probability=round(probability, 6),
+            model_version=chosen.ref,
+            reasons=_reasons(contributions, frame, probability),
+            counterfactual=None
             if found is None
-            else {
-                "decision": found.decision,
-                "probability": round(found.probability, 6),
-                "changes": [{"feature": c["feature"], "from": c["from"], "to": c["to"]} for c in found.changes],
-                "text": found.text,
-            },
-            "counterfactual_note": NO_COUNTERFACTUAL if found is None else COUNTERFACTUAL_NOTE,
-        }
+            else Counterfactual(
+                decision=found.decision,
+                probability=round(found.probability, 6),
+                changes=[Change.model_validate({k: c[k] for k in ("feature", "from", "to")}) for c in found.changes],
+                text=found.text,
+            ),
+            counterfactual_note=NO_COUNTERFACTUAL if found is None else COUNTERFACTUAL_NOTE,
+        )
 
-    @bentoml.api(route="/admin/routing")
-    def admin_routing(self) -> dict[str, Any]:
+    @bentoml.api(route="/admin/routing", input_spec=NoFields, output_spec=RoutingState)
+    def admin_routing(self) -> RoutingState:
         """What this process serves right now (it re-reads the routing table every 250 ms)."""
-        return self.routing.as_dict()
+        return RoutingState(**self.routing.as_dict())
 
-    @bentoml.api(route="/admin/reload")
-    def admin_reload(self) -> dict[str, Any]:
+    @bentoml.api(route="/admin/reload", input_spec=NoFields, output_spec=RoutingState)
+    def admin_reload(self) -> RoutingState:
         """Re-read the routing table now and load any model it names (normally within 250 ms on its own)."""
         self._refresh(force=True)
-        return self.routing.as_dict()
+        return RoutingState(**self.routing.as_dict())
 
-    @bentoml.api(route="/admin/rollback")
-    def admin_rollback(
-        self,
-        reason: Annotated[str, Field(min_length=1, max_length=500)],
-        actor: Annotated[str, Field(min_length=1, max_length=200)] = "admin-api",
-    ) -> dict[str, Any]:
+    @bentoml.api(route="/admin/rollback", input_spec=Rollback, output_spec=RollbackResult)
+    def admin_rollback(self, reason: str, actor: str = "admin-api") -> RollbackResult:
         """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
         pulled, done = self.moves.kill_switch(actor=actor, reason=reason)
         self._refresh(force=True)
-        return {"rolled_back": pulled, "routing": done.as_dict()}
+        return RollbackResult(rolled_back=pulled, routing=RoutingState(**done.as_dict()))
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
@@ -334,17 +321,23 @@ def _frame(application: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def _decision(probability: float) -> str:
-    low, high = _params.serve.review_band
-    if low <= probability < high:
-        return "referred"
-    return "approve" if probability >= _params.evaluate.threshold else "decline"
+def _decision(probability: float) -> Decision:
+    return decide(probability, threshold=_params.evaluate.threshold, review_band=_params.serve.review_band)
 
 
-cast(Any, Steward).add_asgi_middleware(  # bentoml.service returns a Service; mypy sees the class
+def _reasons(contributions: dict[str, float], frame: pd.DataFrame, probability: float) -> list[Reason]:
+    """The reason codes toward the model's own verdict (the review band aside): what pushed the score that way."""
+    verdict = decide(probability, threshold=_params.evaluate.threshold)
+    found = reason_codes(contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons)
+    return [Reason(feature=r["feature"], text=r["text"]) for r in found]
+
+
+_service = cast(Any, Steward)  # bentoml.service returns a Service; mypy sees the class
+_service.add_asgi_middleware(  # outermost of the two: /docs.json is rate limited like any other path
     Guards,
     max_body_bytes=_params.serve.max_body_bytes,
     rate_per_second=_params.serve.rate_per_second,
     burst=_params.serve.burst,
     admin_token=_settings.admin_token,
 )
+_service.add_asgi_middleware(OpenAPIDocument, build=lambda: document(_service.openapi_spec.asdict()))

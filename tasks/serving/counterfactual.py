@@ -37,7 +37,8 @@ from typing import Any, Literal, Protocol, TypedDict, get_args
 import numpy as np
 import pandas as pd
 
-from tasks.serving.reasons import FALLBACK_PHRASE, PHRASES, PROTECTED, Decision, format_value
+from tasks.serving.decision import Verdict, decide
+from tasks.serving.reasons import FALLBACK_PHRASE, PHRASES, PROTECTED, format_value
 from tasks.serving.schema import SERVING_SUITE, columns, read_suite
 
 Value = str | int | float
@@ -140,9 +141,9 @@ class Counterfactual:
 
     changes: list[Change]
     probability: float
-    decision: Decision
+    decision: Verdict
     original_probability: float
-    original_decision: Decision
+    original_decision: Verdict
 
     @property
     def text(self) -> str:
@@ -205,7 +206,7 @@ def counterfactual(
     blocks: list[Block] = [((f,), [np.arange(len(options[f][0]))]) for f in options]
     probabilities = _score(model, row, inputs, options, blocks, with_original=True)
     before, probabilities = float(probabilities[0]), probabilities[1:]
-    approved = before >= threshold
+    approved = decide(before, threshold=threshold) == "approve"
     found = _best(options, blocks, probabilities, threshold=threshold, approved=approved)
     toward = probabilities - before if not approved else before - probabilities  # each single's progress
     progress: dict[str, np.ndarray] = {}
@@ -229,9 +230,9 @@ def counterfactual(
     return Counterfactual(
         changes=changes,
         probability=probability,
-        decision=_decision(probability, threshold),
+        decision=decide(probability, threshold=threshold),
         original_probability=before,
-        original_decision=_decision(before, threshold),
+        original_decision=decide(before, threshold=threshold),
     )
 
 
@@ -376,10 +377,6 @@ def _best(
             return chosen, float(probabilities[best])
         offset += size
     raise AssertionError("unreachable: the best row lies in a block")
-
-
-def _decision(probability: float, threshold: float) -> Decision:
-    return "approve" if probability >= threshold else "decline"
 
 
 def _plain(value: object) -> Value:

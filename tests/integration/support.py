@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -84,3 +88,24 @@ def steward_env(project: Path, *, api_url: str | None = None, extra: dict[str, s
 
 def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def serving_project(
+    project: Path, *, serve: Mapping[str, Any], extra: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """A project folder to `bentoml serve` from: params.yaml with its `serve` section updated by `serve`, the bundled
+    data, and three signed-off models in its .steward (scripts/serving_fixture.py: production, canary, shadow).
+
+    Returns the environment to serve with (`extra` added to it) and the three models' registry refs by role.
+    """
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    params["serve"] |= dict(serve)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "german_credit.csv")
+    (project / "data").mkdir()
+    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
+    env = steward_env(project, extra={"BENTOML_HOME": str(project / ".steward/bentoml"), **(extra or {})})
+    fixture = [sys.executable, str(PROJECT_DIR / "scripts/serving_fixture.py")]
+    setup = run(fixture, cwd=PROJECT_DIR, env=env, timeout=300)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    return env, json.loads(setup.stdout.strip().splitlines()[-1])

@@ -6,9 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import shutil
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import BIN, PROJECT_DIR, free_port, steward_env, wait_until
+from support import BIN, PROJECT_DIR, free_port, serving_project, steward_env, wait_until
 
 from deployments.local.bento_server import Service, is_ready, served
 from steward.db import make_engine
@@ -45,24 +43,8 @@ def _applications(n: int, *, prefix: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     project = tmp_path_factory.mktemp("serving")
-    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
-    params["serve"] |= {"rate_per_second": 5, "burst": 10}  # low, so one client can exceed it
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "german_credit.csv")
-    (project / "data").mkdir()
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
-    env = steward_env(project, extra={"STEWARD_ADMIN_TOKEN": TOKEN, "BENTOML_HOME": str(project / ".steward/bentoml")})
-    setup = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "scripts/serving_fixture.py")],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    refs = json.loads(setup.stdout.strip().splitlines()[-1])
+    low = {"rate_per_second": 5, "burst": 10}  # low, so one client can exceed it
+    env, refs = serving_project(project, serve=low, extra={"STEWARD_ADMIN_TOKEN": TOKEN})
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     table = RoutingTable(engine, Ledger(engine))
     table.set(Routing(production=refs["production"]), actor="test", reason="production only")
