@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.signoff import sign_off
@@ -27,13 +28,15 @@ from tasks.data.ingest import (
     validate_snapshot,
     version_snapshot,
 )
-from tasks.dvc import locked_md5, pipeline_stages, reproduce_stage
+from tasks.dvc import DvcError, DvcResult, Repro, locked_md5, pipeline_stages
 from tasks.model.reference import REFERENCE_FILE
 from tasks.model.register import act_on_verdict, register_candidate
 from tasks.stage import git_revision, read_report
 
-# Every dvc.yaml stage after `validate` (which ingest runs) is one `dvc repro` task; these also get an artifact:
+# Every dvc.yaml stage after `validate` (which ingest runs) is one task of the flow; these also get an artifact:
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
+INGESTED = "validate"  # DVC finds it unchanged: ingest has just run it on the snapshot
+UNREPORTED = "`dvc repro` did not report stage(s) {stages}: the flow cannot tell whether they ran"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,34 @@ class TrainResult:
     @property
     def rejected(self) -> bool:
         return self.model.state is State.REJECTED
+
+
+@task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
+def reproduce_stage(stage: str, *, repro: Repro) -> DvcResult:
+    """One DVC stage as one Prefect task, from DVC reaching it to DVC leaving it: its output re-logged here."""
+    return repro.stage_output(stage)
+
+
+def reproduce_pipeline(layout: Layout, *, settings: Settings) -> list[str]:
+    """`dvc repro`, once for the whole pipeline, each stage reported to Prefect as DVC reaches it (a task and,
+    for REPORTED stages, an artifact); the stages that ran. A stage that fails fails its task and the flow."""
+    ran: list[str] = []
+    seen = {INGESTED}
+    with Repro.start(settings=settings) as repro:
+        while (stage := repro.next_stage()) is not None:
+            result = repro.stage_output(stage) if stage == INGESTED else reproduce_stage(stage, repro=repro)
+            seen.add(stage)
+            if result.ran(stage):
+                ran.append(stage)
+            if stage in REPORTED:
+                publish(
+                    f"stage-{stage.replace('_', '-')}",
+                    report_markdown(stage, read_report(layout.report(stage)), ran=result.ran(stage)),
+                    description=f"DVC stage {stage}",
+                )
+    if missing := [stage for stage in pipeline_stages(layout.project_dir) if stage not in seen]:
+        raise DvcError(UNREPORTED.format(stages=", ".join(missing)))
+    return ran
 
 
 @flow(name="train", log_prints=True)
@@ -73,18 +104,8 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
         report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
         description="Data contracts",
     )
-
-    ran = ["validate"] if snapshot.changed else []
-    for stage in pipeline_stages(layout.project_dir)[1:]:
-        result = reproduce_stage(stage, settings=settings)
-        if result.ran(stage):
-            ran.append(stage)
-        if stage in REPORTED:
-            publish(
-                f"stage-{stage.replace('_', '-')}",
-                report_markdown(stage, read_report(layout.report(stage)), ran=result.ran(stage)),
-                description=f"DVC stage {stage}",
-            )
+    ran = [INGESTED] if snapshot.changed else []
+    ran += [stage for stage in reproduce_pipeline(layout, settings=settings) if stage not in ran]
 
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)
