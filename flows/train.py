@@ -20,6 +20,7 @@ from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
+from tasks import stage_server
 from tasks.artifacts import markdown_table, publish, report_markdown
 from tasks.data.ingest import (
     Snapshot,
@@ -28,7 +29,7 @@ from tasks.data.ingest import (
     validate_snapshot,
     version_snapshot,
 )
-from tasks.dvc import DvcError, DvcResult, Repro, locked_md5, pipeline_stages
+from tasks.dvc import DvcError, DvcResult, Repro, dvc_env, locked_md5, pipeline_stages
 from tasks.model.reference import REFERENCE_FILE
 from tasks.model.register import act_on_verdict, register_candidate
 from tasks.stage import git_revision, read_report
@@ -57,12 +58,12 @@ def reproduce_stage(stage: str, *, repro: Repro) -> DvcResult:
     return repro.stage_output(stage)
 
 
-def reproduce_pipeline(layout: Layout, *, settings: Settings) -> list[str]:
+def reproduce_pipeline(layout: Layout, *, settings: Settings, env: dict[str, str]) -> list[str]:
     """`dvc repro`, once for the whole pipeline, each stage reported to Prefect as DVC reaches it (a task and,
     for REPORTED stages, an artifact); the stages that ran. A stage that fails fails its task and the flow."""
     ran: list[str] = []
     seen = {INGESTED}
-    with Repro.start(settings=settings) as repro:
+    with Repro.start(settings=settings, env=env) as repro:
         while (stage := repro.next_stage()) is not None:
             result = repro.stage_output(stage) if stage == INGESTED else reproduce_stage(stage, repro=repro)
             seen.add(stage)
@@ -90,22 +91,24 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
 
-    staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
-    snapshot = version_snapshot(staging, source=source, settings=settings)
-    validate_snapshot(snapshot, settings=settings)
-    push_snapshot(settings=settings)
-    publish(
-        "ingest",
-        markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
-        description="The snapshot this run trained on",
-    )
-    publish(
-        "stage-validate",
-        report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
-        description="Data contracts",
-    )
-    ran = [INGESTED] if snapshot.changed else []
-    ran += [stage for stage in reproduce_pipeline(layout, settings=settings) if stage not in ran]
+    # The stage server loads pandas, scikit-learn & co. while ingest runs: the stages then start warm.
+    with stage_server.running(cwd=settings.project_dir, env=dvc_env(settings)) as warm:
+        staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
+        snapshot = version_snapshot(staging, source=source, settings=settings)
+        validate_snapshot(snapshot, settings=settings)
+        push_snapshot(settings=settings)
+        publish(
+            "ingest",
+            markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
+            description="The snapshot this run trained on",
+        )
+        publish(
+            "stage-validate",
+            report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
+            description="Data contracts",
+        )
+        ran = [INGESTED] if snapshot.changed else []
+        ran += [stage for stage in reproduce_pipeline(layout, settings=settings, env=warm) if stage not in ran]
 
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)
