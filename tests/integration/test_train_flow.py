@@ -49,6 +49,9 @@ def test_german_credit_gets_every_report_a_stated_verdict_and_a_recorded_rejecti
     for report in REPORTS:
         assert (project / f"reports/{report}.json").is_file(), report
     assert "FAIL" in (project / "reports/evidence/index.html").read_text()
+    # The flow's stages ran forked from its warm stage server: to the byte what `dvc repro` alone commits.
+    unchanged = run(["git", "diff", "--exit-code", "--", "dvc.lock", "reports"], cwd=project, env=env)
+    assert unchanged.returncode == 0, "the flow's stages do not reproduce the committed dvc.lock:\n" + unchanged.stdout
 
     rows = _registry_rows(project)
     assert len(rows) == 1
