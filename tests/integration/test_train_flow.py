@@ -154,3 +154,15 @@ def test_a_malformed_params_file_is_refused_naming_the_key(project, prefect_serv
     assert done.returncode == 1
     assert "train.model" in done.stderr and "xgboost" in done.stderr
     assert _registry_rows(project) == []
+
+
+def test_a_stage_that_fails_fails_the_flow_naming_the_stage_with_its_output(project, prefect_server):
+    evaluate = project / "tasks/model/evaluate.py"
+    broken = evaluate.read_text().replace("    ctx = stage_context()\n", "    raise RuntimeError('evaluation broke')\n")
+    evaluate.write_text(broken)
+    done = run([str(BIN / "steward"), "train"], cwd=project, env=steward_env(project, api_url=prefect_server))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DVC stage 'evaluate' failed (`dvc repro`, exit " in done.stderr
+    assert "RuntimeError: evaluation broke" in done.stderr  # the stage's traceback, as DVC passed it on
+    assert "failed to reproduce 'evaluate'" in done.stderr
+    assert _registry_rows(project) == []
