@@ -12,7 +12,9 @@ stage always runs the code DVC hashed) and runs the module as `__main__`, as `py
 variable, or with no server answering, a stage imports and runs in its own process as always: `dvc repro`
 alone is unchanged. Linux only (the server forks; macOS's system libraries are not safe to use after fork).
 
-The server imports third-party packages only, starts no thread, and accepts only on a socket in a folder only
+The server imports third-party packages only and starts no Python thread (the native ones OpenBLAS and
+pyarrow's jemalloc start handle fork themselves, as in any forked worker; outputs are the same bytes, which
+tests/integration/test_train_flow.py checks against dvc.lock). It accepts only on a socket in a folder only
 its user may enter. Standard library only here: a stage's command imports this module before anything else.
 """
 
@@ -27,9 +29,13 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the client imports this module first thing: only what it needs at run time
+    import subprocess
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any, NoReturn
 
 ENV = "STEWARD_STAGE_SERVER"
 MODULE = "tasks.stage_server"
@@ -73,30 +79,47 @@ def available() -> bool:
 def running(*, cwd: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A server for the stage commands of a `dvc repro` in `cwd`, started now to load while other work goes on:
     yields the variables to give DVC ({} where there is no server); on leaving, stops it and any stage in it."""
-    if not available():
+    started = _start(cwd, env) if available() else None
+    if started is None:
         yield {}
         return
-    import shutil
-    import subprocess
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="steward-stages-")  # mode 0700: no other user may connect
-    path = os.path.join(folder, "socket")
-    server = subprocess.Popen(
-        [sys.executable, "-m", MODULE, path],
-        cwd=cwd,
-        env={k: v for k, v in env.items() if k != ENV},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the server and the stages forked from it
-    )
+    server, folder = started
     try:
-        yield {ENV: path}
+        yield {ENV: os.path.join(folder, "socket")}
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
         server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove(folder)
+
+
+def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str] | None:
+    """The server and its socket's folder; None if it could not be started (the stages then start cold)."""
+    import subprocess
+    import tempfile
+
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="steward-stages-")  # mode 0700: no other user may connect
+        server = subprocess.Popen(
+            [sys.executable, "-m", MODULE, os.path.join(folder, "socket")],
+            cwd=cwd,
+            env={k: v for k, v in env.items() if k != ENV},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the server and the stages forked from it
+        )
+    except OSError:
+        if folder is not None:
+            _remove(folder)
+        return None
+    return server, folder
+
+
+def _remove(folder: str) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:
@@ -145,9 +168,12 @@ def delegate(path: str) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    status = _recv_exactly(conn, STATUS.size)
-    while conn.recv(1):  # the child's end closes when it has exited, its last output written
-        pass
+    try:
+        status = _recv_exactly(conn, STATUS.size)
+        while conn.recv(1):  # the child's end closes when it has exited, its last output written
+            pass
+    except OSError:
+        status = None
     if status is None:
         os.write(2, f"stage process {child} (forked by {path}) ended without an exit status\n".encode())
     os._exit(STATUS.unpack(status)[0] if status is not None else 1)

@@ -73,3 +73,12 @@ def test_without_a_server_answering_the_command_runs_in_its_own_process(project,
     done, seen = _probe(project, {**_env(), stage_server.ENV: str(tmp_path / "nobody-listens")})
     assert done.returncode == 3
     assert seen["preloaded"] is False and seen["argv"] == ["a", "--b"] and seen["name"] == "__main__"
+
+
+def test_a_server_that_cannot_start_leaves_the_stages_to_start_cold(project, monkeypatch):
+    def no_folder(**_: object) -> str:
+        raise PermissionError("no temporary folder")
+
+    monkeypatch.setattr("tempfile.mkdtemp", no_folder)
+    with stage_server.running(cwd=project, env=_env()) as warm:
+        assert warm == {}
