@@ -5,6 +5,9 @@ A candidate the gate fails is registered and then rejected, with a `steward.gate
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,15 @@ from tasks.stage import git_revision, read_report
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
 INGESTED = "validate"  # DVC finds it unchanged: ingest has just run it on the snapshot
 UNREPORTED = "`dvc repro` did not report stage(s) {stages}: the flow cannot tell whether they ran"
+# Registering a new model unpickles it (scikit-learn) and stores it with BentoML: 2 s of imports. This process
+# only waits while DVC runs the stages, so once one has run (the model may be new) it imports them meanwhile.
+REGISTER_IMPORTS = (
+    "sklearn.pipeline",
+    "sklearn.compose",
+    "sklearn.preprocessing",
+    "sklearn.ensemble",
+    "bentoml.sklearn",
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,17 @@ def reproduce_stage(stage: str, *, repro: Repro) -> DvcResult:
     return repro.stage_output(stage)
 
 
+def import_ahead(modules: tuple[str, ...]) -> None:
+    """Import `modules` in a background thread (a later import of one waits for it, or finds it loaded)."""
+
+    def load() -> None:
+        for module in modules:
+            with contextlib.suppress(Exception):  # the import where the module is used says what went wrong
+                importlib.import_module(module)
+
+    threading.Thread(target=load, name="import-ahead", daemon=True).start()
+
+
 def reproduce_pipeline(layout: Layout, *, settings: Settings, env: dict[str, str]) -> list[str]:
     """`dvc repro`, once for the whole pipeline, each stage reported to Prefect as DVC reaches it (a task and,
     for REPORTED stages, an artifact); the stages that ran. A stage that fails fails its task and the flow."""
@@ -68,6 +91,8 @@ def reproduce_pipeline(layout: Layout, *, settings: Settings, env: dict[str, str
             result = repro.stage_output(stage) if stage == INGESTED else reproduce_stage(stage, repro=repro)
             seen.add(stage)
             if result.ran(stage):
+                if not ran:
+                    import_ahead(REGISTER_IMPORTS)
                 ran.append(stage)
             if stage in REPORTED:
                 publish(
