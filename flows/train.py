@@ -116,11 +116,11 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
 
-    # The stage server loads pandas, scikit-learn & co. while ingest runs: the stages then start warm.
+    # The stage server loads Great Expectations, pandas, scikit-learn & co. while ingest runs: stages start warm.
     with stage_server.running(cwd=settings.project_dir, env=dvc_env(settings)) as warm:
         staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
         snapshot = version_snapshot(staging, source=source, settings=settings)
-        validate_snapshot(snapshot, settings=settings)
+        validate_snapshot(snapshot, settings=settings, env=warm)
         push_snapshot(settings=settings)
         publish(
             "ingest",

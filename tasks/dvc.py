@@ -82,9 +82,15 @@ def _emit(line: str, on_line: Callable[[str], None] | None) -> None:
         on_line(line.rstrip())
 
 
-def run_dvc(*args: str, settings: Settings, on_line: Callable[[str], None] | None = None) -> DvcResult:
-    """Run `dvc ARGS` in the project folder; each output line goes to `on_line` (default: the run's log)."""
-    process = _start_dvc(args, settings)
+def run_dvc(
+    *args: str,
+    settings: Settings,
+    on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> DvcResult:
+    """Run `dvc ARGS` in the project folder, `env` added to its environment; each output line goes to `on_line`
+    (default: the run's log)."""
+    process = _start_dvc(args, settings, env)
     lines = []
     on_line = on_line or run_log()
     assert process.stdout is not None
@@ -115,12 +121,18 @@ def point_local_remote(settings: Settings) -> None:
         run_dvc("remote", "modify", "--local", "local", "url", str(target), settings=settings)
 
 
-def reproduce(stage: str, *, settings: Settings, on_line: Callable[[str], None] | None = None) -> DvcResult:
+def reproduce(
+    stage: str,
+    *,
+    settings: Settings,
+    on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> DvcResult:
     """`dvc repro --single-item <stage>`: runs the stage, or skips it when nothing it depends on changed.
 
     Only the stage itself is checked: ingest runs `validate`, the first stage, on a new snapshot this way.
     """
-    return run_dvc("repro", "--single-item", stage, settings=settings, on_line=on_line)
+    return run_dvc("repro", "--single-item", stage, settings=settings, on_line=on_line, env=env)
 
 
 class Repro:

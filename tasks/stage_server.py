@@ -1,16 +1,17 @@
-"""A warm start for DVC stages: the training flow's `dvc repro` runs each stage in a process forked from one
-that has already imported pandas, scikit-learn, SciPy, Matplotlib, SHAP and Fairlearn, not in one that imports
-them again (1 to 2.5 s a stage, most of what the flow cost over the stages themselves).
+"""A warm start for DVC stages: in the training flow each stage runs in a process forked from one that has
+already imported Great Expectations, pandas, scikit-learn, SciPy, Matplotlib, SHAP and Fairlearn, not in one
+that imports them again (1 to 4 s a stage, most of what the flow cost over the stages themselves).
 
-The flow starts `python -m tasks.stage_server SOCKET` and gives `dvc repro` STEWARD_STAGE_SERVER=SOCKET. A stage
-command, `python -m tasks.<phase>.<stage>`, is still what DVC runs, and it still exits with the stage's exit
-code, its output on DVC's stdout and stderr; but tasks/__init__.py, which Python runs before the stage module,
-hands the command to the server: `delegate` sends it the module, arguments, folder, environment, sys.path and
-the three standard streams, and waits. The server forks; the child takes on the command's folder, environment
-and streams, imports the project's code afresh from the command's sys.path (the server holds none of it: a
-stage always runs the code DVC hashed) and runs the module as `__main__`, as `python -m` would. Without the
-variable, or with no server answering, a stage imports and runs in its own process as always: `dvc repro`
-alone is unchanged. Linux only (the server forks; macOS's system libraries are not safe to use after fork).
+The flow starts `python -m tasks.stage_server SOCKET` first thing, so that it imports while ingest runs, and
+gives its `dvc` commands STEWARD_STAGE_SERVER=SOCKET. A stage command, `python -m tasks.<phase>.<stage>`, is
+still what DVC runs, and it still exits with the stage's exit code, its output on DVC's stdout and stderr; but
+tasks/__init__.py, which Python runs before the stage module, hands the command to the server: `delegate`
+sends it the module, arguments, folder, environment, sys.path and the three standard streams, and waits. The
+server forks; the child takes on the command's folder, environment and streams, imports the project's code
+afresh from the command's sys.path (the server holds none of it: a stage always runs the code DVC hashed) and
+runs the module as `__main__`, as `python -m` would. Without the variable, or with no server answering, a
+stage imports and runs in its own process as always: `dvc repro` alone is unchanged. Linux only (the server
+forks; macOS's system libraries are not safe to use after fork).
 
 The server imports third-party packages only and starts no Python thread (the native ones OpenBLAS and
 pyarrow's jemalloc start handle fork themselves, as in any forked worker; outputs are the same bytes, which
@@ -39,9 +40,10 @@ if TYPE_CHECKING:  # the client imports this module first thing: only what it ne
 
 ENV = "STEWARD_STAGE_SERVER"
 MODULE = "tasks.stage_server"
-# What the stages import (tasks/stage.py's kernel aside), heaviest first; what a stage imports beyond
-# these it imports itself. Great Expectations is left out: only `validate` uses it, and ingest runs it alone.
+# What the stages import (tasks/stage.py's kernel aside), in the order the stages need them; what a stage
+# imports beyond these it imports itself.
 PRELOAD = (
+    "great_expectations",  # first: `validate` comes first, while the server still imports the rest
     "sklearn.ensemble",
     "sklearn.compose",
     "sklearn.pipeline",
@@ -67,6 +69,7 @@ PRELOAD = (
     "markdown_it",
 )
 PROJECT = ("steward", "tasks", "flows", "deployments")  # never kept in the server: each stage imports them anew
+LISTEN_TIMEOUT = 10.0  # seconds for a starting server to listen, or the stages start cold
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
@@ -87,16 +90,14 @@ def running(*, cwd: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
     try:
         yield {ENV: os.path.join(folder, "socket")}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
-        _remove(folder)
+        _stop(server, folder)
 
 
 def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str] | None:
     """The server and its socket's folder; None if it could not be started (the stages then start cold)."""
     import subprocess
     import tempfile
+    import time
 
     folder = None
     try:
@@ -113,7 +114,21 @@ def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str
         if folder is not None:
             _remove(folder)
         return None
+    # Yield once it listens (it binds before importing anything heavy: some 50 ms), so no command misses it.
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    while not os.path.exists(os.path.join(folder, "socket")):
+        if server.poll() is not None or time.monotonic() > deadline:
+            _stop(server, folder)
+            return None
+        time.sleep(0.01)
     return server, folder
+
+
+def _stop(server: subprocess.Popen[bytes], folder: str) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    server.wait()
+    _remove(folder)
 
 
 def _remove(folder: str) -> None:
@@ -182,52 +197,59 @@ def delegate(path: str) -> None:
 # The server.
 
 
-def preload() -> None:
-    import importlib
-
-    os.environ.setdefault("MPLBACKEND", "Agg")  # as the stages choose; no display is looked for
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue  # an optional package missing: the stage that needs it fails on its own, as it would
-    for name in [name for name in sys.modules if name.split(".")[0] in PROJECT]:
-        del sys.modules[name]
-
-
 def serve(path: str) -> NoReturn:
-    """Accept stage commands on the socket `path` until stopped; each runs in a child forked for it."""
+    """Accept stage commands on the socket `path` until stopped; each runs in a child forked for it. While the
+    server still imports, it takes the commands that came between two imports: a stage waits for one at most."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    listener.listen(8)  # a command that comes during the preload waits for it: it would import as much itself
-    preload()
-    gc.collect()
-    gc.freeze()  # the children share these objects untouched, and their collections skip them
+    listener.listen(8)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    os.environ.setdefault("MPLBACKEND", "Agg")  # as the stages choose; no display is looked for
+    listener.setblocking(False)
+    for name in PRELOAD:
+        _preload(name)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                _take(listener, listener.accept()[0])
+    gc.collect()
+    listener.setblocking(True)
     while True:
-        conn, _ = listener.accept()
-        try:
-            header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, 3)
-            body = _recv_exactly(conn, HEADER.unpack(header)[0]) if len(header) == HEADER.size else None
-        except OSError:
-            conn.close()
-            continue
-        if body is None or len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            conn.close()
-            continue
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if os.fork() == 0:
-            try:
-                listener.close()
-                _child(conn, json.loads(body), fds)
-            finally:
-                os._exit(1)  # reached only if the child failed before it could run the command
+        _take(listener, listener.accept()[0])
+
+
+def _preload(name: str) -> None:
+    import importlib
+
+    with contextlib.suppress(Exception):  # a stage that needs it imports it itself, and fails there, as it would
+        importlib.import_module(name)
+
+
+def _take(listener: socket.socket, conn: socket.socket) -> None:
+    """Receive one command and fork a child to run it."""
+    conn.setblocking(True)
+    try:
+        header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, 3)
+        body = _recv_exactly(conn, HEADER.unpack(header)[0]) if len(header) == HEADER.size else None
+    except OSError:
         conn.close()
+        return
+    if body is None or len(fds) != 3:
         for fd in fds:
             os.close(fd)
+        conn.close()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()  # what the server holds is shared with the child untouched, and its collections skip it
+    if os.fork() == 0:
+        try:
+            listener.close()
+            _child(conn, json.loads(body), fds)
+        finally:
+            os._exit(1)  # reached only if the child failed before it could run the command
+    conn.close()
+    for fd in fds:
+        os.close(fd)
 
 
 def _child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
@@ -246,6 +268,8 @@ def _child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> NoRe
     os.environ.update(request["env"])
     sys.path[:] = request["path"]
     sys.argv[:] = [request["module"], *request["argv"]]
+    for name in [name for name in sys.modules if name.split(".")[0] in PROJECT]:
+        del sys.modules[name]  # the server's own `tasks` package among them: the command imports its own
     random.seed()  # a fresh process's unseeded generators differ; the forked ones would all be the same
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()

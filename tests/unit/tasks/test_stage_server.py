@@ -14,7 +14,7 @@ from tasks import stage_server
 PROJECT = Path(__file__).resolve().parents[3]
 PROBE = """\
 import json, os, sys
-preloaded = "sklearn.ensemble" in sys.modules  # nothing imported it here: the server had
+preloaded = "great_expectations" in sys.modules  # nothing imported it here: the server had (first thing)
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "probe": os.environ.get("PROBE"),
                   "server": os.environ.get("STEWARD_STAGE_SERVER"), "preloaded": preloaded, "name": __name__}))
 print("to stderr", file=sys.stderr)
