@@ -2,7 +2,8 @@
 
 Both run as fresh processes on the same synthetic snapshot in a throwaway clone of this repository:
   baseline  `python bench/pipeline.py --plain DATA`: every stage's main() in DAG order, in one process
-  flow      `steward train --data DATA`: Prefect flow on a local server, each stage a `dvc repro` task
+  flow      `steward train --data DATA`: Prefect flow on a local server, one `dvc repro` whose stages are each a
+            Prefect task (and run forked from the flow's warm stage server, tasks/stage_server.py)
 then the flow once more with nothing changed. Goals: flow/baseline ≤ 1.2x; no-change re-run ≤ 10 s.
 Usage: python bench/pipeline.py [--rows 100000]
 """

@@ -5,10 +5,14 @@ A candidate the gate fails is registered and then rejected, with a `steward.gate
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.signoff import sign_off
@@ -19,6 +23,7 @@ from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
+from tasks import stage_server
 from tasks.artifacts import markdown_table, publish, report_markdown
 from tasks.data.ingest import (
     Snapshot,
@@ -27,13 +32,24 @@ from tasks.data.ingest import (
     validate_snapshot,
     version_snapshot,
 )
-from tasks.dvc import locked_md5, pipeline_stages, reproduce_stage
+from tasks.dvc import DvcError, DvcResult, Repro, dvc_env, locked_md5, pipeline_stages
 from tasks.model.reference import REFERENCE_FILE
 from tasks.model.register import act_on_verdict, register_candidate
 from tasks.stage import git_revision, read_report
 
-# Every dvc.yaml stage after `validate` (which ingest runs) is one `dvc repro` task; these also get an artifact:
+# Every dvc.yaml stage after `validate` (which ingest runs) is one task of the flow; these also get an artifact:
 REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustness", "gate"}
+INGESTED = "validate"  # DVC finds it unchanged: ingest has just run it on the snapshot
+UNREPORTED = "`dvc repro` did not report stage(s) {stages}: the flow cannot tell whether they ran"
+# Registering a new model unpickles it (scikit-learn) and stores it with BentoML: 2 s of imports. This process
+# only waits while DVC runs the stages, so once one has run (the model may be new) it imports them meanwhile.
+REGISTER_IMPORTS = (
+    "sklearn.pipeline",
+    "sklearn.compose",
+    "sklearn.preprocessing",
+    "sklearn.ensemble",
+    "bentoml.sklearn",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,47 @@ class TrainResult:
         return self.model.state is State.REJECTED
 
 
+@task(name="dvc-repro", task_run_name="dvc repro {stage}", cache_policy=NO_CACHE)
+def reproduce_stage(stage: str, *, repro: Repro) -> DvcResult:
+    """One DVC stage as one Prefect task, from DVC reaching it to DVC leaving it: its output re-logged here."""
+    return repro.stage_output(stage)
+
+
+def import_ahead(modules: tuple[str, ...]) -> None:
+    """Import `modules` in a background thread (a later import of one waits for it, or finds it loaded)."""
+
+    def load() -> None:
+        for module in modules:
+            with contextlib.suppress(Exception):  # the import where the module is used says what went wrong
+                importlib.import_module(module)
+
+    threading.Thread(target=load, name="import-ahead", daemon=True).start()
+
+
+def reproduce_pipeline(layout: Layout, *, settings: Settings, env: dict[str, str]) -> list[str]:
+    """`dvc repro`, once for the whole pipeline, each stage reported to Prefect as DVC reaches it (a task and,
+    for REPORTED stages, an artifact); the stages that ran. A stage that fails fails its task and the flow."""
+    ran: list[str] = []
+    seen = {INGESTED}
+    with Repro.start(settings=settings, env=env) as repro:
+        while (stage := repro.next_stage()) is not None:
+            result = repro.stage_output(stage) if stage == INGESTED else reproduce_stage(stage, repro=repro)
+            seen.add(stage)
+            if result.ran(stage):
+                if not ran:
+                    import_ahead(REGISTER_IMPORTS)
+                ran.append(stage)
+            if stage in REPORTED:
+                publish(
+                    f"stage-{stage.replace('_', '-')}",
+                    report_markdown(stage, read_report(layout.report(stage)), ran=result.ran(stage)),
+                    description=f"DVC stage {stage}",
+                )
+    if missing := [stage for stage in pipeline_stages(layout.project_dir) if stage not in seen]:
+        raise DvcError(UNREPORTED.format(stages=", ".join(missing)))
+    return ran
+
+
 @flow(name="train", log_prints=True)
 def train_flow(data: str | None = None, author: str | None = None, demo_signoff: bool = False) -> TrainResult:
     """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data),
@@ -59,32 +116,24 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
 
-    staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
-    snapshot = version_snapshot(staging, source=source, settings=settings)
-    validate_snapshot(snapshot, settings=settings)
-    push_snapshot(settings=settings)
-    publish(
-        "ingest",
-        markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
-        description="The snapshot this run trained on",
-    )
-    publish(
-        "stage-validate",
-        report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
-        description="Data contracts",
-    )
-
-    ran = ["validate"] if snapshot.changed else []
-    for stage in pipeline_stages(layout.project_dir)[1:]:
-        result = reproduce_stage(stage, settings=settings)
-        if result.ran(stage):
-            ran.append(stage)
-        if stage in REPORTED:
-            publish(
-                f"stage-{stage.replace('_', '-')}",
-                report_markdown(stage, read_report(layout.report(stage)), ran=result.ran(stage)),
-                description=f"DVC stage {stage}",
-            )
+    # The stage server loads Great Expectations, pandas, scikit-learn & co. while ingest runs: stages start warm.
+    with stage_server.running(cwd=settings.project_dir, env=dvc_env(settings)) as warm:
+        staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
+        snapshot = version_snapshot(staging, source=source, settings=settings)
+        validate_snapshot(snapshot, settings=settings, env=warm)
+        push_snapshot(settings=settings)
+        publish(
+            "ingest",
+            markdown_table({"source": source, "data md5 (DVC)": snapshot.md5, "new version": snapshot.changed}),
+            description="The snapshot this run trained on",
+        )
+        publish(
+            "stage-validate",
+            report_markdown("validate", read_report(layout.report("validate")), ran=snapshot.changed),
+            description="Data contracts",
+        )
+        ran = [INGESTED] if snapshot.changed else []
+        ran += [stage for stage in reproduce_pipeline(layout, settings=settings, env=warm) if stage not in ran]
 
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)

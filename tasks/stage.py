@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,14 @@ def stage_context() -> StageContext:
     settings = Settings()
     layout = Layout(settings.project_dir)
     return StageContext(settings=settings, params=load_params(layout.params_file), layout=layout)
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """A stage process's entry point (`if __name__ == "__main__"`): run `main`, then spare the exit its last
+    garbage collection: the objects left are frozen, not collected one by one (with pandas and scikit-learn
+    loaded that took 0.4 s, with Great Expectations 1 s, for memory the ending process gives back anyway)."""
+    main()
+    gc.freeze()
 
 
 def read_report(path: Path) -> dict[str, Any]:

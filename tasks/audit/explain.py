@@ -286,4 +286,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

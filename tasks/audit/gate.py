@@ -258,4 +258,6 @@ def main() -> None:  # pragma: no mutate block (the I/O shell: tests/integration
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

@@ -183,4 +183,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

@@ -78,11 +78,12 @@ def restore_previous(snapshot: Snapshot, *, settings: Settings) -> None:
 
 
 @task(name="dvc repro validate", cache_policy=NO_CACHE)
-def validate_snapshot(snapshot: Snapshot, *, settings: Settings) -> None:
-    """Run the `validate` stage; on a broken contract keep its evidence, restore the last version, raise."""
+def validate_snapshot(snapshot: Snapshot, *, settings: Settings, env: dict[str, str] | None = None) -> None:
+    """Run the `validate` stage (`env` added to DVC's environment: the training flow's stage server); on a broken
+    contract keep its evidence, restore the last version, raise."""
     layout = Layout(settings.project_dir)
     try:
-        reproduce("validate", settings=settings)
+        reproduce("validate", settings=settings, env=env)
         return
     except DvcError:
         failed = first_failure(read_report(layout.report("validate")))
@@ -97,7 +98,7 @@ def validate_snapshot(snapshot: Snapshot, *, settings: Settings) -> None:
         failed = failed.with_docs(str(rejected / docs.parent.name / docs.name))
     restore_previous(snapshot, settings=settings)
     if snapshot.previous_dvc is not None:
-        reproduce("validate", settings=settings)  # the reports describe the restored version again
+        reproduce("validate", settings=settings, env=env)  # the reports describe the restored version again
     raise ValidationFailed(failed)
 
 

@@ -8,14 +8,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from steward.errors import StewardError
 
 if TYPE_CHECKING:
-    # great_expectations takes seconds to import; the CLI and the flows import this module, so GE is
-    # imported where it is used.
+    # great_expectations takes seconds to import, pandas half a second; the CLI and the flows import this
+    # module (for ValidationFailed), so they are imported where they are used.
     import great_expectations as gx
+    import pandas as pd
     from great_expectations.checkpoint import ValidationAction
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
 
@@ -332,6 +331,8 @@ def first_failure(report: dict[str, Any]) -> ValidationSummary | None:
 
 def main() -> None:
     """DVC stage `validate`: both contracts on data/raw/credit.csv → reports/validate.json and Data Docs."""
+    import pandas as pd
+
     from tasks.stage import stage_context, write_json
 
     ctx = stage_context()
@@ -351,4 +352,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

@@ -12,12 +12,11 @@ mean absolute SHAP attribution (from the explain stage, which explains the unmit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from tasks.monitor.drift import reference
+if TYPE_CHECKING:  # the training flow imports REFERENCE_FILE from here: numpy and pandas load where used
+    import numpy as np
+    import pandas as pd
 
 PROBABILITY = "probability"
 REFERENCE_FILE = "models/reference.json"  # the DVC output; registration stores it with the model
@@ -43,6 +42,11 @@ def build_reference(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The reference of one model: `probability` is its P(good) on `test`, `label` True where good."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.monitor.drift import reference  # SciPy: not for the training flow, which reads REFERENCE_FILE
+
     approved = approvals(np.asarray(probability), threshold=threshold, band=band)
     good = np.asarray(label, dtype=bool)
     groups: dict[str, dict[str, float]] = {}
@@ -94,6 +98,7 @@ def reference_of(
 def main() -> None:
     """DVC stage `reference`: the candidate's monitoring reference, stored with it at registration."""
     import joblib
+    import pandas as pd
 
     from tasks.stage import read_report, stage_context, write_json
 
@@ -113,4 +118,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

@@ -62,4 +62,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.stage import run_stage
+
+    run_stage(main)

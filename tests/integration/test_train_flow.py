@@ -49,6 +49,9 @@ def test_german_credit_gets_every_report_a_stated_verdict_and_a_recorded_rejecti
     for report in REPORTS:
         assert (project / f"reports/{report}.json").is_file(), report
     assert "FAIL" in (project / "reports/evidence/index.html").read_text()
+    # The flow's stages ran forked from its warm stage server: to the byte what `dvc repro` alone commits.
+    unchanged = run(["git", "diff", "--exit-code", "--", "dvc.lock", "reports"], cwd=project, env=env)
+    assert unchanged.returncode == 0, "the flow's stages do not reproduce the committed dvc.lock:\n" + unchanged.stdout
 
     rows = _registry_rows(project)
     assert len(rows) == 1
@@ -150,4 +153,16 @@ def test_a_malformed_params_file_is_refused_naming_the_key(project, prefect_serv
     done = run([str(BIN / "steward"), "train"], cwd=project, env=steward_env(project, api_url=prefect_server))
     assert done.returncode == 1
     assert "train.model" in done.stderr and "xgboost" in done.stderr
+    assert _registry_rows(project) == []
+
+
+def test_a_stage_that_fails_fails_the_flow_naming_the_stage_with_its_output(project, prefect_server):
+    evaluate = project / "tasks/model/evaluate.py"
+    broken = evaluate.read_text().replace("    ctx = stage_context()\n", "    raise RuntimeError('evaluation broke')\n")
+    evaluate.write_text(broken)
+    done = run([str(BIN / "steward"), "train"], cwd=project, env=steward_env(project, api_url=prefect_server))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DVC stage 'evaluate' failed (`dvc repro`, exit " in done.stderr
+    assert "RuntimeError: evaluation broke" in done.stderr  # the stage's traceback, as DVC passed it on
+    assert "failed to reproduce 'evaluate'" in done.stderr
     assert _registry_rows(project) == []
