@@ -42,7 +42,7 @@ REPORTED = {"data_bias", "evaluate", "fairness", "mitigate", "explain", "robustn
 INGESTED = "validate"  # DVC finds it unchanged: ingest has just run it on the snapshot
 UNREPORTED = "`dvc repro` did not report stage(s) {stages}: the flow cannot tell whether they ran"
 # Registering a new model unpickles it (scikit-learn) and stores it with BentoML: 2 s of imports. This process
-# only waits while DVC runs the stages, so once one has run (the model may be new) it imports them meanwhile.
+# only waits while DVC runs the stages, so once one runs (the model may be new) it imports them meanwhile.
 REGISTER_IMPORTS = (
     "sklearn.pipeline",
     "sklearn.compose",
@@ -81,18 +81,19 @@ def import_ahead(modules: tuple[str, ...]) -> None:
     threading.Thread(target=load, name="import-ahead", daemon=True).start()
 
 
-def reproduce_pipeline(layout: Layout, *, settings: Settings, env: dict[str, str]) -> list[str]:
+def reproduce_pipeline(layout: Layout, *, settings: Settings, server: stage_server.StageServer) -> list[str]:
     """`dvc repro`, once for the whole pipeline, each stage reported to Prefect as DVC reaches it (a task and,
     for REPORTED stages, an artifact); the stages that ran. A stage that fails fails its task and the flow."""
     ran: list[str] = []
     seen = {INGESTED}
-    with Repro.start(settings=settings, env=env) as repro:
+    with Repro.start(settings=settings, env=server.env) as repro:
         while (stage := repro.next_stage()) is not None:
+            if repro.runs_next and not ran:  # the first stage to run: the model may be new
+                server.start(validate=False)
+                import_ahead(REGISTER_IMPORTS)
             result = repro.stage_output(stage) if stage == INGESTED else reproduce_stage(stage, repro=repro)
             seen.add(stage)
             if result.ran(stage):
-                if not ran:
-                    import_ahead(REGISTER_IMPORTS)
                 ran.append(stage)
             if stage in REPORTED:
                 publish(
@@ -116,11 +117,14 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
     params = load_params(layout.params_file)
     source = data or str(layout.bundled_data)
 
-    # The stage server loads Great Expectations, pandas, scikit-learn & co. while ingest runs: stages start warm.
-    with stage_server.running(cwd=settings.project_dir, env=dvc_env(settings)) as warm:
+    # The stage server imports Great Expectations, pandas, scikit-learn & co. while ingest runs: the stages it
+    # forks then start warm. With the same snapshot as before nothing may run: it stops until a stage does.
+    with stage_server.running(cwd=settings.project_dir, env=dvc_env(settings)) as server:
         staging = fetch_snapshot(source, settings=settings, storage=Storage.from_settings(settings))
         snapshot = version_snapshot(staging, source=source, settings=settings)
-        validate_snapshot(snapshot, settings=settings, env=warm)
+        if not snapshot.changed:
+            server.stop()
+        validate_snapshot(snapshot, settings=settings, env=server.env)
         push_snapshot(settings=settings)
         publish(
             "ingest",
@@ -133,7 +137,7 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
             description="Data contracts",
         )
         ran = [INGESTED] if snapshot.changed else []
-        ran += [stage for stage in reproduce_pipeline(layout, settings=settings, env=warm) if stage not in ran]
+        ran += [stage for stage in reproduce_pipeline(layout, settings=settings, server=server) if stage not in ran]
 
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)

@@ -149,6 +149,7 @@ class Repro:
         self._process = process
         self._pending: str | None = None  # a stage's first line, read while reading the stage before it
         self._failed: DvcError | None = None  # DVC failed on a stage it had not started: next_stage() raises
+        self.runs_next = False  # whether DVC runs the stage next_stage() returned (else: unchanged, restored)
 
     @classmethod
     def start(cls, *, settings: Settings, env: dict[str, str] | None = None) -> Repro:
@@ -180,6 +181,7 @@ class Repro:
         while (line := self._read()) is not None:
             if found := STAGE_START.match(line):
                 self._pending = line
+                self.runs_next = found["ran"] is not None
                 return found["ran"] or found["kept"]
             lines.append(line)
             _emit(line, on_line)

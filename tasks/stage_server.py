@@ -42,8 +42,8 @@ ENV = "STEWARD_STAGE_SERVER"
 MODULE = "tasks.stage_server"
 # What the stages import (tasks/stage.py's kernel aside), in the order the stages need them; what a stage
 # imports beyond these it imports itself.
+VALIDATE_PRELOAD = ("great_expectations",)  # first, with VALIDATE: the `validate` stage comes first
 PRELOAD = (
-    "great_expectations",  # first: `validate` comes first, while the server still imports the rest
     "sklearn.ensemble",
     "sklearn.compose",
     "sklearn.pipeline",
@@ -70,6 +70,7 @@ PRELOAD = (
 )
 PROJECT = ("steward", "tasks", "flows", "deployments")  # never kept in the server: each stage imports them anew
 LISTEN_TIMEOUT = 10.0  # seconds for a starting server to listen, or the stages start cold
+VALIDATE = "--validate"  # the server's option: Great Expectations first (else not at all)
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
@@ -78,63 +79,80 @@ def available() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and hasattr(socket, "send_fds")
 
 
+class StageServer:
+    """The stage server of one training run. Its address is fixed first (`env`: what to give DVC, {} where there
+    can be no server); the server runs between `start()` and `stop()`, and may start again. A stage command that
+    finds no server runs cold."""
+
+    def __init__(self, *, cwd: Path, env: dict[str, str]) -> None:
+        import tempfile
+
+        self._cwd = cwd
+        self._server_env = {k: v for k, v in env.items() if k != ENV}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._folder: str | None = None
+        with contextlib.suppress(OSError):  # no temporary folder, say: no server
+            self._folder = tempfile.mkdtemp(prefix="steward-stages-") if available() else None  # mode 0700
+        self._socket = os.path.join(self._folder, "socket") if self._folder else ""
+        self.env = {ENV: self._socket} if self._folder else {}
+
+    def start(self, *, validate: bool = True) -> None:
+        """Start the server (if it is not running), so that it imports while other work goes on; `validate`:
+        Great Expectations first, for the `validate` stage (else not at all). Returns once it listens."""
+        import subprocess
+        import time
+
+        if self._process is not None or not self._folder:
+            return
+        command = [sys.executable, "-m", MODULE, self._socket, *([VALIDATE] if validate else [])]
+        try:
+            self._process = subprocess.Popen(
+                command,
+                cwd=self._cwd,
+                env=self._server_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: the server and the stages forked from it
+            )
+        except OSError:
+            return  # the stages start cold
+        # It binds before importing anything heavy (some 50 ms): wait for that, so that no command misses it.
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while not os.path.exists(self._socket):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop the server and any stage still running in it."""
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGTERM)
+        self._process.wait()
+        self._process = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._socket)
+
+    def close(self) -> None:
+        import shutil
+
+        self.stop()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def running(*, cwd: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """A server for the stage commands of a `dvc repro` in `cwd`, started now to load while other work goes on:
-    yields the variables to give DVC ({} where there is no server); on leaving, stops it and any stage in it."""
-    started = _start(cwd, env) if available() else None
-    if started is None:
-        yield {}
-        return
-    server, folder = started
+def running(*, cwd: Path, env: dict[str, str]) -> Iterator[StageServer]:
+    """A stage server for the `dvc` commands of one training run in `cwd`, started now (to import while other
+    work goes on); closed on leaving, with any stage still running in it."""
+    server = StageServer(cwd=cwd, env=env)
     try:
-        yield {ENV: os.path.join(folder, "socket")}
+        server.start()
+        yield server
     finally:
-        _stop(server, folder)
-
-
-def _start(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str] | None:
-    """The server and its socket's folder; None if it could not be started (the stages then start cold)."""
-    import subprocess
-    import tempfile
-    import time
-
-    folder = None
-    try:
-        folder = tempfile.mkdtemp(prefix="steward-stages-")  # mode 0700: no other user may connect
-        server = subprocess.Popen(
-            [sys.executable, "-m", MODULE, os.path.join(folder, "socket")],
-            cwd=cwd,
-            env={k: v for k, v in env.items() if k != ENV},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the server and the stages forked from it
-        )
-    except OSError:
-        if folder is not None:
-            _remove(folder)
-        return None
-    # Yield once it listens (it binds before importing anything heavy: some 50 ms), so no command misses it.
-    deadline = time.monotonic() + LISTEN_TIMEOUT
-    while not os.path.exists(os.path.join(folder, "socket")):
-        if server.poll() is not None or time.monotonic() > deadline:
-            _stop(server, folder)
-            return None
-        time.sleep(0.01)
-    return server, folder
-
-
-def _stop(server: subprocess.Popen[bytes], folder: str) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    server.wait()
-    _remove(folder)
-
-
-def _remove(folder: str) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
+        server.close()
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:
@@ -197,7 +215,7 @@ def delegate(path: str) -> None:
 # The server.
 
 
-def serve(path: str) -> NoReturn:
+def serve(path: str, *, preload: tuple[str, ...]) -> NoReturn:
     """Accept stage commands on the socket `path` until stopped; each runs in a child forked for it. While the
     server still imports, it takes the commands that came between two imports: a stage waits for one at most."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -206,7 +224,7 @@ def serve(path: str) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     os.environ.setdefault("MPLBACKEND", "Agg")  # as the stages choose; no display is looked for
     listener.setblocking(False)
-    for name in PRELOAD:
+    for name in preload:
         _preload(name)
         with contextlib.suppress(BlockingIOError):
             while True:
@@ -300,7 +318,8 @@ def _exit_code(code: object) -> int:
 
 
 def main() -> None:
-    serve(sys.argv[1])
+    path, *options = sys.argv[1:]
+    serve(path, preload=(VALIDATE_PRELOAD if VALIDATE in options else ()) + PRELOAD)
 
 
 if __name__ == "__main__":

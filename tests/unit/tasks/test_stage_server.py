@@ -14,7 +14,7 @@ from tasks import stage_server
 PROJECT = Path(__file__).resolve().parents[3]
 PROBE = """\
 import json, os, sys
-preloaded = "great_expectations" in sys.modules  # nothing imported it here: the server had (first thing)
+preloaded = [name for name in ("great_expectations", "sklearn.ensemble") if name in sys.modules]  # by the server
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "probe": os.environ.get("PROBE"),
                   "server": os.environ.get("STEWARD_STAGE_SERVER"), "preloaded": preloaded, "name": __name__}))
 print("to stderr", file=sys.stderr)
@@ -52,33 +52,46 @@ def _probe(project: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProc
 
 
 def test_a_stage_command_runs_forked_from_the_server_with_its_own_arguments_folder_environment_and_streams(project):
-    with stage_server.running(cwd=project, env=_env()) as warm:
-        assert set(warm) == {stage_server.ENV}
-        done, seen = _probe(project, {**_env(), **warm})
-        again, _ = _probe(project, {**_env(), **warm})
+    with stage_server.running(cwd=project, env=_env()) as server:
+        assert set(server.env) == {stage_server.ENV}
+        done, seen = _probe(project, {**_env(), **server.env})
+        again, _ = _probe(project, {**_env(), **server.env})
     assert (done.returncode, again.returncode) == (3, 3)
     assert seen == {
         "argv": ["a", "--b"],
         "cwd": str(project),
         "probe": "x",
         "server": None,  # not passed on: the stage's own `tasks` import must not hand it over again
-        "preloaded": True,
+        "preloaded": ["great_expectations"],  # first, for `validate`: the command came while the rest loaded
         "name": "__main__",
     }
     assert done.stderr == "to stderr\n"
-    assert not Path(warm[stage_server.ENV]).exists()  # stopped, its socket's folder removed
+    assert not Path(server.env[stage_server.ENV]).parent.exists()  # closed: its socket's folder removed
+
+
+def test_a_stopped_server_leaves_commands_to_run_cold_until_it_starts_again(project):
+    with stage_server.running(cwd=project, env=_env()) as server:
+        server.stop()
+        cold, seen_cold = _probe(project, {**_env(), **server.env})
+        server.start(validate=False)
+        warm, seen_warm = _probe(project, {**_env(), **server.env})
+    assert (cold.returncode, warm.returncode) == (3, 3)
+    assert seen_cold["preloaded"] == [] and seen_cold["server"] == server.env[stage_server.ENV]
+    assert seen_warm["preloaded"] == ["sklearn.ensemble"] and seen_warm["server"] is None  # no Great Expectations
 
 
 def test_without_a_server_answering_the_command_runs_in_its_own_process(project, tmp_path):
     done, seen = _probe(project, {**_env(), stage_server.ENV: str(tmp_path / "nobody-listens")})
     assert done.returncode == 3
-    assert seen["preloaded"] is False and seen["argv"] == ["a", "--b"] and seen["name"] == "__main__"
+    assert seen["preloaded"] == [] and seen["argv"] == ["a", "--b"] and seen["name"] == "__main__"
 
 
-def test_a_server_that_cannot_start_leaves_the_stages_to_start_cold(project, monkeypatch):
+def test_where_no_server_can_start_the_stages_start_cold(project, monkeypatch):
     def no_folder(**_: object) -> str:
         raise PermissionError("no temporary folder")
 
     monkeypatch.setattr("tempfile.mkdtemp", no_folder)
-    with stage_server.running(cwd=project, env=_env()) as warm:
-        assert warm == {}
+    with stage_server.running(cwd=project, env=_env()) as server:
+        assert server.env == {}
+        server.start()
+        server.stop()
