@@ -37,7 +37,7 @@ GOAL = 50.0
 
 def scored(rows: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     params = parse_params({"train": {"model": "logistic_regression"}})
-    frame = to_feature_frame(generate_applications(rows, seed=0, bias=0.3), data=params.data)
+    frame = to_feature_frame(generate_applications(rows, seed=0, bias=0.3), usecase=params.usecase)
     model = fit(frame.iloc[:20_000], params=params)
     proba = model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
     return frame[LABEL].to_numpy(), proba, frame[["sex"]]

@@ -48,7 +48,7 @@ from steward.params import load_params
 from tasks.data.features import to_feature_frame
 from tasks.demo.synthetic import generate_applications
 settings = Settings(); params = load_params(Layout(settings.project_dir).params_file)
-frame = to_feature_frame(generate_applications(20000, seed=99, proxy={proxy}), data=params.data)
+frame = to_feature_frame(generate_applications(20000, seed=99, proxy={proxy}), usecase=params.usecase)
 young = frame["age_group"] == "under 25"
 low, high = params.serve.review_band
 rates = []

@@ -147,7 +147,7 @@ def train_flow(data: str | None = None, author: str | None = None, demo_signoff:
         model_file=layout.candidate_file,
         model_md5=locked_md5(settings.project_dir, stage="mitigate", path=str(CANDIDATE_FILE)),
         registry=registry,
-        name=params.train.model_name,
+        name=params.usecase.model_name,
         data_md5=snapshot.md5,
         params_hash=params.digest(),
         git_commit=git_revision(settings.project_dir),

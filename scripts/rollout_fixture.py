@@ -87,7 +87,7 @@ def main() -> None:
     moves = Rollouts(engine, ledger)
     refs = {}
     for role, seed, shortcut in (("production", 1, 0.0), ("fair", 2, 0.0), ("unfair", 3, 1.0), ("broken", 4, 0.0)):
-        frame = to_feature_frame(generate_applications(ROWS, seed=seed, shortcut=shortcut), data=params.data)
+        frame = to_feature_frame(generate_applications(ROWS, seed=seed, shortcut=shortcut), usecase=params.usecase)
         if role == "broken":  # trained on a column no request has: it raises on every request it is given
             frame["bureau_score"] = frame["credit_amount"] % 7
         if role == "production":
@@ -96,7 +96,7 @@ def main() -> None:
         model = fit(frame, params=params)
         reference = None
         if role != "broken":  # the monitoring reference, as the reference stage computes it at training
-            test = to_feature_frame(generate_applications(5_000, seed=seed + 100, shortcut=shortcut), data=params.data)
+            test = to_feature_frame(generate_applications(5_000, seed=seed + 100, shortcut=shortcut), usecase=params.usecase)
             attributions = mean_attributions(model, test.head(300), background=frame.head(300))
             reference = reference_of(model, frame, test, params=params, attributions=attributions)
         tag = save_to_model_store(model, name="credit-risk", labels={"role": role}, metadata={}, reference=reference)

@@ -67,7 +67,7 @@ def main() -> None:
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file)
     layout = Layout(settings.project_dir)
-    frame = to_feature_frame(pd.read_csv(layout.bundled_data), data=params.data)
+    frame = to_feature_frame(pd.read_csv(layout.bundled_data), usecase=params.usecase)
     layout.prepared_train.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(layout.prepared_train)  # the background the service's linear explainers sample
     engine = make_engine(settings.db_url)

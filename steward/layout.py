@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-RAW_DATA = Path("data/raw/credit.csv")
+RAW_DATA = Path("data/raw/snapshot.csv")
 BUNDLED_DATA = Path("data/german_credit.csv")
 PREPARED_TRAIN = Path("data/prepared/train.parquet")
 PREPARED_TEST = Path("data/prepared/test.parquet")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steward.errors import StewardError
+from steward.usecase import UseCase, UseCaseError, load_usecase
 
 PARAMS_NOT_FOUND = "params file not found: {path}"
 PARAMS_NOT_YAML = "{path} is not valid YAML: {error}"
@@ -24,44 +25,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataParams(Section):
-    label: str = "credit_risk"
-    positive_label: str = "good"
-    id_column: str = "applicant_id"
-    protected: list[str] = Field(
-        default=["sex", "age", "foreign_worker"],
-        description="Columns kept out of the model's features by default and kept for audits.",
-    )
-    age_column: str = "age"
-    age_threshold: int = Field(default=25, ge=1, le=120, description="Age groups: under it / it and over.")
-    sensitive: list[str] = Field(
-        default=["sex", "age_group", "foreign_worker"],
-        description="Attributes the audits group by (columns of the feature frame).",
-    )
-    intersections: list[list[str]] = Field(
-        default=[["sex", "age_group"]], description="Combinations of sensitive attributes audited together."
-    )
-
-    @model_validator(mode="after")
-    def _intersections_are_sensitive(self) -> DataParams:
-        for combo in self.intersections:
-            unknown = [a for a in combo if a not in self.sensitive]
-            if len(combo) < 2 or unknown:
-                raise ValueError(f"each intersection needs 2+ attributes from data.sensitive (got {combo})")
-        return self
-
-
-class ValidateParams(Section):
-    raw_suite: str = "expectations/raw_credit.json"
-    features_suite: str = "expectations/features.json"
-
-
 class PrepareParams(Section):
     test_size: Fraction = 0.3
     seed: int = 42
-    exclude_protected: bool = True
-    drop_features: list[str] = Field(
-        default=[], description="Further columns kept out of the model, e.g. an exact proxy of a protected attribute."
+    exclude_protected: bool = Field(
+        default=True, description="false trains on the protected attributes too (for comparison only)."
     )
 
 
@@ -78,7 +46,6 @@ class LogisticRegressionParams(Section):
 
 
 class TrainParams(Section):
-    model_name: str = Field(default="credit-risk", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Registry name.")
     model: Literal["gradient_boosting", "logistic_regression"] = "gradient_boosting"
     seed: int = 42
     gradient_boosting: GradientBoostingParams = GradientBoostingParams()
@@ -101,7 +68,9 @@ class MitigationParams(Section):
     enabled: bool = True
     method: Literal["threshold_optimizer", "exponentiated_gradient"] = "threshold_optimizer"
     constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "demographic_parity"
-    attribute: str = Field(default="sex", description="The sensitive attribute the mitigation constrains.")
+    attribute: str | None = Field(
+        default=None, description="The sensitive attribute the mitigation constrains (default: the first one)."
+    )
 
 
 class FairnessParams(Section):
@@ -206,7 +175,8 @@ class ServeParams(Section):
     """The serving process: when to refer a decision to a person, and the guards on every endpoint."""
 
     review_band: tuple[float, float] = Field(
-        default=(0.45, 0.55), description="P(good) in [low, high): the decision is `referred` and a review case opens."
+        default=(0.45, 0.55),
+        description="P(favourable) in [low, high): the decision is `referred` and a review case opens.",
     )
     rate_per_second: float = Field(default=50.0, gt=0, description="Requests per second per client (token bucket).")
     burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
@@ -275,7 +245,7 @@ class MonitorParams(Section):
     js: float = Field(
         default=0.1, gt=0, lt=1, description="A categorical input drifts above this Jensen-Shannon distance."
     )
-    prediction_psi: float = Field(default=0.2, gt=0, description="Prediction drift: PSI of P(good).")
+    prediction_psi: float = Field(default=0.2, gt=0, description="Prediction drift: PSI of P(favourable).")
     selection_gap: float = Field(default=0.1, gt=0, lt=1, description="A group's approval rate this far from training.")
     error_gap: float = Field(default=0.1, gt=0, lt=1, description="A group's error rate this far from training.")
     attribution_js: float = Field(default=0.1, gt=0, lt=1, description="SHAP attribution shares, JS distance.")
@@ -300,8 +270,7 @@ class RetrainParams(Section):
 class Params(Section):
     """The whole of params.yaml."""
 
-    data: DataParams = DataParams()
-    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    usecase: UseCase = Field(description="The decision problem: usecases/<name>/usecase.yaml, named in params.yaml.")
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
@@ -315,13 +284,20 @@ class Params(Section):
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     @model_validator(mode="after")
-    def _label_not_protected(self) -> Params:
-        if self.data.label in self.data.protected:
-            raise ValueError(f"data.label {self.data.label!r} cannot also be a protected attribute")
+    def _mitigation_attribute_audited(self) -> Params:
+        attribute = self.fairness.mitigation.attribute
+        if attribute is not None and attribute not in self.usecase.sensitive:
+            raise ValueError(
+                f"fairness.mitigation.attribute {attribute!r} is not one of the use case's sensitive attributes "
+                f"{self.usecase.sensitive}"
+            )
         return self
+
+    @property
+    def mitigation_attribute(self) -> str:
+        """The attribute the mitigation constrains: as configured, else the use case's first sensitive one."""
+        return self.fairness.mitigation.attribute or self.usecase.sensitive[0]
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of every value, defaults included: the params hash in lineage."""
@@ -334,13 +310,28 @@ class ParamsError(StewardError, ValueError):
 
 
 def _location(loc: tuple[str | int, ...]) -> str:
-    return ".".join("validate" if part == "validate_" else str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse_params(raw: object, *, source: str = "params.yaml") -> Params:
-    """Validate an already-loaded mapping; errors name each dotted key with what was wrong."""
+def parse_params(
+    raw: object, *, source: str = "params.yaml", project_dir: Path | None = None, usecase: str | None = None
+) -> Params:
+    """Validate an already-loaded mapping; errors name each dotted key with what was wrong.
+
+    `usecase` in the mapping is a use case's name, loaded from `project_dir` (default: the folder of
+    `source`); `usecase=` chooses another one for this run (`steward train --usecase NAME`).
+    """
     if not isinstance(raw, dict):
         raise ParamsError(PARAMS_NOT_MAPPING.format(path=source, kind=type(raw).__name__))
+    raw = dict(raw)
+    name = usecase if usecase is not None else raw.get("usecase")
+    if isinstance(name, str):
+        try:
+            raw["usecase"] = load_usecase(project_dir or Path(source).resolve().parent, name)
+        except UseCaseError as exc:
+            raise ParamsError(PARAMS_INVALID.format(path=source, problems=f"  - usecase: {exc}")) from None
+    elif name is not None and not isinstance(name, UseCase):
+        raise ParamsError(PARAMS_INVALID.format(path=source, problems=f"  - usecase: a use case's name (got {name!r})"))
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
@@ -353,12 +344,12 @@ def parse_params(raw: object, *, source: str = "params.yaml") -> Params:
         raise ParamsError(PARAMS_INVALID.format(path=source, problems="\n".join(problems))) from None
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml."""
+def load_params(path: Path, *, usecase: str | None = None) -> Params:
+    """Read and validate params.yaml (with `usecase` in place of the one it names, if given)."""
     if not path.is_file():
         raise ParamsError(PARAMS_NOT_FOUND.format(path=path))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(PARAMS_NOT_YAML.format(path=path, error=exc)) from None
-    return parse_params(raw, source=str(path))
+    return parse_params(raw, source=str(path), project_dir=path.resolve().parent, usecase=usecase)

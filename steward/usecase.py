@@ -54,11 +54,18 @@ class Label(Spec):
     column: str
     favourable: Scalar = Field(description="The outcome the decision grants (approve): either class may be it.")
     unfavourable: Scalar
+    base_rate: tuple[float, float] | None = Field(
+        default=None,
+        description="Bounds of the favourable share a snapshot may have (the feature suite checks its mean); "
+        "outside them the mapping was probably inverted or a filter dropped a class.",
+    )
 
     @model_validator(mode="after")
     def _two_values(self) -> Label:
         if self.favourable == self.unfavourable:
             raise ValueError("favourable and unfavourable must differ")
+        if self.base_rate is not None and not 0 <= self.base_rate[0] <= self.base_rate[1] <= 1:
+            raise ValueError(f"base_rate must be [low, high] within [0, 1], got {list(self.base_rate)}")
         return self
 
 
@@ -156,11 +163,9 @@ class Words(Spec):
 
 
 class Dataset(Spec):
-    """The use case's files, relative to the project folder."""
+    """The use case's bundled data, relative to the project folder."""
 
     file: str = Field(description="The bundled snapshot (CSV, optionally gzipped) that `steward train` uses.")
-    raw_suite: str = Field(description="The Great Expectations suite of the raw data (JSON).")
-    datasheet: str = Field(description="The dataset's datasheet (Markdown), copied into the evidence.")
 
 
 class UseCase(Spec):
@@ -211,6 +216,16 @@ class UseCase(Spec):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def raw_suite(self) -> str:
+        """The raw data's Great Expectations suite (JSON), where dvc.yaml's `${usecase}` finds it."""
+        return f"expectations/{self.name}.json"
+
+    @property
+    def datasheet(self) -> str:
+        """The dataset's datasheet (Markdown), copied into the evidence."""
+        return f"{USECASES}/{self.name}/datasheet.md"
 
     @property
     def raw_columns_named(self) -> set[str]:

@@ -64,7 +64,7 @@ def usecase_check(name: str = typer.Argument(..., help="The use case (a folder u
     project = Settings().project_dir
     try:
         usecase = load_usecase(project, name)
-        suite = json.loads((project / usecase.dataset.raw_suite).read_text())
+        suite = json.loads((project / usecase.raw_suite).read_text())
         frame = pd.read_csv(project / usecase.dataset.file)
         problems = usecase.check_against(columns=list(frame.columns), suite=suite, data=frame)
         if problems:

@@ -265,7 +265,7 @@ def main() -> None:
     ctx = stage_context()
     layout, params = ctx.layout, ctx.params
     test = pd.read_parquet(layout.prepared_test)
-    check_attributes(test.columns, audited(params.data.sensitive, params.data.intersections))
+    check_attributes(test.columns, audited(params.usecase.sensitive, params.usecase.intersections))
     options = params.fairness
     report = audit(
         test[LABEL].to_numpy(),
@@ -276,8 +276,8 @@ def main() -> None:
         ci_level=options.ci_level,
         min_group_size=options.min_group_size,
         seed=options.seed,
-        attributes=params.data.sensitive,
-        intersections=params.data.intersections,
+        attributes=params.usecase.sensitive,
+        intersections=params.usecase.intersections,
     )
     write_json(layout.report("fairness"), report)
     plot_rates(

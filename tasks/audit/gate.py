@@ -244,7 +244,7 @@ def main() -> None:  # pragma: no mutate block (the I/O shell: tests/integration
         fairness=fairness,
         robustness=read_report(layout.report("robustness")) or None,
         explain=read_report(layout.report("explain")) or None,
-        attributes=[attribute_name(c) for c in audited(ctx.params.data.sensitive, ctx.params.data.intersections)],
+        attributes=[attribute_name(c) for c in audited(ctx.params.usecase.sensitive, ctx.params.usecase.intersections)],
     )
     write_json(
         layout.report("gate"),

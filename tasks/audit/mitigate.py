@@ -122,7 +122,7 @@ def main() -> None:
     test = pd.read_parquet(layout.prepared_test)
     evaluation = read_report(layout.report("evaluate"))  # the base model's held-out figures, computed once
     base_fairness = read_report(layout.report("fairness"))
-    attributes = [attribute_name(c) for c in audited(params.data.sensitive, params.data.intersections)]
+    attributes = [attribute_name(c) for c in audited(params.usecase.sensitive, params.usecase.intersections)]
     judge = partial(decide, governance=params.governance, attributes=attributes, checks=MITIGATION_CHECKS)
     base_verdict = judge(evaluation=evaluation, fairness=base_fairness)
     report: dict[str, Any] = {

@@ -156,18 +156,18 @@ def plot_base_rates(report: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    from tasks.data.features import to_feature_frame
+    from tasks.data.features import read_snapshot, to_feature_frame
     from tasks.stage import stage_context, write_json
 
     ctx = stage_context()
     layout, params = ctx.layout, ctx.params
-    frame = to_feature_frame(pd.read_csv(layout.raw_data), data=params.data)
+    frame = to_feature_frame(read_snapshot(layout.raw_data), usecase=params.usecase)
     options = params.data_bias
     report = data_bias(
         frame,
-        attributes=params.data.sensitive,
-        intersections=params.data.intersections,
-        favourable=params.data.positive_label,
+        attributes=params.usecase.sensitive,
+        intersections=params.usecase.intersections,
+        favourable=str(params.usecase.label.favourable),
         n_boot=options.n_boot,
         ci_level=options.ci_level,
         min_group_size=options.min_group_size,

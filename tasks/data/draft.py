@@ -37,6 +37,7 @@ PROTECTED_NAMES = re.compile(
     r"foreign_worker|disability|marital_status|pregnancy|sexual_orientation)$"
 )
 AGE_CUTS = [25.0]
+BASE_RATE_MARGIN = 0.15  # the favourable share a later snapshot may have: the draft's own, this far either way
 
 NO_LABEL = "--label {label!r} is not a column of {path} (columns: {columns})"
 NOT_BINARY = "label {label!r} must take exactly two values to draft a decision, got {count}: {values}"
@@ -81,27 +82,36 @@ def draft(
         raise DraftError(NO_FAVOURABLE.format(value=favourable, label=label, values=values))
     other = next(v for v in values if v != chosen)
     id_column = _id_column(frame, id_column, source=source, exclude=label)
-    folder = f"{USECASES}/{name}"
-    usecase = _usecase(frame, name=name, data_file=data_file, label=label, id_column=id_column, folder=folder)
-    usecase["label"] = {"column": label, "favourable": _plain(chosen), "unfavourable": _plain(other)}
+    usecase = _usecase(frame, name=name, data_file=data_file, label=label, id_column=id_column)
+    rate = float((frame[label] == chosen).mean())
+    bounds = [round(max(0.0, rate - BASE_RATE_MARGIN), 2), round(min(1.0, rate + BASE_RATE_MARGIN), 2)]
+    usecase["label"] = {
+        "column": label,
+        "favourable": _plain(chosen),
+        "unfavourable": _plain(other),
+        "base_rate": bounds,
+    }
     suite = _suite(frame, name=name, id_column=id_column, margin=margin, source=source)
     return Draft(usecase=usecase, suite=suite)
 
 
 def write(result: Draft, project_dir: Path, *, source: str) -> Path:
-    """usecases/<name>/usecase.yaml, raw_suite.json and a datasheet stub; refuses to overwrite a folder."""
+    """usecases/<name>/usecase.yaml and a datasheet stub, and expectations/<name>.json; overwrites nothing."""
     name = result.usecase["name"]
     folder = project_dir / USECASES / name
-    if folder.exists():
-        raise DraftError(EXISTS.format(path=folder))
+    suite_file = project_dir / "expectations" / f"{name}.json"
+    for existing in (folder, suite_file):
+        if existing.exists():
+            raise DraftError(EXISTS.format(path=existing))
     folder.mkdir(parents=True)
+    suite_file.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Drafted by `steward usecase draft` from {source}. REVIEW EVERY LINE before training on it:\n"
         "# the protected attributes are guessed from column names; nothing is actionable until you say what a\n"
         "# person may change, and how; the reason phrases and words are placeholders in the column names.\n"
     )
     (folder / SPEC_FILE).write_text(header + yaml.safe_dump(result.usecase, sort_keys=False, allow_unicode=True))
-    (folder / "raw_suite.json").write_text(json.dumps(result.suite, indent=2) + "\n")
+    suite_file.write_text(json.dumps(result.suite, indent=2) + "\n")
     (folder / "datasheet.md").write_text(
         f"# Datasheet: {name}\n\nDrafted from {source}. Answer the datasheet questions (motivation, composition, "
         "collection, preprocessing, uses, distribution, maintenance) before this use case goes to sign-off.\n"
@@ -123,7 +133,7 @@ def _id_column(frame: pd.DataFrame, given: str | None, *, source: str, exclude: 
 
 
 def _usecase(
-    frame: pd.DataFrame, *, name: str, data_file: str, label: str, id_column: str, folder: str
+    frame: pd.DataFrame, *, name: str, data_file: str, label: str, id_column: str
 ) -> dict[str, Any]:
     protected = [str(c) for c in frame.columns if PROTECTED_NAMES.match(str(c).lower()) and c not in (label, id_column)]
     groups: dict[str, Any] = {}
@@ -143,7 +153,7 @@ def _usecase(
         "name": name,
         "title": f"{name} (drafted: describe the decision and the data)",
         "model_name": name.replace("_", "-"),
-        "dataset": {"file": data_file, "raw_suite": f"{folder}/raw_suite.json", "datasheet": f"{folder}/datasheet.md"},
+        "dataset": {"file": data_file},
         "id_column": id_column,
         "label": {},
         "protected": protected,

@@ -1,40 +1,47 @@
-"""The feature frame: derived columns, the label, and which columns the model may see."""
+"""The feature frame: derived group columns, the 0/1 label, and which columns the model may see."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import pandas as pd
 
-from steward.params import DataParams, Params
+from steward.params import Params
+from steward.usecase import UseCase
+from tasks.data.suites import LABEL
 
-AGE_GROUP = "age_group"
-LABEL = "label"
-MISSING_COLUMNS = "the data lacks column(s) {columns} named in params.yaml data"
-
-
-def age_groups(age: pd.Series, *, threshold: int) -> pd.Series:
-    """'under {t}' / '{t} and over' (the audit's age grouping)."""
-    labels = np.where(age.to_numpy() < threshold, f"under {threshold}", f"{threshold} and over")
-    return pd.Series(labels, index=age.index, name=AGE_GROUP, dtype="str")
+MISSING_COLUMNS = "the data lacks column(s) {columns} named in usecases/{name}/usecase.yaml"
 
 
-def to_feature_frame(raw: pd.DataFrame, *, data: DataParams) -> pd.DataFrame:
-    """Raw applications → feature frame: the raw columns but the label, plus age_group and a 0/1 label."""
-    needed = [data.label, data.age_column, *data.protected]
+def read_snapshot(path: Path | str) -> pd.DataFrame:
+    """A raw snapshot as every stage reads it: CSV (gzipped if named .gz), only empty fields missing.
+
+    pandas would also read 'NA', 'None' or 'null' as missing: in a category those are values.
+    """
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def to_feature_frame(raw: pd.DataFrame, *, usecase: UseCase) -> pd.DataFrame:
+    """Raw rows → feature frame: the raw columns but the label, plus each derived group and a 0/1 label.
+
+    The label is 1 where the raw label is the use case's favourable value (whichever class that is).
+    """
+    needed = [usecase.label.column, *usecase.protected, *(g.column for g in usecase.groups.values())]
     missing = sorted({c for c in needed if c not in raw.columns})
     if missing:
-        raise KeyError(MISSING_COLUMNS.format(columns=", ".join(missing)))
-    frame = raw.drop(columns=[data.label])
-    frame[AGE_GROUP] = age_groups(raw[data.age_column], threshold=data.age_threshold)
-    frame[LABEL] = (raw[data.label] == data.positive_label).astype("int64")
+        raise KeyError(MISSING_COLUMNS.format(columns=", ".join(missing), name=usecase.name))
+    frame = raw.drop(columns=[usecase.label.column])
+    for name, group in usecase.groups.items():
+        frame[name] = group.assign(raw[group.column])
+    frame[LABEL] = (raw[usecase.label.column] == usecase.label.favourable).astype("int64")
     return frame
 
 
 def model_features(columns: list[str] | pd.Index, *, params: Params) -> list[str]:
-    """The columns the model is trained on: not the id or label, and no protected attribute by default."""
-    data = params.data
-    hidden = {data.id_column, data.label, LABEL}
+    """The columns the model is trained on: never the id, label, groups, dropped columns or proxies, and no
+    protected attribute unless prepare.exclude_protected is false."""
+    usecase = params.usecase
+    hidden = usecase.not_features | {LABEL}
     if params.prepare.exclude_protected:
-        hidden |= {*data.protected, AGE_GROUP}
-    hidden |= set(params.prepare.drop_features)
+        hidden |= set(usecase.protected)
     return [c for c in columns if c not in hidden]

@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from steward.params import Params
-from tasks.data.features import LABEL, to_feature_frame
+from tasks.data.features import LABEL, read_snapshot, to_feature_frame
 
 
 def split(frame: pd.DataFrame, *, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -25,7 +25,7 @@ def main() -> None:
 
     ctx = stage_context()
     layout, params = ctx.layout, ctx.params
-    frame = to_feature_frame(pd.read_csv(layout.raw_data), data=params.data)
+    frame = to_feature_frame(read_snapshot(layout.raw_data), usecase=params.usecase)
     train, test = split(frame, params=params)
     for part, path in ((train, layout.prepared_train), (test, layout.prepared_test)):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -112,12 +113,13 @@ def check(summary: ValidationSummary) -> None:
         raise ValidationFailed(summary)
 
 
-def load_suite(path: Path) -> gx.ExpectationSuite:
-    """Load a suite stored as JSON, refusing one that GE would silently shorten."""
+def load_suite(source: Path | dict[str, Any]) -> gx.ExpectationSuite:
+    """A suite from its JSON file (or its already-read or derived mapping), refusing one GE would silently shorten."""
     import great_expectations as gx
 
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    suite = gx.ExpectationSuite(**raw)
+    raw = json.loads(source.read_text(encoding="utf-8")) if isinstance(source, Path) else source
+    path = source if isinstance(source, Path) else raw.get("name", "(derived)")
+    suite = gx.ExpectationSuite(**copy.deepcopy(raw))
     # GE logs and drops an expectation it cannot build (a typo in its type or kwargs): a contract
     # must not lose a check quietly.
     declared = len(raw.get("expectations", []))
@@ -127,7 +129,9 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
     return suite
 
 
-def validate_frame(df: pd.DataFrame, *, suite_path: Path, docs_dir: Path | None = None) -> ValidationSummary:
+def validate_frame(
+    df: pd.DataFrame, *, suite: Path | dict[str, Any], docs_dir: Path | None = None
+) -> ValidationSummary:
     """Validate `df` as one whole-frame batch; with `docs_dir`, also write Data Docs HTML there."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -135,14 +139,14 @@ def validate_frame(df: pd.DataFrame, *, suite_path: Path, docs_dir: Path | None 
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    suite = context.suites.add(load_suite(suite_path))
+    gx_suite = context.suites.add(load_suite(suite))
     batch_definition = (
         context.data_sources.add_pandas("frames")
-        .add_dataframe_asset(suite.name)
+        .add_dataframe_asset(gx_suite.name)
         .add_batch_definition_whole_dataframe("whole_frame")
     )
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=gx_suite.name, data=batch_definition, suite=gx_suite)
     )
     actions: list[ValidationAction] = []
     if docs_dir is not None:
@@ -161,15 +165,15 @@ def validate_frame(df: pd.DataFrame, *, suite_path: Path, docs_dir: Path | None 
         actions.append(UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name=suite.name, validation_definitions=[definition], actions=actions, result_format=RESULT_FORMAT
+            name=gx_suite.name, validation_definitions=[definition], actions=actions, result_format=RESULT_FORMAT
         )
     )
     run = checkpoint.run(batch_parameters={"dataframe": df})
     result = next(iter(run.run_results.values()))
-    order = {e.id: i for i, e in enumerate(suite.expectations)}
+    order = {e.id: i for i, e in enumerate(gx_suite.expectations)}
     return _summarise(
         result,
-        suite=suite.name,
+        suite=gx_suite.name,
         columns=set(df.columns),
         n_rows=len(df),
         order=order,
@@ -306,13 +310,14 @@ def validate_snapshot(raw: pd.DataFrame, *, params: Params, root: Path) -> list[
     Data Docs go to reports/data_docs/{raw,features} under `root`; paths in the summaries are relative.
     """
     from tasks.data.features import to_feature_frame
+    from tasks.data.suites import features_suite, read_suite
 
-    suites = params.validate_
-    summaries = [validate_frame(raw, suite_path=root / suites.raw_suite, docs_dir=root / "reports/data_docs/raw")]
+    raw_suite = read_suite(root / params.usecase.raw_suite)
+    summaries = [validate_frame(raw, suite=raw_suite, docs_dir=root / "reports/data_docs/raw")]
     if summaries[0].success:
-        features = to_feature_frame(raw, data=params.data)
+        features = to_feature_frame(raw, usecase=params.usecase)
         docs = root / "reports/data_docs/features"
-        summaries.append(validate_frame(features, suite_path=root / suites.features_suite, docs_dir=docs))
+        summaries.append(validate_frame(features, suite=features_suite(raw_suite, params.usecase), docs_dir=docs))
     return [relative_docs(summary, root) for summary in summaries]
 
 
@@ -330,17 +335,18 @@ def first_failure(report: dict[str, Any]) -> ValidationSummary | None:
 
 
 def main() -> None:
-    """DVC stage `validate`: both contracts on data/raw/credit.csv → reports/validate.json and Data Docs."""
+    """DVC stage `validate`: both contracts on data/raw/snapshot.csv → reports/validate.json and Data Docs."""
     import pandas as pd
 
+    from tasks.data.features import read_snapshot
     from tasks.stage import stage_context, write_json
 
     ctx = stage_context()
     try:
-        raw = pd.read_csv(ctx.layout.raw_data)
+        raw = read_snapshot(ctx.layout.raw_data)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         unreadable = Failure(column=None, expectation=READABLE_CSV, observed=str(exc).strip())
-        suite = Path(ctx.params.validate_.raw_suite).stem
+        suite = Path(ctx.params.usecase.raw_suite).stem
         summaries = [ValidationSummary(suite=suite, success=False, n_rows=0, evaluated=1, failures=[unreadable])]
     else:
         summaries = validate_snapshot(raw, params=ctx.params, root=ctx.layout.project_dir)

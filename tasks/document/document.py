@@ -186,7 +186,7 @@ def model_card_metadata(evidence: Evidence, params: Params) -> dict[str, Any]:
         "risk_tier": params.governance.risk_tier,
         "gate_verdict": evidence.verdict,
         "decision_threshold": params.evaluate.threshold,
-        "favourable_outcome": params.data.positive_label,
+        "favourable_outcome": str(params.usecase.label.favourable),
         "data_md5": lineage.data_md5,
         "params_hash": lineage.params_hash,
         "git_commit": lineage.git_commit,
@@ -338,7 +338,7 @@ def main() -> None:
 
     ctx = stage_context()
     root = ctx.layout.project_dir
-    evidence = gather(root, params=ctx.params, git_commit=git_revision(root), model_name=ctx.params.train.model_name)
+    evidence = gather(root, params=ctx.params, git_commit=git_revision(root), model_name=ctx.params.usecase.model_name)
     written = write_documents(root, evidence, ctx.params)
     lineage = {k: getattr(evidence.lineage, k) for k in ("data_md5", "params_hash", "git_commit")}
     missing = [stage for stage in facts.STAGES if stage not in evidence.reports]

@@ -86,7 +86,7 @@ def reference_of(
         test,
         model.predict_proba(test[inputs])[:, 1],
         inputs=inputs,
-        sensitive=list(params.data.sensitive),
+        sensitive=list(params.usecase.sensitive),
         label=test[LABEL] == 1,
         threshold=params.evaluate.threshold,
         band=params.serve.review_band,

@@ -109,7 +109,7 @@ def watch(
     table = RoutingTable(engine, Ledger(engine))
     started = time.monotonic()
     last_progress = started
-    attributes = list(params.data.sensitive)
+    attributes = list(params.usecase.sensitive)
     while True:
         frame = window(engine, models=[candidate, reference], since=since)
         analysis = analyse(

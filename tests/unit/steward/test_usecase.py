@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from steward.usecase import Group, UseCaseError, load_usecase, shipped, suite_columns
+from tasks.data.features import read_snapshot
 
 PROJECT = Path(__file__).resolve().parents[3]
 MINIMAL = {
     "name": "loans",
     "title": "t",
     "model_name": "loans",
-    "dataset": {"file": "d.csv", "raw_suite": "s.json", "datasheet": "d.md"},
+    "dataset": {"file": "d.csv"},
     "id_column": "id",
     "label": {"column": "y", "favourable": "yes", "unfavourable": "no"},
     "protected": ["sex"],
@@ -55,8 +56,8 @@ def _load(tmp_path: Path, **changes):
 @pytest.mark.parametrize("name", ["german_credit", "adult_income"])
 def test_each_shipped_use_case_loads_and_matches_its_data_and_suite(name):
     usecase = load_usecase(PROJECT, name)
-    suite_file = PROJECT / ("expectations/raw_credit.json" if name == "german_credit" else usecase.dataset.raw_suite)
-    data = pd.read_csv(PROJECT / usecase.dataset.file)
+    suite_file = PROJECT / usecase.raw_suite
+    data = read_snapshot(PROJECT / usecase.dataset.file)
     problems = usecase.check_against(columns=list(data.columns), suite=json.loads(suite_file.read_text()), data=data)
     assert problems == []
     assert usecase.label.favourable in set(data[usecase.label.column])

@@ -11,13 +11,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from steward.params import parse_params
 from tasks.audit.explain import explain, importance, plot_all, proxy_table
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
+from tests.usecases import parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 PROTECTED = {"sex", "age", "age_group", "foreign_worker"}
@@ -25,11 +25,11 @@ PROTECTED = {"sex", "age", "age_group", "foreign_worker"}
 
 @pytest.fixture(scope="module")
 def german() -> pd.DataFrame:
-    return to_feature_frame(pd.read_csv(GERMAN_CSV), data=parse_params({}).data)
+    return to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=usecase())
 
 
 def _params(model: str):
-    return parse_params(
+    return parse_for(
         {"train": {"model": model, "gradient_boosting": {"n_estimators": 60}}, "explain": {"sample_size": 120}}
     )
 
@@ -121,7 +121,7 @@ def test_one_hot_columns_sum_back_to_their_source_column():
 
 
 def test_personal_status_is_flagged_as_a_proxy_of_sex_and_a_shuffled_copy_is_not(german):
-    params = parse_params({})
+    params = parse_for({})
     frame = german.assign(shuffled_status=np.random.default_rng(7).permutation(german["personal_status"].to_numpy()))
     table = proxy_table(frame, features=["personal_status", "shuffled_status"], attributes=["sex"], params=params)
     by_feature = {row["feature"]: row for row in table}

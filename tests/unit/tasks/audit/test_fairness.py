@@ -9,7 +9,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from steward.params import Params
 from tasks.audit.bootstrap import (
     MISSING_ATTRIBUTE,
     TOO_FEW_GROUPS,
@@ -30,6 +29,7 @@ from tasks.audit.fairness import (
     scores,
 )
 from tasks.data.features import to_feature_frame
+from tests.usecases import usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 NUMERIC = ["duration_months", "credit_amount", "installment_rate", "age", "existing_credits"]
@@ -43,7 +43,7 @@ RATES = ["selection_rate", "tpr", "fpr", "fnr", "precision", "brier"]
 @pytest.fixture(scope="module")
 def german() -> pd.DataFrame:
     """The vendored German data with a fixed scorer: a logistic regression on five numeric columns."""
-    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), data=Params().data)
+    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=usecase())
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame[NUMERIC], frame["label"])
     return frame.assign(proba=model.predict_proba(frame[NUMERIC])[:, 1])
 

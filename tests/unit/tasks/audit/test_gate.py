@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from steward.params import parse_params
 from tasks.audit.bootstrap import attribute_name
 from tasks.audit.gate import MISSING, MISSING_REPORT, NOTHING_ASSESSED, Verdict, decide
+from tests.usecases import parse_for
 
 TIERS = ("high", "limited", "minimal")
 SEX_AGE = attribute_name(["sex", "age_group"])
@@ -35,7 +35,7 @@ def _audits(**summaries):
 
 GOOD_EVAL = {"metrics": {"auc": 0.8}}
 ROBUST = {"perturbation": {"flip_rate": 0.01}}
-HIGH = parse_params({}).governance
+HIGH = parse_for({}).governance
 
 
 def _governance(tier, **policy):
@@ -44,7 +44,7 @@ def _governance(tier, **policy):
         tier: {"min_auc": auc, "min_dp_ratio_lower": dp, "max_eo_diff_upper": eo, "max_robustness_flip_rate": flip}
         | policy
     }
-    return parse_params({"governance": {"risk_tier": tier, "tiers": tiers}}).governance
+    return parse_for({"governance": {"risk_tier": tier, "tiers": tiers}}).governance
 
 
 def _decide(governance=HIGH, *, evaluation=GOOD_EVAL, fairness=None, robustness=ROBUST, **kwargs):

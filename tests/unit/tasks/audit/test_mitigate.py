@@ -1,15 +1,16 @@
 import numpy as np
 import pytest
 
-from steward.params import MitigationParams, parse_params
+from steward.params import MitigationParams
 from tasks.audit.mitigate import MISSING_ATTRIBUTE, MitigatedModel, fit_mitigation
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.demo.synthetic import generate_applications
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
+from tests.usecases import parse_for
 
-PARAMS = parse_params({"prepare": {"exclude_protected": False}, "train": {"gradient_boosting": {"n_estimators": 40}}})
+PARAMS = parse_for({"prepare": {"exclude_protected": False}, "train": {"gradient_boosting": {"n_estimators": 40}}})
 
 
 @pytest.fixture(scope="module")

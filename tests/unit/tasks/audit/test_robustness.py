@@ -8,7 +8,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from steward.params import parse_params
 from tasks.audit.robustness import (
     NOT_A_FEATURE,
     ONE_CLASS,
@@ -25,14 +24,15 @@ from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.demo.synthetic import generate_applications
 from tasks.model.train import fit
+from tests.usecases import parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 
 
 @pytest.fixture(scope="module")
 def german_split():
-    params = parse_params({"train": {"gradient_boosting": {"n_estimators": 60}}})
-    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), data=params.data)
+    params = parse_for({"train": {"gradient_boosting": {"n_estimators": 60}}})
+    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=params.usecase)
     train, test = split(frame, params=params)
     return params, fit(train, params=params), train, test
 
@@ -95,7 +95,7 @@ def test_slices_flag_small_and_single_class_slices(german_split):
     params, model, _, test = german_split
     test = test.copy()
     test.loc[test["foreign_worker"] == "no", "label"] = 1  # one class in that slice
-    slices, flags = shifted_slices(model, test, data=params.data, threshold=0.5, min_size=30)
+    slices, flags = shifted_slices(model, test, usecase=params.usecase, threshold=0.5, min_size=30)
     by_name = {s["name"]: s for s in slices}
     assert set(by_name) == {
         "all", "credit_amount top decile", "age under 25", "duration over 36 months", "foreign_worker no",
@@ -116,14 +116,14 @@ def test_moving_age_across_the_threshold_lands_on_the_other_side_at_a_valid_age(
 
 
 def test_protected_flip_is_zero_when_the_attribute_is_not_a_feature_and_measured_when_it_is():
-    frame = to_feature_frame(generate_applications(1500, seed=2, bias=1.0), data=parse_params({}).data)
-    blind = parse_params({"train": {"model": "logistic_regression"}})
+    frame = to_feature_frame(generate_applications(1500, seed=2, bias=1.0), usecase=usecase())
+    blind = parse_for({"train": {"model": "logistic_regression"}})
     flips = protected_flips(fit(frame, params=blind), frame, data=blind.data, threshold=0.5)
     for attribute in ("sex", "age", "foreign_worker"):
         assert flips[attribute]["flip_rate"] == 0.0
         assert flips[attribute]["note"] == NOT_A_FEATURE.format(attribute=attribute)
 
-    aware = parse_params({"train": {"model": "logistic_regression"}, "prepare": {"exclude_protected": False}})
+    aware = parse_for({"train": {"model": "logistic_regression"}, "prepare": {"exclude_protected": False}})
     flips = protected_flips(fit(frame, params=aware), frame, data=aware.data, threshold=0.5)
     assert flips["sex"]["flip_rate"] > 0  # the generator lowers women's odds; a model given sex uses it
     assert "is a model feature" in flips["sex"]["note"]

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.params import Params
 from tasks.audit.bootstrap import MISSING_ATTRIBUTE, TOO_FEW_GROUPS
 from tasks.data.data_bias import FAILS_FOUR_FIFTHS, SMALL_GROUP, data_bias, plot_base_rates
 from tasks.data.features import to_feature_frame
+from tests.usecases import usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 ATTRIBUTES = ["sex", "age_group", "foreign_worker"]
@@ -17,7 +17,7 @@ INTERSECTIONS = [["sex", "age_group"]]
 
 @pytest.fixture(scope="module")
 def german() -> pd.DataFrame:
-    return to_feature_frame(pd.read_csv(GERMAN_CSV), data=Params().data)
+    return to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=usecase())
 
 
 def _audit(frame: pd.DataFrame, **overrides) -> dict:

@@ -51,7 +51,7 @@ def test_the_drafted_suite_states_what_the_data_shows(adult):
 
 def test_drafting_german_credit_recovers_its_hand_written_value_sets():
     suite = draft(GERMAN, name="g", data_file="x", label="credit_risk", favourable="good").suite
-    hand = json.loads((PROJECT / "expectations/raw_credit.json").read_text())
+    hand = json.loads((PROJECT / "expectations/german_credit.json").read_text())
     drafted, written = (
         _rules(suite, "expect_column_values_to_be_in_set"),
         _rules(hand, "expect_column_values_to_be_in_set"),
@@ -63,7 +63,8 @@ def test_drafting_german_credit_recovers_its_hand_written_value_sets():
 def test_a_favourable_value_that_is_numeric_in_the_data_is_matched_by_its_text():
     frame = pd.DataFrame({"id": ["a", "b", "c"], "y": [1, 0, 1], "x": [1.5, 2.5, None]})
     proposed = draft(frame, name="n", data_file="x", label="y", favourable="1")
-    assert proposed.usecase["label"] == {"column": "y", "favourable": 1, "unfavourable": 0}
+    # 2 of 3 favourable: the base-rate bounds are that share, BASE_RATE_MARGIN either way
+    assert proposed.usecase["label"] == {"column": "y", "favourable": 1, "unfavourable": 0, "base_rate": [0.52, 0.82]}
     assert _rules(proposed.suite, "expect_column_values_to_be_between")["x"]["min_value"] == pytest.approx(1.4)
 
 

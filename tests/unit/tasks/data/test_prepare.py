@@ -2,19 +2,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.params import parse_params
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.demo.synthetic import generate_applications
+from tests.usecases import parse_for, usecase
 
 
 @pytest.fixture(scope="module")
 def frame():
-    return to_feature_frame(generate_applications(3000, seed=1), data=parse_params({}).data)
+    return to_feature_frame(generate_applications(3000, seed=1), usecase=usecase())
 
 
 def test_split_sizes_and_label_shares_follow_the_params(frame):
-    params = parse_params({"prepare": {"test_size": 0.25}})
+    params = parse_for({"prepare": {"test_size": 0.25}})
     train, test = split(frame, params=params)
     assert len(test) == 750 and len(train) == 2250
     # stratified: each part has the whole frame's good rate, to within one row
@@ -26,8 +26,8 @@ def test_split_sizes_and_label_shares_follow_the_params(frame):
 
 
 def test_split_is_reproducible_by_seed(frame):
-    first, _ = split(frame, params=parse_params({"prepare": {"seed": 3}}))
-    again, _ = split(frame, params=parse_params({"prepare": {"seed": 3}}))
-    other, _ = split(frame, params=parse_params({"prepare": {"seed": 4}}))
+    first, _ = split(frame, params=parse_for({"prepare": {"seed": 3}}))
+    again, _ = split(frame, params=parse_for({"prepare": {"seed": 3}}))
+    other, _ = split(frame, params=parse_for({"prepare": {"seed": 4}}))
     pd.testing.assert_frame_equal(first, again)
     assert not np.array_equal(first["applicant_id"], other["applicant_id"])

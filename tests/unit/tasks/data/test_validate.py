@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.data.suites import features_suite, read_suite, serving_suite
 from tasks.data.validate import (
     COLUMN_ABSENT,
     SUITE_INVALID,
@@ -20,10 +21,11 @@ from tasks.data.validate import (
     load_suite,
     validate_frame,
 )
+from tests.usecases import SHIPPED, usecase
 
 ROOT = Path(__file__).resolve().parents[4]
-RAW_SUITE = ROOT / "expectations" / "raw_credit.json"
-FEATURES_SUITE = ROOT / "expectations" / "features.json"
+RAW_SUITE = ROOT / "expectations" / "german_credit.json"
+FEATURES_SUITE = features_suite(read_suite(RAW_SUITE), usecase("german_credit"))
 GERMAN_CSV = ROOT / "data" / "german_credit.csv"
 
 # The decoded schema (data/german_credit.csv), written out independently of the suites.
@@ -129,25 +131,25 @@ def failures_of(summary: ValidationSummary) -> set[tuple[str | None, str]]:
 
 
 def test_inline_frame_passes_both_suites(raw: pd.DataFrame) -> None:
-    assert validate_frame(raw, suite_path=RAW_SUITE).failures == []
-    assert validate_frame(to_features(raw), suite_path=FEATURES_SUITE).failures == []
+    assert validate_frame(raw, suite=RAW_SUITE).failures == []
+    assert validate_frame(to_features(raw), suite=FEATURES_SUITE).failures == []
 
 
 def test_german_credit_passes_raw_suite(german: pd.DataFrame) -> None:
-    summary = validate_frame(german, suite_path=RAW_SUITE)
+    summary = validate_frame(german, suite=RAW_SUITE)
     assert summary.success, summary.message()
     assert (summary.n_rows, summary.evaluated) == (len(german), len(load_suite(RAW_SUITE).expectations))
 
 
 def test_german_credit_features_pass_features_suite(german: pd.DataFrame) -> None:
-    summary = validate_frame(to_features(german), suite_path=FEATURES_SUITE)
+    summary = validate_frame(to_features(german), suite=FEATURES_SUITE)
     assert summary.success, summary.message()
 
 
 def test_string_columns_read_as_text_fail_the_type_check() -> None:
     if not GERMAN_CSV.exists():
         pytest.skip(f"{GERMAN_CSV} not written yet")
-    summary = validate_frame(pd.read_csv(GERMAN_CSV, dtype={"age": str}), suite_path=RAW_SUITE)
+    summary = validate_frame(pd.read_csv(GERMAN_CSV, dtype={"age": str}), suite=RAW_SUITE)
     failure = next(f for f in summary.failures if f.expectation == "expect_column_values_to_be_of_type")
     assert (failure.column, failure.observed) == ("age", "str")
 
@@ -204,7 +206,7 @@ def test_raw_suite_names_the_broken_column_and_expectation(
     corrupt: Callable[[pd.DataFrame], pd.DataFrame],
     expected: set[tuple[str | None, str]],
 ) -> None:
-    summary = validate_frame(corrupt(raw), suite_path=RAW_SUITE)
+    summary = validate_frame(corrupt(raw), suite=RAW_SUITE)
     assert not summary.success
     assert failures_of(summary) == expected
     with pytest.raises(ValidationFailed) as caught:
@@ -213,7 +215,7 @@ def test_raw_suite_names_the_broken_column_and_expectation(
 
 
 def test_missing_column_is_reported_not_raised(raw: pd.DataFrame) -> None:
-    summary = validate_frame(raw.drop(columns=["age"]).assign(extra=1), suite_path=RAW_SUITE)
+    summary = validate_frame(raw.drop(columns=["age"]).assign(extra=1), suite=RAW_SUITE)
     column_set, *on_age = summary.failures
     assert column_set.observed == "missing ['age'], extra ['extra']"
     assert {f.observed for f in on_age} == {COLUMN_ABSENT}
@@ -222,7 +224,7 @@ def test_missing_column_is_reported_not_raised(raw: pd.DataFrame) -> None:
 def test_observed_shows_count_percent_and_values(raw: pd.DataFrame) -> None:
     bad = _ages_out_of_range(raw)
     n_out = int((~bad["age"].between(18, 100)).sum())  # plain pandas, not GE
-    (failure,) = validate_frame(bad, suite_path=RAW_SUITE).failures
+    (failure,) = validate_frame(bad, suite=RAW_SUITE).failures
     assert failure.observed == f"{n_out} unexpected values ({100 * n_out / len(bad):.3g}%), e.g. [7, 150, -1]"
     assert failure.expected == "min 18, max 100"
 
@@ -230,7 +232,7 @@ def test_observed_shows_count_percent_and_values(raw: pd.DataFrame) -> None:
 @pytest.mark.parametrize(("good_rate", "n"), [(0.3, 100), (1.0, 100)])
 def test_features_suite_bounds_the_label_balance(raw: pd.DataFrame, good_rate: float, n: int) -> None:
     features = to_features(raw.iloc[:n]).assign(label=[1] * int(good_rate * n) + [0] * (n - int(good_rate * n)))
-    (failure,) = validate_frame(features, suite_path=FEATURES_SUITE).failures
+    (failure,) = validate_frame(features, suite=FEATURES_SUITE).failures
     assert (failure.column, failure.expectation) == ("label", "expect_column_mean_to_be_between")
     assert failure.observed == f"{features['label'].mean():.4g}"
 
@@ -239,14 +241,14 @@ def test_features_suite_rejects_a_third_label_and_a_third_age_group(raw: pd.Data
     features = to_features(raw)
     features.loc[0, "label"] = 2
     features.loc[1, "age_group"] = "over 65"
-    assert failures_of(validate_frame(features, suite_path=FEATURES_SUITE)) == {
+    assert failures_of(validate_frame(features, suite=FEATURES_SUITE)) == {
         ("label", "expect_column_values_to_be_in_set"),
         ("age_group", "expect_column_values_to_be_in_set"),
     }
 
 
 def test_data_docs_index_is_written(raw: pd.DataFrame, tmp_path: Path) -> None:
-    summary = validate_frame(_third_label(raw), suite_path=RAW_SUITE, docs_dir=tmp_path / "docs")
+    summary = validate_frame(_third_label(raw), suite=RAW_SUITE, docs_dir=tmp_path / "docs")
     assert summary.data_docs == str(tmp_path / "docs" / "index.html")
     assert "raw_credit" in Path(summary.data_docs).read_text(encoding="utf-8")
 
@@ -254,8 +256,7 @@ def test_data_docs_index_is_written(raw: pd.DataFrame, tmp_path: Path) -> None:
 def test_summary_json_is_identical_across_runs(raw: pd.DataFrame, tmp_path: Path) -> None:
     bad = _null_savings(_ages_out_of_range(raw))
     first, second = (
-        json.dumps(validate_frame(bad, suite_path=RAW_SUITE, docs_dir=tmp_path).to_dict(), sort_keys=True)
-        for _ in range(2)
+        json.dumps(validate_frame(bad, suite=RAW_SUITE, docs_dir=tmp_path).to_dict(), sort_keys=True) for _ in range(2)
     )
     assert first == second
 
@@ -291,7 +292,11 @@ def test_load_suite_refuses_an_expectation_gx_would_drop(tmp_path: Path) -> None
     assert str(caught.value) == SUITE_INVALID.format(path=path, dropped=1, declared=declared)
 
 
-@pytest.mark.parametrize("path", [RAW_SUITE, FEATURES_SUITE], ids=lambda p: p.stem)
-def test_every_expectation_says_why(path: Path) -> None:
-    for expectation in json.loads(path.read_text(encoding="utf-8"))["expectations"]:
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_raw_expectation_says_why_and_every_derived_one_where_it_came_from(name: str) -> None:
+    raw = read_suite(ROOT / usecase(name).raw_suite)
+    for expectation in raw["expectations"]:
         assert expectation["meta"]["why"], expectation["type"]
+    for derived in (features_suite(raw, usecase(name)), serving_suite(raw, usecase(name))):
+        for expectation in derived["expectations"]:
+            assert expectation["meta"]["source"], expectation["type"]

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from steward.usecase import load_usecase
+from tasks.data.features import read_snapshot
 from tasks.data.validate import validate_frame
 from tasks.demo.resample import Pattern, Scenario, resample
 
 PROJECT = Path(__file__).resolve().parents[4]
-SUITES = {"german_credit": "expectations/raw_credit.json", "adult_income": "usecases/adult_income/raw_suite.json"}
 # per use case: a categorical column and one of its values, a numeric column, a sensitive group
 SHAPES = {
     "german_credit": ("purpose", "education", "credit_amount", {"sex": "female"}),
@@ -21,11 +21,11 @@ SHAPES = {
 N = 20_000
 
 
-@pytest.fixture(scope="module", params=sorted(SUITES))
+@pytest.fixture(scope="module", params=sorted(SHAPES))
 def case(request):
     usecase = load_usecase(PROJECT, request.param)
-    snapshot = pd.read_csv(PROJECT / usecase.dataset.file)
-    suite = json.loads((PROJECT / SUITES[request.param]).read_text())
+    snapshot = read_snapshot(PROJECT / usecase.dataset.file)
+    suite = json.loads((PROJECT / usecase.raw_suite).read_text())
     return usecase, snapshot, suite, SHAPES[request.param]
 
 
@@ -45,7 +45,7 @@ def test_rows_are_real_rows_with_fresh_ids_and_pass_the_raw_suite(case, tmp_path
     )
     suite_file = tmp_path / "suite.json"
     suite_file.write_text(json.dumps(suite))
-    assert validate_frame(frame, suite_path=suite_file).success
+    assert validate_frame(frame, suite=suite_file).success
     pd.testing.assert_frame_equal(frame, resample(snapshot, usecase, suite=suite, n=3000, seed=7))
 
 

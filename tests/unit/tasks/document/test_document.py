@@ -23,8 +23,9 @@ from tasks.document.document import (
     write_documents,
 )
 from tasks.document.facts import NOT_RUN, STAGES, md
+from tests.usecases import params_for
 
-PARAMS = Params()
+PARAMS = params_for()
 EVIL = '<script>alert("x")</script>'
 LINK = "[click](http://evil.example)"
 MD5 = "0123456789abcdef0123456789abcdef"

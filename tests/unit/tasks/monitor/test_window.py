@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.params import Params
 from tasks.data.features import LABEL, to_feature_frame
 from tasks.demo.synthetic import generate_applications
 from tasks.model.reference import approvals, build_reference
 from tasks.model.train import fit
 from tasks.monitor.window import Limits, report
+from tests.usecases import params_for
 
-PARAMS = Params()
+PARAMS = params_for()
 BAND = (0.45, 0.55)
 INPUTS = ["duration_months", "credit_amount", "checking_status", "purpose", "savings", "housing"]
 SENSITIVE = ["sex", "age_group"]

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.params import parse_params
 from tasks.data.features import to_feature_frame
 from tasks.model.train import fit
 from tasks.serving.counterfactual import (
@@ -21,27 +20,28 @@ from tasks.serving.counterfactual import (
 )
 from tasks.serving.reasons import FALLBACK_PHRASE, PHRASES
 from tasks.serving.schema import SERVING_SUITE, columns, read_suite
+from tests.usecases import parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
-THRESHOLD = parse_params({}).evaluate.threshold
+THRESHOLD = parse_for({}).evaluate.threshold
 NEVER_CHANGED = ["sex", "age", "age_group", "foreign_worker", "personal_status"]
 SAMPLE = 12  # rows per decision checked in the slower tests
 
 
 @pytest.fixture(scope="module")
 def german() -> pd.DataFrame:
-    return to_feature_frame(pd.read_csv(GERMAN_CSV), data=parse_params({}).data)
+    return to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=usecase())
 
 
 @pytest.fixture(scope="module", params=["gradient_boosting", "logistic_regression"])
 def model(request, german):
-    params = parse_params({"train": {"model": request.param, "gradient_boosting": {"n_estimators": 40}}})
+    params = parse_for({"train": {"model": request.param, "gradient_boosting": {"n_estimators": 40}}})
     return fit(german, params=params)
 
 
 @pytest.fixture(scope="module")
 def gb(german):
-    return fit(german, params=parse_params({"train": {"gradient_boosting": {"n_estimators": 40}}}))
+    return fit(german, params=parse_for({"train": {"gradient_boosting": {"n_estimators": 40}}}))
 
 
 def score(model, frame: pd.DataFrame) -> np.ndarray:

@@ -131,9 +131,9 @@ def test_to_frame_is_the_raw_csv_row_and_feeds_the_feature_pipeline(german: pd.D
 
 def test_great_expectations_and_the_model_agree_on_a_request(request_row: dict[str, Any]):
     good = to_frame(Application.model_validate(request_row))
-    assert validate_frame(good, suite_path=SERVING_SUITE).success
+    assert validate_frame(good, suite=SERVING_SUITE).success
     bad = {**request_row, "purpose": "crypto", "age": 17, "applicant_id": ""}
-    summary = validate_frame(pd.DataFrame([bad]).astype(good.dtypes.to_dict()), suite_path=SERVING_SUITE)
+    summary = validate_frame(pd.DataFrame([bad]).astype(good.dtypes.to_dict()), suite=SERVING_SUITE)
     with pytest.raises(ValidationError) as exc:
         Application.model_validate(bad)
     assert {f.column for f in summary.failures} == {loc[0] for loc, _ in _error_locs(exc)}

@@ -4,10 +4,11 @@ import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.params import GovernanceParams, ParamsError, parse_params
+from steward.params import GovernanceParams, ParamsError
 from steward.signoff import Progress, Request, Tally
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn
+from tests.usecases import parse_for
 
 DIGEST = "ab" * 32
 DECISIONS = ["approve", "reject", "request_changes"]
@@ -367,7 +368,7 @@ def test_a_model_is_a_prefect_event_resource():
 
 def test_params_refuse_a_role_no_approver_holds():
     with pytest.raises(ParamsError, match=r"governance\.signoff\.high\.roles: no approver holds compliance"):
-        parse_params(
+        parse_for(
             {
                 "governance": {
                     "signoff": {"high": {"roles": ["compliance"]}},
