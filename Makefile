@@ -17,12 +17,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# data/raw/credit.csv is DVC-tracked (its .dvc file is in git); a fresh clone rebuilds it from the
-# bundled, git-tracked German credit data, so `dvc repro` works right after the install.
-data/raw/credit.csv: $(STAMP)
+# data/raw/snapshot.csv is DVC-tracked (its .dvc file is in git); a fresh clone rebuilds it from the
+# bundled, git-tracked data of params.yaml's use case, so `dvc repro` works right after the install.
+data/raw/snapshot.csv: $(STAMP)
 	$(BIN)/steward ingest
 
-install: $(STAMP) data/raw/credit.csv
+install: $(STAMP) data/raw/snapshot.csv
 
 run: install
 	$(BIN)/steward run

@@ -33,7 +33,7 @@ def main() -> None:
 
     from deployments.local.bento_server import served
     from scripts.rollout_fixture import build
-    from tasks.demo.synthetic import generate_applications
+    from usecases.german_credit.generator import generate_applications
     from tasks.demo.traffic import Traffic, requests_of
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ def main() -> None:
 
     from deployments.local.prefect_server import start_server, stop_pid
     from steward.settings import Settings
-    from tasks.demo.synthetic import generate_applications
+    from usecases.german_credit.generator import generate_applications
 
     with tempfile.TemporaryDirectory(prefix="steward-bench-") as tmp:
         root = Path(tmp)

@@ -46,7 +46,7 @@ from steward.settings import Settings
 from steward.layout import Layout
 from steward.params import load_params
 from tasks.data.features import to_feature_frame
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 settings = Settings(); params = load_params(Layout(settings.project_dir).params_file)
 frame = to_feature_frame(generate_applications(20000, seed=99, proxy={proxy}), usecase=params.usecase)
 young = frame["age_group"] == "under 25"
@@ -82,7 +82,7 @@ def main() -> None:
     from steward.registry import State
     from steward.routing import Rollouts
     from steward.settings import Settings
-    from tasks.demo.synthetic import generate_applications
+    from usecases.german_credit.generator import generate_applications
     from tasks.demo.traffic import Traffic, requests_of
     from tasks.rollout.canary import expected_sample_size
     from tasks.rollout.watch import now_iso, watch

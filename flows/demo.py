@@ -1,14 +1,16 @@
 """`steward run`: the whole lifecycle on generated data, with live traffic against the real service.
 
-1. Three snapshots of 150,000 synthetic applications each (tasks/demo/synthetic.py): A and B unbiased draws,
-   C with the education shortcut (a spurious pattern no offline check can see: education is spread evenly
-   over every group). Each is trained, audited, gated and signed off by the demo approvers.
+The story is the same for every use case; what is planted comes from its usecase.yaml `demo` section, and the
+rows from its generator plug-in or the resampler (tasks/demo/synthesize.py):
+1. Three synthetic snapshots: A and B plain draws, C with the use case's shortcut (a spurious pattern no
+   offline check can see: it is spread evenly over every group). Each is trained, audited, gated and signed
+   off by the demo approvers.
 2. A becomes production (with no production model there is nothing to compare it with) and the service
-   starts (`bentoml serve`, a free loopback port); ordinary applicants arrive from four threads, and each
+   starts (`bentoml serve`, a free loopback port); ordinary requests arrive from four threads, and each
    decision's true outcome is sent back to /feedback at once (in life it takes months).
 3. B is rolled out: shadow, each canary weight, production, with the analysis after every step.
-4. C is rolled out. When its canary starts, so does a student-loan campaign: most young applicants now
-   borrow for education. The canary declines them; production does not; the analysis rolls C back.
+4. C is rolled out. When its canary starts, so does the use case's campaign, in which the shortcut's pattern
+   becomes a proxy of a group. The canary declines that group; production does not; the analysis rolls C back.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from flows.rollout import RolloutResult, rollout_flow
 from flows.train import TrainResult
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.params import GovernanceParams
+from steward.params import GovernanceParams, load_params
 from steward.routing import RoutingTable
 from steward.settings import Settings
-from steward.workspace import prepare_workspace
-from tasks.demo.synthetic import generate_applications, write_demo_snapshot
+from steward.usecase import UseCase
+from steward.workspace import prepare_workspace, select_usecase
+from tasks.demo.synthesize import demo_scenarios, synthesize, write_snapshot
 from tasks.demo.traffic import Tally, Traffic, requests_of
 from tasks.signoff.approvals import answer_as_demo
 
-ROWS = 150_000
-SNAPSHOTS = {"A": (5, 0.0), "B": (6, 0.0), "C": (7, 1.0)}  # name → (seed, education shortcut)
+SNAPSHOTS = {"A": (5, "plain"), "B": (6, "plain"), "C": (7, "shortcut")}  # name → (seed, population)
 LIVE_SEED, CAMPAIGN_SEED, LIVE_ROWS = 50, 51, 20_000
 
 
@@ -46,20 +48,38 @@ class DemoResult:
     service_url: str | None
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """The demo trains in a workspace of its own (STEWARD_HOME/workspaces/demo, see steward/workspace.py), so
-    `steward run` leaves the checkout as it found it; the flows and the service it starts look there too."""
-    workspace = prepare_workspace(settings.project_dir, settings.state_dir, "demo")
+def demo_settings(settings: Settings, usecase: str | None = None) -> Settings:
+    """The demo trains in a workspace of its own (STEWARD_HOME/workspaces/demo, or demo-<usecase> for another
+    use case than params.yaml's; see steward/workspace.py), so `steward run` leaves the checkout as it found
+    it; the flows and the service it starts look there too."""
+    workspace = prepare_workspace(settings.project_dir, settings.state_dir, f"demo-{usecase}" if usecase else "demo")
+    if usecase is not None:
+        select_usecase(workspace, usecase)
     os.environ["STEWARD_PROJECT_DIR"] = str(workspace)
     os.environ["STEWARD_HOME"] = str(settings.state_dir)
     return Settings()
 
 
-def snapshot_paths(settings: Settings) -> dict[str, str]:
+def demo_usecase(settings: Settings) -> UseCase:
+    return load_params(settings.project_dir / "params.yaml").usecase
+
+
+def snapshot_paths(settings: Settings, usecase: UseCase) -> dict[str, str]:
     folder = settings.state_dir / "demo"
+    scenarios = demo_scenarios(usecase)
+    rows = usecase.demo.rows if usecase.demo else 0
     return {
-        name: str(write_demo_snapshot(folder / f"applications-{name}-{ROWS}.csv", n=ROWS, seed=seed, shortcut=cut))
-        for name, (seed, cut) in SNAPSHOTS.items()
+        name: str(
+            write_snapshot(
+                folder / f"{usecase.name}-{name}-{rows}.csv",
+                usecase,
+                settings.project_dir,
+                n=rows,
+                seed=seed,
+                scenario=scenarios[population],
+            )
+        )
+        for name, (seed, population) in SNAPSHOTS.items()
     }
 
 
@@ -90,12 +110,19 @@ def demo_approvers(settings: Settings, governance: GovernanceParams, *, since_se
 
 def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Callable[[str], None]) -> DemoResult:
     """The story in the module docstring; `train(path)` runs the training flow with demo sign-off."""
-    paths = snapshot_paths(settings)
+    usecase = demo_usecase(settings)
+    paths = snapshot_paths(settings, usecase)
+    assert usecase.demo is not None  # snapshot_paths refused a use case without a demo section
+    scenarios = demo_scenarios(usecase)
+    rows, subjects = usecase.demo.rows, f"{usecase.words.subject}s"
     trained: dict[str, TrainResult] = {}
     for name, path in paths.items():
-        seed, cut = SNAPSHOTS[name]
-        kind = "with the education shortcut" if cut else "unbiased"
-        say(f"\n[{name}] training on snapshot {name}: {ROWS:,} synthetic applications, seed {seed}, {kind}")
+        seed, population = SNAPSHOTS[name]
+        kind = f"with {usecase.demo.shortcut.story}" if population == "shortcut" else "plain"
+        say(
+            f"\n[{name}] training on snapshot {name}: {rows:,} synthetic {subjects} of {usecase.name}, "
+            f"seed {seed}, {kind}"
+        )
         trained[name] = train(path)
         say(f"[{name}] {trained[name].model.ref}: {trained[name].model.state.value}")
     result = DemoResult(trained=trained, rollouts={}, traffic=None, service_url=None)
@@ -110,14 +137,15 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
     with served(env, cwd=settings.project_dir, log=settings.state_dir / "demo" / "service.log") as service:
         url = service.url
         result.service_url = url
-        say(f"serving at {url}: ordinary applicants arrive, outcomes are fed back to /feedback")
-        traffic = Traffic(url, requests_of(generate_applications(LIVE_ROWS, seed=LIVE_SEED)), threads=4).start()
+        say(f"serving at {url}: ordinary {subjects} arrive, outcomes are fed back to /feedback")
+        live = synthesize(usecase, settings.project_dir, n=LIVE_ROWS, seed=LIVE_SEED, scenario=scenarios["plain"])
+        traffic = Traffic(url, requests_of(live, label=usecase.label.column), threads=4).start()
         try:
             for name in ("B", "C"):
                 ref = trained[name].model.ref
                 done = threading.Event()
                 if name == "C":
-                    _campaign_with_canary(settings, ref, traffic, say, done=done)
+                    _campaign_with_canary(settings, usecase, ref, traffic, say, done=done)
                 say(f"\n[{name}] rollout of {ref}: shadow, canary weights, production")
                 try:
                     result.rollouts[name] = rollout_flow(ref)
@@ -139,19 +167,28 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
 
 
 def _campaign_with_canary(
-    settings: Settings, ref: str, traffic: Traffic, say: Callable[[str], None], *, done: threading.Event
+    settings: Settings,
+    usecase: UseCase,
+    ref: str,
+    traffic: Traffic,
+    say: Callable[[str], None],
+    *,
+    done: threading.Event,
 ) -> None:
-    """Swap the live traffic for the student-loan campaign's the moment `ref` takes canary traffic."""
+    """Swap the live traffic for the use case's campaign the moment `ref` takes canary traffic."""
     engine = make_engine(settings.db_url)
     table = RoutingTable(engine, Ledger(engine))
-    campaign = requests_of(generate_applications(LIVE_ROWS, seed=CAMPAIGN_SEED, proxy=0.8))
+    scenario = demo_scenarios(usecase)["campaign"]
+    rows = synthesize(usecase, settings.project_dir, n=LIVE_ROWS, seed=CAMPAIGN_SEED, scenario=scenario)
+    campaign = requests_of(rows, label=usecase.label.column)
+    story = usecase.demo.campaign.story if usecase.demo else "the campaign"
 
     def watch() -> None:
         while table.get().canary != ref:
             if done.wait(0.1):
                 return
         traffic.swap(campaign)
-        say("[C]   a student-loan campaign starts with the canary: 80% of young applicants borrow for education")
+        say(f"[C]   the canary meets {story}")
 
     threading.Thread(target=watch, name="campaign", daemon=True).start()
 

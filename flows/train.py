@@ -108,14 +108,14 @@ def reproduce_pipeline(layout: Layout, *, settings: Settings, server: stage_serv
 
 @flow(name="train", log_prints=True)
 def train_flow(data: str | None = None, author: str | None = None, demo_signoff: bool = False) -> TrainResult:
-    """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the bundled German credit data),
+    """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the use case's bundled data),
     then, if the gate passes, wait for sign-off. `author` (default: STEWARD_USER or the OS user) may not approve.
     `demo_signoff` opens a sign-off that `steward run`'s demo identities may answer (recorded as such)."""
     settings = Settings()
     author = author or settings.user
     layout = Layout(settings.project_dir)
     params = load_params(layout.params_file)
-    source = data or str(layout.bundled_data)
+    source = data or str(layout / params.usecase.dataset.file)
 
     # The stage server imports Great Expectations, pandas, scikit-learn & co. while ingest runs: the stages it
     # forks then start warm. With the same snapshot as before nothing may run: it stops until a stage does.

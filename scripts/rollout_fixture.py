@@ -6,7 +6,7 @@ BENTOML_HOME:
 
 * production: gradient boosting on unbiased applications, promoted (the first production model);
 * fair: the same recipe on another draw, approved (a rollout of it should reach production);
-* unfair: trained on a snapshot with the education shortcut (`tasks/demo/synthetic.py`), approved. It treats
+* unfair: trained on a snapshot with the education shortcut (`usecases/german_credit/generator.py`), approved. It treats
   every group alike on ordinary traffic, but declines the young once a student-loan campaign brings them
   to borrow for education (`generate_applications(proxy=...)`);
 * broken: trained on a column requests do not have, approved: it raises on every request (the circuit
@@ -73,7 +73,7 @@ def main() -> None:
     from steward.routing import Rollouts
     from steward.settings import Settings
     from tasks.data.features import to_feature_frame
-    from tasks.demo.synthetic import generate_applications
+    from usecases.german_credit.generator import generate_applications
     from tasks.model.reference import reference_of
     from tasks.model.register import save_to_model_store
     from tasks.model.train import fit
@@ -96,7 +96,9 @@ def main() -> None:
         model = fit(frame, params=params)
         reference = None
         if role != "broken":  # the monitoring reference, as the reference stage computes it at training
-            test = to_feature_frame(generate_applications(5_000, seed=seed + 100, shortcut=shortcut), usecase=params.usecase)
+            test = to_feature_frame(
+                generate_applications(5_000, seed=seed + 100, shortcut=shortcut), usecase=params.usecase
+            )
             attributions = mean_attributions(model, test.head(300), background=frame.head(300))
             reference = reference_of(model, frame, test, params=params, attributions=attributions)
         tag = save_to_model_store(model, name="credit-risk", labels={"role": role}, metadata={}, reference=reference)

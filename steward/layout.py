@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RAW_DATA = Path("data/raw/snapshot.csv")
-BUNDLED_DATA = Path("data/german_credit.csv")
 PREPARED_TRAIN = Path("data/prepared/train.parquet")
 PREPARED_TEST = Path("data/prepared/test.parquet")
 MODEL_FILE = Path("models/model.joblib")
@@ -31,10 +30,6 @@ class Layout:
     @property
     def raw_data_dvc(self) -> Path:
         return self.project_dir / f"{RAW_DATA}.dvc"
-
-    @property
-    def bundled_data(self) -> Path:
-        return self.project_dir / BUNDLED_DATA
 
     @property
     def prepared_train(self) -> Path:

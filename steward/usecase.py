@@ -162,6 +162,30 @@ class Words(Spec):
     outcome: str = Field(default="outcome", description="What the label records, e.g. 'repaid the loan'.")
 
 
+class Shift(Spec):
+    """A pattern the demo plants in synthetic rows: `column = value` for `share` of the rows (of `group`)."""
+
+    column: str
+    value: Scalar
+    share: float = Field(gt=0, le=1)
+    strength: float = Field(default=0.0, ge=0, le=1, description="How often those rows' favourable label flips.")
+    group: dict[str, Scalar] = Field(default={}, description="Only rows of this group (a derived group too).")
+    story: str = Field(description="How the demo tells it, e.g. 'a student-loan campaign'.")
+
+
+class Demo(Spec):
+    """What `steward run` plants in this use case's synthetic data (flows/demo.py tells the story)."""
+
+    rows: int = Field(default=150_000, ge=1000, description="Rows per training snapshot.")
+    independent: list[str] = Field(
+        default=[],
+        description="Columns the resampler draws independently of the rest, jointly (e.g. the protected "
+        "attributes: a population in which no group differs). A generator plug-in ignores it.",
+    )
+    shortcut: Shift = Field(description="The spurious pattern of the third snapshot, spread over every group.")
+    campaign: Shift = Field(description="Live traffic during its canary, in which the pattern becomes a proxy.")
+
+
 class Dataset(Spec):
     """The use case's bundled data, relative to the project folder."""
 
@@ -190,8 +214,11 @@ class UseCase(Spec):
     words: Words = Words()
     slices: list[Slice] = []
     generator: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function making synthetic rows."
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function(n, *, seed, scenario) making synthetic rows; default: resample the dataset.",
     )
+    demo: Demo | None = Field(default=None, description="What `steward run` plants; none: no demo story.")
 
     @model_validator(mode="after")
     def _coherent(self) -> UseCase:
@@ -232,6 +259,10 @@ class UseCase(Spec):
         """Every raw-data column this specification names."""
         named = {self.id_column, self.label.column, *self.protected, *self.drop, *self.proxies, *self.immutable}
         named |= {g.column for g in self.groups.values()} | {s.column for s in self.slices}
+        if self.demo is not None:
+            shifts = (self.demo.shortcut, self.demo.campaign)
+            named |= set(self.demo.independent) | {s.column for s in shifts}
+            named |= {c for s in shifts for c in s.group if c not in self.groups}
         named |= {c for c in self.sensitive if c not in self.groups} | set(self.actionable) | set(self.reasons)
         return named | ({self.sample_weight} if self.sample_weight else set())
 

@@ -11,6 +11,7 @@ Git is required: a workspace is a worktree of the project's repository.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,8 @@ from steward.errors import StewardError
 WORKSPACES = "workspaces"
 NOT_GIT = "{project} is not a git checkout: a workspace is a git worktree of the project (clone it with git)"
 GIT_FAILED = "`git {args}` failed in {cwd}: {output}"
+NO_SELECTION = "{path} has no top-level `usecase:` line to select a use case with"
+SELECTION = re.compile(r"^usecase:[^\n]*$", re.MULTILINE)
 
 
 class WorkspaceError(StewardError, RuntimeError):
@@ -51,6 +54,18 @@ def prepare_workspace(project_dir: Path, state_dir: Path, name: str) -> Path:
         shutil.copy2(project_dir / relative, target)
     _share_dvc_cache(folder, state_dir.resolve() / "dvc-cache")
     return folder
+
+
+def select_usecase(workspace: Path, name: str) -> None:
+    """Make the workspace's params.yaml select use case `name` (so `dvc repro` there follows it)."""
+    from steward.usecase import load_usecase
+
+    load_usecase(workspace, name)  # refuses an unknown or invalid use case, naming what is wrong
+    path = workspace / "params.yaml"
+    text = path.read_text(encoding="utf-8")
+    if not SELECTION.search(text):
+        raise WorkspaceError(NO_SELECTION.format(path=path))
+    path.write_text(SELECTION.sub(f"usecase: {name}", text, count=1), encoding="utf-8")
 
 
 def _share_dvc_cache(folder: Path, cache: Path) -> None:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from steward.errors import StewardError
 from steward.settings import Settings
 
 console = Console(soft_wrap=True)
@@ -37,3 +38,26 @@ def _environment(settings: Settings, *, server: bool) -> None:
 def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # messages hold [brackets]
     raise typer.Exit(code=1)
+
+
+USECASE_HELP = "Run on this shipped use case (usecases/NAME) instead of params.yaml's, in a workspace of its own."
+
+
+def _usecase_settings(settings: Settings, usecase: str | None) -> Settings:
+    """Settings for a run on `usecase`: the project itself when params.yaml selects it (or none is given),
+    else a workspace whose params.yaml selects it (STEWARD_HOME/workspaces/usecase-<name>, steward/workspace.py),
+    so the checkout stays as it is. The flows this process runs, and the tools they start, look there."""
+    from steward.params import load_params
+    from steward.workspace import prepare_workspace, select_usecase
+
+    try:
+        if usecase is None or load_params(settings.project_dir / "params.yaml").usecase.name == usecase:
+            return settings
+        workspace = prepare_workspace(settings.project_dir, settings.state_dir, f"usecase-{usecase}")
+        select_usecase(workspace, usecase)
+    except StewardError as exc:
+        _fail(exc)
+    os.environ["STEWARD_PROJECT_DIR"] = str(workspace)
+    os.environ["STEWARD_HOME"] = str(settings.state_dir)
+    console.print(f"Use case {usecase} runs in its own workspace, {workspace}: this checkout stays as it is.")
+    return Settings()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from flows.cli.common import _environment, _fail, console, err
+from flows.cli.common import USECASE_HELP, _environment, _fail, _usecase_settings, console, err
 from steward.errors import StewardError
 from steward.settings import Settings
 
@@ -52,15 +52,16 @@ def _run_training(data: str | None, *, author: str | None = None, demo: bool = F
 
 def train(
     data: str | None = typer.Option(
-        None, "--data", help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+        None, "--data", help="CSV snapshot: a path or s3:// URI (default: the use case's bundled data)."
     ),
     author: str | None = typer.Option(
         None, "--author", help="Who starts this run (may not approve it); default STEWARD_USER or the OS user."
     ),
+    usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
     """Run the training flow: ingest, validate, train, audit, gate, then wait for sign-off (`steward approve`)."""
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
-    settings = Settings()
+    settings = _usecase_settings(Settings(), usecase)
     _environment(settings, server=True)
     result = _run_training(data, author=author)
     _report_verdict(result)
@@ -74,11 +75,12 @@ def retrain(
     author: str | None = typer.Option(
         None, "--author", help="Who starts this run (may not approve it); default STEWARD_USER or the OS user."
     ),
+    usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
     """Retrain on a new snapshot plus the outcomes from /feedback and the review decisions, through every gate
     and the sign-off (the same exits as `steward train`)."""
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
-    settings = Settings()
+    settings = _usecase_settings(Settings(), usecase)
     _environment(settings, server=True)
     from flows.retrain import retrain_flow
 
@@ -90,14 +92,16 @@ def retrain(
     _report_verdict(result)
 
 
-def run() -> None:
+def run(
+    usecase: str | None = typer.Option(None, "--usecase", help="Run the demo on this shipped use case."),
+) -> None:
     """The whole lifecycle on generated data: train, audit, gate and sign off three candidates, serve, roll out.
 
-    German credit's own 300 held-out rows are too few for the high tier's confidence bounds (`steward train`
-    on it is rejected, which is the honest answer), so the demo trains on 150,000 synthetic applications in
-    its schema (tasks/demo/synthetic.py). The first model becomes production; the second walks shadow → canary →
-    production under live synthetic traffic; the third, trained on a snapshot with a spurious pattern, meets
-    a student-loan campaign during its canary and is rolled back by the analysis. See flows/demo.py.
+    A use case's bundled data is rarely what a demo needs (a thousand rows leave too few held out for the
+    high tier's confidence bounds; real disparities fail the gate: both honest answers), so the demo trains
+    on synthetic snapshots from the use case's generator or resampler (its usecase.yaml `demo` section). The first model becomes production; the second walks shadow → canary → production under live
+    synthetic traffic; the third, trained on a snapshot with a spurious pattern, meets a campaign during its
+    canary that makes the pattern a proxy of a group, and is rolled back by the analysis. See flows/demo.py.
     """
     from steward.db import make_engine
     from steward.layout import Layout
@@ -110,7 +114,7 @@ def run() -> None:
     from flows.demo import demo_approvers, demo_settings, run_demo
 
     try:
-        settings = demo_settings(settings)
+        settings = demo_settings(settings, usecase)
     except StewardError as exc:
         _fail(exc)
     console.print(f"The demo runs in its own workspace, {settings.project_dir}: this checkout stays as it is.")
@@ -183,7 +187,7 @@ def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int) -> None:
 
 def ingest(
     source: str | None = typer.Argument(
-        None, help="CSV snapshot: a path or s3:// URI (default: bundled German credit)."
+        None, help="CSV snapshot: a path or s3:// URI (default: the use case's bundled data)."
     ),
 ) -> None:
     """Validate a snapshot and make it data/raw's current DVC-tracked version (no Prefect needed)."""
@@ -194,9 +198,9 @@ def ingest(
 
     settings = Settings()
     _environment(settings, server=False)
-    chosen = source or str(Layout(settings.project_dir).bundled_data)
     try:
-        load_params(Layout(settings.project_dir).params_file)  # refuse a malformed params.yaml up front
+        params = load_params(Layout(settings.project_dir).params_file)  # refuse a malformed params.yaml up front
+        chosen = source or str(settings.project_dir / params.usecase.dataset.file)
         snapshot = ingest_snapshot(chosen, settings=settings, storage=Storage.from_settings(settings))
     except StewardError as exc:
         _fail(exc)

@@ -9,6 +9,8 @@ in the DVC cache whatever happens.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -36,11 +38,23 @@ class Snapshot:
     previous_dvc: str | None = None  # the .dvc file it replaced; None if it replaced nothing
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 @task(name="fetch-snapshot", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
 def fetch_snapshot(source: str, *, settings: Settings, storage: Storage) -> Path:
-    """Copy the source to a private staging file under STEWARD_HOME/incoming."""
-    staging = settings.state_dir / "incoming" / f"{uuid.uuid4().hex}.csv"
-    return storage.fetch(source, staging)
+    """Copy the source to a private staging file under STEWARD_HOME/incoming (a gzipped CSV decompressed:
+    data/raw holds plain CSV, whose md5 is the data version whatever the source was packed in)."""
+    staging = storage.fetch(source, settings.state_dir / "incoming" / f"{uuid.uuid4().hex}.csv")
+    with staging.open("rb") as head:
+        packed = head.read(2) == GZIP_MAGIC
+    if packed:
+        plain = staging.with_suffix(".plain.csv")
+        with gzip.open(staging, "rb") as reader, plain.open("wb") as writer:
+            shutil.copyfileobj(reader, writer)
+        staging.unlink()
+        plain.replace(staging)
+    return staging
 
 
 @task(name="version-snapshot", cache_policy=NO_CACHE)
@@ -48,7 +62,9 @@ def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snaps
     """Make the staged file data/raw's current version (`dvc add`), unless it already is."""
     layout = Layout(settings.project_dir)
     try:
+        # data/raw's file is current only if its .dvc file says so: a workspace reset to HEAD keeps an older file
         current = layout.raw_data.is_file() and layout.raw_data_dvc.is_file()
+        current = current and tracked_md5(layout.raw_data_dvc) == md5_file(layout.raw_data)
         if current and sha256_file(layout.raw_data) == sha256_file(staging):
             return Snapshot(source=source, path=layout.raw_data, md5=tracked_md5(layout.raw_data_dvc), changed=False)
         previous = layout.raw_data_dvc.read_text() if layout.raw_data_dvc.is_file() else None
@@ -63,6 +79,15 @@ def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snaps
         )
     finally:
         staging.unlink(missing_ok=True)
+
+
+def md5_file(path: Path) -> str:
+    """The md5 DVC 3 records for a file (`hash: md5`: of its bytes)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def restore_previous(snapshot: Snapshot, *, settings: Settings) -> None:

@@ -12,7 +12,11 @@ structure, gaps included. On top of that, a `Scenario` may ask for:
   favourable labels turn unfavourable with probability `shortcut.strength` (a spurious pattern no offline
   group audit sees, since it is spread over every group);
 - a campaign: `campaign.share` of the rows in `campaign.group` get `column = value`, labels unchanged (live
-  traffic in which that pattern becomes a proxy of the group).
+  traffic in which that pattern becomes a proxy of the group);
+- independence: the `independent` columns are drawn from other rows than the rest (one permutation for all
+  of them, so their own combinations stay real), which leaves them with their marginals and unrelated to
+  everything else: with the protected attributes, a population in which no group differs. Bias, shortcut
+  and campaign groups are judged after it.
 Rows get fresh ids, `<prefix><seed><counter>`. The same arguments give the same frame.
 """
 
@@ -53,6 +57,7 @@ class Scenario:
     bias_group: Mapping[str, Any] = field(default_factory=dict)
     shortcut: Pattern | None = None
     campaign: Pattern | None = None
+    independent: tuple[str, ...] = ()
 
 
 def resample(
@@ -71,6 +76,9 @@ def resample(
     weights = _tilt_weights(snapshot, scenario)
     picked = rng.choice(len(snapshot), size=n, replace=True, p=weights / weights.sum())
     frame = snapshot.iloc[picked].reset_index(drop=True).copy()
+    if scenario.independent:
+        columns = list(scenario.independent)
+        frame[columns] = frame[columns].iloc[rng.permutation(n)].to_numpy()
     ranges = suite_columns(suite)
     for column, factor in scenario.scale.items():
         frame[column] = _scaled(frame[column], 1 + (factor - 1) * scenario.drift, ranges.get(column, {}))
@@ -98,7 +106,7 @@ def _check(snapshot: pd.DataFrame, scenario: Scenario, usecase: UseCase) -> None
     if snapshot.empty:
         raise ValueError(EMPTY)
     named = [("tilt", c) for c in scenario.tilt] + [("scale", c) for c in scenario.scale]
-    named += [("bias_group", c) for c in scenario.bias_group]
+    named += [("bias_group", c) for c in scenario.bias_group] + [("independent", c) for c in scenario.independent]
     for what, pattern in (("shortcut", scenario.shortcut), ("campaign", scenario.campaign)):
         if pattern is not None:
             named += [(what, pattern.column), *((what, c) for c in pattern.group)]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from support import BIN, run, steward_env
 
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from support import BIN, run, steward_env
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 
 pytestmark = pytest.mark.integration
 

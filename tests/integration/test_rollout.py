@@ -23,7 +23,7 @@ from steward.db import make_engine
 from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
 from steward.routing import Rollouts, RoutingTable
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 from tasks.demo.traffic import Traffic, requests_of
 
 pytestmark = pytest.mark.integration

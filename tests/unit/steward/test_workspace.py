@@ -1,11 +1,15 @@
 """A workspace is the project's code (HEAD plus uncommitted changes) in a worktree the user's checkout never sees."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from steward.workspace import WorkspaceError, prepare_workspace
+from steward.params import load_params
+from steward.usecase import UseCaseError
+from steward.workspace import WorkspaceError, prepare_workspace, select_usecase
+from tests.conftest import PROJECT_DIR
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -57,3 +61,29 @@ def test_a_run_rewrites_the_workspace_only_and_the_next_refresh_resets_it(projec
 def test_outside_git_there_is_no_workspace(tmp_path):
     with pytest.raises(WorkspaceError, match="is not a git checkout"):
         prepare_workspace(tmp_path, tmp_path / ".steward", "demo")
+
+
+def _with_usecases(project: Path) -> None:
+    shutil.copytree(PROJECT_DIR / "usecases", project / "usecases", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "params.yaml").write_text("# the selection\nusecase: german_credit   # the default\ntrain: {seed: 1}\n")
+    git(project, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
+    git(project, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "usecases")
+
+
+def test_selecting_a_use_case_rewrites_only_the_workspaces_selection(project):
+    _with_usecases(project)
+    ws = prepare_workspace(project, project / ".steward", "usecase-adult_income")
+    select_usecase(ws, "adult_income")
+    assert (ws / "params.yaml").read_text() == "# the selection\nusecase: adult_income\ntrain: {seed: 1}\n"
+    assert load_params(ws / "params.yaml").usecase.name == "adult_income"
+    assert load_params(project / "params.yaml").usecase.name == "german_credit"
+    assert git(project, "status", "--porcelain") == ""
+
+
+def test_selecting_an_unknown_use_case_is_refused_and_changes_nothing(project):
+    _with_usecases(project)
+    ws = prepare_workspace(project, project / ".steward", "usecase-x")
+    before = (ws / "params.yaml").read_text()
+    with pytest.raises(UseCaseError, match="use case 'loans' not found"):
+        select_usecase(ws, "loans")
+    assert (ws / "params.yaml").read_text() == before

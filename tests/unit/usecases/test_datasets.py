@@ -68,7 +68,7 @@ def test_vendored_file_has_recorded_sha256(relative: str, digest: str) -> None:
 
 
 def test_datasheets_record_the_hashes() -> None:
-    names = ["data/german_credit.datasheet.md", "usecases/adult_income/datasheet.md"]
+    names = ["usecases/german_credit/datasheet.md", "usecases/adult_income/datasheet.md"]
     sheets = "".join((ROOT / name).read_text() for name in names)
     assert all(digest in sheets for digest in SHA256.values())
 

@@ -4,7 +4,7 @@ import pytest
 
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 from tests.usecases import parse_for, usecase
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 from tasks.monitor.drift import Thresholds, column_drift, drift, psi, reference
 
 NUMERIC = ["duration_months", "credit_amount", "age", "installment_rate"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.data.features import LABEL, to_feature_frame
-from tasks.demo.synthetic import generate_applications
+from usecases.german_credit.generator import generate_applications
 from tasks.model.reference import approvals, build_reference
 from tasks.model.train import fit
 from tasks.monitor.window import Limits, report

@@ -11,7 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from tasks.demo.synthetic import (
+from usecases.german_credit.generator import (
     ERR_ATTRIBUTE,
     ERR_BIAS,
     ERR_DRIFT,

@@ -1,4 +1,4 @@
-"""Generate synthetic loan applications in the decoded German credit schema, with injectable bias and drift.
+"""German credit's generator plug-in: synthetic applications in the decoded schema, with injectable bias and drift.
 
 Generative model (all constants below were estimated once from data/german_credit.csv and hard-coded):
 
@@ -35,14 +35,14 @@ Generative model (all constants below were estimated once from data/german_credi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
+from tasks.demo.resample import Scenario
 from usecases.german_credit.dataset import GERMAN_COLUMNS
 
 SensitiveAttribute = Literal["sex", "age", "foreign_worker"]
@@ -321,13 +321,30 @@ def generate_applications(
     return pd.DataFrame(columns)
 
 
-def write_demo_snapshot(path: Path, *, n: int, seed: int, shortcut: float = 0.0) -> Path:
-    """Write `n` unbiased applications (with the education `shortcut`, if given) to `path` once, atomically;
-    the same arguments give the same bytes."""
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    generate_applications(n, seed=seed, bias=0.0, shortcut=shortcut).to_csv(partial, index=False)
-    partial.replace(path)
-    return path
+PLUGIN_SHIFT = "the German generator plants {what} as purpose = {value!r} only, got {column} = {got!r}"
+
+
+def generate(n: int, *, seed: int, scenario: Scenario) -> pd.DataFrame:
+    """This use case's generator plug-in (usecase.yaml `generator`): Steward's scenario in this model's knobs.
+
+    The shortcut's strength is `shortcut` (how far the log-odds drop), the campaign's share is `proxy` (the
+    share of under-25 applicants re-drawn to borrow for education), drift and bias map one to one. Every
+    column is drawn independently already, so `independent` needs nothing.
+    """
+    for what, shift in (("the shortcut", scenario.shortcut), ("the campaign", scenario.campaign)):
+        if shift is not None and (shift.column, shift.value) != ("purpose", SHORTCUT_PURPOSE):
+            raise ValueError(
+                PLUGIN_SHIFT.format(what=what, value=SHORTCUT_PURPOSE, column=shift.column, got=shift.value)
+            )
+    (attribute, group), *_ = list(scenario.bias_group.items()) or [("sex", "female")]
+    attribute = "age" if attribute == "age_group" else attribute
+    return generate_applications(
+        n,
+        seed=seed,
+        bias=scenario.bias,
+        bias_attribute=cast(SensitiveAttribute, attribute),
+        bias_group=str(group),
+        drift=scenario.drift,
+        shortcut=scenario.shortcut.strength if scenario.shortcut else 0.0,
+        proxy=scenario.campaign.share if scenario.campaign else 0.0,
+    )
