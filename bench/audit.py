@@ -1,7 +1,7 @@
 """Benchmark: the fairness audit's bootstrap vs fairlearn MetricFrame's own bootstrap, on the same rows.
 
-Data: --rows synthetic applications (usecases.german_credit.generator.generate_applications, bias 0.3 against women), scored by
-a logistic regression fitted on the first 20,000 rows (untimed: the bench measures the audit, not training),
+Data: --rows synthetic applications (usecases/german_credit/generator.py, bias 0.3 against women), scored by a
+logistic regression fitted on the first 20,000 rows (untimed: the bench measures the audit, not training),
 approve at P(good) >= 0.5. Metrics: selection rate, TPR and FPR by sex, 95% percentile CIs.
   ours       tasks.audit.fairness.audit with --resamples (1,000) resamples: MetricFrame point values for all 8 of
              its metrics, plus the multinomial bootstrap over the confusion cells (tasks.audit.bootstrap)
@@ -27,8 +27,8 @@ from steward.params import parse_params
 from tasks.audit.bootstrap import attribute_rng, bootstrap_groups
 from tasks.audit.fairness import audit
 from tasks.data.features import LABEL, to_feature_frame
-from usecases.german_credit.generator import generate_applications
 from tasks.model.train import fit
+from usecases.german_credit.generator import generate_applications
 
 THRESHOLD, LEVEL, QUANTILES = 0.5, 0.95, [0.025, 0.975]
 METRICS = {"selection_rate": "selection_rate", "tpr": "true_positive_rate", "fpr": "false_positive_rate"}

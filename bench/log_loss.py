@@ -33,8 +33,8 @@ def main() -> None:
 
     from deployments.local.bento_server import served
     from scripts.rollout_fixture import build
-    from usecases.german_credit.generator import generate_applications
     from tasks.demo.traffic import Traffic, requests_of
+    from usecases.german_credit.generator import generate_applications
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)

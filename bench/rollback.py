@@ -82,10 +82,10 @@ def main() -> None:
     from steward.registry import State
     from steward.routing import Rollouts
     from steward.settings import Settings
-    from usecases.german_credit.generator import generate_applications
     from tasks.demo.traffic import Traffic, requests_of
     from tasks.rollout.canary import expected_sample_size
     from tasks.rollout.watch import now_iso, watch
+    from usecases.german_credit.generator import generate_applications
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)

@@ -73,11 +73,11 @@ def main() -> None:
     from steward.routing import Rollouts
     from steward.settings import Settings
     from tasks.data.features import to_feature_frame
-    from usecases.german_credit.generator import generate_applications
     from tasks.model.reference import reference_of
     from tasks.model.register import save_to_model_store
     from tasks.model.train import fit
     from tasks.monitor.window import mean_attributions
+    from usecases.german_credit.generator import generate_applications
 
     settings = Settings()
     layout = Layout(settings.project_dir)

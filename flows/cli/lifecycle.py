@@ -99,8 +99,9 @@ def run(
 
     A use case's bundled data is rarely what a demo needs (a thousand rows leave too few held out for the
     high tier's confidence bounds; real disparities fail the gate: both honest answers), so the demo trains
-    on synthetic snapshots from the use case's generator or resampler (its usecase.yaml `demo` section). The first model becomes production; the second walks shadow → canary → production under live
-    synthetic traffic; the third, trained on a snapshot with a spurious pattern, meets a campaign during its
+    on synthetic snapshots from the use case's generator or resampler (its usecase.yaml `demo` section). The
+    first model becomes production; the second walks shadow → canary → production under live synthetic
+    traffic; the third, trained on a snapshot with a spurious pattern, meets a campaign during its
     canary that makes the pattern a proxy of a group, and is rolled back by the analysis. See flows/demo.py.
     """
     from steward.db import make_engine

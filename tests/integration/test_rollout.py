@@ -23,8 +23,8 @@ from steward.db import make_engine
 from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
 from steward.routing import Rollouts, RoutingTable
-from usecases.german_credit.generator import generate_applications
 from tasks.demo.traffic import Traffic, requests_of
+from usecases.german_credit.generator import generate_applications
 
 pytestmark = pytest.mark.integration
 PROTECTED = {"sex", "age", "age_group", "foreign_worker", "personal_status"}

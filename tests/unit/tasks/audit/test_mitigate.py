@@ -5,10 +5,10 @@ from steward.params import MitigationParams
 from tasks.audit.mitigate import MISSING_ATTRIBUTE, MitigatedModel, fit_mitigation
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
-from usecases.german_credit.generator import generate_applications
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
 from tests.usecases import parse_for
+from usecases.german_credit.generator import generate_applications
 
 PARAMS = parse_for({"prepare": {"exclude_protected": False}, "train": {"gradient_boosting": {"n_estimators": 40}}})
 

@@ -22,9 +22,9 @@ from tasks.audit.robustness import (
 )
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
-from usecases.german_credit.generator import generate_applications
 from tasks.model.train import fit
 from tests.usecases import parse_for, usecase
+from usecases.german_credit.generator import generate_applications
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 

@@ -4,8 +4,8 @@ import pytest
 
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
-from usecases.german_credit.generator import generate_applications
 from tests.usecases import parse_for, usecase
+from usecases.german_credit.generator import generate_applications
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@ import pytest
 
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
-from usecases.german_credit.generator import generate_applications
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
 from tests.usecases import parse_for
+from usecases.german_credit.generator import generate_applications
 
 
 @pytest.fixture(scope="module")

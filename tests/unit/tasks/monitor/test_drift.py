@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from usecases.german_credit.generator import generate_applications
 from tasks.monitor.drift import Thresholds, column_drift, drift, psi, reference
+from usecases.german_credit.generator import generate_applications
 
 NUMERIC = ["duration_months", "credit_amount", "age", "installment_rate"]
 CATEGORICAL = ["checking_status", "purpose", "savings", "housing"]

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from tasks.data.features import LABEL, to_feature_frame
-from usecases.german_credit.generator import generate_applications
 from tasks.model.reference import approvals, build_reference
 from tasks.model.train import fit
 from tasks.monitor.window import Limits, report
 from tests.usecases import params_for
+from usecases.german_credit.generator import generate_applications
 
 PARAMS = params_for()
 BAND = (0.45, 0.55)
