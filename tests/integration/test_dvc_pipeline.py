@@ -24,7 +24,7 @@ def test_a_fresh_clone_reproduces_the_committed_lock_exactly_then_skips_everythi
     env = steward_env(project)
     _ingest_and_repro(project, env)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    dvc_file = yaml.safe_load((project / "data/raw/credit.csv.dvc").read_text())
+    dvc_file = yaml.safe_load((project / "data/raw/snapshot.csv.dvc").read_text())
     assert lock["stages"]["validate"]["deps"][0]["md5"] == dvc_file["outs"][0]["md5"]
     unchanged = run(["git", "diff", "--exit-code", "--", "dvc.lock", "reports"], cwd=project, env=env)
     assert unchanged.returncode == 0, "the committed dvc.lock/reports do not reproduce:\n" + unchanged.stdout
@@ -56,7 +56,7 @@ def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
     assert (project / "reports/evidence/index.html").is_file()
     validated = json.loads((project / "reports/validate.json").read_text())
     assert validated["success"] is True
-    assert [suite["suite"] for suite in validated["suites"]] == ["raw_credit", "features"]
+    assert [suite["suite"] for suite in validated["suites"]] == ["raw_german_credit", "features"]
     assert (project / "reports/data_docs/features/index.html").is_file()
     assert 0.6 < json.loads((project / "reports/evaluate.json").read_text())["metrics"]["auc"] < 1.0
     assert (project / "reports/data_docs/raw/index.html").is_file()

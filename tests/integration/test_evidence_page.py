@@ -35,10 +35,11 @@ SECTIONS = (
 INPUTS = (
     "params.yaml",
     "dvc.yaml",
-    "data/raw/credit.csv.dvc",
-    "data/raw/credit.csv",
+    "data/raw/snapshot.csv.dvc",
+    "data/raw/snapshot.csv",
     "data/german_credit.csv",
-    "data/german_credit.datasheet.md",
+    "usecases/german_credit/usecase.yaml",
+    "usecases/german_credit/datasheet.md",
 )
 OUTPUTS = ("reports/document", "reports/evidence", "reports/document.json")
 
@@ -130,7 +131,7 @@ def documented(tmp_path: Path) -> Path:
     for name in OUTPUTS:
         assert not (root / name).exists()
     # Data Docs are git-ignored (they carry timestamps): render them as a clone would, with the validate stage.
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", root / "data/raw/credit.csv")
+    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", root / "data/raw/snapshot.csv")
     shutil.copytree(PROJECT_DIR / "expectations", root / "expectations")
     validated = run([str(BIN / "python"), "-m", "tasks.data.validate"], cwd=root, env=steward_env(root), timeout=300)
     assert validated.returncode == 0, validated.stdout + validated.stderr

@@ -65,7 +65,7 @@ def test_retraining_records_why_and_trains_on_the_snapshot_plus_what_came_back(p
         "data": "current snapshot",
         "rows": {"snapshot": 1000, "outcomes": 59, "reviews": 1, "replaced": 0},
     }
-    trained = pd.read_csv(project / "data/raw/credit.csv")
+    trained = pd.read_csv(project / "data/raw/snapshot.csv")
     assert len(trained) == 1060 and trained["applicant_id"].str.startswith("live-").sum() == 60
     with sqlite3.connect(project / ".steward/steward.db") as db:
         states = db.execute("SELECT version, state FROM model_versions WHERE name = 'credit-risk'").fetchall()

@@ -44,14 +44,14 @@ def test_fetch_names_a_missing_object(tmp_path, s3_endpoint, bucket):
 
 def test_ingest_from_s3_and_push_data_to_a_dvc_s3_remote(project, s3_endpoint, bucket, aws_env):
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    client.upload_file(str(project / "data/german_credit.csv"), bucket, "snapshots/2026-11/credit.csv")
+    client.upload_file(str(project / "data/german_credit.csv"), bucket, "snapshots/2026-11/applications.csv")
     env = steward_env(project, extra={**aws_env, "STEWARD_S3_ENDPOINT_URL": s3_endpoint})
 
     ingested = run(
-        [str(BIN / "steward"), "ingest", f"s3://{bucket}/snapshots/2026-11/credit.csv"], cwd=project, env=env
+        [str(BIN / "steward"), "ingest", f"s3://{bucket}/snapshots/2026-11/applications.csv"], cwd=project, env=env
     )
     assert ingested.returncode == 0, ingested.stderr
-    assert (project / "data/raw/credit.csv").read_bytes() == (project / "data/german_credit.csv").read_bytes()
+    assert (project / "data/raw/snapshot.csv").read_bytes() == (project / "data/german_credit.csv").read_bytes()
 
     dvc = str(BIN / "dvc")
     for args in (
@@ -61,13 +61,13 @@ def test_ingest_from_s3_and_push_data_to_a_dvc_s3_remote(project, s3_endpoint, b
     ):
         done = run([dvc, *args], cwd=project, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
-    md5 = (project / "data/raw/credit.csv.dvc").read_text().split("md5: ")[1].split()[0]
+    md5 = (project / "data/raw/snapshot.csv.dvc").read_text().split("md5: ")[1].split()[0]
     keys = [obj["Key"] for obj in client.list_objects_v2(Bucket=bucket, Prefix="dvc/")["Contents"]]
     assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in keys
 
     # A second clone of the same data pulls it back from S3 instead of re-ingesting.
-    (project / "data/raw/credit.csv").unlink()
+    (project / "data/raw/snapshot.csv").unlink()
     run(["rm", "-rf", str(project / ".dvc/cache")], cwd=project, env=env)
-    pulled = run([dvc, "pull", "data/raw/credit.csv.dvc"], cwd=project, env=env)
+    pulled = run([dvc, "pull", "data/raw/snapshot.csv.dvc"], cwd=project, env=env)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    assert (project / "data/raw/credit.csv").read_bytes() == (project / "data/german_credit.csv").read_bytes()
+    assert (project / "data/raw/snapshot.csv").read_bytes() == (project / "data/german_credit.csv").read_bytes()

@@ -57,7 +57,7 @@ def test_german_credit_gets_every_report_a_stated_verdict_and_a_recorded_rejecti
     assert len(rows) == 1
     name, version, state, data_md5, _tag = rows[0]
     assert (name, version, state) == ("credit-risk", 1, "rejected")
-    assert data_md5 in (project / "data/raw/credit.csv.dvc").read_text()
+    assert data_md5 in (project / "data/raw/snapshot.csv.dvc").read_text()
     assert (project / ".steward/bentoml/models/credit-risk").is_dir()
 
     with sqlite3.connect(project / ".steward/steward.db") as connection:
@@ -124,8 +124,8 @@ def _bad_variants(good: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]
 def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_version(project, prefect_server, variant):
     env = steward_env(project, api_url=prefect_server)
     assert run([str(BIN / "steward"), "ingest"], cwd=project, env=env).returncode == 0
-    before_bytes = (project / "data/raw/credit.csv").read_bytes()
-    before_dvc = (project / "data/raw/credit.csv.dvc").read_text()
+    before_bytes = (project / "data/raw/snapshot.csv").read_bytes()
+    before_dvc = (project / "data/raw/snapshot.csv.dvc").read_text()
     before_lock = (project / "dvc.lock").read_text()
 
     frame, named = _bad_variants(pd.read_csv(project / "data/german_credit.csv"))[variant]
@@ -140,8 +140,8 @@ def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_ve
     for word in named:
         assert word in done.stderr
     assert _registry_rows(project) == []
-    assert (project / "data/raw/credit.csv").read_bytes() == before_bytes
-    assert (project / "data/raw/credit.csv.dvc").read_text() == before_dvc
+    assert (project / "data/raw/snapshot.csv").read_bytes() == before_bytes
+    assert (project / "data/raw/snapshot.csv.dvc").read_text() == before_dvc
     assert (project / "dvc.lock").read_text() == before_lock
     if frame is not None:  # an unreadable file has no Data Docs; a readable one keeps its docs
         assert "Data Docs: " in done.stderr and "rejected" in done.stderr

@@ -50,7 +50,7 @@ def _stages(repro: Repro, logged: list[str], runs: list[str] | None = None) -> d
 
 
 PIPELINE_OUTPUT = """\
-'data/raw/credit.csv.dvc' didn't change, skipping
+'data/raw/snapshot.csv.dvc' didn't change, skipping
 Stage 'validate' didn't change, skipping
 Running stage 'prepare':
 > python -m tasks.data.prepare
@@ -78,7 +78,7 @@ def test_repro_splits_dvc_output_into_stages_as_dvc_reaches_them():
     assert "prepare: 700 training rows" in results["prepare"].output
     assert "evaluate" not in results["prepare"].output and "prepare" not in results["evaluate"].output
     assert results["train"].output.startswith("Stage 'train' is cached")
-    assert logged[0] == "'data/raw/credit.csv.dvc' didn't change, skipping"  # before any stage: still passed on
+    assert logged[0] == "'data/raw/snapshot.csv.dvc' didn't change, skipping"  # before any stage: still passed on
     assert logged[-1] == "Use `dvc push` to send your updates to remote storage."
     assert "" not in logged
 

@@ -250,7 +250,7 @@ def test_features_suite_rejects_a_third_label_and_a_third_age_group(raw: pd.Data
 def test_data_docs_index_is_written(raw: pd.DataFrame, tmp_path: Path) -> None:
     summary = validate_frame(_third_label(raw), suite=RAW_SUITE, docs_dir=tmp_path / "docs")
     assert summary.data_docs == str(tmp_path / "docs" / "index.html")
-    assert "raw_credit" in Path(summary.data_docs).read_text(encoding="utf-8")
+    assert "raw_german_credit" in Path(summary.data_docs).read_text(encoding="utf-8")
 
 
 def test_summary_json_is_identical_across_runs(raw: pd.DataFrame, tmp_path: Path) -> None:

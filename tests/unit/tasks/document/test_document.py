@@ -231,7 +231,7 @@ def make_evidence(reports=None, *, datasheet_text="# Datasheet\n\n## Intended us
         "reports/fairness/selection_rates.png": "c" * 64,
     }
     defaults = {
-        "data_file": "data/raw/credit.csv",
+        "data_file": "data/raw/snapshot.csv",
         "data_md5": MD5,
         "data_sha256": "d" * 64,
         "vendored_file": "data/german_credit.csv",
