@@ -20,17 +20,18 @@ def usecase_draft(
     name: str | None = typer.Option(None, "--name", help="The use case's name (default: the file's stem)."),
     id_column: str | None = typer.Option(None, "--id", help="The column identifying a row (default: detected)."),
 ) -> None:
-    """Propose usecases/NAME/ (usecase.yaml, raw_suite.json, a datasheet stub) from a dataset, for review."""
+    """Propose usecases/NAME/ (usecase.yaml, a datasheet stub) and expectations/NAME.json from a dataset, for review."""
     import pandas as pd
 
     from tasks.data.draft import draft, write
+    from tasks.data.features import read_snapshot
 
     project = Settings().project_dir
     name = name or data.name.split(".")[0].lower().replace("-", "_")
     try:
         if not data.is_file():
             raise StewardError(f"--data {data}: no such file")
-        frame = pd.read_csv(data)
+        frame = read_snapshot(data)
         target = data.resolve()
         if not target.is_relative_to(project.resolve()):  # a use case reads its data from inside the project
             target = project / "data" / f"{name}{''.join(data.suffixes)}"
@@ -51,21 +52,22 @@ def usecase_draft(
         _fail(exc)
         return
     console.print(
-        f"drafted {folder}: review usecase.yaml, raw_suite.json and datasheet.md, then `steward usecase check {name}`"
+        f"drafted {folder} and expectations/{name}.json: review them and the datasheet, "
+        f"then `steward usecase check {name}`"
     )
 
 
 def usecase_check(name: str = typer.Argument(..., help="The use case (a folder under usecases/).")) -> None:
     """Load a use case and name every way it disagrees with its data and its raw suite."""
-    import pandas as pd
 
     from steward.usecase import UseCaseError, load_usecase
+    from tasks.data.features import read_snapshot
 
     project = Settings().project_dir
     try:
         usecase = load_usecase(project, name)
         suite = json.loads((project / usecase.raw_suite).read_text())
-        frame = pd.read_csv(project / usecase.dataset.file)
+        frame = read_snapshot(project / usecase.dataset.file)
         problems = usecase.check_against(columns=list(frame.columns), suite=suite, data=frame)
         if problems:
             raise UseCaseError(f"use case {name!r} does not match its data or suite:\n" + "\n".join(problems))
