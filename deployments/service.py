@@ -37,7 +37,7 @@ from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
 from tasks.data.features import AGE_GROUP, age_groups
-from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
+from tasks.serving.attribution import Explainer, aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import ACTIONABLE, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
 from tasks.serving.openapi import document
@@ -77,14 +77,14 @@ class Loaded:
     ref: str
     model: Any
     data_md5: str
-    explainer: tuple[str, Any]
+    explainer: Explainer
 
     def score(self, frame: pd.DataFrame) -> float:
         return float(self.model.predict_proba(frame[list(self.model.feature_names_in_)])[0, 1])
 
     def decide(self, frame: pd.DataFrame) -> tuple[float, dict[str, float]]:
         """P(good) and each column's SHAP contribution, from one pass through the preprocessing."""
-        attribution = explain_rows(self.model, frame, explainer=self.explainer)  # type: ignore[arg-type]
+        attribution = explain_rows(self.model, frame, explainer=self.explainer)
         summed = aggregate(attribution.values, self.sources)
         return float(expit(attribution.log_odds[0])), {str(k): float(v) for k, v in summed.iloc[0].items()}
 
@@ -123,7 +123,7 @@ class Steward:
 
     @property
     def _background(self) -> pd.DataFrame | None:
-        """Training rows for explainers that need a reference (linear models): a sample of the prepared split."""
+        """Training rows for explainers that need a reference (linear, permutation): a sample of the prepared split."""
         path = Layout(_settings.project_dir).prepared_train
         if not path.is_file():
             return None

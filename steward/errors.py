@@ -8,6 +8,7 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     StewardError
     ├── NotFound (FileNotFoundError)        a file, object, evidence digest or snapshot the user named is not there
     ├── ParamsError (ValueError)            steward.params: params.yaml names a key or value Steward refuses
+    ├── EstimatorError (ValueError)         tasks.model.estimator: train.model names no buildable classifier
     ├── StorageError (ValueError)           steward.storage: a malformed s3:// URI, no bucket configured
     ├── DataError (ValueError)              steward.usecase: a dataset file not in its documented format
     ├── UseCaseError (ValueError)           steward.usecase: a use case that does not load or match its data

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steward.errors import StewardError
 from steward.usecase import UseCase, UseCaseError, load_usecase
@@ -45,11 +46,49 @@ class LogisticRegressionParams(Section):
     max_iter: int = Field(default=2000, ge=10)
 
 
+BUILT_IN_MODELS = ("gradient_boosting", "logistic_regression")
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+NOT_A_MODEL = "must be one of {built_in} or a classifier's import path package.module:ClassName"
+NOT_AN_IMPORT_PATH = "keys must be import paths package.module:ClassName, got {key!r}"
+
+
 class TrainParams(Section):
-    model: Literal["gradient_boosting", "logistic_regression"] = "gradient_boosting"
+    model: str = Field(
+        default="gradient_boosting",
+        description="A built-in name, or any classifier with predict_proba by import path (tasks/model/estimator.py).",
+    )
     seed: int = 42
     gradient_boosting: GradientBoostingParams = GradientBoostingParams()
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+    estimator_kwargs: dict[str, dict[str, Any]] = Field(
+        default={
+            "lightgbm:LGBMClassifier": {
+                "n_estimators": 200,
+                "learning_rate": 0.05,
+                "num_leaves": 15,
+                "min_child_samples": 20,
+                "deterministic": True,
+                "n_jobs": 1,
+                "verbose": -1,
+            }
+        },
+        description="Keyword arguments of the classifier train.model names by import path, keyed by that path.",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_named(cls, model: str) -> str:
+        if model not in BUILT_IN_MODELS and not IMPORT_PATH.fullmatch(model):
+            raise ValueError(NOT_A_MODEL.format(built_in=", ".join(BUILT_IN_MODELS)))
+        return model
+
+    @field_validator("estimator_kwargs")
+    @classmethod
+    def _keyed_by_import_path(cls, kwargs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key in kwargs:
+            if not IMPORT_PATH.fullmatch(key):
+                raise ValueError(NOT_AN_IMPORT_PATH.format(key=key))
+        return kwargs
 
 
 class EvaluateParams(Section):

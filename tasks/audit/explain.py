@@ -1,8 +1,9 @@
 """Explain stage: SHAP attributions of the model, summed back to the original columns, and proxy detection.
 
-SHAP runs on the estimator over the encoded columns (TreeExplainer in its default tree-path-dependent mode
-for gradient boosting, LinearExplainer with an explicit background for logistic regression), in log-odds:
-for every explained row, base value + Σ SHAP must equal the estimator's decision_function.
+SHAP runs on the estimator over the encoded columns, in log-odds (tasks/serving/attribution.py): exact for
+gradient boosting (TreeExplainer) and logistic regression (LinearExplainer), a model-agnostic permutation
+explainer on a background sample for any other classifier, which the report says. For every explained row,
+base value + Σ SHAP must equal the log-odds the explainer explains.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from steward.params import Params
 from tasks.data.features import AGE_GROUP
 from tasks.model.evaluate import positive_proba
-from tasks.serving.attribution import aggregate, encoded_sources, explain_rows
+from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.reasons import reason_codes
 
 BEESWARM_NOTE = "aggregated per original column; colour = value for numeric columns, grey for categorical ones"
@@ -219,7 +220,8 @@ def explain(
     ex, data = params.explain, params.data
     rows = test.sample(n=min(ex.sample_size, len(test)), random_state=ex.seed).reset_index(drop=True)
     background = train.sample(n=min(ex.background_size, len(train)), random_state=ex.seed)
-    attribution = explain_rows(model, rows, background=background)
+    explainer = build_explainer(model, background=background)
+    attribution = explain_rows(model, rows, explainer=explainer)
     aggregated = aggregate(attribution.values, encoded_sources(model[0]))
     proba = positive_proba(model, rows)
     proxies = proxy_table(
@@ -230,6 +232,8 @@ def explain(
     )
     report = {
         "explainer": attribution.explainer,
+        "explainer_exact": explainer.exact,
+        "explainer_note": explainer.note,
         "n_explained": len(rows),
         "base_value": attribution.base_value,
         "additivity_max_error": attribution.additivity_error,

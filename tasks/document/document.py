@@ -21,6 +21,7 @@ from steward.layout import EVIDENCE_PAGE
 from steward.params import Params
 from tasks.document import facts
 from tasks.document.facts import Report
+from tasks.model.estimator import estimator_kwargs
 
 DOCUMENT_DIR = "reports/document"
 DATA_DOCS = ("reports/data_docs/raw/index.html", "reports/data_docs/features/index.html")
@@ -138,7 +139,7 @@ def _context(evidence: Evidence, params: Params, *, folder: str) -> dict[str, An
 
     return {
         "params": params,
-        "model_params": getattr(params.train, params.train.model).model_dump(),
+        "model_params": estimator_kwargs(params.train),
         "lineage": evidence.lineage,
         "verdict": evidence.verdict,
         "reports": reports,

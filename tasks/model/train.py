@@ -1,36 +1,23 @@
-"""Train stage: a seeded scikit-learn pipeline (one-hot + gradient boosting, or logistic regression)."""
+"""Train stage: a seeded scikit-learn pipeline, one-hot encoding + the classifier train.model names."""
 
 from __future__ import annotations
 
 import joblib
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from steward.params import Params
 from tasks.data.features import LABEL, model_features
+from tasks.model.estimator import build_estimator, family
 
 
 def build_pipeline(*, numeric: list[str], categorical: list[str], params: Params) -> Pipeline:
     """Preprocessing and the estimator chosen by train.model, unfitted."""
-    train = params.train
-    if train.model == "gradient_boosting":
-        gb = train.gradient_boosting
-        estimator: GradientBoostingClassifier | LogisticRegression = GradientBoostingClassifier(
-            n_estimators=gb.n_estimators,
-            learning_rate=gb.learning_rate,
-            max_depth=gb.max_depth,
-            subsample=gb.subsample,
-            random_state=train.seed,
-        )
-        scale: StandardScaler | str = "passthrough"  # trees do not need it; SHAP stays in raw units
-    else:
-        lr = train.logistic_regression
-        estimator = LogisticRegression(C=lr.C, max_iter=lr.max_iter, random_state=train.seed)
-        scale = StandardScaler()
+    estimator = build_estimator(params.train)
+    # tree models read raw values (SHAP and their splits stay in the data's units); the rest need a scale
+    scale: StandardScaler | str = "passthrough" if family(estimator) == "tree" else StandardScaler()
     preprocess = ColumnTransformer(
         [
             ("numeric", scale, numeric),

@@ -16,7 +16,7 @@ from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
-from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
+from tasks.serving.attribution import PROBABILITY_CLIP, aggregate, build_explainer, encoded_sources, explain_rows
 from tests.usecases import parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
@@ -34,7 +34,11 @@ def _params(model: str):
     )
 
 
-@pytest.fixture(scope="module", params=["gradient_boosting", "logistic_regression"])
+EXPLAINER = {"gradient_boosting": "tree", "logistic_regression": "linear", "lightgbm:LGBMClassifier": "tree"}
+KNN = "sklearn.neighbors:KNeighborsClassifier"  # neither a tree nor a linear model: the permutation explainer
+
+
+@pytest.fixture(scope="module", params=list(EXPLAINER))
 def fitted(request, german):
     params = _params(request.param)
     train, test = split(german, params=params)
@@ -47,7 +51,7 @@ def test_additivity_on_the_real_pipeline(fitted):
     attribution = explain_rows(model, test, background=background)
     reused = build_explainer(model, background=background)  # built once, as serving does
     np.testing.assert_array_equal(explain_rows(model, test, explainer=reused).values, attribution.values)
-    assert attribution.explainer == ("tree" if params.train.model == "gradient_boosting" else "linear")
+    assert attribution.explainer == EXPLAINER[params.train.model]
     # independent of decision_function: the log-odds of the pipeline's own predict_proba
     p = positive_proba(model, test)
     logit = np.log(p) - np.log1p(-p)
@@ -156,7 +160,7 @@ def test_unsupported_models_and_broken_additivity_are_clear_errors(german):
         explain_rows(model, test)
     forest = Pipeline([("preprocess", model[0]), ("model", RandomForestClassifier(n_estimators=2))])
     forest.steps[-1][1].fit(model[0].transform(train[list(model.feature_names_in_)]), train["label"])
-    with pytest.raises(ValueError, match="no SHAP explainer for RandomForestClassifier"):
+    with pytest.raises(ValueError, match="the permutation explainer needs background rows"):
         explain_rows(forest, test)
 
 
@@ -170,6 +174,8 @@ def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
     for path in body["plots"].values():
         assert (tmp_path / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert body["n_explained"] == 120 and body["additivity_max_error"] < 1e-6
+    assert (body["explainer"], body["explainer_exact"]) == (EXPLAINER[params.train.model], True)
+    assert "exact SHAP values" in body["explainer_note"]
     shares = [g["mean_abs_shap"] for g in body["global_importance"]]
     assert shares == sorted(shares, reverse=True)
     assert {g["feature"] for g in body["global_importance"]} == set(model.feature_names_in_)
@@ -183,3 +189,51 @@ def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
     flagged = {(p["feature"], p["attribute"]) for p in body["proxies"] if p["flagged"]}
     assert ("personal_status", "sex") in flagged
     assert not {p["feature"] for p in body["proxies"]} & PROTECTED
+
+
+@pytest.fixture(scope="module")
+def knn(german):
+    params = parse_for(
+        {
+            "train": {"model": KNN, "estimator_kwargs": {KNN: {"n_neighbors": 25}}},
+            "explain": {"sample_size": 12, "local_examples": 3},
+        }
+    )
+    train, test = split(german, params=params)
+    return params, fit(train, params=params), train, test
+
+
+def test_a_model_neither_tree_nor_linear_is_explained_by_permutation_on_a_background_sample(knn):
+    _, model, train, test = knn
+    rows = test.iloc[:12]
+    explainer = build_explainer(model, background=train)
+    attribution = explain_rows(model, rows, explainer=explainer)
+
+    assert (attribution.explainer, explainer.exact, explainer.background_rows) == ("permutation", False, 50)
+    # the explained function, recomputed: the log-odds of the pipeline's own P(good)
+    p = positive_proba(model, rows)
+    logit = np.log(p) - np.log1p(-p)
+    np.testing.assert_allclose(attribution.base_value + attribution.values.sum(axis=1), logit, atol=1e-9)
+    # the base value is the mean log-odds over the background sample the masker holds
+    background = model[0].transform(train[list(model.feature_names_in_)])
+    sample = explainer.shap.masker.data
+    assert {tuple(r) for r in sample} <= {tuple(r) for r in background} and len(sample) == 50
+    q = model[-1].predict_proba(sample)[:, 1]
+    assert attribution.base_value == pytest.approx(np.mean(np.log(q) - np.log1p(-q)), abs=1e-9)
+    # seeded: the same rows get the same values, whatever numpy's global generator was doing
+    np.random.seed(123)
+    again = explain_rows(model, rows, explainer=explainer)
+    np.testing.assert_array_equal(again.values, attribution.values)
+    assert np.random.randint(10**9) == np.random.RandomState(123).randint(10**9)  # its state is left alone
+
+
+def test_the_report_says_the_fallback_explainer_is_an_approximation_on_a_sample(knn):
+    params, model, train, test = knn
+    report, aggregated, rows = explain(model, train, test, params=params)
+    assert (report["explainer"], report["explainer_exact"]) == ("permutation", False)
+    assert "approximation" in report["explainer_note"] and "50 background rows" in report["explainer_note"]
+    assert report["n_explained"] == 12 and report["additivity_max_error"] < 1e-6
+    # a certain vote (P(good) 0 or 1) is read PROBABILITY_CLIP from it: its log-odds stay finite
+    p = np.clip(positive_proba(model, rows), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    assert ((p == PROBABILITY_CLIP) | (p == 1 - PROBABILITY_CLIP)).any()
+    np.testing.assert_allclose(report["base_value"] + aggregated.sum(axis=1), np.log(p) - np.log1p(-p), atol=1e-9)
