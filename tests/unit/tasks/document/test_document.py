@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steward.params import Params
 from tasks.audit.gate import decide
 from tasks.document.document import (
     DOCUMENT_DIR,
