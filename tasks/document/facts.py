@@ -63,7 +63,7 @@ def md(text: object) -> str:
 
 
 def plural(noun: str) -> str:
-    """The plural of a use case's subject noun ('applicant' → 'applicants', 'person' → 'people')."""
+    """The plural of a use case's subject noun ('person' → 'people', 'child' → 'children', else an s)."""
     irregular = {"person": "people", "child": "children", "man": "men", "woman": "women"}
     head, _, last = noun.rpartition(" ")
     lower = last.lower()
