@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from steward.params import Params
-from tasks.data.features import AGE_GROUP
+from steward.usecase import UseCase
 from tasks.model.evaluate import positive_proba
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.reasons import reason_codes
@@ -56,7 +56,8 @@ def local_explanations(
     top_k: int,
     protected: list[str],
 ) -> list[dict[str, Any]]:
-    """Decision, probability and reason codes for each row given."""
+    """Decision, probability and reason codes for each row given; `protected` (the use case's never-changed
+    columns) are never cited as reasons."""
     out = []
     for i in range(len(rows)):
         decision: Literal["approve", "decline"] = "approve" if proba[i] >= threshold else "decline"
@@ -65,11 +66,11 @@ def local_explanations(
             rows.iloc[i].to_dict(),
             decision=decision,
             top_k=top_k,
-            protected=[*protected, AGE_GROUP],
+            protected=protected,
         )
         out.append(
             {
-                "applicant_id": str(rows.iloc[i][id_column]),
+                "subject_id": str(rows.iloc[i][id_column]),
                 "probability": round(float(proba[i]), 6),
                 "decision": decision,
                 "reasons": reasons,
@@ -112,19 +113,30 @@ def probe_auc(feature: np.ndarray, target: np.ndarray, *, seed: int) -> float | 
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
 
 
+def audited_attributes(usecase: UseCase) -> list[str]:
+    """What proxies are sought for: the protected attributes, then the derived groups."""
+    return list(dict.fromkeys([*usecase.protected, *usecase.groups]))
+
+
+def probe_column(attribute: str, *, usecase: UseCase, columns: Any) -> str:
+    """The column a proxy probe predicts for `attribute`: its derived group if it is one's source, else itself."""
+    return next((name for name, g in usecase.groups.items() if g.column == attribute and name in columns), attribute)
+
+
 def proxy_table(
     frame: pd.DataFrame, *, features: list[str], attributes: list[str], params: Params
 ) -> list[dict[str, Any]]:
     """Mutual information and probe AUC of every (feature, protected attribute) pair, flagged over threshold.
 
     The information is normalised by the attribute's entropy (the share of its uncertainty one feature removes),
-    so one threshold means the same for a two-valued attribute and for age in quantile bins.
+    so one threshold means the same for a two-valued attribute and for age in quantile bins. The probe predicts
+    the attribute itself, or, for the source column of a derived group (age), that group (age_group).
     """
-    ex, data = params.explain, params.data
-    own = {*attributes, *data.protected, AGE_GROUP}  # the attributes themselves are not proxies of each other
+    ex, usecase = params.explain, params.usecase
+    own = {*attributes, *usecase.protected, *usecase.groups}  # the attributes are not proxies of each other
     rows = []
     for attribute in attributes:
-        target = frame[AGE_GROUP] if attribute == data.age_column and AGE_GROUP in frame else frame[attribute]
+        target = frame[probe_column(attribute, usecase=usecase, columns=frame.columns)]
         attr_codes, probe_target = discretise(frame[attribute]), discretise(target)
         entropy = float(mutual_info_score(attr_codes, attr_codes))  # H(A) = I(A; A)
         for feature in (f for f in features if f not in own):
@@ -158,7 +170,14 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_all(
-    aggregated: pd.DataFrame, rows: pd.DataFrame, report: dict[str, Any], *, folder: Path, root: Path, seed: int
+    aggregated: pd.DataFrame,
+    rows: pd.DataFrame,
+    report: dict[str, Any],
+    *,
+    folder: Path,
+    root: Path,
+    seed: int,
+    subject: str = "row",
 ) -> dict[str, str]:
     """bar.png (global importance), beeswarm.png (aggregated SHAP per row), by_group.png; paths from root."""
     import matplotlib
@@ -194,7 +213,7 @@ def plot_all(
         warnings.simplefilter("ignore", RuntimeWarning)
         shap.plots.beeswarm(explanation, max_display=15, show=False)
     np.random.set_state(state)
-    plt.title("SHAP per applicant (log-odds of approval); categorical columns grey")
+    plt.title(f"SHAP per {subject} (log-odds of the favourable outcome); categorical columns grey")
     _save(fig, paths["beeswarm"])
 
     top = [g["feature"] for g in report["global_importance"][:8]][::-1]
@@ -217,7 +236,7 @@ def explain(
     model: Pipeline, train: pd.DataFrame, test: pd.DataFrame, *, params: Params
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """The explain report (without plots), the aggregated SHAP frame and the explained rows."""
-    ex, data = params.explain, params.data
+    ex, usecase = params.explain, params.usecase
     rows = test.sample(n=min(ex.sample_size, len(test)), random_state=ex.seed).reset_index(drop=True)
     background = train.sample(n=min(ex.background_size, len(train)), random_state=ex.seed)
     explainer = build_explainer(model, background=background)
@@ -227,7 +246,7 @@ def explain(
     proxies = proxy_table(
         train,
         features=list(model.feature_names_in_),
-        attributes=list(dict.fromkeys([*data.protected, AGE_GROUP])),
+        attributes=audited_attributes(usecase),
         params=params,
     )
     report = {
@@ -238,23 +257,23 @@ def explain(
         "base_value": attribution.base_value,
         "additivity_max_error": attribution.additivity_error,
         "global_importance": importance(aggregated),
-        "by_group": importance_by_group(aggregated, rows, attributes=data.sensitive),
-        "group_sizes": {a: rows[a].astype(str).value_counts().sort_index().to_dict() for a in data.sensitive},
+        "by_group": importance_by_group(aggregated, rows, attributes=usecase.sensitive),
+        "group_sizes": {a: rows[a].astype(str).value_counts().sort_index().to_dict() for a in usecase.sensitive},
         "local": local_explanations(
             rows.iloc[: ex.local_examples],
             aggregated.iloc[: ex.local_examples],
             proba[: ex.local_examples],
-            id_column=data.id_column,
+            id_column=usecase.id_column,
             threshold=params.evaluate.threshold,
             top_k=ex.top_k_reasons,
-            protected=data.protected,
+            protected=sorted(usecase.never_changed),
         ),
         "proxies": proxies,
         "proxy_method": (
             "on the training split; mutual information of the discretised feature and attribute (numeric "
             "values in quantile bins), normalised by the attribute's entropy; probe = per-value attribute "
-            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes, "
-            "age_group for age)"
+            "frequencies of the discretised feature, out-of-fold AUC (one-vs-rest for multi-class attributes; "
+            "for the source column of a derived group, the group)"
         ),
         "flags": [
             f"{p['feature']} is a proxy of {p['attribute']} (normalised MI {p['normalized_mutual_information']:.3f}, "
@@ -278,7 +297,13 @@ def main() -> None:
     train, test = pd.read_parquet(layout.prepared_train), pd.read_parquet(layout.prepared_test)
     report, aggregated, rows = explain(model, train, test, params=params)
     plots = plot_all(
-        aggregated, rows, report, folder=layout.report("explain", ""), root=layout.project_dir, seed=params.explain.seed
+        aggregated,
+        rows,
+        report,
+        folder=layout.report("explain", ""),
+        root=layout.project_dir,
+        seed=params.explain.seed,
+        subject=params.usecase.words.subject,
     )
     write_json(layout.report("explain"), {**report, "plots": plots, "beeswarm_note": BEESWARM_NOTE})
     top = ", ".join(f"{g['feature']}={g['mean_abs_shap']:.3f}" for g in report["global_importance"][:5])

@@ -4,8 +4,9 @@ The model taken forward is written to models/candidate.joblib: the mitigated one
 the gate, otherwise the base model. Both audits are reported side by side in reports/mitigate.json.
 
 Mitigated decisions are made deterministic: fairlearn's mitigators may randomise between two
-thresholds; a credit decision must be reproducible, so Steward approves when the probability of
-approval under the mitigated rule is at least 0.5, and audits exactly that rule.
+thresholds; a decision about a person must be reproducible, so Steward grants the favourable outcome when its
+probability under the mitigated rule is at least 0.5, and audits exactly that rule. The attribute constrained
+is params.mitigation_attribute (fairness.mitigation.attribute, else the use case's first sensitive one).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from tasks.data.features import LABEL
 
 # Mitigation runs before the robustness stage: it compares the models on the gate's AUC and fairness checks.
 MITIGATION_CHECKS: tuple[Scope, ...] = ("auc", "fairness")
-MISSING_ATTRIBUTE = "fairness.mitigation.attribute {attribute!r} is not a column of the feature frame"
+MISSING_ATTRIBUTE = "the mitigation attribute {attribute!r} is not a column of the feature frame"
 
 
 class MitigatedModel:
     """A base pipeline under a fairlearn mitigator, with a pipeline's `predict_proba` and `feature_names_in_`.
 
-    `predict_proba` gives the probability of approval under the mitigated rule (not a calibrated risk).
+    `predict_proba` gives the probability of the favourable outcome under the mitigated rule (not a calibrated
+    risk).
     ThresholdOptimizer needs the sensitive attribute at decision time: it is then one of the input columns.
     """
 
@@ -54,12 +56,14 @@ class MitigatedModel:
         return np.column_stack([1.0 - approve, approve])
 
 
-def fit_mitigation(base: Pipeline, train: pd.DataFrame, *, mitigation: MitigationParams, seed: int) -> MitigatedModel:
-    """Fit the mitigator chosen in params on the training split."""
-    if mitigation.attribute not in train.columns:
-        raise KeyError(MISSING_ATTRIBUTE.format(attribute=mitigation.attribute))
+def fit_mitigation(
+    base: Pipeline, train: pd.DataFrame, *, mitigation: MitigationParams, attribute: str, seed: int
+) -> MitigatedModel:
+    """Fit the mitigator chosen in params on the training split, constraining `attribute`."""
+    if attribute not in train.columns:
+        raise KeyError(MISSING_ATTRIBUTE.format(attribute=attribute))
     columns = list(base.feature_names_in_)
-    sensitive = train[mitigation.attribute].to_numpy()  # an array: its name may clash with a model column
+    sensitive = train[attribute].to_numpy()  # an array: its name may clash with a model column
     method: Literal["threshold_optimizer", "exponentiated_gradient"] = mitigation.method
     if method == "threshold_optimizer":
         from fairlearn.postprocessing import ThresholdOptimizer
@@ -85,7 +89,7 @@ def fit_mitigation(base: Pipeline, train: pd.DataFrame, *, mitigation: Mitigatio
         estimator = clone(base[-1])
         mitigator = ExponentiatedGradient(estimator, constraints=constraint)
         mitigator.fit(base[:-1].transform(train[columns]), train[LABEL], sensitive_features=sensitive)
-    return MitigatedModel(base=base, mitigator=mitigator, method=method, attribute=mitigation.attribute)
+    return MitigatedModel(base=base, mitigator=mitigator, method=method, attribute=attribute)
 
 
 def fairness_audit(model: Any, test: pd.DataFrame, *, params: Params) -> dict[str, Any]:
@@ -93,18 +97,18 @@ def fairness_audit(model: Any, test: pd.DataFrame, *, params: Params) -> dict[st
     from tasks.audit.fairness import audit
     from tasks.model.evaluate import positive_proba
 
-    data, fairness = params.data, params.fairness
+    usecase, fairness = params.usecase, params.fairness
     return audit(
         test[LABEL].to_numpy(),
         positive_proba(model, test),
-        test[data.sensitive],
+        test[usecase.sensitive],
         threshold=params.evaluate.threshold,
         n_boot=fairness.n_boot,
         ci_level=fairness.ci_level,
         min_group_size=fairness.min_group_size,
         seed=fairness.seed,
-        attributes=data.sensitive,
-        intersections=data.intersections,
+        attributes=usecase.sensitive,
+        intersections=usecase.intersections,
     )
 
 
@@ -138,8 +142,13 @@ def main() -> None:
         report["reason"] = "the base model fails the fairness checks and mitigation is disabled in params"
     else:
         mitigation = params.fairness.mitigation
+        attribute = params.mitigation_attribute
         mitigated = fit_mitigation(
-            base, pd.read_parquet(layout.prepared_train), mitigation=mitigation, seed=params.fairness.seed
+            base,
+            pd.read_parquet(layout.prepared_train),
+            mitigation=mitigation,
+            attribute=attribute,
+            seed=params.fairness.seed,
         )
         audit_after = fairness_audit(mitigated, test, params=params)
         after_eval = {"metrics": metrics(test[LABEL].to_numpy(), positive_proba(mitigated, test), threshold=0.5)}
@@ -148,7 +157,7 @@ def main() -> None:
             applied=True,
             method=mitigation.method,
             constraint=mitigation.constraint,
-            attribute=mitigation.attribute,
+            attribute=attribute,
             mitigated={"verdict": verdict_after.to_dict(), "fairness": audit_after, "evaluation": after_eval},
         )
         if verdict_after.verdict == "pass":

@@ -1,13 +1,15 @@
 """Robustness stage: do decisions survive small input noise, shifted slices and protected-attribute swaps?
 
 Every check passes a modified copy of the held-out split through the model and compares decisions at
-params.evaluate.threshold with those on the unmodified rows.
+params.evaluate.threshold with those on the unmodified rows. What is valid, which slices are examined and which
+attributes are protected all come from the use case (its raw suite's ranges, `slices`, `protected`, `groups`).
 """
 
 from __future__ import annotations
 
+import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,23 +17,20 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from steward.params import DataParams, Params
-from tasks.data.features import AGE_GROUP, LABEL, age_groups
+from steward.params import Params
+from steward.usecase import Group, Slice, UseCase, suite_columns
+from tasks.data.features import LABEL
 from tasks.model.evaluate import positive_proba
 
-MIN_AGE = 18
-# Valid (low, high) of the German credit integer columns; a numeric column not listed stays ≥ 0 if it was.
-VALID_RANGES: dict[str, tuple[float, float]] = {
-    "age": (MIN_AGE, np.inf),
-    "duration_months": (1, np.inf),
-    "credit_amount": (1, np.inf),
-    "installment_rate": (1, 4),
-    "residence_since": (1, 4),
-    "existing_credits": (1, np.inf),
-    "people_liable": (1, np.inf),
+Ranges = Mapping[str, tuple[float, float]]
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
-TOP_DECILE = 0.9
-LONG_DURATION = 36
 
 EMPTY_SLICE = "the slice is empty"
 ONE_CLASS = "the slice holds only label {value}: AUC is undefined"
@@ -54,14 +53,33 @@ def decide(model: Pipeline, frame: pd.DataFrame, *, threshold: float) -> tuple[n
     return proba, (proba >= threshold).astype(int)
 
 
+def valid_ranges(suite: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """(low, high) of each column the raw suite bounds (an open side is infinite)."""
+    ranges = {}
+    for column, rules in suite_columns(suite).items():
+        low, high = rules.get("min"), rules.get("max")
+        if low is not None or high is not None:
+            ranges[column] = (-np.inf if low is None else float(low), np.inf if high is None else float(high))
+    return ranges
+
+
 def perturb_numeric(
-    frame: pd.DataFrame, *, columns: Sequence[str], noise: float, rng: np.random.Generator
+    frame: pd.DataFrame,
+    *,
+    columns: Sequence[str],
+    noise: float,
+    rng: np.random.Generator,
+    ranges: Ranges | None = None,
 ) -> pd.DataFrame:
-    """x · (1 + noise · N(0, 1)) per value, clipped to VALID_RANGES; integer columns stay integers."""
+    """x · (1 + noise · N(0, 1)) per value, clipped to `ranges` (the raw suite's); integer columns stay integers.
+
+    A column without a range stays ≥ 0 if it was.
+    """
+    ranges = ranges or {}
     out = frame.copy()
     for column in columns:
         original = frame[column]
-        low, high = VALID_RANGES.get(column, (0.0 if original.min() >= 0 else -np.inf, np.inf))
+        low, high = ranges.get(column, (0.0 if original.min() >= 0 else -np.inf, np.inf))
         values = np.clip(original.to_numpy(float) * (1 + noise * rng.standard_normal(len(frame))), low, high)
         out[column] = np.rint(values).astype(original.dtype) if pd.api.types.is_integer_dtype(original) else values
     return out
@@ -84,12 +102,13 @@ def noise_stability(
     n_draws: int,
     seed: int,
     threshold: float,
+    ranges: Ranges | None = None,
 ) -> dict[str, float]:
-    """Decision flip rate and mean |Δ P(approve)| over n_draws noisy copies of `columns` (all at once)."""
+    """Decision flip rate and mean |Δ P(favourable)| over n_draws noisy copies of `columns` (all at once)."""
     rng = np.random.default_rng(seed)
     flips, deltas = [], []
     for _ in range(n_draws):
-        changed = perturb_numeric(frame, columns=columns, noise=noise, rng=rng)
+        changed = perturb_numeric(frame, columns=columns, noise=noise, rng=rng, ranges=ranges)
         flipped, delta = _compare(model, frame, changed, threshold=threshold)
         flips.append(flipped)
         deltas.append(delta)
@@ -133,26 +152,18 @@ def category_swaps(
     return {"flip_rate": float(np.mean(rates)) if rates else 0.0, "by_feature": by_feature, "note": SWAP_NOTE}
 
 
-def slice_definitions(*, data: DataParams) -> list[tuple[str, str, str, Any]]:
-    """(name, definition, column, mask-builder) of the shifted slices, in report order."""
-    t = data.age_threshold
-    return [
-        ("all", "every row of the held-out split", LABEL, lambda f: np.ones(len(f), bool)),
-        (
-            "credit_amount top decile",
-            f"credit_amount >= its {TOP_DECILE:.0%} quantile on the held-out split",
-            "credit_amount",
-            lambda f: f["credit_amount"] >= f["credit_amount"].quantile(TOP_DECILE),
-        ),
-        (f"age under {t}", f"{data.age_column} < {t}", data.age_column, lambda f: f[data.age_column] < t),
-        (
-            f"duration over {LONG_DURATION} months",
-            f"duration_months > {LONG_DURATION}",
-            "duration_months",
-            lambda f: f["duration_months"] > LONG_DURATION,
-        ),
-        ("foreign_worker no", "foreign_worker == 'no'", "foreign_worker", lambda f: f["foreign_worker"] == "no"),
-    ]
+def slice_definition(spec: Slice) -> str:
+    """How a slice is chosen, in words."""
+    if spec.quantile is not None:
+        return f"{spec.column} {spec.op} its {spec.quantile:.0%} quantile on the held-out split"
+    return f"{spec.column} {spec.op} {spec.value!r}"
+
+
+def slice_mask(frame: pd.DataFrame, spec: Slice) -> np.ndarray:
+    """The rows of `spec`'s slice; a row whose column is missing is in no slice."""
+    values = frame[spec.column]
+    threshold = values.quantile(spec.quantile) if spec.quantile is not None else spec.value
+    return np.asarray(values.notna() & OPERATORS[spec.op](values, threshold), bool)
 
 
 def slice_metrics(y: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict[str, Any]:
@@ -171,17 +182,20 @@ def slice_metrics(y: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict
 
 
 def shifted_slices(
-    model: Pipeline, frame: pd.DataFrame, *, data: DataParams, threshold: float, min_size: int
+    model: Pipeline, frame: pd.DataFrame, *, usecase: UseCase, threshold: float, min_size: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Metrics per slice, and the flags (small or skipped slices, undefined AUC)."""
+    """Metrics on every row, then per slice of the use case; and the flags (small or skipped slices, no AUC)."""
     proba = positive_proba(model, frame)
     y = frame[LABEL].to_numpy()
+    everything = ("all", "every row of the held-out split", np.ones(len(frame), bool))
+    chosen = [everything]
     slices, flags = [], []
-    for name, definition, column, mask_of in slice_definitions(data=data):
-        if column not in frame.columns:
-            flags.append(MISSING_SLICE.format(name=name, column=column))
+    for spec in usecase.slices:
+        if spec.column not in frame.columns:
+            flags.append(MISSING_SLICE.format(name=spec.name, column=spec.column))
             continue
-        mask = np.asarray(mask_of(frame), bool)
+        chosen.append((spec.name, slice_definition(spec), slice_mask(frame, spec)))
+    for name, definition, mask in chosen:
         entry = {"name": name, "definition": definition, **slice_metrics(y[mask], proba[mask], threshold=threshold)}
         entry["small"] = entry["count"] < min_size
         if entry["small"]:
@@ -192,44 +206,66 @@ def shifted_slices(
     return slices, flags
 
 
-def cross_age_threshold(age: pd.Series, *, threshold: int) -> pd.Series:
-    """Mirror each age across the threshold (22 → 27 for 25), kept to valid ages on the other side."""
-    mirrored = 2 * threshold - 1 - age.to_numpy()
-    under = age.to_numpy() < threshold
-    low = min(MIN_AGE, threshold - 1)
-    moved = np.where(under, np.maximum(mirrored, threshold), np.clip(mirrored, low, threshold - 1))
-    return pd.Series(moved.astype(age.dtype), index=age.index, name=age.name)
+def cross_group(values: pd.Series, *, group: Group, low: float) -> pd.Series:
+    """Mirror each value across its nearest cut into the neighbouring bin (22 → 27 for a cut at 25), not below `low`.
+
+    Integer columns mirror so that the last value under a cut and the cut swap (24 ↔ 25).
+    """
+    x = values.to_numpy(dtype=float)
+    cuts = np.asarray(group.cuts, dtype=float)
+    integer = pd.api.types.is_integer_dtype(values)
+    unit = 1.0 if integer else 0.0
+    nearest = np.abs(x[:, None] - cuts[None, :]).argmin(axis=1)
+    cut = cuts[nearest]
+    below_edge = np.concatenate([[-np.inf], cuts])[nearest]  # the bin under the cut starts here
+    above_edge = np.concatenate([cuts, [np.inf]])[nearest + 1]  # the bin over the cut ends before this
+    under_top = cut - 1 if integer else np.nextafter(cut, -np.inf)
+    over_top = above_edge - 1 if integer else np.nextafter(above_edge, -np.inf)
+    mirrored = 2 * cut - unit - x
+    floor = np.minimum(np.maximum(low, below_edge), under_top)
+    moved = np.where(x < cut, np.clip(mirrored, cut, over_top), np.clip(mirrored, floor, under_top))
+    return pd.Series(moved.astype(values.dtype), index=values.index, name=values.name)
 
 
-def change_protected(frame: pd.DataFrame, attribute: str, *, data: DataParams) -> pd.DataFrame | None:
-    """A copy with only `attribute` changed (age across the threshold, others to another value)."""
+def change_protected(
+    frame: pd.DataFrame, attribute: str, *, usecase: UseCase, ranges: Ranges | None = None
+) -> pd.DataFrame | None:
+    """A copy with only `attribute` changed, and the groups derived from it recomputed.
+
+    A group's source column moves across the group's nearest cut (not below its valid low: the raw suite's
+    minimum, else the lowest value seen); any other attribute takes the next value of its sorted values.
+    """
     changed = frame.copy()
-    if attribute == data.age_column:
-        changed[attribute] = cross_age_threshold(frame[attribute], threshold=data.age_threshold)
-        if AGE_GROUP in changed:
-            changed[AGE_GROUP] = age_groups(changed[attribute], threshold=data.age_threshold)
-        return changed
-    values = sorted(frame[attribute].dropna().unique())
-    if len(values) < 2:
-        return None
-    following = {v: values[(i + 1) % len(values)] for i, v in enumerate(values)}  # a swap when binary
-    changed[attribute] = frame[attribute].map(following)
+    derived = {name: g for name, g in usecase.groups.items() if g.column == attribute and name in frame}
+    binned = next((g for g in usecase.groups.values() if g.column == attribute and g.cuts), None)
+    if binned is not None:
+        low = (ranges or {}).get(attribute, (float(frame[attribute].min()), np.inf))[0]
+        changed[attribute] = cross_group(frame[attribute], group=binned, low=low)
+    else:
+        values = sorted(frame[attribute].dropna().unique())
+        if len(values) < 2:
+            return None
+        following = {v: values[(i + 1) % len(values)] for i, v in enumerate(values)}  # a swap when binary
+        changed[attribute] = frame[attribute].map(following)
+    for name, group in derived.items():
+        changed[name] = group.assign(changed[attribute])
     return changed
 
 
 def protected_flips(
-    model: Pipeline, frame: pd.DataFrame, *, data: DataParams, threshold: float
+    model: Pipeline, frame: pd.DataFrame, *, usecase: UseCase, threshold: float, ranges: Ranges | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Decision flip rate when only one protected attribute changes, for each of data.protected."""
+    """Decision flip rate when only one protected attribute changes, for each of the use case's protected."""
     features = set(model.feature_names_in_)
     result: dict[str, dict[str, Any]] = {}
-    for attribute in data.protected:
-        changed = change_protected(frame, attribute, data=data)
+    for attribute in usecase.protected:
+        changed = change_protected(frame, attribute, usecase=usecase, ranges=ranges)
         if changed is None:
             result[attribute] = {"flip_rate": None, "note": ONE_VALUE.format(attribute=attribute)}
             continue
         flipped, delta = _compare(model, frame, changed, threshold=threshold)
-        used = attribute in features or (attribute == data.age_column and AGE_GROUP in features)
+        derived = {name for name, g in usecase.groups.items() if g.column == attribute}
+        used = attribute in features or bool(derived & features)
         result[attribute] = {
             "flip_rate": float(flipped.mean()),
             "mean_abs_proba_change": float(delta.mean()),
@@ -238,12 +274,17 @@ def protected_flips(
     return result
 
 
-def robustness(model: Pipeline, test: pd.DataFrame, train: pd.DataFrame, *, params: Params) -> dict[str, Any]:
-    """The robustness report for `model` on the held-out split (train supplies valid category values)."""
-    rb, data, threshold = params.robustness, params.data, params.evaluate.threshold
+def robustness(
+    model: Pipeline, test: pd.DataFrame, train: pd.DataFrame, *, params: Params, ranges: Ranges | None = None
+) -> dict[str, Any]:
+    """The robustness report for `model` on the held-out split.
+
+    `train` supplies the valid category values; `ranges` the valid numeric ones (`valid_ranges` of the raw suite).
+    """
+    rb, usecase, threshold = params.robustness, params.usecase, params.evaluate.threshold
     features = list(model.feature_names_in_)
     numeric = [c for c in features if pd.api.types.is_numeric_dtype(test[c])]
-    hidden = {*data.protected, AGE_GROUP}
+    hidden = {*usecase.protected, *usecase.groups}
     categorical = [c for c in features if c not in numeric and c not in hidden]
 
     def stability(columns: list[str], seed: int) -> dict[str, float]:
@@ -255,12 +296,13 @@ def robustness(model: Pipeline, test: pd.DataFrame, train: pd.DataFrame, *, para
             n_draws=rb.n_perturbations,
             seed=seed,
             threshold=threshold,
+            ranges=ranges,
         )
 
     overall = stability(numeric, rb.seed)
     per_feature = {c: stability([c], rb.seed + 1 + k) for k, c in enumerate(numeric)}
-    slices, slice_flags = shifted_slices(model, test, data=data, threshold=threshold, min_size=rb.min_slice_size)
-    protected = protected_flips(model, test, data=data, threshold=threshold)
+    slices, slice_flags = shifted_slices(model, test, usecase=usecase, threshold=threshold, min_size=rb.min_slice_size)
+    protected = protected_flips(model, test, usecase=usecase, threshold=threshold, ranges=ranges)
     flagged = overall["flip_rate"] > rb.max_flip_rate
     flags = (
         [NOISE_FLIPS.format(noise=rb.numeric_noise, rate=overall["flip_rate"], limit=rb.max_flip_rate)]
@@ -300,6 +342,7 @@ def robustness(model: Pipeline, test: pd.DataFrame, train: pd.DataFrame, *, para
 def main() -> None:
     import joblib
 
+    from tasks.data.suites import read_suite
     from tasks.stage import stage_context, write_json
 
     started = time.perf_counter()
@@ -307,7 +350,8 @@ def main() -> None:
     layout, params = ctx.layout, ctx.params
     model = joblib.load(layout.model_file)
     test, train = pd.read_parquet(layout.prepared_test), pd.read_parquet(layout.prepared_train)
-    report = robustness(model, test, train, params=params)
+    ranges = valid_ranges(read_suite(layout.project_dir / params.usecase.raw_suite))
+    report = robustness(model, test, train, params=params, ranges=ranges)
     write_json(layout.report("robustness"), report)
     p = report["perturbation"]
     print(

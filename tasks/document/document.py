@@ -1,7 +1,8 @@
 """Document stage: model card, datasheet, impact assessment and the evidence page, generated from the run.
 
-Nothing here is hand-filled. Every figure and finding comes from a report under reports/, params.yaml,
-the vendored datasheet or the lineage (data md5, params hash, git commit); a report that is missing
+Nothing here is hand-filled. Every figure and finding comes from a report under reports/, params.yaml and its
+use case (whose words, title and datasheet the documents use), or the lineage (data md5, params hash, git
+commit); a report that is missing
 gives an explicit "not run" section. The renderers are pure functions of an `Evidence` bundle; `main`
 gathers it, writes the files and records their sha256 in reports/document.json.
 """
@@ -67,7 +68,8 @@ class Lineage:
 
     @property
     def dataset(self) -> str:
-        return Path(self.vendored_file).stem if self.vendored else f"snapshot-{(self.data_md5 or 'unknown')[:8]}"
+        name = Path(self.vendored_file).name.removesuffix(".gz")
+        return Path(name).stem if self.vendored else f"snapshot-{(self.data_md5 or 'unknown')[:8]}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Evidence:
 
     reports: dict[str, Report]  # stage → loaded report, for the reports that exist
     files: dict[str, str]  # project-relative path → sha256, for every evidence file that exists
-    datasheet: str | None  # the vendored datasheet (Markdown), if found
+    datasheet: str | None  # the use case's datasheet (Markdown), if found
     lineage: Lineage
     online: dict[str, int] = field(default_factory=dict)  # linked page → scripts/styles it fetches online
 
@@ -137,8 +139,13 @@ def _context(evidence: Evidence, params: Params, *, folder: str) -> dict[str, An
     def link(path: str) -> dict[str, Any]:
         return {"path": path, "href": posixpath.relpath(path, start=folder), "sha256": evidence.files.get(path)}
 
+    usecase = params.usecase
     return {
         "params": params,
+        "usecase": usecase,
+        "words": usecase.words,
+        "favourable": str(usecase.label.favourable),
+        "subjects": facts.plural(usecase.words.subject),
         "model_params": estimator_kwargs(params.train),
         "lineage": evidence.lineage,
         "verdict": evidence.verdict,
@@ -182,8 +189,9 @@ def model_card_metadata(evidence: Evidence, params: Params) -> dict[str, Any]:
     }
     split = f"held-out test split, n={scores.get('n', 'unknown')}"
     dataset = {"name": lineage.dataset, "type": "tabular", "revision": lineage.data_md5, "split": split}
-    task = {"type": "tabular-classification", "name": params.data.label}
+    task = {"type": "tabular-classification", "name": params.usecase.label.column}
     steward = {
+        "usecase": params.usecase.name,
         "risk_tier": params.governance.risk_tier,
         "gate_verdict": evidence.verdict,
         "decision_threshold": params.evaluate.threshold,
@@ -197,7 +205,7 @@ def model_card_metadata(evidence: Evidence, params: Params) -> dict[str, Any]:
     return {
         "license": lineage.license.lower(),
         "library_name": "sklearn",
-        "tags": ["tabular-classification", params.train.model, params.data.label, "fairness-audited"],
+        "tags": ["tabular-classification", params.train.model, params.usecase.label.column, "fairness-audited"],
         "datasets": [lineage.dataset],
         "metrics": [m["type"] for m in metrics],
         "model-index": [
@@ -238,7 +246,7 @@ def model_card_html(evidence: Evidence, params: Params) -> str:
 
 
 def datasheet(evidence: Evidence, params: Params) -> str:
-    """Datasheet of this data version: the vendored sheet plus this snapshot's identity and groups."""
+    """Datasheet of this data version: the use case's sheet plus this snapshot's identity and groups."""
     context = _context(evidence, params, folder=DOCUMENT_DIR)
     vendored = facts.demote_headings(evidence.datasheet) if evidence.datasheet else None
     return render("datasheet.md.j2", **context, vendored_sheet=vendored)
@@ -272,12 +280,31 @@ def render_documents(evidence: Evidence, params: Params) -> dict[str, str]:
 # --- the I/O shell ---------------------------------------------------------------------------------
 
 
+def content_sha256(path: Path) -> str:
+    """sha256 of a file's content: of its decompressed bytes when it is gzipped (named .gz)."""
+    import gzip
+    import hashlib
+
+    if path.suffix != ".gz":
+        from steward.storage import sha256_file
+
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def gather(project_dir: Path, *, params: Params, git_commit: str | None, model_name: str) -> Evidence:
-    """Read the reports, hash the evidence files and work out the lineage."""
+    """Read the reports, hash the evidence files and work out the lineage.
+
+    The snapshot is the use case's vendored dataset when its bytes are the dataset's (decompressed, if gzipped).
+    """
     import json
     from importlib import metadata
 
-    from steward.layout import BUNDLED_DATA, RAW_DATA
+    from steward.layout import RAW_DATA
     from steward.storage import sha256_file
     from tasks.dvc import DvcError, tracked_md5
 
@@ -294,6 +321,7 @@ def gather(project_dir: Path, *, params: Params, git_commit: str | None, model_n
         for s in facts.STAGES
         if facts.report_path(s) in files
     }
+    vendored = params.usecase.dataset.file
     try:
         data_md5: str | None = tracked_md5(project_dir / f"{RAW_DATA}.dvc")
     except DvcError:
@@ -306,14 +334,14 @@ def gather(project_dir: Path, *, params: Params, git_commit: str | None, model_n
         data_file=RAW_DATA.as_posix(),
         data_md5=data_md5,
         data_sha256=sha256(RAW_DATA),
-        vendored_file=BUNDLED_DATA.as_posix(),
-        vendored_sha256=sha256(BUNDLED_DATA),
+        vendored_file=vendored,
+        vendored_sha256=content_sha256(project_dir / vendored) if (project_dir / vendored).is_file() else None,
         params_hash=params.digest(),
         git_commit=git_commit,
         model_name=model_name,
         license=license_,
     )
-    sheet = project_dir / BUNDLED_DATA.with_suffix(".datasheet.md")
+    sheet = project_dir / params.usecase.datasheet
     fetches = re.compile(r"<(?:script|link)\b[^>]*\b(?:src|href)=[\"']https?://", re.I)
     online = {p: len(fetches.findall((project_dir / p).read_text(errors="replace"))) for p in DATA_DOCS if p in files}
     return Evidence(reports, files, sheet.read_text() if sheet.is_file() else None, lineage, online)

@@ -62,6 +62,22 @@ def md(text: object) -> str:
     return "\\" + escaped if escaped.startswith("[") else escaped  # not a link reference definition
 
 
+def plural(noun: str) -> str:
+    """The plural of a use case's subject noun ('person' → 'people', 'child' → 'children', else an s)."""
+    irregular = {"person": "people", "child": "children", "man": "men", "woman": "women"}
+    head, _, last = noun.rpartition(" ")
+    lower = last.lower()
+    if lower in irregular:
+        last = irregular[lower]
+    elif lower.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif lower.endswith("y") and lower[-2:-1] not in set("aeiou"):
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return f"{head} {last}" if head else last
+
+
 def fmt(value: object, *, digits: int = 3) -> str:
     """A figure as the documents print it: floats to `digits` places, None as n/a."""
     if value is None:
@@ -225,7 +241,7 @@ def _audit_risks(reports: Mapping[str, Report], params: Params) -> Iterator[Risk
     for name, attribute in reports.get("data_bias", {}).get("attributes", {}).items():
         summary = attribute.get("summary", {})
         if (summary.get("four_fifths") or {}).get("passes") is False:
-            mitigated = reports.get("mitigate", {}).get("applied") and name == mitigation.attribute
+            mitigated = reports.get("mitigate", {}).get("applied") and name == params.mitigation_attribute
             yield Risk(
                 report_path("data_bias"),
                 f"base rates of {name} fail the four-fifths rule in the training data",
@@ -266,8 +282,12 @@ def _audit_risks(reports: Mapping[str, Report], params: Params) -> Iterator[Risk
 
 
 def _proxy_response(feature: str, params: Params) -> str:
-    if feature in params.prepare.drop_features:
-        return "kept out of the model's features (prepare.drop_features)"
+    usecase = params.usecase
+    if feature in usecase.proxies:
+        encoded = ", ".join(usecase.proxies[feature])
+        return f"kept out of the model's features: a declared proxy of {encoded} (the use case's proxies)"
+    if feature in usecase.drop:
+        return "kept out of the model's features (the use case's drop)"
     if params.governance.policy.block_on_proxies:
         return "the gate blocks on proxies"
     return "the model uses it: excluding the attribute does not hide it; reviewed at sign-off"

@@ -43,7 +43,8 @@ def calibration_table(y_true: np.ndarray, proba: np.ndarray, *, bins: int) -> pd
     return pd.DataFrame({"predicted": predicted.round(6), "observed": observed.round(6)})
 
 
-def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
+def plot_calibration(table: pd.DataFrame, path: Path, *, title: str, favourable: str = "favourable") -> None:
+    """The reliability curve; `favourable` names the favourable label on the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +55,13 @@ def plot_calibration(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(table["predicted"], table["observed"], marker="o", label="model")
-    ax.set(xlabel="mean predicted P(good)", ylabel="observed share good", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel=f"mean predicted P({favourable})",
+        ylabel=f"observed share {favourable}",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     save_figure(fig, path)
@@ -80,7 +87,12 @@ def main() -> None:
     scores, table = evaluate(model, test, threshold=params.evaluate.threshold, bins=params.evaluate.calibration_bins)
     write_json(layout.report("evaluate"), {"model": params.train.model, "metrics": scores})
     table.to_csv(layout.report("calibration", ".csv"), index=False)
-    plot_calibration(table, layout.report("calibration", ".png"), title=f"Calibration ({params.train.model})")
+    plot_calibration(
+        table,
+        layout.report("calibration", ".png"),
+        title=f"Calibration ({params.train.model})",
+        favourable=str(params.usecase.label.favourable),
+    )
     print("evaluate: " + ", ".join(f"{k}={v:.3f}" for k, v in scores.items() if isinstance(v, float)))
 
 

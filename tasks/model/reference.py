@@ -5,7 +5,7 @@ of the prediction log with.
 It holds, for the columns the model reads, what tasks/monitor/drift.py compares with (deciles and a sample of each
 numeric column, the frequencies of each categorical one); the same for the predicted probability; each
 sensitive group's approval and error rates on the held-out split under the service's own decision rule
-(approve: P(good) at least the threshold and outside the review band); and each feature's share of the
+(favourable: P(favourable) at least the threshold and outside the review band); and each feature's share of the
 mean absolute SHAP attribution (from the explain stage, which explains the unmitigated model).
 """
 
@@ -23,7 +23,7 @@ REFERENCE_FILE = "models/reference.json"  # the DVC output; registration stores 
 
 
 def approvals(probability: np.ndarray, *, threshold: float, band: tuple[float, float]) -> np.ndarray:
-    """The service's decision rule: approve when P(good) >= threshold and outside the review band."""
+    """The service's decision rule: favourable when P(favourable) >= threshold and outside the review band."""
     low, high = band
     return (probability >= threshold) & ~((probability >= low) & (probability < high))
 
@@ -41,14 +41,14 @@ def build_reference(
     attributions: Mapping[str, float],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The reference of one model: `probability` is its P(good) on `test`, `label` True where good."""
+    """The reference of one model: `probability` is its P(favourable) on `test`, `label` True where favourable."""
     import numpy as np
     import pandas as pd
 
     from tasks.monitor.drift import reference  # SciPy: not for the training flow, which reads REFERENCE_FILE
 
     approved = approvals(np.asarray(probability), threshold=threshold, band=band)
-    good = np.asarray(label, dtype=bool)
+    favourable = np.asarray(label, dtype=bool)
     groups: dict[str, dict[str, float]] = {}
     for attribute in sensitive:
         for value in sorted(test[attribute].astype(str).unique()):
@@ -56,7 +56,7 @@ def build_reference(
             groups[f"{attribute}={value}"] = {
                 "n": int(member.sum()),
                 "selection_rate": float(approved[member].mean()),
-                "error_rate": float((approved[member] != good[member]).mean()),
+                "error_rate": float((approved[member] != favourable[member]).mean()),
             }
     total = sum(abs(v) for v in attributions.values()) or 1.0
     return {

@@ -8,16 +8,18 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tasks.audit.explain import explain, importance, plot_all, proxy_table
-from tasks.data.features import to_feature_frame
+from tasks.audit.explain import explain, importance, plot_all, probe_column, proxy_table
+from tasks.data.features import read_snapshot, to_feature_frame
 from tasks.data.prepare import split
 from tasks.model.evaluate import positive_proba
 from tasks.model.train import fit
 from tasks.serving.attribution import PROBABILITY_CLIP, aggregate, build_explainer, encoded_sources, explain_rows
-from tests.usecases import parse_for, usecase
+from tests.conftest import PROJECT_DIR
+from tests.usecases import SHIPPED, params_for, parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 PROTECTED = {"sex", "age", "age_group", "foreign_worker"}
@@ -143,6 +145,59 @@ def test_personal_status_is_flagged_as_a_proxy_of_sex_and_a_shuffled_copy_is_not
     assert not independent["flagged"]
 
 
+def _entropy(values: pd.Series) -> float:
+    share = values.value_counts(normalize=True).to_numpy()
+    return float(-(share * np.log(share)).sum())
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request):
+    """A use case's params and up to 5,000 rows of its vendored data as a feature frame."""
+    params = params_for(request.param)
+    raw = read_snapshot(PROJECT_DIR / params.usecase.dataset.file)
+    raw = raw.sample(n=min(5000, len(raw)), random_state=0).reset_index(drop=True)
+    return params, to_feature_frame(raw, usecase=params.usecase)
+
+
+def test_each_declared_proxy_is_flagged_with_its_probe_auc(shipped):
+    params, frame = shipped
+    for feature, attributes in params.usecase.proxies.items():
+        for attribute in attributes:
+            shuffled = np.random.default_rng(7).permutation(frame[feature].to_numpy())
+            table = proxy_table(
+                frame.assign(shuffled=shuffled), features=[feature, "shuffled"], attributes=[attribute], params=params
+            )
+            by_feature = {row["feature"]: row for row in table}
+            proxy = by_feature[feature]
+            # I(F; A) = H(A) + H(F) - H(F, A), by plain counting
+            joint = frame[feature].astype(str) + "\x00" + frame[attribute].astype(str)
+            mi = _entropy(frame[attribute]) + _entropy(frame[feature]) - _entropy(joint)
+            assert proxy["mutual_information"] == pytest.approx(mi, abs=1e-6)
+            assert proxy["normalized_mutual_information"] == pytest.approx(mi / _entropy(frame[attribute]), abs=1e-6)
+            # the probe's out-of-fold AUC is close to the in-sample AUC of P(attribute | feature) by groupby
+            positive = frame[attribute] == sorted(frame[attribute].unique())[-1]
+            in_sample = roc_auc_score(positive, positive.groupby(frame[feature]).transform("mean"))
+            assert proxy["probe_auc"] == pytest.approx(in_sample, abs=0.01)
+            assert proxy["probe_auc"] > params.explain.proxy_auc_threshold and proxy["flagged"]
+            assert not by_feature["shuffled"]["flagged"]
+
+
+def test_a_group_s_source_column_is_probed_through_its_group(shipped):
+    params, frame = shipped
+    usecase = params.usecase
+    for name, group in usecase.groups.items():
+        assert probe_column(group.column, usecase=usecase, columns=frame.columns) == name
+        # the probe of age predicts age_group: the same AUC as probing age_group itself
+        features = [c for c in frame.columns if c not in {*usecase.not_features, *usecase.protected, "label"}][:3]
+        by_source = proxy_table(frame, features=features, attributes=[group.column], params=params)
+        by_group = proxy_table(frame, features=features, attributes=[name], params=params)
+        auc = {r["feature"]: r["probe_auc"] for r in by_group}
+        assert {r["feature"]: r["probe_auc"] for r in by_source} == auc
+    for attribute in usecase.protected:
+        if attribute not in {g.column for g in usecase.groups.values()}:
+            assert probe_column(attribute, usecase=usecase, columns=frame.columns) == attribute
+
+
 def test_unsupported_models_and_broken_additivity_are_clear_errors(german):
     params = _params("logistic_regression")
     train, test = split(german, params=params)
@@ -179,16 +234,17 @@ def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
     shares = [g["mean_abs_shap"] for g in body["global_importance"]]
     assert shares == sorted(shares, reverse=True)
     assert {g["feature"] for g in body["global_importance"]} == set(model.feature_names_in_)
-    assert set(body["by_group"]) == set(params.data.sensitive)
+    assert set(body["by_group"]) == set(params.usecase.sensitive)
     assert set(body["by_group"]["sex"]) == {"female", "male"}
     assert len(body["local"]) == params.explain.local_examples
     for local in body["local"]:
         assert local["decision"] == ("approve" if local["probability"] >= params.evaluate.threshold else "decline")
         assert 0 < len(local["reasons"]) <= params.explain.top_k_reasons
-        assert not {r["feature"] for r in local["reasons"]} & PROTECTED
-    flagged = {(p["feature"], p["attribute"]) for p in body["proxies"] if p["flagged"]}
-    assert ("personal_status", "sex") in flagged
-    assert not {p["feature"] for p in body["proxies"]} & PROTECTED
+        assert not {r["feature"] for r in local["reasons"]} & params.usecase.never_changed
+        assert set(local) == {"subject_id", "probability", "decision", "reasons"}
+    assert {local["subject_id"] for local in body["local"]} <= set(test["applicant_id"])
+    assert {p["attribute"] for p in body["proxies"]} == PROTECTED  # the protected attributes and age_group
+    assert not {p["feature"] for p in body["proxies"]} & (PROTECTED | set(params.usecase.proxies))
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +274,9 @@ def test_a_model_neither_tree_nor_linear_is_explained_by_permutation_on_a_backgr
     background = model[0].transform(train[list(model.feature_names_in_)])
     sample = explainer.shap.masker.data
     assert {tuple(r) for r in sample} <= {tuple(r) for r in background} and len(sample) == 50
-    q = model[-1].predict_proba(sample)[:, 1]
+    q = np.clip(
+        model[-1].predict_proba(sample)[:, 1], PROBABILITY_CLIP, 1 - PROBABILITY_CLIP
+    )  # as the service reads it
     assert attribution.base_value == pytest.approx(np.mean(np.log(q) - np.log1p(-q)), abs=1e-9)
     # seeded: the same rows get the same values, whatever numpy's global generator was doing
     np.random.seed(123)
@@ -233,7 +291,13 @@ def test_the_report_says_the_fallback_explainer_is_an_approximation_on_a_sample(
     assert (report["explainer"], report["explainer_exact"]) == ("permutation", False)
     assert "approximation" in report["explainer_note"] and "50 background rows" in report["explainer_note"]
     assert report["n_explained"] == 12 and report["additivity_max_error"] < 1e-6
-    # a certain vote (P(good) 0 or 1) is read PROBABILITY_CLIP from it: its log-odds stay finite
-    p = np.clip(positive_proba(model, rows), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
-    assert ((p == PROBABILITY_CLIP) | (p == 1 - PROBABILITY_CLIP)).any()
-    np.testing.assert_allclose(report["base_value"] + aggregated.sum(axis=1), np.log(p) - np.log1p(-p), atol=1e-9)
+    # a certain vote (every neighbour agrees: P 0 or 1) is read PROBABILITY_CLIP from it: its log-odds stay finite
+    p = positive_proba(model, test)
+    certain = test[(p == 0) | (p == 1)].head(2)
+    assert len(certain)
+    attribution = explain_rows(model, certain, explainer=build_explainer(model, background=train))
+    clipped = np.clip(positive_proba(model, certain), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    logit = np.log(clipped) - np.log1p(-clipped)
+    np.testing.assert_allclose(attribution.base_value + attribution.values.sum(axis=1), logit, atol=1e-9)
+    q = np.clip(positive_proba(model, rows), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    np.testing.assert_allclose(report["base_value"] + aggregated.sum(axis=1), np.log(q) - np.log1p(-q), atol=1e-9)

@@ -28,8 +28,9 @@ from tasks.audit.fairness import (
     plot_rates,
     scores,
 )
-from tasks.data.features import to_feature_frame
-from tests.usecases import usecase
+from tasks.data.features import read_snapshot, to_feature_frame
+from tests.conftest import PROJECT_DIR
+from tests.usecases import SHIPPED, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 NUMERIC = ["duration_months", "credit_amount", "installment_rate", "age", "existing_credits"]
@@ -206,3 +207,30 @@ def test_report_is_strict_json_and_plots_are_written(audited, tmp_path):
         path = tmp_path / "fairness" / f"{name}.png"
         plot_rates(report, path, rates=rates, title=name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_on_each_shipped_use_case_every_group_figure_equals_plain_pandas(name):
+    """The use case's own sensitive attributes and intersections, scored by a regression on its numeric columns."""
+    uc = usecase(name)
+    raw = read_snapshot(PROJECT_DIR / uc.dataset.file)
+    frame = to_feature_frame(raw.sample(n=min(3000, len(raw)), random_state=1), usecase=uc).reset_index(drop=True)
+    numeric = [c for c in frame.select_dtypes("number").columns if c not in {*uc.not_features, *uc.protected, "label"}]
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame[numeric], frame["label"])
+    frame = frame.assign(proba=model.predict_proba(frame[numeric])[:, 1])
+    options = {"n_boot": 100, "ci_level": 0.95, "min_group_size": 30, "seed": 0, "threshold": 0.7}
+    report = audit(
+        frame["label"], frame["proba"], frame, attributes=uc.sensitive, intersections=uc.intersections, **options
+    )
+    audited = [*([a] for a in uc.sensitive), *uc.intersections]
+    assert list(report["attributes"]) == [" \u00d7 ".join(columns) for columns in audited]
+    for columns in audited:
+        expected = _by_hand(frame, list(columns), 0.7)
+        body = report["attributes"][" \u00d7 ".join(columns)]
+        assert set(body["groups"]) == set(expected.index)
+        for group, row in expected.iterrows():
+            got = body["groups"][group]
+            assert got["count"] == row["count"]
+            for rate in ("selection_rate", "tpr", "fpr"):
+                if np.isfinite(row[rate]):
+                    assert got[rate]["value"] == pytest.approx(row[rate], abs=1e-12), (group, rate)

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,10 +7,13 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from steward.usecase import Group, Slice
 from tasks.audit.robustness import (
+    MISSING_SLICE,
     NOT_A_FEATURE,
     ONE_CLASS,
-    cross_age_threshold,
+    change_protected,
+    cross_group,
     noise_stability,
     perturb_numeric,
     protected_flips,
@@ -19,22 +21,46 @@ from tasks.audit.robustness import (
     shifted_slices,
     slice_metrics,
     swap_category,
+    valid_ranges,
 )
-from tasks.data.features import to_feature_frame
+from tasks.data.features import read_snapshot, to_feature_frame
 from tasks.data.prepare import split
+from tasks.data.suites import read_suite
 from tasks.model.train import fit
-from tests.usecases import parse_for, usecase
+from tests.conftest import PROJECT_DIR
+from tests.usecases import SHIPPED, params_for, parse_for, usecase
 from usecases.german_credit.generator import generate_applications
 
-GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
+GERMAN_SUITE = read_suite(PROJECT_DIR / "expectations/german_credit.json")
 
 
-@pytest.fixture(scope="module")
-def german_split():
-    params = parse_for({"train": {"gradient_boosting": {"n_estimators": 60}}})
-    frame = to_feature_frame(pd.read_csv(GERMAN_CSV), usecase=params.usecase)
-    train, test = split(frame, params=params)
-    return params, fit(train, params=params), train, test
+def _expected_slices(name: str, test: pd.DataFrame) -> dict[str, pd.Series]:
+    """Each shipped use case's slices, written out by hand in pandas."""
+    if name == "german_credit":
+        return {
+            "credit_amount top decile": test["credit_amount"] >= test["credit_amount"].quantile(0.9),
+            "age under 25": test["age"] < 25,
+            "duration over 36 months": test["duration_months"] > 36,
+            "foreign_worker no": test["foreign_worker"] == "no",
+        }
+    return {
+        "age 65 and over": test["age"] >= 65,
+        "part-time (under 30 hours)": test["hours_per_week"] < 30,
+        "any capital gains": test["capital_gain"] > 0,
+        "born outside the US": test["native_country"].notna() & (test["native_country"] != "United-States"),
+        "hours_per_week top decile": test["hours_per_week"] >= test["hours_per_week"].quantile(0.9),
+    }
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped_split(request):
+    """A small model on a use case's vendored data (Adult: 4,000 of its rows)."""
+    params = params_for(request.param, train={"gradient_boosting": {"n_estimators": 40}})
+    raw = read_snapshot(PROJECT_DIR / params.usecase.dataset.file)
+    raw = raw.sample(n=min(4000, len(raw)), random_state=0).reset_index(drop=True)
+    train, test = split(to_feature_frame(raw, usecase=params.usecase), params=params)
+    ranges = valid_ranges(read_suite(PROJECT_DIR / params.usecase.raw_suite))
+    return request.param, params, fit(train, params=params), train, test, ranges
 
 
 def test_a_model_that_ignores_a_feature_never_flips_when_only_that_feature_moves():
@@ -52,6 +78,12 @@ def test_a_model_that_ignores_a_feature_never_flips_when_only_that_feature_moves
     assert used["flip_rate"] > 0 and used["mean_abs_proba_change"] > 0
 
 
+def test_the_suite_s_bounds_are_the_valid_ranges():
+    ranges = valid_ranges(GERMAN_SUITE)
+    assert ranges["age"] == (18, 100) and ranges["installment_rate"] == (1, 4)
+    assert "purpose" not in ranges  # a category has a value set, not a range
+
+
 def test_perturbation_is_seeded_keeps_integers_and_valid_ranges():
     frame = pd.DataFrame(
         {
@@ -62,8 +94,9 @@ def test_perturbation_is_seeded_keeps_integers_and_valid_ranges():
         }
     )
     columns = list(frame.columns)
-    first = perturb_numeric(frame, columns=columns, noise=0.8, rng=np.random.default_rng(3))
-    again = perturb_numeric(frame, columns=columns, noise=0.8, rng=np.random.default_rng(3))
+    ranges = valid_ranges(GERMAN_SUITE)
+    first = perturb_numeric(frame, columns=columns, noise=0.8, rng=np.random.default_rng(3), ranges=ranges)
+    again = perturb_numeric(frame, columns=columns, noise=0.8, rng=np.random.default_rng(3), ranges=ranges)
     pd.testing.assert_frame_equal(first, again)
     assert (first.dtypes == frame.dtypes).all()
     assert first["age"].min() >= 18 and first["duration_months"].min() >= 1 and first["score"].min() >= 0
@@ -91,54 +124,88 @@ def test_a_slice_with_one_class_has_a_null_auc_and_a_note():
     assert empty["count"] == 0 and empty["auc"] is None and empty["accuracy"] is None
 
 
-def test_slices_flag_small_and_single_class_slices(german_split):
-    params, model, _, test = german_split
+def test_slices_are_the_use_case_s_with_sizes_of_a_plain_computation(shipped_split):
+    name, params, model, _, test, _ = shipped_split
+    expected = _expected_slices(name, test)
+    assert [spec.name for spec in params.usecase.slices] == list(expected)
+    last = list(expected)[-1]
     test = test.copy()
-    test.loc[test["foreign_worker"] == "no", "label"] = 1  # one class in that slice
-    slices, flags = shifted_slices(model, test, usecase=params.usecase, threshold=0.5, min_size=30)
+    test.loc[expected[last], "label"] = 1  # one class in that slice
+    minimum = int(expected[last].sum()) + 1
+    slices, flags = shifted_slices(model, test, usecase=params.usecase, threshold=0.5, min_size=minimum)
+    assert [s["name"] for s in slices] == ["all", *expected]
     by_name = {s["name"]: s for s in slices}
-    assert set(by_name) == {
-        "all", "credit_amount top decile", "age under 25", "duration over 36 months", "foreign_worker no",
-    }  # fmt: skip
-    foreign = by_name["foreign_worker no"]
-    assert foreign["count"] == int((test["foreign_worker"] == "no").sum())
-    assert foreign["small"] and foreign["auc"] is None and "only label 1" in foreign["note"]
-    assert any("foreign_worker no" in f and "rows (< 30)" in f for f in flags)
-    under_25 = by_name["age under 25"]
-    assert under_25["count"] == int((test["age"] < 25).sum())
+    assert by_name["all"]["count"] == len(test)
+    for slice_name, mask in expected.items():
+        assert by_name[slice_name]["count"] == int(mask.sum()), slice_name
+    chosen = by_name[last]
+    assert chosen["small"] and chosen["auc"] is None and "only label 1" in chosen["note"]
+    assert any(last in f and f"rows (< {minimum})" in f for f in flags)
 
 
-def test_moving_age_across_the_threshold_lands_on_the_other_side_at_a_valid_age():
+def test_a_slice_on_a_column_the_data_lacks_is_skipped_and_flagged(shipped_split):
+    _, params, model, _, test, _ = shipped_split
+    spec = Slice(name="nowhere", column="no_such_column", op="==", value=1)
+    usecase = params.usecase.model_copy(update={"slices": [*params.usecase.slices, spec]})
+    slices, flags = shifted_slices(model, test, usecase=usecase, threshold=0.5, min_size=1)
+    assert [s["name"] for s in slices] == ["all", *(s.name for s in params.usecase.slices)]
+    assert MISSING_SLICE.format(name=spec.name, column=spec.column) in flags
+
+
+@pytest.mark.parametrize(
+    ("cuts", "low", "expected"),
+    [
+        ([25], 18, [30, 27, 25, 24, 23, 18, 18]),  # under 25 / 25 and over
+        ([25, 65], 16, [30, 27, 25, 24, 23, 16, 54]),  # 40 is nearer 25; 75 mirrors across 65
+    ],
+)
+def test_moving_a_value_across_its_nearest_cut_lands_in_the_neighbouring_bin(cuts, low, expected):
     age = pd.Series([19, 22, 24, 25, 26, 40, 75], dtype="int64")
-    moved = cross_age_threshold(age, threshold=25)
-    assert list(moved) == [30, 27, 25, 24, 23, 18, 18]
-    assert ((age < 25) != (moved < 25)).all()
+    group = Group(column="age", cuts=cuts)
+    moved = cross_group(age, group=group, low=low)
+    assert list(moved) == expected and moved.dtype == age.dtype
+    assert (group.assign(moved) != group.assign(age)).all()
+
+
+def test_changing_a_group_s_source_column_changes_every_row_s_group(shipped_split):
+    _, params, _, _, test, ranges = shipped_split
+    usecase = params.usecase
+    for name, group in usecase.groups.items():
+        changed = change_protected(test, group.column, usecase=usecase, ranges=ranges)
+        assert (changed[name] != test[name]).all()
+        pd.testing.assert_series_equal(changed[name], group.assign(changed[group.column]), check_names=False)
+        assert changed[group.column].min() >= ranges[group.column][0]
+        untouched = [c for c in test.columns if c not in {name, group.column}]
+        pd.testing.assert_frame_equal(changed[untouched], test[untouched])
 
 
 def test_protected_flip_is_zero_when_the_attribute_is_not_a_feature_and_measured_when_it_is():
     frame = to_feature_frame(generate_applications(1500, seed=2, bias=1.0), usecase=usecase())
     blind = parse_for({"train": {"model": "logistic_regression"}})
-    flips = protected_flips(fit(frame, params=blind), frame, data=blind.data, threshold=0.5)
+    flips = protected_flips(fit(frame, params=blind), frame, usecase=blind.usecase, threshold=0.5)
     for attribute in ("sex", "age", "foreign_worker"):
         assert flips[attribute]["flip_rate"] == 0.0
         assert flips[attribute]["note"] == NOT_A_FEATURE.format(attribute=attribute)
 
     aware = parse_for({"train": {"model": "logistic_regression"}, "prepare": {"exclude_protected": False}})
-    flips = protected_flips(fit(frame, params=aware), frame, data=aware.data, threshold=0.5)
+    flips = protected_flips(fit(frame, params=aware), frame, usecase=aware.usecase, threshold=0.5)
     assert flips["sex"]["flip_rate"] > 0  # the generator lowers women's odds; a model given sex uses it
     assert "is a model feature" in flips["sex"]["note"]
 
 
-def test_the_report_follows_the_contract_and_is_strict_json(german_split):
-    params, model, train, test = german_split
-    report = json.loads(json.dumps(robustness(model, test, train, params=params), allow_nan=False))
+def test_the_report_follows_the_contract_and_is_strict_json(shipped_split):
+    _, params, model, train, test, ranges = shipped_split
+    usecase = params.usecase
+    report = json.loads(json.dumps(robustness(model, test, train, params=params, ranges=ranges), allow_nan=False))
     perturbation = report["perturbation"]
     assert perturbation["numeric_noise"] == 0.05 and perturbation["n_perturbations"] == 5
     assert 0 <= perturbation["flip_rate"] <= 1 and perturbation["mean_abs_proba_change"] >= 0
     assert perturbation["flagged"] == (perturbation["flip_rate"] > params.robustness.max_flip_rate)
-    assert "personal_status" in report["category_swaps"]["by_feature"]
-    assert not {"sex", "foreign_worker", "age_group"} & set(report["category_swaps"]["by_feature"])
-    assert {p["flip_rate"] for p in report["protected_flip"].values()} == {0.0}
+    swapped = set(report["category_swaps"]["by_feature"])
+    assert swapped and swapped <= set(model.feature_names_in_)
+    assert not swapped & {*usecase.protected, *usecase.groups, *usecase.proxies}
+    assert set(report["protected_flip"]) == set(usecase.protected)
+    assert {p["flip_rate"] for p in report["protected_flip"].values()} == {0.0}  # none is a feature
     for entry in report["slices"]:
         assert {"name", "count", "auc", "accuracy", "approval_rate", "small"} <= set(entry)
     assert isinstance(report["flags"], list)

@@ -7,8 +7,9 @@ import pytest
 
 from tasks.audit.bootstrap import MISSING_ATTRIBUTE, TOO_FEW_GROUPS
 from tasks.data.data_bias import FAILS_FOUR_FIFTHS, SMALL_GROUP, data_bias, plot_base_rates
-from tasks.data.features import to_feature_frame
-from tests.usecases import usecase
+from tasks.data.features import read_snapshot, to_feature_frame
+from tests.conftest import PROJECT_DIR
+from tests.usecases import SHIPPED, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
 ATTRIBUTES = ["sex", "age_group", "foreign_worker"]
@@ -116,3 +117,24 @@ def test_same_seed_same_report(german):
     assert first == _audit(german, attributes=["sex"], intersections=[], n_boot=200)
     assert first != _audit(german, attributes=["sex"], intersections=[], n_boot=200, seed=1)
     assert np.isclose(first["attributes"]["sex"]["groups"]["female"]["share"], 0.31)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_on_each_shipped_use_case_groups_and_base_rates_equal_the_raw_labels(name):
+    uc = usecase(name)
+    raw = read_snapshot(PROJECT_DIR / uc.dataset.file)
+    frame = to_feature_frame(raw, usecase=uc)
+    favourable = str(uc.label.favourable)
+    got = _audit(frame, attributes=uc.sensitive, intersections=uc.intersections, favourable=favourable, n_boot=100)
+    assert got["n_rows"] == len(raw) and got["favourable"] == favourable
+    groups = raw.assign(**{g: frame[g] for g in uc.groups})
+    for columns in [*([a] for a in uc.sensitive), *uc.intersections]:
+        key = groups[columns[0]].astype(str)
+        for column in columns[1:]:
+            key = key + " | " + groups[column].astype(str)
+        rate = raw[uc.label.column].eq(uc.label.favourable).groupby(key).mean()
+        body = got["attributes"][" \u00d7 ".join(columns)]
+        assert set(body["groups"]) == set(key.unique())
+        for group, value in rate.items():
+            assert body["groups"][group]["count"] == int((key == group).sum())
+            assert body["groups"][group]["base_rate"]["value"] == pytest.approx(value, abs=1e-12)

@@ -1,3 +1,5 @@
+import copy
+import gzip
 import hashlib
 import json
 import re
@@ -6,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steward.params import Params
 from tasks.audit.gate import decide
 from tasks.document.document import (
     DOCUMENT_DIR,
@@ -23,7 +24,7 @@ from tasks.document.document import (
     write_documents,
 )
 from tasks.document.facts import NOT_RUN, STAGES, md
-from tests.usecases import params_for
+from tests.usecases import SHIPPED, params_for
 
 PARAMS = params_for()
 EVIL = '<script>alert("x")</script>'
@@ -371,12 +372,20 @@ def test_a_flagged_proxy_is_a_risk_with_its_numbers_and_an_unflagged_one_is_not(
     assert not [row for row in risks if "telephone" in row[1]]
 
 
-def test_a_proxy_kept_out_of_the_features_says_so():
-    params = Params.model_validate({"prepare": {"drop_features": ["personal_status"]}})
-    risks = table_rows(impact_assessment(make_evidence(), params), "## 4. Risks")
-    proxy = next(row for row in risks if row[1] == "personal_status is a proxy for sex")
-    assert proxy[3] == "kept out of the model's features (prepare.drop_features)"
-    assert "and without personal_status (`prepare.drop_features`)" in model_card(make_evidence(), params)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_declared_proxy_is_kept_out_of_the_features_and_says_so(name):
+    params = params_for(name)
+    (feature, attributes), *_ = params.usecase.proxies.items()
+    reports = all_reports()
+    reports["explain"]["proxies"][0] |= {"feature": feature, "attribute": attributes[0]}
+    risks = table_rows(impact_assessment(make_evidence(reports), params), "## 4. Risks")
+    proxy = next(row for row in risks if row[1] == f"{md(feature)} is a proxy for {attributes[0]}")
+    assert proxy[3] == f"kept out of the model's features: a declared proxy of {attributes[0]} (the use case's proxies)"
+    features = next(
+        row for row in table_rows(model_card(make_evidence(reports), params), "| item |") if row[0] == "features"
+    )
+    assert f"the declared proxies {md(feature)} (of {attributes[0]}) (the use case's `proxies`)" in features[1]
+    assert all(md(column) in features[1] for column in params.usecase.protected)
 
 
 def test_failing_gate_checks_and_flagged_figures_become_risks():
@@ -485,7 +494,7 @@ def test_the_evidence_page_shows_the_verdict_first_and_links_each_file_with_its_
         assert f'<section id="{section}"' in page
 
 
-def write_project(root: Path, reports: dict) -> None:
+def write_project(root: Path, reports: dict, *, usecase=PARAMS.usecase, snapshot: bytes = b"a,b\n1,2\n") -> None:
     for stage, report in reports.items():
         path = root / "reports" / f"{stage}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -493,9 +502,11 @@ def write_project(root: Path, reports: dict) -> None:
     (root / "reports" / "explain").mkdir(parents=True, exist_ok=True)
     (root / "reports" / "explain" / "bar.png").write_bytes(b"\x89PNG fake")
     (root / "data" / "raw").mkdir(parents=True)
-    (root / "data" / "raw" / "credit.csv").write_text("a,b\n1,2\n")
-    (root / "data" / "raw" / "credit.csv.dvc").write_text(f"outs:\n- md5: {MD5}\n  path: credit.csv\n")
-    (root / "data" / "german_credit.datasheet.md").write_text("# Datasheet\n\n## Intended use\nTeaching.\n")
+    (root / "data" / "raw" / "snapshot.csv").write_bytes(snapshot)
+    (root / "data" / "raw" / "snapshot.csv.dvc").write_text(f"outs:\n- md5: {MD5}\n  path: snapshot.csv\n")
+    sheet = root / usecase.datasheet
+    sheet.parent.mkdir(parents=True)
+    sheet.write_text(f"# Datasheet of {usecase.name}\n\n## Intended use\nTeaching.\n")
     docs = root / "reports" / "data_docs" / "raw" / "index.html"
     docs.parent.mkdir(parents=True)
     docs.write_text('<link href="https://cdn.example/a.css"><script src="https://cdn.example/b.js"></script>')
@@ -522,3 +533,69 @@ def test_gather_and_write_on_a_project_folder(tmp_path):
         assert written[f"{DOCUMENT_DIR}/{name}"] in page
     assert evidence.online == {"reports/data_docs/raw/index.html": 2}
     assert "it fetches 2 scripts and styles from the internet" in page and "https://" not in page
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("same", [True, False])
+def test_the_snapshot_is_the_vendored_dataset_when_its_bytes_are_the_decompressed_ones(tmp_path, name, same):
+    params = params_for(name)
+    usecase = params.usecase
+    content = b"id,label\n1,yes\n2,no\n"
+    write_project(tmp_path, all_reports(), usecase=usecase, snapshot=content if same else content + b"3,no\n")
+    vendored = tmp_path / usecase.dataset.file
+    vendored.write_bytes(gzip.compress(content) if vendored.suffix == ".gz" else content)
+    evidence = gather(tmp_path, params=params, git_commit="abc", model_name=usecase.model_name)
+    lineage = evidence.lineage
+    assert lineage.vendored_file == usecase.dataset.file
+    assert lineage.vendored_sha256 == hashlib.sha256(content).hexdigest()  # of the bytes, not of the archive
+    assert lineage.vendored is same
+    assert lineage.dataset == (name if same else f"snapshot-{MD5[:8]}")
+    assert evidence.datasheet == f"# Datasheet of {name}\n\n## Intended use\nTeaching.\n"
+    sheet = datasheet(evidence, params)
+    assert f"# Datasheet of {name}" in sheet and ("byte for byte the vendored" in sheet) is same
+
+
+def usecase_reports(usecase):
+    """The fixture reports with the use case's sensitive attributes and favourable label in place of German's."""
+    reports = all_reports()
+    for stage in ("fairness", "data_bias"):
+        template = reports[stage]["attributes"]["sex"]
+        reports[stage]["attributes"] = {a: copy.deepcopy(template) for a in usecase.sensitive}
+    reports["data_bias"]["favourable"] = str(usecase.label.favourable)
+    return reports | {"gate": gate_report(reports)}
+
+
+SUBJECTS = {"german_credit": "applicants", "adult_income": "people"}  # the plural of words.subject, by hand
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_documents_speak_the_use_case_s_words(name):
+    params = params_for(name)
+    usecase, words = params.usecase, params.usecase.words
+    favourable = md(usecase.label.favourable)
+    lineage = {"model_name": usecase.model_name, "vendored_file": usecase.dataset.file, "data_file": "data/raw/x.csv"}
+    evidence = make_evidence(usecase_reports(usecase), **lineage)
+    card, assessment = model_card(evidence, params), impact_assessment(evidence, params)
+    sheet, page = datasheet(evidence, params), evidence_page(evidence, params)
+    for document in (card, assessment, sheet):
+        assert md(usecase.title) in document
+    assert usecase.title in page
+    decision = next(row for row in table_rows(card, "| item |") if row[0] == "decision")[1]
+    assert decision == (
+        f"{md(words.decision)}: {md(words.favourable)} when P({favourable}) ≥ {params.evaluate.threshold} "
+        f"(`evaluate.threshold`), else {md(words.unfavourable)}"
+    )
+    assert f'the favourable outcome is "{favourable}" ({md(words.outcome)})' in card
+    assert f"{SUBJECTS[name]} in the held-out split" in card and f"{SUBJECTS[name]} in the held-out split" in assessment
+    assert f"| favourable outcome | {favourable} ({md(words.outcome)}) |" in sheet
+    for attribute in usecase.sensitive:
+        assert f"| {md(attribute)} |" in card
+    for group_name, group in usecase.groups.items():
+        assert f"{md(group_name)} bins {md(group.column)}: {', '.join(md(b) for b in group.bin_labels())}" in card
+    others = [params_for(other).usecase for other in SHIPPED if other != name]
+    for document in (card, assessment, sheet, page):
+        for other in others:
+            assert other.words.decision not in document and other.title not in document
+    if name != "german_credit":  # nothing of German credit's vocabulary leaks into another use case's documents
+        for document in (card, assessment, sheet, page):
+            assert not re.search(r"credit|applicant|\bDM\b", document, flags=re.I)
