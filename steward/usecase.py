@@ -157,7 +157,7 @@ class Words(Spec):
 
     favourable: str = Field(default="approve", description="The decision granting the favourable outcome.")
     unfavourable: str = "decline"
-    subject: str = Field(default="applicant", description="Who the decision is about.")
+    subject: str = Field(default="person", description="Who the decision is about.")
     decision: str = Field(default="decision", description="What is decided, e.g. 'credit decision'.")
     outcome: str = Field(default="outcome", description="What the label records, e.g. 'repaid the loan'.")
 
