@@ -48,7 +48,7 @@ Value = str | int | float
 Direction = Literal["up", "down", "both"]
 
 # Rows scored in one stage beyond the first before candidates are thinned. A stage of pairs over a use case's
-# actionable set is a few thousand rows (1,600 to 4,000 on German credit), scored in ~10-30 ms by the default
+# actionable set is a few thousand rows (1,600 to 4,000 on the shipped use cases), scored in ~10-30 ms by the default
 # gradient boosting. Thinning starts only beyond 20,000 rows (~100 ms): max_changes=3, or a far wider Space.
 BUDGET = 20_000
 
@@ -77,7 +77,7 @@ class Space:
 
     Categorical: `values`, every value the feature may take (the current one is skipped). Numeric: either
     `values` (an explicit grid of numbers) or `low`, `high` and `step` (the multiples of step within
-    [low, high]); `reach` bounds the move from the applicant's value and is the unit of a numeric change's
+    [low, high]); `reach` bounds the move from the person's value and is the unit of a numeric change's
     cost (high - low when not given); `direction` allows only increases (`up`) or decreases (`down`). Ordered
     (`ordered`, categorical): `values` is the order, lowest first; `direction` moves along it, and a move costs
     the number of steps it takes.
