@@ -773,6 +773,7 @@ def test_a_request_naming_another_use_case_is_refused_before_the_app_sees_it(hea
     assert answer.status_code == status
     if status == 421:
         assert answer.json() == {"error": WRONG_USECASE.format(served="adult_income", asked=header)}
+    assert len(app.bodies) == (status == 200)  # refused before its body was read
 
 
 def test_without_a_served_use_case_the_header_is_not_checked():
