@@ -11,10 +11,11 @@ import bentoml
 from steward.layout import Layout
 from steward.params import load_params
 from steward.settings import Settings
-from tasks.data.features import AGE_GROUP, age_groups
-from tasks.serving.schema import Application, to_frame
+from tasks.serving.schema import to_frame, usecase_request_model
 
-_params = load_params(Layout(Settings().project_dir).params_file)
+_settings = Settings()
+_params = load_params(Layout(_settings.project_dir).params_file)
+Application = usecase_request_model(_settings.project_dir, _params.usecase)
 
 
 @bentoml.service(name="bare", workers=1, threads=4, traffic={"timeout": 30})
@@ -25,6 +26,7 @@ class Bare:
     @bentoml.api(input_spec=Application)
     def predict(self, **fields: Any) -> dict[str, Any]:
         frame = to_frame(Application(**fields))
-        frame[AGE_GROUP] = age_groups(frame[_params.data.age_column], threshold=_params.data.age_threshold)
+        for name, group in _params.usecase.groups.items():
+            frame[name] = group.assign(frame[group.column])
         probability = float(self.model.predict_proba(frame[list(self.model.feature_names_in_)])[0, 1])
         return {"probability": probability, "decision": "approve" if probability >= 0.5 else "decline"}

@@ -2,7 +2,7 @@
 vs a bare BentoML service around the same model (bench/bare_service.py), both served by `bentoml serve`
 on 127.0.0.1 in this run, one after the other on the same machine.
 
-Model: gradient boosting (150 trees) on German credit, from scripts/serving_fixture.py in a temporary
+Model: gradient boosting (150 trees) on the use case params.yaml names, from scripts/serving_fixture.py in a temporary
 STEWARD_HOME. Latency: one keep-alive client, --requests sequential requests (after 30 warm-up requests),
 p50 and p99. Throughput: --clients concurrent clients for --seconds, each request with its own client id
 (so the rate limit, which is per client, does not throttle the bench). Goals: p50 at most 1.3x the
@@ -24,17 +24,22 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_P50, GOAL_THROUGHPUT = 1.3, 0.75
 
 
 def applications(n: int) -> list[dict]:
-    rows = pd.read_csv(ROOT / "data/german_credit.csv").drop(columns="credit_risk")
-    records = rows.sample(n=n, replace=True, random_state=0).to_dict("records")
+    """n request bodies: rows of the served use case's data without the label, a gap as null, fresh ids."""
+    from steward.params import load_params
+    from tasks.data.features import read_snapshot
+
+    usecase = load_params(ROOT / "params.yaml").usecase
+    rows = read_snapshot(ROOT / usecase.dataset.file).drop(columns=usecase.label.column)
+    rows = rows.sample(n=n, replace=True, random_state=0).astype(object)
+    records = rows.where(rows.notna(), None).to_dict("records")
     return [
-        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}, "applicant_id": f"b{i}"}
+        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}, usecase.id_column: f"b{i}"}
         for i, r in enumerate(records)
     ]
 

@@ -1,4 +1,4 @@
-"""Request guards for the serving edge: rate limit, admin token, body size, media type, tidy 422s.
+"""Request guards for the serving edge: rate limit, admin token, use case, body size, media type, tidy 422s.
 
 A pure ASGI middleware, installed by the BentoML service with
 `Service.add_asgi_middleware(Guards, **options)`. It runs before BentoML parses the body, so every
@@ -26,6 +26,8 @@ UNSUPPORTED_MEDIA_TYPE = "content-type must be application/json"
 ADMIN_TOKEN_REQUIRED = "admin token required"
 ADMIN_DISABLED = "admin endpoints disabled: no admin token configured"
 INVALID_REQUEST = "invalid request"
+WRONG_USECASE = "this service serves use case {served!r}, not {asked!r}: send the request to that use case's service"
+USECASE_HEADER = "x-steward-usecase"  # optional: a client naming the use case it means is refused elsewhere (421)
 
 DEFAULT_EXEMPT_PATHS = ("/healthz", "/livez", "/readyz", "/metrics")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -101,6 +103,7 @@ class Guards:
         exempt_paths: Iterable[str] = DEFAULT_EXEMPT_PATHS,
         admin_prefix: str = "/admin",
         admin_token: str | None = None,
+        usecase: str | None = None,
         strip_loc_prefix: str | None = None,
         max_clients: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
@@ -111,6 +114,7 @@ class Guards:
         self.exempt_paths = frozenset(exempt_paths)
         self.admin_prefix = admin_prefix.rstrip("/")
         self._admin_token = admin_token.encode("utf-8") if admin_token else None
+        self.usecase = usecase
         self.strip_loc_prefix = strip_loc_prefix
         self.buckets = TokenBuckets(rate=rate_per_second, burst=burst, max_clients=max_clients, clock=clock)
 
@@ -143,6 +147,10 @@ class Guards:
                 return _JSONError(503, ADMIN_DISABLED)
             if not _has_bearer(headers, self._admin_token):
                 return _JSONError(401, ADMIN_TOKEN_REQUIRED, [(b"www-authenticate", b"Bearer")])
+        asked = _header(headers, USECASE_HEADER.encode("latin-1"))
+        if self.usecase is not None and asked is not None and asked.decode("latin-1").strip() != self.usecase:
+            # 421 Misdirected Request: this server cannot answer for that use case; another service can
+            return _JSONError(421, WRONG_USECASE.format(served=self.usecase, asked=asked.decode("latin-1")[:64]))
         if scope["method"] in BODY_METHODS and _media_type(headers) != JSON_MEDIA_TYPE:
             return _JSONError(415, UNSUPPORTED_MEDIA_TYPE)
         declared = _content_length(headers)

@@ -2,7 +2,15 @@
 
     bentoml serve deployments.service:Steward --host 127.0.0.1 --port 3000     (or `steward serve`)
 
-Each /predict goes to the canary or production by the applicant's bucket (sticky, `steward.routing`),
+One service per use case: a process serves the use case params.yaml names (`usecase:`). Its request model
+(`Application`, the /predict and /explain body) is derived at import from that use case's raw suite
+(tasks/serving/schema.py), /feedback accepts exactly its label values, and reasons, counterfactuals and the
+monitored groups follow its usecase.yaml. A client may name the use case it means in an `X-Steward-Usecase`
+header (optional; /predict's body is unchanged): a request naming another use case is answered 421 Misdirected
+Request before its body is read, so it never gets a decision from the wrong model. Serving two use cases means
+two services (two project folders or params files), each on its own port.
+
+Each /predict goes to the canary or production by the person's bucket (sticky, `steward.routing`),
 is copied to the shadow (whose answer is logged, never returned), and is logged with its model and data
 version. The routing is re-read every 250 ms, so a weight change or a rollback needs no restart. A canary
 that raises is taken out of routing at once (weight 0, a `rollback` ledger record) and the request is
@@ -36,13 +44,13 @@ from steward.registry import Registry
 from steward.reviews import ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
-from tasks.data.features import AGE_GROUP, age_groups
+from tasks.data.suites import read_suite, serving_suite
 from tasks.serving.attribution import Explainer, aggregate, build_explainer, encoded_sources, explain_rows
-from tasks.serving.counterfactual import ACTIONABLE, counterfactual
+from tasks.serving.counterfactual import actionable_spaces, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
 from tasks.serving.openapi import document
-from tasks.serving.reasons import reason_codes
-from tasks.serving.requests import Contest, NoFields, Outcome, Rollback
+from tasks.serving.reasons import never_cited, reason_codes
+from tasks.serving.requests import Contest, NoFields, Rollback, outcome_model
 from tasks.serving.responses import (
     Change,
     ContestCase,
@@ -56,18 +64,26 @@ from tasks.serving.responses import (
     RollbackResult,
     RoutingState,
 )
-from tasks.serving.schema import Application, to_frame
+from tasks.serving.schema import request_model, to_frame
 
 REFRESH_SECONDS = 0.25
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
-NO_COUNTERFACTUAL = "no change of at most two things you can act on would change this decision"
+NO_COUNTERFACTUAL = "no change of at most two things you can act on would change this {decision}"
 COUNTERFACTUAL_NOTE = (
-    "the smallest change to what you can act on that changes the decision (approve at P(good) >= threshold)"
+    "the smallest change to what you can act on that changes the {decision} ({favourable} at P(favourable) >= "
+    "threshold)"
 )
+REFERRAL = "P(favourable) {probability:.3f} in band"
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
+_usecase = _params.usecase  # the one use case this process serves
+_raw_suite = read_suite(_settings.project_dir / _usecase.raw_suite)
+Application = request_model(serving_suite(_raw_suite, _usecase))
+Outcome = outcome_model(_usecase)
+_spaces = actionable_spaces(_usecase, _raw_suite)  # what a counterfactual may change, and how
+_words = _usecase.words
 
 
 @dataclass
@@ -83,7 +99,7 @@ class Loaded:
         return float(self.model.predict_proba(frame[list(self.model.feature_names_in_)])[0, 1])
 
     def decide(self, frame: pd.DataFrame) -> tuple[float, dict[str, float]]:
-        """P(good) and each column's SHAP contribution, from one pass through the preprocessing."""
+        """P(favourable) and each column's SHAP contribution, from one pass through the preprocessing."""
         attribution = explain_rows(self.model, frame, explainer=self.explainer)
         summed = aggregate(attribution.values, self.sources)
         return float(expit(attribution.log_odds[0])), {str(k): float(v) for k, v in summed.iloc[0].items()}
@@ -163,7 +179,7 @@ class Steward:
         started = time.perf_counter()
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
-        assigned = assign(routing, application["applicant_id"])
+        assigned = assign(routing, application[_usecase.id_column])
         if assigned is None:
             ctx.response.status_code = 503
             return Refusal(error=refusal(routing), decision=REFERRED)
@@ -181,7 +197,7 @@ class Steward:
             probability, contributions = chosen.decide(frame)
         decision, reasons = _decision(probability), _reasons(contributions, frame, probability)
         if decision == REFERRED:
-            self.reviews.open(kind="referral", request_id=request_id, reason=f"P(good) {probability:.3f} in band")
+            self.reviews.open(kind="referral", request_id=request_id, reason=REFERRAL.format(probability=probability))
         self._log(request_id, role, chosen, application, decision, probability, started)
         if routing.shadow and routing.shadow != chosen.ref:
             self._shadow_pool.submit(self._shadow, routing.shadow, request_id, application, frame)
@@ -213,11 +229,8 @@ class Steward:
         probability: float,
         started: float,
     ) -> None:
-        data = _params.data
-        groups = {a: application[a] for a in data.protected if a in application}
-        age = pd.Series([application[data.age_column]])
-        groups[AGE_GROUP] = str(age_groups(age, threshold=data.age_threshold).iloc[0])
-        hidden = {*data.protected, data.id_column}
+        groups = _groups(application)
+        hidden = {*_usecase.protected, _usecase.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
             Logged(
@@ -226,7 +239,7 @@ class Steward:
                 ts=datetime.now(UTC).isoformat(timespec="microseconds"),
                 model=loaded.ref,
                 data_md5=loaded.data_md5,
-                applicant_id=application["applicant_id"],
+                applicant_id=application[_usecase.id_column],
                 decision=decision,
                 probability=round(probability, 6),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -249,7 +262,7 @@ class Steward:
 
     @bentoml.api(route="/contest", input_spec=Contest, output_spec=ContestCase)
     def contest(self, ctx: bentoml.Context, request_id: str, reason: str) -> ContestCase | Error:
-        """Contest a decision: a person reviews it (the case number is the applicant's receipt)."""
+        """Contest a decision: a person reviews it (the case number is the requester's receipt)."""
         if not self.log.served(request_id):
             ctx.response.status_code = 404
             return Error(error=UNKNOWN_REQUEST.format(request_id=request_id))
@@ -258,19 +271,26 @@ class Steward:
 
     @bentoml.api(input_spec=Application, output_spec=Explanation, route="/explain")
     def explain(self, ctx: bentoml.Context, **fields: Any) -> Explanation | Error:
-        """What the model serving this applicant would decide, why (reason codes), and the smallest change to
-        what the applicant can act on that would flip it (never age, sex, foreign worker or personal status).
-        Nothing is logged as a decision."""
+        """What the model serving this person would decide, why (reason codes), and the smallest change to what
+        they can act on that would flip it (the use case's `actionable`; never a protected attribute, a group
+        derived from one, a proxy or an immutable feature). Nothing is logged as a decision."""
         application = Application(**fields).model_dump()
         routing = self.routing
-        assigned = assign(routing, application["applicant_id"])
+        assigned = assign(routing, application[_usecase.id_column])
         if assigned is None:
             ctx.response.status_code = 503
             return Error(error=refusal(routing))
         frame = _frame(application)
         chosen = self._load(assigned.ref)
         probability, contributions = chosen.decide(frame)
-        found = counterfactual(chosen.model, frame, actionable=ACTIONABLE, threshold=_params.evaluate.threshold)
+        found = counterfactual(
+            chosen.model,
+            frame,
+            actionable=_spaces,
+            threshold=_params.evaluate.threshold,
+            protected=_usecase.never_changed,
+            phrases=_usecase.reasons,
+        )
         return Explanation(
             decision=_decision(probability),
             probability=round(probability, 6),
@@ -284,7 +304,9 @@ class Steward:
                 changes=[Change.model_validate({k: c[k] for k in ("feature", "from", "to")}) for c in found.changes],
                 text=found.text,
             ),
-            counterfactual_note=NO_COUNTERFACTUAL if found is None else COUNTERFACTUAL_NOTE,
+            counterfactual_note=NO_COUNTERFACTUAL.format(decision=_words.decision)
+            if found is None
+            else COUNTERFACTUAL_NOTE.format(decision=_words.decision, favourable=_words.favourable),
         )
 
     @bentoml.api(route="/admin/routing", input_spec=NoFields, output_spec=RoutingState)
@@ -316,9 +338,21 @@ class Steward:
 
 
 def _frame(application: dict[str, Any]) -> pd.DataFrame:
+    """The request as the raw one-row frame, with the use case's derived group columns."""
     frame = to_frame(Application(**application))
-    frame[AGE_GROUP] = age_groups(frame[_params.data.age_column], threshold=_params.data.age_threshold)
+    for name, group in _usecase.groups.items():
+        frame[name] = group.assign(frame[group.column])
     return frame
+
+
+def _groups(application: dict[str, Any]) -> dict[str, Any]:
+    """What fairness monitoring groups this decision by: the use case's raw sensitive columns and its derived
+    groups (a gap stays None)."""
+    groups = {c: application.get(c) for c in _usecase.sensitive if c not in _usecase.groups}
+    for name, group in _usecase.groups.items():
+        label = group.assign([application.get(group.column)]).iloc[0]
+        groups[name] = None if pd.isna(label) else str(label)
+    return groups
 
 
 def _decision(probability: float) -> Decision:
@@ -328,7 +362,14 @@ def _decision(probability: float) -> Decision:
 def _reasons(contributions: dict[str, float], frame: pd.DataFrame, probability: float) -> list[Reason]:
     """The reason codes toward the model's own verdict (the review band aside): what pushed the score that way."""
     verdict = decide(probability, threshold=_params.evaluate.threshold)
-    found = reason_codes(contributions, frame.iloc[0].to_dict(), decision=verdict, top_k=_params.explain.top_k_reasons)
+    found = reason_codes(
+        contributions,
+        frame.iloc[0].to_dict(),
+        decision=verdict,
+        top_k=_params.explain.top_k_reasons,
+        protected=never_cited(_usecase),
+        phrases=_usecase.reasons,
+    )
     return [Reason(feature=r["feature"], text=r["text"]) for r in found]
 
 
@@ -339,5 +380,6 @@ _service.add_asgi_middleware(  # outermost of the two: /docs.json is rate limite
     rate_per_second=_params.serve.rate_per_second,
     burst=_params.serve.burst,
     admin_token=_settings.admin_token,
+    usecase=_usecase.name,
 )
 _service.add_asgi_middleware(OpenAPIDocument, build=lambda: document(_service.openapi_spec.asdict()))

@@ -1,5 +1,5 @@
-"""Three small models on German credit in a fresh STEWARD_HOME (BentoML store + registry), signed off and
-walked to production, canary and shadow, for the serving tests and bench/serving.py. Run it as its own
+"""Three small models on the use case params.yaml names, in a fresh STEWARD_HOME (BentoML store + registry),
+signed off and walked to production, canary and shadow, for the serving tests and bench/serving.py. Run it as its own
 process, so BentoML reads the caller's BENTOML_HOME:
 
     STEWARD_HOME=... BENTOML_HOME=... python scripts/serving_fixture.py   # prints the three refs as JSON
@@ -53,21 +53,20 @@ def sign_off(
 
 
 def main() -> None:
-    import pandas as pd
-
     from steward.db import make_engine
     from steward.layout import Layout
     from steward.params import load_params
     from steward.registry import Registry
     from steward.settings import Settings
-    from tasks.data.features import to_feature_frame
+    from tasks.data.features import read_snapshot, to_feature_frame
     from tasks.model.register import save_to_model_store
     from tasks.model.train import fit
 
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file)
     layout = Layout(settings.project_dir)
-    frame = to_feature_frame(pd.read_csv(layout.bundled_data), usecase=params.usecase)
+    usecase = params.usecase
+    frame = to_feature_frame(read_snapshot(settings.project_dir / usecase.dataset.file), usecase=usecase)
     layout.prepared_train.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(layout.prepared_train)  # the background the service's linear explainers sample
     engine = make_engine(settings.db_url)
@@ -81,9 +80,9 @@ def main() -> None:
     ):
         train = params.train.model_copy(update={"model": model_name, "seed": len(refs)})
         model = fit(frame, params=params.model_copy(update={"train": train}))
-        tag = save_to_model_store(model, name="credit-risk", labels={"role": role}, metadata={})
+        tag = save_to_model_store(model, name=usecase.model_name, labels={"role": role}, metadata={})
         version = registry.register(
-            name="credit-risk",
+            name=usecase.model_name,
             model_tag=tag,
             model_md5=role,
             data_md5="d" * 32,

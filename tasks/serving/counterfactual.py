@@ -1,14 +1,16 @@
-"""Counterfactual explanations: the smallest change to what an applicant can act on that flips their decision.
+"""Counterfactual explanations: the smallest change to what a person can act on that flips their decision.
 
-"Declined; with a credit amount of 2,000 DM instead of 5,000 DM you would have been approved." The answer is
+"Declined; with 45 working hours a week instead of 40 you would have been approved." The answer is
 searched, not approximated: every candidate is scored by the served model itself, so a counterfactual is true
 of that model by construction.
 
-Method. Each actionable feature has a `Space`: the values it may take (a categorical feature's other allowed
-values), or a numeric grid (multiples of `step` within the allowed [low, high], at most `reach` away from the
-applicant's value, only `up` or `down` if a direction is given). The search goes in stages of k changed
+Method. Each actionable feature has a `Space` (`actionable_spaces`: the use case's `actionable` section read
+against its raw suite): the values it may take (a categorical feature's other allowed values; an ordered one's
+values further `up` or `down` its order, each step of the order costing 1), or a numeric grid (multiples of
+`step` within the allowed [low, high], at most `reach` away from the person's value, only `up` or `down` if a
+direction is given). The search goes in stages of k changed
 features, k = 1, 2, ... max_changes; stage k scores every combination of k features and of their candidate
-values in one `predict_proba` call (the applicant's own row rides along in the first), and stops at the first
+values in one `predict_proba` call (the person's own row rides along in the first), and stops at the first
 stage holding a flip, so an answer changes no more features than it must. Within a stage the flips are ranked
 by the smallest normalised change (the sum over changed features of 1 for a categorical feature, and of
 |new - old| / scale for a numeric one, scale being `reach` or else high - low), then by the largest margin
@@ -18,11 +20,12 @@ feature keeps only its candidates that moved the probability furthest toward the
 until the stage fits): the answer still flips the decision, but is then no longer guaranteed to be the
 smallest such change (nor, with max_changes > 2, to change the fewest features).
 
-What may never change: the protected attributes (`tasks.serving.reasons.PROTECTED`: sex, age, age_group,
-foreign_worker) and personal_status, which encodes sex in German credit (params.yaml, prepare.drop_features),
-are refused if listed as actionable; any feature not listed stays as the applicant gave it.
+What may never change: the use case's `never_changed` (protected attributes, the groups derived from them, their
+proxies, and what it declares immutable), passed as `protected`, is refused if listed as actionable; any feature
+not listed stays as the person gave it.
 
-Approve means P(good) >= threshold, as the service decides; a flip is decline -> approve or approve -> decline.
+Approve means P(favourable) >= threshold, as the service decides; a flip is decline -> approve or approve ->
+decline.
 Pure: no files, no Bento; one to `max_changes` predict_proba calls per call.
 """
 
@@ -37,18 +40,16 @@ from typing import Any, Literal, Protocol, TypedDict, get_args
 import numpy as np
 import pandas as pd
 
+from steward.usecase import UseCase, suite_columns
 from tasks.serving.decision import Verdict, decide
-from tasks.serving.reasons import FALLBACK_PHRASE, PHRASES, PROTECTED, format_value
-from tasks.serving.schema import SERVING_SUITE, columns, read_suite
+from tasks.serving.reasons import NO_PHRASES, format_value, phrase, phrase_parts
 
 Value = str | int | float
 Direction = Literal["up", "down", "both"]
 
-# Refused as actionable: the protected attributes, and personal_status, which encodes sex exactly here.
-IMMUTABLE: frozenset[str] = PROTECTED | {"personal_status"}
-# Rows scored in one stage beyond the first before candidates are thinned. A stage of pairs over the default
-# actionable set is 1,600 to 4,000 rows on German credit, scored in ~10-30 ms by the default gradient boosting.
-# Thinning starts only beyond 20,000 rows (~100 ms): max_changes=3, or a far wider Space.
+# Rows scored in one stage beyond the first before candidates are thinned. A stage of pairs over a use case's
+# actionable set is a few thousand rows (1,600 to 4,000 on the shipped use cases), scored in ~10-30 ms by the default
+# gradient boosting. Thinning starts only beyond 20,000 rows (~100 ms): max_changes=3, or a far wider Space.
 BUDGET = 20_000
 
 PROTECTED_ACTIONABLE = "{features} may not be actionable: a protected attribute (or its proxy) is never changed"
@@ -61,8 +62,11 @@ SPACE_KIND = "a Space takes either values or low/high/step, not both and not nei
 SPACE_RANGE = "a numeric Space needs low <= high and step > 0, got low={low}, high={high}, step={step}"
 SPACE_REACH = "reach must be positive, got {reach}"
 SPACE_DIRECTION = "direction must be one of {allowed}, got {direction!r}"
-SPACE_CATEGORICAL_DIRECTION = "a categorical Space has no direction, got {direction!r}"
-NOT_IN_SUITE = "{feature}: the serving suite gives it neither a value set nor a range"
+SPACE_CATEGORICAL_DIRECTION = "a categorical Space has no direction unless ordered, got {direction!r}"
+SPACE_ORDER = "an ordered Space takes values only"
+NOT_IN_SUITE = "actionable.{feature}: the raw suite gives it neither a value set nor a range (nor low/high)"
+NO_STEP = "actionable.{feature}: a numeric feature of type {kind} needs a step"
+ORDER_NOT_IN_SUITE = "actionable.{feature}.order: {values} are not in the suite's value set"
 INSTEAD = "instead of"
 AND = " and "
 
@@ -73,8 +77,10 @@ class Space:
 
     Categorical: `values`, every value the feature may take (the current one is skipped). Numeric: either
     `values` (an explicit grid of numbers) or `low`, `high` and `step` (the multiples of step within
-    [low, high]); `reach` bounds the move from the applicant's value and is the unit of a numeric change's
-    cost (high - low when not given); `direction` allows only increases (`up`) or decreases (`down`).
+    [low, high]); `reach` bounds the move from the person's value and is the unit of a numeric change's
+    cost (high - low when not given); `direction` allows only increases (`up`) or decreases (`down`). Ordered
+    (`ordered`, categorical): `values` is the order, lowest first; `direction` moves along it, and a move costs
+    the number of steps it takes.
     """
 
     values: tuple[Value, ...] = ()
@@ -83,6 +89,7 @@ class Space:
     step: float | None = None
     reach: float | None = None
     direction: Direction = "both"
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         ranged = (self.low, self.high, self.step) != (None, None, None)
@@ -90,7 +97,9 @@ class Space:
             raise ValueError(SPACE_KIND)
         if self.direction not in get_args(Direction):
             raise ValueError(SPACE_DIRECTION.format(allowed=get_args(Direction), direction=self.direction))
-        if self.categorical and self.direction != "both":
+        if self.ordered and (ranged or not self.values):
+            raise ValueError(SPACE_ORDER)
+        if self.categorical and self.direction != "both" and not self.ordered:
             raise ValueError(SPACE_CATEGORICAL_DIRECTION.format(direction=self.direction))
         if ranged and (
             self.low is None or self.high is None or self.step is None or self.low > self.high or self.step <= 0
@@ -103,11 +112,22 @@ class Space:
     def categorical(self) -> bool:
         return any(isinstance(v, str) for v in self.values)
 
-    def candidates(self, current: Value) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, current: Value | None) -> tuple[np.ndarray, np.ndarray]:
         """The values this feature may take instead of `current`, and the normalised cost of each."""
+        if self.ordered:
+            if current not in self.values:  # a gap has no place on the order: nothing to move along
+                return np.array([], dtype=object), np.zeros(0)
+            at = self.values.index(current)
+            ranks = [i for i in range(len(self.values)) if i != at]
+            if self.direction != "both":
+                ranks = [i for i in ranks if (i > at) == (self.direction == "up")]
+            values = np.array([self.values[i] for i in ranks], dtype=object)
+            return values, np.abs(np.array(ranks, dtype=float) - at)
         if self.categorical:
             values = np.array([v for v in self.values if v != current], dtype=object)
             return values, np.ones(len(values))
+        if current is None:  # a numeric gap: no distance to measure a move by
+            return np.zeros(0), np.zeros(0)
         now = float(current)
         if self.values:
             grid = np.unique(np.asarray(self.values, dtype=float))
@@ -132,12 +152,12 @@ Options = dict[str, tuple[np.ndarray, np.ndarray]]
 Block = tuple[tuple[str, ...], list[np.ndarray]]
 
 
-Change = TypedDict("Change", {"feature": str, "from": Value, "to": Value, "text": str})
+Change = TypedDict("Change", {"feature": str, "from": Value | None, "to": Value | None, "text": str})
 
 
 @dataclass(frozen=True)
 class Counterfactual:
-    """The changes that flip the decision, and the decision and P(good) they lead to."""
+    """The changes that flip the decision, and the decision and P(favourable) they lead to."""
 
     changes: list[Change]
     probability: float
@@ -147,7 +167,7 @@ class Counterfactual:
 
     @property
     def text(self) -> str:
-        """'credit amount of 2,000 DM instead of 5,000 DM and loan duration of 24 months instead of 36 months'."""
+        """The changes' texts joined: '<change> and <change>'."""
         return AND.join(change["text"] for change in self.changes)
 
 
@@ -159,17 +179,18 @@ class Scorer(Protocol):
     def predict_proba(self, X: pd.DataFrame, /) -> Any: ...
 
 
-def change_text(feature: str, before: object, after: object) -> str:
-    """'credit amount of 2,000 DM instead of 5,000 DM', built from the reason codes' phrase for the feature.
+def change_text(feature: str, before: object, after: object, *, phrases: Mapping[str, str] = NO_PHRASES) -> str:
+    """'<phrase of after> instead of <before>', built from the reason codes' phrase for the feature.
 
-    The old value repeats the phrase's quotes ('savings of '>= 1000 DM' instead of '< 100 DM'') and a one-word
-    unit (DM, months); a longer tail is said once ('1 existing credit(s) at this bank instead of 2').
+    The old value repeats the phrase's quotes ("highest education 'Masters' instead of 'Bachelors'") and a
+    one-word unit ('capital gains of 2,000 USD instead of 1,000 USD'); a longer tail is said once ('45 working
+    hours a week instead of 40').
     """
-    head, _, tail = PHRASES.get(feature, FALLBACK_PHRASE).partition("{value}")
-    head = head.format(feature=feature)  # after the split: a feature's name is never read as the placeholder
+    said = phrase(feature, after, phrases=phrases)
+    head, tail = phrase_parts(feature, after, phrases=phrases)
     quote = "'" if head.endswith("'") and tail.startswith("'") else ""
     unit = tail if tail[:1] == " " and tail[1:].isalpha() else ""
-    return f"{head}{format_value(after)}{tail} {INSTEAD} {quote}{format_value(before)}{quote}{unit}"
+    return f"{said} {INSTEAD} {quote}{format_value(before)}{quote}{unit}"
 
 
 def counterfactual(
@@ -178,16 +199,17 @@ def counterfactual(
     *,
     actionable: Mapping[str, Space],
     threshold: float,
+    protected: Collection[str] = (),
     max_changes: int = 2,
-    protected: Collection[str] = IMMUTABLE,
     budget: int = BUDGET,
+    phrases: Mapping[str, str] = NO_PHRASES,
 ) -> Counterfactual | None:
     """The smallest change to the actionable features of `row` that flips the model's decision, or None.
 
     `row` is one request as a raw one-row frame (it may hold more columns than the model reads). Only features
-    in `actionable` change; listing one of `protected` raises ValueError, as does a feature the row lacks.
-    Features the model does not read are skipped (they cannot move its score). None: no flip within
-    max_changes changed features.
+    in `actionable` change; listing one of `protected` (the use case's `never_changed`) raises ValueError, as
+    does a feature the row lacks. Features the model does not read are skipped (they cannot move its score).
+    None: no flip within max_changes changed features. `phrases` (the use case's `reasons`) word the changes.
     """
     _check(row, actionable, protected, threshold=threshold, max_changes=max_changes, budget=budget)
     inputs = list(model.feature_names_in_)
@@ -224,7 +246,7 @@ def counterfactual(
         return None
     chosen, probability = found
     changes = [
-        Change({"feature": f, "from": original[f], "to": to, "text": change_text(f, original[f], to)})
+        Change({"feature": f, "from": original[f], "to": to, "text": change_text(f, original[f], to, phrases=phrases)})
         for f, to in chosen
     ]
     return Counterfactual(
@@ -236,44 +258,34 @@ def counterfactual(
     )
 
 
-def default_actionable(suite: dict[str, Any]) -> dict[str, Space]:
-    """The German credit actionable set, its values and bounds read from a serving suite (see ACTIONABLE)."""
-    rules = columns(suite)
+def actionable_spaces(usecase: UseCase, suite: Mapping[str, Any]) -> dict[str, Space]:
+    """The use case's `actionable` section as Spaces, values and bounds read from its raw (or serving) suite.
+
+    Numeric (the suite gives a range, or the use case `low`/`high`): multiples of `step` (1 for a whole-number
+    column without one) within the use case's low/high, else the suite's range, at most `reach` away, in its
+    `direction`. Categorical: the suite's value set; with an `order`, only the values along it in `direction`.
+    Raises ValueError naming the feature the suite cannot bound.
+    """
+    described = suite_columns(suite)
     spaces: dict[str, Space] = {}
-    for feature in sorted({*CATEGORICAL, *NUMERIC}):
-        column = rules.get(feature)
-        if column is not None and feature in CATEGORICAL and "value set" in column.rules:
-            spaces[feature] = Space(values=tuple(column.rules["value set"]))
-        elif column is not None and feature in NUMERIC and "range" in column.rules:
-            low, high = column.rules["range"]
-            step, reach = NUMERIC[feature]
-            spaces[feature] = Space(low=low, high=high, step=step, reach=reach)
+    for feature in sorted(usecase.actionable):
+        how, rules = usecase.actionable[feature], described.get(feature, {})
+        if how.order is not None:
+            if stray := [v for v in how.order if v not in rules.get("values", how.order)]:
+                raise ValueError(ORDER_NOT_IN_SUITE.format(feature=feature, values=stray))
+            spaces[feature] = Space(values=tuple(how.order), direction=how.direction, ordered=True)
+        elif "values" in rules and rules.get("type") == "str":
+            spaces[feature] = Space(values=tuple(rules["values"]))
         else:
-            raise ValueError(NOT_IN_SUITE.format(feature=feature))
+            low = how.low if how.low is not None else rules.get("min")
+            high = how.high if how.high is not None else rules.get("max")
+            if low is None or high is None or rules.get("type") not in ("int", "float"):
+                raise ValueError(NOT_IN_SUITE.format(feature=feature))
+            step = how.step if how.step is not None else (1 if rules["type"] == "int" else None)
+            if step is None:
+                raise ValueError(NO_STEP.format(feature=feature, kind=rules["type"]))
+            spaces[feature] = Space(low=low, high=high, step=step, reach=how.reach, direction=how.direction)
     return spaces
-
-
-# What an applicant can change about the application itself or the finances it is repaid from, in time for a
-# new application:
-#   the loan: credit_amount, duration_months, and installment_rate (the instalment's share of disposable income,
-#     which follows from amount, duration and income);
-#   their finances: savings, checking_status (move money, open or fund an account), existing_credits (pay one
-#     off) and other_installment_plans (close a plan);
-#   the application: other_debtors (bring a co-applicant or a guarantor).
-# Not actionable: the protected attributes and personal_status (never, see IMMUTABLE); facts of the past that
-# no action changes now (credit_history, employment_since, residence_since); life circumstances a lender must
-# not ask anyone to change for a loan (job, housing, property, people_liable); purpose (the need the loan is
-# for: advising another purpose games the model, not the risk); telephone (an indicator, not a means to repay).
-CATEGORICAL = ("checking_status", "other_debtors", "other_installment_plans", "savings")
-# Numeric feature -> (step, reach): candidate values are the multiples of step within the suite's range, at
-# most reach from the applicant's value (None: the whole range); reach is also the unit of a change's cost.
-NUMERIC: dict[str, tuple[float, float | None]] = {
-    "credit_amount": (250, 10_000),  # round amounts, up to 10,000 DM either way (the data's IQR is ~2,600 DM)
-    "duration_months": (3, 36),  # quarters, up to three years either way
-    "installment_rate": (1, None),  # band 1..4
-    "existing_credits": (1, 3),  # one credit at a time; paying off one costs 1/3
-}
-ACTIONABLE: dict[str, Space] = default_actionable(read_suite(SERVING_SUITE))
 
 
 def _check(
@@ -325,7 +337,7 @@ def _score(
     *,
     with_original: bool,
 ) -> np.ndarray:
-    """P(good) of every row of the blocks (after the original row if asked), in one predict_proba call."""
+    """P(favourable) of every row of the blocks (after the original row if asked), in one predict_proba call."""
     blocks = list(blocks)
     start = 1 if with_original else 0
     n = start + sum(len(indices[0]) for _, indices in blocks)
@@ -351,7 +363,7 @@ def _best(
     *,
     threshold: float,
     approved: bool,
-) -> tuple[list[tuple[str, Value]], float] | None:
+) -> tuple[list[tuple[str, Value | None]], float] | None:
     """The flip with the smallest cost, then the largest margin, then first enumerated; None if no row flips."""
     parts = []
     for combo, indices in blocks:
@@ -379,8 +391,10 @@ def _best(
     raise AssertionError("unreachable: the best row lies in a block")
 
 
-def _plain(value: object) -> Value:
-    """A JSON-friendly scalar: numpy scalars unwrapped, anything else as text."""
+def _plain(value: object) -> Value | None:
+    """A JSON-friendly scalar: numpy scalars unwrapped, a gap (None, NaN) as None, anything else as text."""
     item = getattr(value, "item", None)
     plain = item() if callable(item) else value
+    if plain is None or (isinstance(plain, float) and math.isnan(plain)):
+        return None
     return plain if isinstance(plain, str | int | float) else str(plain)

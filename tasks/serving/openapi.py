@@ -4,7 +4,7 @@ BentoML 1.4 builds /docs.json itself and lists the same four statuses for every 
 BentoML's own error bodies), whatever the endpoint answers; it has no hook to change an operation's responses
 (BentoML issue #2975). `document` takes BentoML's document (`Service.openapi_spec.asdict()`) and, for each route in
 `ANSWERS`, replaces the responses with the statuses that route answers (the guards' 413, 415, 422, 429, the admin
-token's 401 and 503, BentoML's 500 and 504, and the endpoint's own), each naming its model in
+token's 401 and 503, the use-case header's 421, BentoML's 500 and 504, and the endpoint's own), each naming its model in
 tasks/serving/responses.py. deployments/openapi.py serves the result at /docs.json.
 
 The document stays OpenAPI 3.0 (BentoML's 3.0.2), whose `integer` is a JSON number written without a fraction, as
@@ -84,6 +84,7 @@ BEARER = {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "sch
 GUARDED: dict[int, Answer] = {
     413: Answer("The body is larger than serve.max_body_bytes", Error),
     415: Answer("The content-type is not application/json", Error),
+    421: Answer("The X-Steward-Usecase header names a use case this service does not serve", Error),
     422: Answer("The body does not match the request schema: each field's problem", InvalidRequest),
     429: Answer("The client (X-Client-Id, else its address) is over its rate limit", Error, RETRY_AFTER),
     500: Answer("An unexpected error (the server log has it)", Error),

@@ -1,4 +1,5 @@
-"""The request bodies of the endpoints other than /predict and /explain (whose body is `schema.Application`).
+"""The request bodies of the endpoints other than /predict and /explain (whose body is the use case's `Application`,
+tasks/serving/schema.py); /feedback's `Outcome` is narrowed to the served use case's label values by `outcome_model`.
 
 Closed like `Application` (`extra="forbid"`: additionalProperties false in /docs.json): a misspelt field is refused
 with a 422 naming it, never silently dropped (an `actr` key on /admin/rollback would otherwise leave the ledger
@@ -7,9 +8,12 @@ crediting the default actor).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
-from tasks.serving.responses import OUTCOMES, RequestId
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from steward.usecase import UseCase
+from tasks.serving.responses import RequestId
 
 
 class Request(BaseModel):
@@ -24,11 +28,28 @@ class Outcome(Request):
     """The true outcome of a served decision, once known (it feeds the error-rate fairness checks)."""
 
     request_id: RequestId
-    outcome: str = Field(pattern=OUTCOMES, description="`good` or `bad`, as the raw data's credit_risk")
+    outcome: str = Field(description="One of the use case's label values, as its data writes them")
+
+
+def label_values(usecase: UseCase) -> tuple[str, str]:
+    """The outcomes /feedback accepts: the label's favourable and unfavourable values, as text in the data."""
+    return str(usecase.label.favourable), str(usecase.label.unfavourable)
+
+
+def outcome_model(usecase: UseCase) -> type[Outcome]:
+    """`Outcome` accepting exactly the use case's label values; any other is refused naming them (a 422)."""
+    favourable, unfavourable = label_values(usecase)
+    described = Field(
+        description=f"The {usecase.label.column} the {usecase.words.subject} turned out to have: {favourable!r} "
+        f"({usecase.words.outcome}) or {unfavourable!r}"
+    )
+    allowed: Any = Literal[favourable, unfavourable]
+    model: type[Outcome] = create_model("Outcome", __base__=Outcome, outcome=(allowed, described))
+    return model
 
 
 class Contest(Request):
-    """An applicant contests a decision: a person reviews it."""
+    """A person contests a decision: someone reviews it."""
 
     request_id: RequestId
     reason: str = Field(min_length=1, max_length=2000)

@@ -16,8 +16,9 @@ from steward.routing import Mode
 from tasks.serving.decision import Decision, Verdict
 
 REQUEST_ID = r"^[0-9a-f]{32}$"
-OUTCOMES = r"^(good|bad)$"  # the label's values in the raw-data contract (credit_risk)
-Probability = Annotated[float, Field(ge=0, le=1, description="P(good), rounded to 6 decimals")]
+Probability = Annotated[
+    float, Field(ge=0, le=1, description="P(favourable), of the use case's favourable outcome, rounded to 6 decimals")
+]
 RequestId = Annotated[str, Field(pattern=REQUEST_ID, description="The decision's id, for /feedback and /contest")]
 Value = str | int | float
 
@@ -29,15 +30,18 @@ class Body(BaseModel):
 
 
 class Reason(Body):
-    feature: str = Field(description="The column of the application this reason is about")
-    text: str = Field(description="The reason, as the applicant reads it")
+    feature: str = Field(description="The column of the request this reason is about")
+    text: str = Field(description="The reason, as the person decided about reads it")
 
 
 class Prediction(Body):
     """A decision, with the model and data versions that made it and the reasons that drove it."""
 
     request_id: RequestId
-    decision: Decision = Field(description="`referred`: a person decides (P(good) in the review band)")
+    decision: Decision = Field(
+        description="`approve` grants the use case's favourable outcome, `decline` does not; `referred`: a person "
+        "decides (P(favourable) in the review band)"
+    )
     probability: Probability
     model_version: str = Field(description="The registry ref of the model that decided (`name:vN`)")
     data_version: str = Field(description="The md5 of the data that model was trained on")
@@ -46,21 +50,21 @@ class Prediction(Body):
 
 class Change(Body):
     feature: str
-    from_: Value = Field(alias="from", description="The applicant's value")
+    from_: Value | None = Field(alias="from", description="The person's value (null: they gave none)")
     to: Value = Field(description="The value that would change the decision")
 
 
 class Counterfactual(Body):
-    """The smallest change to what the applicant can act on that changes the decision."""
+    """The smallest change to what the person can act on that changes the decision."""
 
     decision: Verdict = Field(description="The decision the changes lead to")
     probability: Probability
     changes: list[Change]
-    text: str = Field(description="The changes, as the applicant reads them")
+    text: str = Field(description="The changes, as the person reads them")
 
 
 class Explanation(Body):
-    """What the model serving this applicant would decide and why; nothing is logged as a decision."""
+    """What the model serving this person would decide and why; nothing is logged as a decision."""
 
     decision: Decision
     probability: Probability
@@ -74,11 +78,11 @@ class OutcomeRecorded(Body):
     """The true outcome of a served decision, as recorded."""
 
     request_id: RequestId
-    outcome: str = Field(pattern=OUTCOMES)
+    outcome: str = Field(description="One of the use case's label values, as its data writes them")
 
 
 class ContestCase(Body):
-    """The review case a contest opened: its number is the applicant's receipt."""
+    """The review case a contest opened: its number is the person's receipt."""
 
     case: int = Field(description="The review case number")
     request_id: RequestId

@@ -1,27 +1,29 @@
-"""The serving contract: one /predict request as a GE suite (expectations/serving_request.json) and a pydantic model.
+"""The serving contract as a pydantic model: one /predict request, derived at run time from the use case.
 
-The suite is the single statement of what a request may hold; `request_model` turns it into the pydantic model the
-service validates with, and `mismatches` checks it against the raw contract, so that serving never accepts what the
-training data could not contain. Only the suite's JSON is read: importing great_expectations here would slow every
-service start by seconds.
+The contract is not written by hand: `tasks.data.suites.serving_suite` derives it from the use case's raw suite
+(every raw column but the label, with the raw rules, one row), so serving never accepts what the training data
+could not contain, and a new use case is served without a schema of its own. `request_model` turns that suite
+into the pydantic model the service validates with: a field per column, each constraint described with the
+expectation it came from, unknown fields refused. A column the raw suite lets be missing (its not-null check has
+`mostly` below 1) is optional and may be null; every other column is required. Only the suite's JSON is read:
+importing great_expectations here would slow every service start by seconds.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-SERVING_SUITE = Path(__file__).resolve().parents[2] / "expectations" / "serving_request.json"
+from steward.usecase import UseCase
+from tasks.data.suites import read_suite, serving_suite
 
 UNSUPPORTED = "Suite {suite}: expectation(s) {types} have no counterpart in the request model"
-INCOMPLETE = "Suite {suite}: column {column!r} needs a type and a not-null expectation (serving has no imputation)"
-MISMATCH = "{column}: {rule} differs (serving {serving}, raw {raw})"
-NOT_IN_RAW = "{column}: not a column of the raw contract"
+UNTYPED = "Suite {suite}: column {column!r} needs a type (str, int or float)"
 
 # Expectation type → the rule it sets on its column.
 RULES = {
@@ -32,13 +34,14 @@ RULES = {
     "expect_column_values_to_match_regex": "regex",
     "expect_column_values_to_not_be_null": "not null",
 }
-# Table expectations the model enforces by its shape: one required field per column, extra="forbid"; the
-# row count is the service's (one model instance per /predict request).
+# Table expectations the model enforces by its shape: one field per column, extra="forbid"; the row count is the
+# service's (one model instance per /predict request).
 BY_SHAPE = {"expect_table_columns_to_match_set", "expect_table_row_count_to_equal"}
-# What a request may never hold that the training data could not: compared with the raw suite by `mismatches`.
-COMPARED = ("type", "value set", "range", "regex")
 PYTHON_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
-DTYPES: dict[type, str] = {str: "str", int: "int64", float: "float64"}
+# A column's dtype as pandas reads the raw CSV (read_snapshot): text as str (a gap as NaN), and a whole-number
+# column with a gap as float64 (NaN has no integer).
+DTYPES: dict[str, str] = {"str": "str", "int": "int64", "float": "float64"}
+GAPPED_DTYPES: dict[str, str] = {**DTYPES, "int": "float64"}
 
 
 @dataclass
@@ -48,11 +51,9 @@ class Column:
     rules: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-
-def read_suite(path: Path) -> dict[str, Any]:
-    """A suite's JSON, as written in expectations/."""
-    suite: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return suite
+    @property
+    def nullable(self) -> bool:
+        return not self.rules.get("not null", False)
 
 
 def columns(suite: dict[str, Any]) -> dict[str, Column]:
@@ -66,9 +67,10 @@ def columns(suite: dict[str, Any]) -> dict[str, Column]:
             continue
         kwargs = e["kwargs"]
         value = _rule_value(rule, kwargs)
-        if rule == "not null" and not value:
-            continue  # `mostly` below 1 tolerates nulls: no rule for a single request
         column = found.setdefault(kwargs["column"], Column())
+        if rule == "not null" and not value:
+            column.notes.append(f"may be null ({e.get('meta', {}).get('source', suite['name'])})")
+            continue  # `mostly` below 1 tolerates nulls: the field is optional
         column.rules[rule] = value
         column.notes.append(f"{_describe(rule, value)} ({e.get('meta', {}).get('source', suite['name'])})")
     return found
@@ -97,20 +99,21 @@ def _describe(rule: str, value: Any) -> str:
     return rule if rule == "not null" else f"{rule} {value}"
 
 
-def request_model(suite_path: Path) -> type[BaseModel]:
-    """The pydantic model of one request: a required field per column of the suite, unknown fields refused.
+def request_model(suite: dict[str, Any]) -> type[BaseModel]:
+    """The pydantic model of one request (`Application`): a field per column of the suite, unknown fields refused.
 
-    Types are strict (the suite's `int` refuses "42" and 42.0, as the raw contract's type check does).
+    Types are strict (the suite's `int` refuses "42" and 42.0, as the raw contract's type check does). A column
+    without a not-null rule is `T | None`, default None.
     """
-    suite = read_suite(suite_path)
+    name = suite.get("name", "suite")
     unsupported = sorted({e["type"] for e in suite["expectations"]} - RULES.keys() - BY_SHAPE)
     if unsupported:
-        raise ValueError(UNSUPPORTED.format(suite=suite_path, types=unsupported))
+        raise ValueError(UNSUPPORTED.format(suite=name, types=unsupported))
     fields: dict[str, Any] = {}
-    for name, column in columns(suite).items():
+    for column_name, column in columns(suite).items():
         rules = column.rules
-        if rules.get("type") not in PYTHON_TYPES or not rules.get("not null"):
-            raise ValueError(INCOMPLETE.format(suite=suite_path, column=name))
+        if rules.get("type") not in PYTHON_TYPES:
+            raise ValueError(UNTYPED.format(suite=name, column=column_name))
         annotation: Any = Literal[rules["value set"]] if "value set" in rules else PYTHON_TYPES[rules["type"]]
         low, high = rules.get("range", (None, None))
         shortest, longest = rules.get("length", (None, None))
@@ -121,11 +124,12 @@ def request_model(suite_path: Path) -> type[BaseModel]:
             "max_length": longest,
             "pattern": rules.get("regex"),
         }
+        kept = {k: v for k, v in constraints.items() if v is not None}
         description = "; ".join(column.notes)
-        fields[name] = (
-            annotation,
-            Field(description=description, **{k: v for k, v in constraints.items() if v is not None}),
-        )
+        if column.nullable:
+            fields[column_name] = (annotation | None, Field(default=None, description=description, **kept))
+        else:
+            fields[column_name] = (annotation, Field(description=description, **kept))
     config = ConfigDict(extra="forbid", strict=True, frozen=True)
     model: type[BaseModel] = create_model(
         "Application", __config__=config, __doc__=suite.get("meta", {}).get("description"), **fields
@@ -133,27 +137,31 @@ def request_model(suite_path: Path) -> type[BaseModel]:
     return model
 
 
+def usecase_request_model(project_dir: Path, usecase: UseCase) -> type[BaseModel]:
+    """The request model of `usecase`: its raw suite under `project_dir`, derived by `serving_suite`."""
+    return request_model(serving_suite(read_suite(project_dir / usecase.raw_suite), usecase))
+
+
 def to_frame(app: BaseModel) -> pd.DataFrame:
-    """One application as a one-row raw frame: the model's fields in order, dtypes as pandas reads the raw CSV."""
+    """One request as a one-row raw frame: the model's fields in order, dtypes as `read_snapshot` reads the raw
+    CSV (a null as NaN; a whole-number column holding one as float64, as pandas reads a gap)."""
     row = app.model_dump()
-    return pd.DataFrame([row]).astype({name: DTYPES[type(value)] for name, value in row.items()})
+    dtypes = {}
+    for name, info in type(app).model_fields.items():
+        kind = _kind(info.annotation)
+        dtypes[name] = (GAPPED_DTYPES if row[name] is None else DTYPES)[kind]
+    values = {k: [np.nan if v is None else v] for k, v in row.items()}
+    return pd.DataFrame(values).astype(dtypes)
 
 
-def mismatches(serving_suite: dict[str, Any], raw_suite: dict[str, Any]) -> list[str]:
-    """Each type, value set, range or regex of a serving column that is not exactly the raw contract's."""
-    serving, raw = columns(serving_suite), columns(raw_suite)
-    problems = []
-    for name, column in serving.items():
-        if name not in raw:
-            problems.append(NOT_IN_RAW.format(column=name))
-            continue
-        for rule in COMPARED:
-            ours, theirs = column.rules.get(rule), raw[name].rules.get(rule)
-            if rule == "value set" and ours is not None and theirs is not None:
-                ours, theirs = sorted(ours), sorted(theirs)  # order is presentation, not contract
-            if ours != theirs:
-                problems.append(MISMATCH.format(column=name, rule=rule, serving=ours, raw=theirs))
-    return problems
+def _kind(annotation: Any) -> str:
+    """A field's suite type from its annotation: `Literal[...]` by its values, `T | None` by T."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal:
+        return _TYPE_NAMES[type(args[0])]
+    if args:  # T | None
+        return _kind(args[0])
+    return _TYPE_NAMES[annotation]
 
 
-Application = request_model(SERVING_SUITE)
+_TYPE_NAMES = {python: name for name, python in PYTHON_TYPES.items()}

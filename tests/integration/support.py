@@ -91,19 +91,24 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600
 
 
 def serving_project(
-    project: Path, *, serve: Mapping[str, Any], extra: dict[str, str] | None = None
+    project: Path, *, serve: Mapping[str, Any], extra: dict[str, str] | None = None, usecase: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """A project folder to `bentoml serve` from: params.yaml with its `serve` section updated by `serve`, the bundled
-    data, and three signed-off models in its .steward (scripts/serving_fixture.py: production, canary, shadow).
+    """A project folder to `bentoml serve` from: params.yaml with its `serve` section updated by `serve` (and the
+    use case `usecase` instead of its own, if given), the use cases, their suites and the served one's data, and
+    three signed-off models in its .steward (scripts/serving_fixture.py: production, canary, shadow).
 
     Returns the environment to serve with (`extra` added to it) and the three models' registry refs by role.
     """
     params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
     params["serve"] |= dict(serve)
+    if usecase is not None:
+        params["usecase"] = usecase
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "german_credit.csv")
-    (project / "data").mkdir()
-    shutil.copy2(PROJECT_DIR / "data/german_credit.csv", project / "data/german_credit.csv")
+    shutil.copytree(PROJECT_DIR / "usecases", project / "usecases", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PROJECT_DIR / "expectations", project / "expectations")
+    data = yaml.safe_load((project / "usecases" / params["usecase"] / "usecase.yaml").read_text())["dataset"]["file"]
+    (project / data).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PROJECT_DIR / data, project / data)
     env = steward_env(project, extra={"BENTOML_HOME": str(project / ".steward/bentoml"), **(extra or {})})
     fixture = [sys.executable, str(PROJECT_DIR / "scripts/serving_fixture.py")]
     setup = run(fixture, cwd=PROJECT_DIR, env=env, timeout=300)

@@ -14,7 +14,6 @@ from functools import reduce
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -24,18 +23,26 @@ from support import BIN, PROJECT_DIR, free_port, serving_project, steward_env, w
 from deployments.local.bento_server import Service, is_ready, served
 from steward.db import make_engine
 from steward.ledger import Ledger
+from steward.params import load_params
 from steward.routing import Routing, RoutingTable, bucket
+from tasks.data.features import read_snapshot
+from tasks.serving.reasons import never_cited
+from tasks.serving.requests import label_values
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token"
-PROTECTED = {"sex", "age", "foreign_worker", "age_group"}
+USECASE = load_params(PROJECT_DIR / "params.yaml").usecase  # the use case the service below serves
+PROTECTED = set(never_cited(USECASE))
+ID = USECASE.id_column
+FAVOURABLE, UNFAVOURABLE = label_values(USECASE)
 
 
 def _applications(n: int, *, prefix: str) -> list[dict]:
-    rows = pd.read_csv(PROJECT_DIR / "data/german_credit.csv").drop(columns="credit_risk")
-    records = rows.sample(n=n, replace=n > len(rows), random_state=0).to_dict("records")
+    rows = read_snapshot(PROJECT_DIR / USECASE.dataset.file).drop(columns=USECASE.label.column)
+    rows = rows.sample(n=n, replace=n > len(rows), random_state=0).astype(object)
+    records = rows.where(rows.notna(), None).to_dict("records")
     return [
-        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}, "applicant_id": f"{prefix}{i}"}
+        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}, ID: f"{prefix}{i}"}
         for i, r in enumerate(records)
     ]
 
@@ -111,12 +118,12 @@ def test_canary_routing_is_sticky_by_applicant_and_the_shadow_is_never_returned(
     applications = _applications(300, prefix="route")
     with httpx.Client() as client:
         answers = [
-            client.post(f"{service['url']}/predict", json=a, headers={"X-Client-Id": a["applicant_id"]}, timeout=10)
+            client.post(f"{service['url']}/predict", json=a, headers={"X-Client-Id": a[ID]}, timeout=10)
             for a in applications
         ]
     assert all(a.status_code == 200 for a in answers)
     served = [a.json()["model_version"] for a in answers]
-    expected = [refs["canary"] if bucket(a["applicant_id"]) < 0.3 else refs["production"] for a in applications]
+    expected = [refs["canary"] if bucket(a[ID]) < 0.3 else refs["production"] for a in applications]
     assert served == expected and refs["shadow"] not in served
     share = served.count(refs["canary"]) / len(served)
     assert abs(share - 0.3) < 5 * (0.3 * 0.7 / 300) ** 0.5
@@ -174,9 +181,7 @@ def test_a_rollback_under_load_fails_no_client_request(service):
     applications = _applications(200, prefix="load")
 
     def send(a: dict) -> int:
-        return httpx.post(
-            f"{service['url']}/predict", json=a, headers={"X-Client-Id": a["applicant_id"]}, timeout=10
-        ).status_code
+        return httpx.post(f"{service['url']}/predict", json=a, headers={"X-Client-Id": a[ID]}, timeout=10).status_code
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(send, a) for a in applications]
@@ -193,16 +198,16 @@ def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_
     headers = {"X-Client-Id": "feedback"}
     served = httpx.post(f"{url}/predict", json=_applications(1, prefix="fb")[0], headers=headers).json()
     request_id = served["request_id"]
-    assert httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "bad"}, headers=headers).json() == {
-        "request_id": request_id,
-        "outcome": "bad",
-    }
-    conflict = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "good"}, headers=headers)
-    assert conflict.status_code == 409 and "'bad' on record" in conflict.json()["error"]
-    unknown = httpx.post(f"{url}/feedback", json={"request_id": "0" * 32, "outcome": "bad"}, headers=headers)
+    recorded = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": UNFAVOURABLE}, headers=headers)
+    assert recorded.json() == {"request_id": request_id, "outcome": UNFAVOURABLE}
+    conflict = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": FAVOURABLE}, headers=headers)
+    assert conflict.status_code == 409 and f"{UNFAVOURABLE!r} on record" in conflict.json()["error"]
+    unknown = httpx.post(f"{url}/feedback", json={"request_id": "0" * 32, "outcome": UNFAVOURABLE}, headers=headers)
     assert unknown.status_code == 404
-    invalid = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": "maybe"}, headers=headers)
-    assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "outcome"
+    for other in ("maybe", ">50K" if FAVOURABLE != ">50K" else "good"):  # another use case's label is refused too
+        invalid = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": other}, headers=headers)
+        assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "outcome"
+        assert all(repr(v) in invalid.json()["errors"][0]["problem"] for v in (FAVOURABLE, UNFAVOURABLE))
 
     case = httpx.post(
         f"{url}/contest", json={"request_id": request_id, "reason": "my income is wrong"}, headers=headers
@@ -213,6 +218,15 @@ def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_
             "SELECT kind, request_id, reason FROM reviews WHERE id = ?", (case.json()["case"],)
         ).one()
     assert tuple(row) == ("contest", request_id, "my income is wrong")
+
+
+def test_a_request_naming_another_use_case_is_refused_and_its_own_is_served(service):
+    url, body = service["url"], _applications(1, prefix="uc")[0]
+    own = httpx.post(f"{url}/predict", json=body, headers={"X-Steward-Usecase": USECASE.name}, timeout=10)
+    assert own.status_code == 200, own.text
+    other = "adult_income" if USECASE.name != "adult_income" else "german_credit"
+    refused = httpx.post(f"{url}/predict", json=body, headers={"X-Steward-Usecase": other}, timeout=10)
+    assert refused.status_code == 421 and repr(USECASE.name) in refused.json()["error"]
 
 
 # --- the HTTP contract, fuzzed from the service's own OpenAPI schema ----------------------------------------------

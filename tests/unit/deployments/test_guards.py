@@ -18,6 +18,7 @@ from deployments.guards import (
     INVALID_REQUEST,
     RATE_LIMITED,
     UNSUPPORTED_MEDIA_TYPE,
+    WRONG_USECASE,
     Guards,
     TokenBuckets,
 )
@@ -756,3 +757,26 @@ def test_the_admin_prefix_is_configurable_and_only_trailing_slashes_are_ignored(
 
     assert [call(guards, "GET", path).status_code for path in guarded] == [401] * len(guarded)
     assert [call(guards, "GET", path).status_code for path in open_] == [200] * len(open_)
+
+
+# --- the use case a client names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [(None, 200), ("adult_income", 200), (" adult_income ", 200), ("german_credit", 421), ("", 421)],
+)
+def test_a_request_naming_another_use_case_is_refused_before_the_app_sees_it(header, status):
+    guards, app = make(usecase="adult_income")
+    headers = {**JSON, **({} if header is None else {"X-Steward-Usecase": header})}
+    answer = call(guards, "POST", "/flat", headers=headers, json={"age": 30, "amount": 1})
+    assert answer.status_code == status
+    if status == 421:
+        assert answer.json() == {"error": WRONG_USECASE.format(served="adult_income", asked=header)}
+    assert len(app.bodies) == (status == 200)  # refused before its body was read
+
+
+def test_without_a_served_use_case_the_header_is_not_checked():
+    guards, _ = make()
+    headers = {**JSON, "X-Steward-Usecase": "anything"}
+    assert call(guards, "POST", "/flat", headers=headers, json={"age": 30, "amount": 1}).status_code == 200
