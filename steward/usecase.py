@@ -182,6 +182,11 @@ class Demo(Spec):
         description="Columns the resampler draws independently of the rest, jointly (e.g. the protected "
         "attributes: a population in which no group differs). A generator plug-in ignores it.",
     )
+    mix: dict[str, dict[str, float]] = Field(
+        default={},
+        description="Category mixes the resampler draws toward (column → value → share), e.g. so that every "
+        "group is large enough for the gate's bounds. A generator plug-in ignores it.",
+    )
     shortcut: Shift = Field(description="The spurious pattern of the third snapshot, spread over every group.")
     campaign: Shift = Field(description="Live traffic during its canary, in which the pattern becomes a proxy.")
 
@@ -261,7 +266,7 @@ class UseCase(Spec):
         named |= {g.column for g in self.groups.values()} | {s.column for s in self.slices}
         if self.demo is not None:
             shifts = (self.demo.shortcut, self.demo.campaign)
-            named |= set(self.demo.independent) | {s.column for s in shifts}
+            named |= set(self.demo.independent) | set(self.demo.mix) | {s.column for s in shifts}
             named |= {c for s in shifts for c in s.group if c not in self.groups}
         named |= {c for c in self.sensitive if c not in self.groups} | set(self.actionable) | set(self.reasons)
         return named | ({self.sample_weight} if self.sample_weight else set())

@@ -8,6 +8,7 @@ The demo, the benches and the tests draw data through here, so every shipped use
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -62,9 +63,10 @@ def demo_scenarios(usecase: UseCase) -> dict[str, Scenario]:
     """The demo's populations: `plain` (snapshots A and B, live traffic), `shortcut` (snapshot C), `campaign`."""
     if usecase.demo is None:
         raise ValueError(NO_DEMO.format(name=usecase.name))
-    plain = Scenario(independent=tuple(usecase.demo.independent))
+    demo = usecase.demo
+    plain = Scenario(independent=tuple(demo.independent), tilt=demo.mix, drift=1.0 if demo.mix else 0.0)
     return {
         "plain": plain,
-        "shortcut": Scenario(independent=plain.independent, shortcut=pattern(usecase.demo.shortcut)),
-        "campaign": Scenario(independent=plain.independent, campaign=pattern(usecase.demo.campaign)),
+        "shortcut": replace(plain, shortcut=pattern(demo.shortcut)),
+        "campaign": replace(plain, campaign=pattern(demo.campaign)),
     }

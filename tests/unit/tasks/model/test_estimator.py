@@ -15,12 +15,14 @@ from sklearn.preprocessing import StandardScaler
 from steward.params import ParamsError
 from tasks.data.features import to_feature_frame
 from tasks.data.prepare import split
+from tasks.data.suites import read_suite
 from tasks.model.estimator import EstimatorError, build_estimator, estimator_kwargs, family
 from tasks.model.reference import PROBABILITY, reference_of
 from tasks.model.train import fit
 from tasks.serving.attribution import aggregate, build_explainer, encoded_sources, explain_rows
-from tasks.serving.counterfactual import ACTIONABLE, counterfactual
-from tasks.serving.reasons import PROTECTED, reason_codes
+from tasks.serving.counterfactual import actionable_spaces, counterfactual
+from tasks.serving.reasons import never_cited, reason_codes
+from tests.conftest import PROJECT_DIR
 from tests.usecases import parse_for, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
@@ -187,9 +189,10 @@ def test_lightgbm_reason_codes_are_its_strongest_contributions_toward_the_decisi
     for i in range(len(rows)):
         decision = "approve" if p[i] >= params.evaluate.threshold else "decline"
         contributions = summed.iloc[i].to_dict()
-        reasons = reason_codes(contributions, rows.iloc[i].to_dict(), decision=decision, top_k=top_k)
+        hidden = never_cited(params.usecase)
+        reasons = reason_codes(contributions, rows.iloc[i].to_dict(), decision=decision, top_k=top_k, protected=hidden)
         sign = 1 if decision == "approve" else -1
-        toward = sorted((c for f, c in contributions.items() if sign * c > 0 and f not in PROTECTED), key=abs)
+        toward = sorted((c for f, c in contributions.items() if sign * c > 0 and f not in hidden), key=abs)
         assert [r["contribution"] for r in reasons] == toward[::-1][:top_k]
 
 
@@ -198,7 +201,10 @@ def test_a_lightgbm_counterfactual_flips_the_decision_when_scored_again(lightgbm
     threshold = params.evaluate.threshold
     p = model.predict_proba(test)[:, 1]
     declined = test.iloc[[int(np.flatnonzero(p < threshold)[0])]]
-    found = counterfactual(model, declined, actionable=ACTIONABLE, threshold=threshold)
+    spaces = actionable_spaces(params.usecase, read_suite(PROJECT_DIR / params.usecase.raw_suite))
+    found = counterfactual(
+        model, declined, actionable=spaces, threshold=threshold, protected=params.usecase.never_changed
+    )
     assert found is not None and found.original_decision == "decline" and found.decision == "approve"
     changed = declined.copy()
     for change in found.changes:
