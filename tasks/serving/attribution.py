@@ -37,13 +37,13 @@ NO_BACKGROUND = "the {kind} explainer needs background rows (got none)"
 UNMAPPED_COLUMNS = "cannot map {n_out} encoded columns back to the original ones (mapped {n_mapped})"
 
 # The permutation explainer: each explained row costs PERMUTATIONS * (2 * columns + 1) * PERMUTATION_BACKGROUND
-# predictions (about 12,000 for German credit's 58 encoded columns).
+# predictions (about 12,000 for 58 encoded columns).
 PERMUTATION_BACKGROUND = 50
 PERMUTATIONS = 2
 PERMUTATION_SEED = 0
-# A predicted P(good) of exactly 0 or 1 (a k-nearest-neighbours vote, say) has infinite log-odds: it is read as
+# A predicted P(favourable) of exactly 0 or 1 (a k-nearest-neighbours vote, say) has infinite log-odds: it is read as
 # this far from 0 or 1 (log-odds within +-9.2), so one certain row cannot dwarf every other attribution. The
-# service's P(good) for such a row is then off predict_proba's by at most this much.
+# service's P(favourable) for such a row is then off predict_proba's by at most this much.
 PROBABILITY_CLIP = 1e-4
 NOTES: dict[ExplainerKind, str] = {
     "tree": "TreeExplainer (tree-path-dependent): exact SHAP values of the model's log-odds",
@@ -81,7 +81,7 @@ class Attribution:
     values: np.ndarray  # (n_rows, n_encoded)
     base_value: float
     encoded: list[str]
-    log_odds: np.ndarray  # what the explainer explains, for the same rows: decision_function, or logit(P(good))
+    log_odds: np.ndarray  # what the explainer explains, for the same rows: decision_function, or logit(P(favourable))
 
     @property
     def additivity_error(self) -> float:
@@ -92,7 +92,7 @@ class Attribution:
 
 
 def proba_log_odds(estimator: Any, encoded: np.ndarray) -> np.ndarray:
-    """The log-odds of the estimator's P(good) (predict_proba's second column), clipped away from 0 and 1."""
+    """The log-odds of the estimator's P(favourable) (predict_proba's second column), clipped away from 0 and 1."""
     p = np.clip(np.asarray(estimator.predict_proba(encoded), dtype=float)[:, 1], PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
     return np.log(p) - np.log1p(-p)
 

@@ -84,7 +84,7 @@ def _plain(value: object) -> str | int | float | None:
 
 
 def reason_text(feature: str, value: object, contribution: float, *, phrases: Mapping[str, str] = NO_PHRASES) -> str:
-    """'<phrase> lowered the score', e.g. 'hours_per_week of 20 lowered the score' without a phrase."""
+    """'<phrase> lowered the score', e.g. 'weekly_hours of 20 lowered the score' without a phrase."""
     return f"{phrase(feature, value, phrases=phrases)} {RAISED if contribution > 0 else LOWERED}"
 
 
