@@ -96,7 +96,9 @@ def main() -> None:
         model = fit(frame, params=params)
         reference = None
         if role != "broken":  # the monitoring reference, as the reference stage computes it at training
-            test = to_feature_frame(generate_applications(5_000, seed=seed + 100, shortcut=shortcut), usecase=params.usecase)
+            test = to_feature_frame(
+                generate_applications(5_000, seed=seed + 100, shortcut=shortcut), usecase=params.usecase
+            )
             attributions = mean_attributions(model, test.head(300), background=frame.head(300))
             reference = reference_of(model, frame, test, params=params, attributions=attributions)
         tag = save_to_model_store(model, name="credit-risk", labels={"role": role}, metadata={}, reference=reference)

@@ -132,9 +132,7 @@ def _id_column(frame: pd.DataFrame, given: str | None, *, source: str, exclude: 
     raise DraftError(NO_ID.format(path=source))
 
 
-def _usecase(
-    frame: pd.DataFrame, *, name: str, data_file: str, label: str, id_column: str
-) -> dict[str, Any]:
+def _usecase(frame: pd.DataFrame, *, name: str, data_file: str, label: str, id_column: str) -> dict[str, Any]:
     protected = [str(c) for c in frame.columns if PROTECTED_NAMES.match(str(c).lower()) and c not in (label, id_column)]
     groups: dict[str, Any] = {}
     sensitive = []
