@@ -24,9 +24,10 @@ from deployments.local.bento_server import served
 from flows.rollout import RolloutResult, rollout_flow
 from flows.train import TrainResult
 from steward.db import make_engine
+from steward.layout import Layout
 from steward.ledger import Ledger
-from steward.params import GovernanceParams
-from steward.routing import RoutingTable
+from steward.params import GovernanceParams, load_params
+from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
 from steward.workspace import prepare_workspace
 from tasks.demo.synthetic import generate_applications, write_demo_snapshot
@@ -111,7 +112,9 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
         url = service.url
         result.service_url = url
         say(f"serving at {url}: ordinary applicants arrive, outcomes are fed back to /feedback")
-        traffic = Traffic(url, requests_of(generate_applications(LIVE_ROWS, seed=LIVE_SEED)), threads=4).start()
+        usecase = load_params(Layout(settings.project_dir).params_file).usecase  # the one the demo trained
+        live = requests_of(generate_applications(LIVE_ROWS, seed=LIVE_SEED), label=usecase.label.column)
+        traffic = Traffic(url, live, id_column=usecase.id_column, threads=4).start()
         try:
             for name in ("B", "C"):
                 ref = trained[name].model.ref
@@ -144,10 +147,11 @@ def _campaign_with_canary(
     """Swap the live traffic for the student-loan campaign's the moment `ref` takes canary traffic."""
     engine = make_engine(settings.db_url)
     table = RoutingTable(engine, Ledger(engine))
-    campaign = requests_of(generate_applications(LIVE_ROWS, seed=CAMPAIGN_SEED, proxy=0.8))
+    label = load_params(Layout(settings.project_dir).params_file).usecase.label.column
+    campaign = requests_of(generate_applications(LIVE_ROWS, seed=CAMPAIGN_SEED, proxy=0.8), label=label)
 
     def watch() -> None:
-        while table.get().canary != ref:
+        while table.get(model_name_of(ref)).canary != ref:
             if done.wait(0.1):
                 return
         traffic.swap(campaign)
