@@ -2,8 +2,16 @@
 
 import pytest
 
+from steward.db import make_engine
+from steward.ledger import Ledger
+from steward.params import AnalysisParams, RolloutParams, StepParams
+from steward.predictions import Decision, PredictionLog
+from steward.registry import State
+from steward.routing import Rollouts
+from steward.settings import Settings
 from tasks.rollout.canary import Analysis
-from tasks.rollout.watch import StepResult, verdict
+from tasks.rollout.watch import StepResult, verdict, watch
+from tests.usecases import SHIPPED, params_for, usecase
 
 
 def _step(ending: str, *, agreement: float | None, n_paired: int = 400, note: str = "") -> StepResult:
@@ -51,16 +59,6 @@ def test_without_a_note_the_reason_is_the_analysis_summary():
 
 
 # --- watching one use case's step on a real log: its routing row, its rows, its label's words -----------------
-
-from steward.db import make_engine  # noqa: E402
-from steward.ledger import Ledger  # noqa: E402
-from steward.params import AnalysisParams, RolloutParams, StepParams  # noqa: E402
-from steward.predictions import Decision, PredictionLog  # noqa: E402
-from steward.registry import State  # noqa: E402
-from steward.routing import Rollouts  # noqa: E402
-from steward.settings import Settings  # noqa: E402
-from tasks.rollout.watch import watch  # noqa: E402
-from tests.usecases import SHIPPED, params_for, usecase  # noqa: E402
 
 
 def _canary_of(moves: Rollouts, model_name: str) -> tuple[str, str]:
