@@ -33,18 +33,20 @@ def main() -> None:
 
     from deployments.local.bento_server import served
     from scripts.rollout_fixture import build
+    from steward.params import load_params
     from tasks.demo.traffic import Traffic, requests_of
     from usecases.german_credit.generator import generate_applications
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         env, _ = build(project)
-        live = requests_of(generate_applications(20_000, seed=97))
+        spec = load_params(project / "params.yaml").usecase
+        live = requests_of(generate_applications(20_000, seed=97), label=spec.label.column)
         print(f"{'round':>5}{'acknowledged':>14}{'lost':>6}{'oldest lost, ms':>17}")
         losses, ages, total = [], [], 0
         for round_ in range(args.rounds):
             with served(env, cwd=ROOT, log=project / f"service-{round_}.log") as service:
-                traffic = Traffic(service.url, live, threads=4, feedback=False).start()
+                traffic = Traffic(service.url, live, id_column=spec.id_column, threads=4, feedback=False).start()
                 time.sleep(args.seconds)
                 killed_at = time.time()
                 service.kill()

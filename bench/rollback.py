@@ -102,8 +102,9 @@ def main() -> None:
         rows = []
         with served(env, cwd=ROOT, log=project / "service.log") as service:
             url = service.url
-            live = requests_of(generate_applications(20_000, seed=98, proxy=args.proxy))
-            traffic = Traffic(url, live, threads=4, feedback=True).start()
+            spec = params.usecase
+            live = requests_of(generate_applications(20_000, seed=98, proxy=args.proxy), label=spec.label.column)
+            traffic = Traffic(url, live, id_column=spec.id_column, threads=4, feedback=True).start()
             try:
                 for run in range(args.runs):
                     version = moves.registry.register(

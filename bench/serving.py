@@ -110,7 +110,8 @@ def main() -> None:
         from steward.routing import Routing, RoutingTable
 
         engine = make_engine(f"sqlite:///{home}/steward.db")
-        RoutingTable(engine, Ledger(engine)).set(Routing(production=refs["production"]), actor="bench", reason="bench")
+        routing = Routing(production=refs["production"])
+        RoutingTable(engine, Ledger(engine)).set("credit-risk", routing, actor="bench", reason="bench")
         env["BENCH_MODEL_TAG"] = Registry(engine).get(refs["production"]).model_tag
         bodies = applications(1000)
         results = {}

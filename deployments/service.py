@@ -148,9 +148,9 @@ class Steward:
 
     def _refresh(self, *, force: bool = False) -> None:
         """Take up the routing table's newest revision (`force`: re-read it even if the revision is known)."""
-        if not force and newest(self.engine) == self.routing.revision:
+        if not force and newest(self.engine, _params.usecase.model_name) == self.routing.revision:
             return
-        routing = self.table.get()
+        routing = self.table.get(_params.usecase.model_name)  # this service serves params.yaml's use case
         for ref in (routing.production, routing.canary, routing.shadow):
             if ref:
                 self._load(ref)
@@ -237,9 +237,10 @@ class Steward:
                 request_id=request_id,
                 role=role,
                 ts=datetime.now(UTC).isoformat(timespec="microseconds"),
+                model_name=_params.usecase.model_name,
                 model=loaded.ref,
                 data_md5=loaded.data_md5,
-                applicant_id=application[_usecase.id_column],
+                subject_id=str(application[_usecase.id_column]),
                 decision=decision,
                 probability=round(probability, 6),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -323,7 +324,7 @@ class Steward:
     @bentoml.api(route="/admin/rollback", input_spec=Rollback, output_spec=RollbackResult)
     def admin_rollback(self, reason: str, actor: str = "admin-api") -> RollbackResult:
         """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
-        pulled, done = self.moves.kill_switch(actor=actor, reason=reason)
+        pulled, done = self.moves.kill_switch(_params.usecase.model_name, actor=actor, reason=reason)
         self._refresh(force=True)
         return RollbackResult(rolled_back=pulled, routing=RoutingState(**done.as_dict()))
 

@@ -28,7 +28,7 @@ from flows.train import TrainResult
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.params import GovernanceParams, load_params
-from steward.routing import RoutingTable
+from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
 from steward.usecase import UseCase
 from steward.workspace import prepare_workspace, select_usecase
@@ -139,7 +139,8 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
         result.service_url = url
         say(f"serving at {url}: ordinary {subjects} arrive, outcomes are fed back to /feedback")
         live = synthesize(usecase, settings.project_dir, n=LIVE_ROWS, seed=LIVE_SEED, scenario=scenarios["plain"])
-        traffic = Traffic(url, requests_of(live, label=usecase.label.column), threads=4).start()
+        requests = requests_of(live, label=usecase.label.column)
+        traffic = Traffic(url, requests, id_column=usecase.id_column, threads=4).start()
         try:
             for name in ("B", "C"):
                 ref = trained[name].model.ref
@@ -184,7 +185,7 @@ def _campaign_with_canary(
     story = usecase.demo.campaign.story if usecase.demo else "the campaign"
 
     def watch() -> None:
-        while table.get().canary != ref:
+        while table.get(model_name_of(ref)).canary != ref:
             if done.wait(0.1):
                 return
         traffic.swap(campaign)

@@ -1,6 +1,9 @@
 """The monitoring flow: a window of the prediction log for a served model against the reference stored with
 it at training (tasks/monitor/window.py). It writes reports/monitor-<time>.json and .html and a Prefect artifact,
 and emits `steward.monitor.breach` (resource: the model) when anything breaches, for an automation to act on.
+
+It monitors one use case (`usecase`, default params.yaml's): by default the production model and any canary
+of that use case's routing row.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tasks.artifacts import publish
 from tasks.monitor.window import monitor_window, page
 from tasks.signoff.policy import resource
 
-NOTHING_SERVED = "no production model to monitor: name one with --model"
+NOTHING_SERVED = "use case {usecase} has no production model ({model_name}) to monitor: name one with --model"
 
 
 def task_runner(params: Any) -> Any:
@@ -37,26 +40,32 @@ def task_runner(params: Any) -> Any:
 
 
 @flow(name="monitor", flow_run_name="monitor {model}", log_prints=False)
-def monitor_flow(model: str | None = None, hours: float = 24.0, since: str | None = None) -> list[dict[str, Any]]:
-    """Monitor `model` (default: production and, if there is one, the canary) over the last `hours`, or from
-    `since` (ISO time); the windows run on the task runner params.yaml names."""
+def monitor_flow(
+    model: str | None = None, hours: float = 24.0, since: str | None = None, usecase: str | None = None
+) -> list[dict[str, Any]]:
+    """Monitor `model` (default: `usecase`'s production and, if there is one, its canary; `usecase` defaults to
+    params.yaml's) over the last `hours`, or from `since` (ISO time); the windows run on the task runner
+    params.yaml names."""
     settings = Settings()
-    params = load_params(Layout(settings.project_dir).params_file)
+    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     engine = make_engine(settings.db_url)
-    routing = RoutingTable(engine, Ledger(engine)).get()
+    model_name = params.usecase.model_name
+    routing = RoutingTable(engine, Ledger(engine)).get(model_name)
     refs = [model] if model else [r for r in (routing.production, routing.canary) if r]
     if not refs:
-        raise ValueError(NOTHING_SERVED)
+        raise ValueError(NOTHING_SERVED.format(usecase=params.usecase.name, model_name=model_name))
     now = datetime.now(UTC)
     start = since or (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
     until = now.isoformat(timespec="microseconds")
-    windows = _windows.with_options(task_runner=task_runner(params))(refs, since=start, until=until, settings=settings)
+    windows = _windows.with_options(task_runner=task_runner(params))(
+        refs, since=start, until=until, usecase=params.usecase.name, settings=settings
+    )
     return [_publish(found, routing=routing, settings=settings) for found in windows]
 
 
 @flow(name="monitor-windows", log_prints=False)
-def _windows(refs: list[str], *, since: str, until: str, settings: Settings) -> list[dict[str, Any]]:
-    futures = [monitor_window.submit(ref, since=since, until=until, settings=settings) for ref in refs]
+def _windows(refs: list[str], *, since: str, until: str, usecase: str, settings: Settings) -> list[dict[str, Any]]:
+    futures = [monitor_window.submit(ref, since=since, until=until, usecase=usecase, settings=settings) for ref in refs]
     return [future.result() for future in futures]
 
 

@@ -2,15 +2,22 @@
 (a `steward.monitor.breach` of the production model). It records why in the ledger (`retrain.requested`),
 assembles the new snapshot with the outcomes received through /feedback and the review decisions
 (tasks/retrain/assemble.py), and runs the training flow on it, with every gate and the sign-off.
+
+It retrains one use case (`usecase`, default params.yaml's): that use case's served rows, labels and columns;
+the ledger record's subject is `retrain:<model name>`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.train import TrainResult, train_flow
 from steward.db import make_engine
+from steward.layout import Layout
 from steward.ledger import RETRAIN_REQUESTED, Ledger
+from steward.params import load_params
 from steward.settings import Settings
 from tasks.retrain.assemble import assemble_task
 
@@ -19,20 +26,33 @@ ACTOR = "steward-retrain"
 
 @flow(name="retrain", flow_run_name="retrain: {reason}", log_prints=True)
 def retrain_flow(
-    reason: str, data: str | None = None, trigger: str = "engineer", author: str | None = None
+    reason: str,
+    data: str | None = None,
+    trigger: str = "engineer",
+    author: str | None = None,
+    usecase: str | None = None,
 ) -> TrainResult:
-    """Retrain on `data` (default: the current snapshot) plus what came back from serving; `reason` and
-    `trigger` (engineer, or the event that started it) are recorded, with the rows each source gave, before
-    training starts."""
+    """Retrain `usecase` (default: params.yaml's) on `data` (default: its current snapshot) plus what came back
+    from serving its model; `reason` and `trigger` (engineer, or the event that started it) are recorded, with
+    the rows each source gave, before training starts."""
     settings = Settings()
     author = author or settings.user
+    chosen = load_params(Layout(settings.project_dir).params_file, usecase=usecase).usecase
     ledger = Ledger(make_engine(settings.db_url))
-    assembled = assemble_task(data, settings=settings)
+    assembled = assemble_task(data, usecase=chosen.name, settings=settings)
     ledger.append(
         actor=author,
         action=RETRAIN_REQUESTED,
-        subject="retrain",
-        payload={"reason": reason, "trigger": trigger, "data": data or "current snapshot", "rows": assembled.counts()},
+        subject=f"retrain:{chosen.model_name}",
+        payload={
+            "reason": reason,
+            "trigger": trigger,
+            "usecase": chosen.name,
+            "data": data or "current snapshot",
+            "rows": assembled.counts(),
+        },
     )
-    get_run_logger().info(f"retraining ({trigger}: {reason}) on {assembled.path}: {assembled.counts()}")
-    return train_flow(data=str(assembled.path), author=author)
+    get_run_logger().info(f"retraining {chosen.name} ({trigger}: {reason}) on {assembled.path}: {assembled.counts()}")
+    # train_flow takes `usecase` on the lifecycle branch; until then only params.yaml's use case is passed on.
+    selecting: dict[str, Any] = {"usecase": usecase} if usecase else {}
+    return train_flow(data=str(assembled.path), author=author, **selecting)

@@ -6,6 +6,9 @@ took out of routing rolls it back at once: weight 0, state rolled_back, a ledger
 
 With no production model to compare against, an approved model becomes production directly (the
 ledger says so).
+
+A rollout acts on one use case (`usecase`, default params.yaml's): its model's routing row, its label and
+sensitive attributes; other use cases' routing is untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from steward.layout import Layout
 from steward.ledger import ROLLOUT_ANALYSIS, Ledger
 from steward.params import load_params
 from steward.registry import State
-from steward.routing import Rollouts
+from steward.routing import Rollouts, RoutingError, model_name_of
 from steward.settings import Settings
 from tasks.artifacts import publish
 from tasks.rollout.watch import StepResult, now_iso, verdict, watch
@@ -29,6 +32,7 @@ from tasks.signoff.policy import resource
 
 ACTOR = "steward-rollout"
 NOT_APPROVED = "model {ref} is {state}: only an approved model starts a rollout"
+OTHER_USECASE = "model {ref} is not a version of use case {usecase}'s model {model_name}: name its use case"
 
 
 @dataclass
@@ -40,18 +44,23 @@ class RolloutResult:
 
 
 @flow(name="rollout", flow_run_name="rollout {model}", log_prints=False)
-def rollout_flow(model: str) -> RolloutResult:
+def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
+    """Roll `model`, an approved version of `usecase`'s model (default: params.yaml's use case), out."""
     settings = Settings()
-    params = load_params(Layout(settings.project_dir).params_file)
+    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     logger = get_run_logger()
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)
     moves = Rollouts(engine, ledger)
     version = moves.registry.get(model)
     ref = version.ref
+    if version.name != params.usecase.model_name:
+        raise RoutingError(
+            OTHER_USECASE.format(ref=ref, usecase=params.usecase.name, model_name=params.usecase.model_name)
+        )
     if version.state is not State.APPROVED:
         raise ValueError(NOT_APPROVED.format(ref=ref, state=version.state.value))
-    production = moves.table.get().production
+    production = moves.table.get(version.name).production
     result = RolloutResult(model=ref, outcome="production")
     if not production:
         reason = f"{ref} is the first production model: nothing to compare it with"
@@ -131,7 +140,7 @@ def rollback_flow(model: str, reason: str) -> dict[str, Any]:
     settings = Settings()
     engine = make_engine(settings.db_url)
     moves = Rollouts(engine, Ledger(engine))
-    routing = moves.table.get()
+    routing = moves.table.get(model_name_of(model))  # the routing row of the model's own use case
     if model not in (routing.canary, routing.shadow):
         get_run_logger().info(f"{model} is neither canary nor shadow now: nothing to roll back")
         return {"model": model, "rolled_back": False, "routing": routing.as_dict()}

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase
+
+from steward.errors import SchemaError
+
+OLD_SCHEMA = (
+    "the database {url} was created by an older Steward: {problems}. Steward does not migrate its tables; "
+    "use a fresh STEWARD_HOME (or STEWARD_DATABASE_URL), or move the old database aside"
+)
 
 
 class Base(DeclarativeBase):
@@ -29,4 +36,20 @@ def make_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
+    check_schema(engine)
     return engine
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database whose existing tables lack columns Steward's tables have now (`create_all` adds
+    missing tables, never missing columns), naming each, rather than failing later on the first query."""
+    existing = inspect(engine)
+    problems = []
+    for table in Base.metadata.sorted_tables:
+        found = {c["name"] for c in existing.get_columns(table.name)}
+        if missing := [c.name for c in table.columns if c.name not in found]:
+            problems.append(f"table {table.name} lacks {', '.join(missing)}")
+    if problems:
+        raise SchemaError(
+            OLD_SCHEMA.format(url=engine.url.render_as_string(hide_password=True), problems="; ".join(problems))
+        )

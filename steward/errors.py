@@ -6,6 +6,7 @@ a TypeError) is a defect in Steward and surfaces with its traceback. Each error 
 built-in exception its callers have always caught (ValueError, FileNotFoundError, RuntimeError).
 
     StewardError
+    ├── SchemaError (RuntimeError)          steward.db: a database whose tables an older Steward created
     ├── NotFound (FileNotFoundError)        a file, object, evidence digest or snapshot the user named is not there
     ├── ParamsError (ValueError)            steward.params: params.yaml names a key or value Steward refuses
     ├── EstimatorError (ValueError)         tasks.model.estimator: train.model names no buildable classifier
@@ -29,6 +30,10 @@ from __future__ import annotations
 
 class StewardError(Exception):
     """Something Steward refuses or cannot find, with a message that names it."""
+
+
+class SchemaError(StewardError, RuntimeError):
+    """A database whose tables an older Steward created (Steward does not migrate them)."""
 
 
 class NotFound(StewardError, FileNotFoundError):

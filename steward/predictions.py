@@ -1,6 +1,10 @@
 """The prediction log: every decision served (and every shadow answer), written in batches off the
 response path, each batch's digest a ledger record written in the same transaction.
 
+Rows are keyed by model name (`model_name`, the use case's `usecase.model_name`): one database holds the
+decisions of every use case, and each reader (monitoring, the rollout's analysis, retraining) reads one
+model name's rows. `subject_id` is the value of the use case's id column (who the decision is about).
+
 Durability: a decision is acknowledged to the client before its batch is written, so a process killed
 with SIGKILL loses at most the decisions of the last `flush_seconds` (plus one batch in flight). A clean
 stop (SIGTERM) flushes what is buffered. `bench/` and the tests measure the window.
@@ -49,9 +53,10 @@ class PredictionRow(Base):
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(12), primary_key=True)  # production, canary or shadow
     ts: Mapped[str] = mapped_column(String(40), index=True)
-    model: Mapped[str] = mapped_column(String(300), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)  # the use case's model name
+    model: Mapped[str] = mapped_column(String(300), index=True)  # the registry ref `name:vN`
     data_md5: Mapped[str] = mapped_column(String(64))
-    applicant_id: Mapped[str] = mapped_column(String(200))
+    subject_id: Mapped[str] = mapped_column(String(200))  # the use case's id column's value
     decision: Mapped[str] = mapped_column(String(12))
     probability: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
@@ -66,9 +71,10 @@ class Decision:
     request_id: str
     role: str
     ts: str
+    model_name: str
     model: str
     data_md5: str
-    applicant_id: str
+    subject_id: str
     decision: str
     probability: float
     latency_ms: float

@@ -1,8 +1,10 @@
 """What serves what: the production model, a canary with its traffic weight, a shadow, or refusal.
 
-One row in Steward's database. The rollout flow and the kill switch write it (each change a ledger
-record, in the same transaction); the serving process re-reads it every few hundred milliseconds, so a
-weight change or a rollback takes effect within a second without a restart.
+One row per model name (one use case, `usecase.model_name`) in Steward's database, so use cases are
+rolled out and rolled back side by side without touching each other. The rollout flow and the kill switch
+write a row (each change a ledger record, in the same transaction); a use case's serving process re-reads
+its row every few hundred milliseconds, so a weight change or a rollback takes effect within a second
+without a restart.
 
 A request goes to the canary when the applicant's bucket (a hash of the applicant id, uniform in [0, 1))
 is below the canary weight: the same applicant always meets the same model while the weight stands, and
@@ -29,6 +31,7 @@ WRONG_STATE = "{role} must be a model in state {expected}; {ref} is {state}"
 # Which registry states may take which role: only what passed sign-off and the rollout's steps serves.
 ROLE_STATES = {"production": ("production",), "canary": ("canary",), "shadow": ("shadow",)}
 NO_CANARY = "a canary weight above 0 needs a canary model"
+OTHER_MODEL = "the routing of {model_name} cannot name {ref}: a version of another model"
 
 
 class RoutingError(StewardError, ValueError):
@@ -38,7 +41,7 @@ class RoutingError(StewardError, ValueError):
 class RoutingRow(Base):
     __tablename__ = "routing"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     production: Mapped[str | None] = mapped_column(String(300))
     canary: Mapped[str | None] = mapped_column(String(300))
     canary_weight: Mapped[float] = mapped_column(Float, default=0.0)
@@ -79,6 +82,11 @@ class Routing:
         }
 
 
+def model_name_of(ref: str) -> str:
+    """The model name of a registry ref `name:vN` (the key of its routing row)."""
+    return ref.partition(":v")[0]
+
+
 def bucket(applicant_id: str) -> float:
     """The applicant's place in [0, 1): the first 8 bytes of sha256(id), uniform for any ids."""
     digest = hashlib.sha256(applicant_id.encode("utf-8")).digest()
@@ -86,33 +94,53 @@ def bucket(applicant_id: str) -> float:
 
 
 class RoutingTable:
-    """The routing row; every change is a ledger record (`rollout.step`, or `rollback`) in its transaction."""
+    """The routing rows, one per model name; every change is a ledger record (`rollout.step`, or `rollback`)
+    in its transaction."""
 
     def __init__(self, engine: Engine, ledger: Ledger) -> None:
         self._engine = engine
         self._ledger = ledger
 
-    def get(self) -> Routing:
+    def get(self, model_name: str) -> Routing:
+        """What serves `model_name`'s decisions (nothing, revision 0, when never set)."""
         with Session(self._engine) as session:
-            row = session.get(RoutingRow, 1)
+            row = session.get(RoutingRow, model_name)
             return Routing() if row is None else _plain(row)
 
-    def set(
-        self, routing: Routing, *, actor: str, reason: str, rollback: bool = False, subject: str | None = None
-    ) -> Routing:
-        """Replace the routing (a new revision) and record why; refuses a weight without a canary.
+    def all(self) -> dict[str, Routing]:
+        """Every model name's routing, by name (what `steward status` shows)."""
+        with Session(self._engine) as session:
+            rows = session.scalars(select(RoutingRow).order_by(RoutingRow.model_name))
+            return {row.model_name: _plain(row) for row in rows}
 
-        The ledger record is about `subject` (a rollback: the model taken out), else the canary or production."""
+    def set(
+        self,
+        model_name: str,
+        routing: Routing,
+        *,
+        actor: str,
+        reason: str,
+        rollback: bool = False,
+        subject: str | None = None,
+    ) -> Routing:
+        """Replace `model_name`'s routing (a new revision) and record why; refuses a weight without a canary
+        and a version of another model.
+
+        The ledger record is about `subject` (a rollback: the model taken out), else the canary or production,
+        else `routing:<model name>`."""
         if not 0.0 <= routing.canary_weight <= 1.0:
             raise RoutingError(BAD_WEIGHT.format(weight=routing.canary_weight))
         if routing.canary_weight > 0 and not routing.canary:
             raise RoutingError(NO_CANARY)
+        for ref in (routing.production, routing.canary, routing.shadow):
+            if ref and model_name_of(ref) != model_name:
+                raise RoutingError(OTHER_MODEL.format(model_name=model_name, ref=ref))
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             _check_states(session, routing)
-            row = session.get(RoutingRow, 1)
+            row = session.get(RoutingRow, model_name)
             if row is None:
-                row = RoutingRow(id=1, revision=0, updated_at=datetime.now(UTC))
+                row = RoutingRow(model_name=model_name, revision=0, updated_at=datetime.now(UTC))
                 session.add(row)
             before = _plain(row).as_dict()
             row.production, row.canary, row.canary_weight = routing.production, routing.canary, routing.canary_weight
@@ -124,7 +152,7 @@ class RoutingTable:
             self._ledger.append(
                 actor=actor,
                 action=ROLLBACK if rollback else ROLLOUT_STEP,
-                subject=subject or routing.canary or routing.production or "routing",
+                subject=subject or routing.canary or routing.production or f"routing:{model_name}",
                 payload={"before": before, "after": after.as_dict(), "reason": reason},
                 session=session,
             )
@@ -159,17 +187,18 @@ def _plain(row: RoutingRow) -> Routing:
     )
 
 
-def newest(engine: Engine) -> int:
-    """The routing revision (0 when never set): cheap enough to poll."""
+def newest(engine: Engine, model_name: str) -> int:
+    """`model_name`'s routing revision (0 when never set): cheap enough to poll."""
     with Session(engine) as session:
-        return session.scalar(select(RoutingRow.revision).where(RoutingRow.id == 1)) or 0
+        return session.scalar(select(RoutingRow.revision).where(RoutingRow.model_name == model_name)) or 0
 
 
 class Rollouts:
     """The moves a rollout makes, each a registry transition and a routing change (both in the ledger).
 
     Traffic moves first when a model leaves (the routing row, then its state), and last when one arrives
-    (its state, then the routing row), so the routing table never names a model in the wrong state.
+    (its state, then the routing row), so the routing table never names a model in the wrong state. A move
+    changes only the routing row of the model's own name (`name` of `name:vN`).
     """
 
     def __init__(self, engine: Engine, ledger: Ledger) -> None:
@@ -183,8 +212,9 @@ class Rollouts:
         from steward.registry import State
 
         self.registry.transition(ref, State.SHADOW, actor=actor)
-        current = self.table.get()
-        return self.table.set(replace(current, shadow=ref), actor=actor, reason=f"{ref} mirrors production")
+        name = model_name_of(ref)
+        current = self.table.get(name)
+        return self.table.set(name, replace(current, shadow=ref), actor=actor, reason=f"{ref} mirrors production")
 
     def to_canary(self, ref: str, weight: float, *, actor: str) -> Routing:
         from steward.registry import State
@@ -193,21 +223,23 @@ class Rollouts:
             raise RoutingError(BAD_WEIGHT.format(weight=weight))
         if self.registry.get(ref).state is not State.CANARY:
             self.registry.transition(ref, State.CANARY, actor=actor)
-        current = self.table.get()
+        name = model_name_of(ref)
+        current = self.table.get(name)
         shadow = None if current.shadow == ref else current.shadow
         routing = replace(current, canary=ref, canary_weight=weight, shadow=shadow)
-        return self.table.set(routing, actor=actor, reason=f"{ref} takes {weight:.0%} of applicants")
+        return self.table.set(name, routing, actor=actor, reason=f"{ref} takes {weight:.0%} of applicants")
 
     def promote(self, ref: str, *, actor: str, reason: str) -> Routing:
         """`ref` (canary) becomes production; the production it replaces retires."""
         from steward.registry import State
 
-        current = self.table.get()
+        name = model_name_of(ref)
+        current = self.table.get(name)
         for state in _path_to_production(self.registry.get(ref).state):
             self.registry.transition(ref, state, actor=actor)
         after = replace(current, production=ref, canary=None, canary_weight=0.0, mode="serve")
         done = self.table.set(
-            replace(after, shadow=None if current.shadow == ref else current.shadow), actor=actor, reason=reason
+            name, replace(after, shadow=None if current.shadow == ref else current.shadow), actor=actor, reason=reason
         )
         if current.production and current.production != ref:
             self.registry.transition(current.production, State.RETIRED, actor=actor)
@@ -217,30 +249,37 @@ class Rollouts:
         """Take `ref` (canary or shadow) out of routing at once and mark it rolled back."""
         from steward.registry import State
 
-        current = self.table.get()
+        name = model_name_of(ref)
+        current = self.table.get(name)
         routing = current
         if current.canary == ref:
             routing = replace(routing, canary=None, canary_weight=0.0)
         if current.shadow == ref:
             routing = replace(routing, shadow=None)
         changed = routing != current
-        done = self.table.set(routing, actor=actor, reason=reason, rollback=True, subject=ref) if changed else current
+        done = (
+            self.table.set(name, routing, actor=actor, reason=reason, rollback=True, subject=ref)
+            if changed
+            else current
+        )
         if self.registry.get(ref).state in (State.SHADOW, State.CANARY):
             self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
         return done
 
-    def kill_switch(self, *, actor: str, reason: str) -> tuple[list[str], Routing]:
-        """Everything but production out of routing (rolled back); with nothing else to pull, production too,
-        and the service refuses decisions (503, `referred`) until a model is restored."""
+    def kill_switch(self, model_name: str, *, actor: str, reason: str) -> tuple[list[str], Routing]:
+        """Everything but production out of `model_name`'s routing (rolled back); with nothing else to pull,
+        production too, and its service refuses decisions (503, `referred`) until a model is restored. Other
+        model names' routing is untouched."""
         from steward.registry import State
 
-        current = self.table.get()
+        current = self.table.get(model_name)
         pulled = [ref for ref in (current.canary, current.shadow) if ref]
         if not pulled and current.production:
             pulled, after = [current.production], Routing(mode="refuse")
         else:
             after = Routing(production=current.production, mode="serve" if current.production else "refuse")
-        done = self.table.set(after, actor=actor, reason=reason, rollback=True, subject=", ".join(pulled) or None)
+        subject = ", ".join(pulled) or None
+        done = self.table.set(model_name, after, actor=actor, reason=reason, rollback=True, subject=subject)
         for ref in pulled:
             if self.registry.get(ref).state in (State.SHADOW, State.CANARY, State.PRODUCTION):
                 self.registry.transition(ref, State.ROLLED_BACK, actor=actor)

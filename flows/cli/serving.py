@@ -9,6 +9,16 @@ from flows.cli.common import _environment, _fail, console
 from steward.errors import StewardError
 from steward.settings import Settings
 
+USECASE_HELP = "The use case (a folder under usecases/; default: params.yaml's)."
+
+
+def _model_name(settings: Settings, usecase: str | None) -> str:
+    """The model name of `usecase` (default: params.yaml's): the key of its routing row."""
+    from steward.layout import Layout
+    from steward.params import load_params
+
+    return load_params(Layout(settings.project_dir).params_file, usecase=usecase).usecase.model_name
+
 
 def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -> None:
     """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says."""
@@ -25,6 +35,7 @@ def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -
 
 def rollout(
     model: str = typer.Argument(..., help="An approved model version: `name:vN` or a registry id."),
+    usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
     """Shadow → canary weights → production, with an analysis after each step and automatic rollback on a breach."""
     settings = Settings()
@@ -32,7 +43,7 @@ def rollout(
     from flows.rollout import rollout_flow
 
     try:
-        result = rollout_flow(model)
+        result = rollout_flow(model, usecase=usecase)
     except StewardError as exc:
         _fail(exc)
         return
@@ -46,26 +57,34 @@ def rollout(
 def rollback(
     reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger."),
     actor: str | None = typer.Option(None, "--as", help="Who pulls the switch (default STEWARD_USER or the OS user)."),
+    usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
-    """The kill switch: canary and shadow out of routing (rolled back); with no canary, production too, and
-    the service refuses decisions (503, `referred`) until a model is restored. Audited in the ledger."""
+    """The kill switch of one use case: its canary and shadow out of routing (rolled back); with no canary,
+    production too, and its service refuses decisions (503, `referred`) until a model is restored. Other use
+    cases keep serving. Audited in the ledger."""
     from steward.db import make_engine
     from steward.ledger import Ledger
     from steward.routing import Rollouts
 
     settings = Settings()
-    engine = make_engine(settings.db_url)
     try:
-        pulled, done = Rollouts(engine, Ledger(engine)).kill_switch(actor=actor or settings.user, reason=reason)
+        model_name = _model_name(settings, usecase)
+        engine = make_engine(settings.db_url)
+        pulled, done = Rollouts(engine, Ledger(engine)).kill_switch(
+            model_name, actor=actor or settings.user, reason=reason
+        )
     except StewardError as exc:
         _fail(exc)
         return
     target = done.production or "nobody: decisions are refused and referred to people"
-    console.print(f"rolled back {', '.join(pulled) or 'nothing'}; all traffic to {target}", highlight=False)
+    console.print(
+        f"{model_name}: rolled back {', '.join(pulled) or 'nothing'}; all traffic to {target}", highlight=False
+    )
 
 
 def status() -> None:
-    """What serves what: the routing table, the models' registry states, and the prediction log."""
+    """What serves what, per model name (use case): its routing, the models' registry states, and the
+    prediction log."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
@@ -78,22 +97,28 @@ def status() -> None:
     settings = Settings()
     engine = make_engine(settings.db_url)
     ledger = Ledger(engine)
-    routing = RoutingTable(engine, ledger).get()
     registry = Registry(engine)
-    table = Table("role", "model", "registry state", "weight")
-    for role, ref, weight in (
-        ("production", routing.production, 1 - routing.canary_weight if routing.canary else 1.0),
-        ("canary", routing.canary, routing.canary_weight),
-        ("shadow", routing.shadow, None),
-    ):
-        if ref:
-            try:
-                state = registry.get(ref).state.value
-            except RegistryError:
-                state = "unknown"
-            table.add_row(role, ref, state, "mirror" if weight is None else f"{weight:.0%}")
-    console.print(f"routing revision {routing.revision}, mode {routing.mode}: {routing.reason or '-'}", highlight=False)
-    console.print(table)
+    routed = RoutingTable(engine, ledger).all()
+    if not routed:
+        console.print("routing: nothing routed yet", highlight=False)
+    for model_name, routing in routed.items():
+        table = Table("role", "model", "registry state", "weight")
+        for role, ref, weight in (
+            ("production", routing.production, 1 - routing.canary_weight if routing.canary else 1.0),
+            ("canary", routing.canary, routing.canary_weight),
+            ("shadow", routing.shadow, None),
+        ):
+            if ref:
+                try:
+                    state = registry.get(ref).state.value
+                except RegistryError:
+                    state = "unknown"
+                table.add_row(role, ref, state, "mirror" if weight is None else f"{weight:.0%}")
+        console.print(
+            f"{model_name}: routing revision {routing.revision}, mode {routing.mode}: {routing.reason or '-'}",
+            highlight=False,
+        )
+        console.print(table)
     with Session(engine) as session:
         rows = session.execute(
             select(PredictionRow.model, PredictionRow.role, func.count()).group_by(
@@ -117,6 +142,7 @@ def monitor(
     model: str | None = typer.Option(None, "--model", help="A model version (default: production and any canary)."),
     hours: float = typer.Option(24.0, "--hours", help="The window: the last HOURS of the prediction log."),
     since: str | None = typer.Option(None, "--since", help="Or from this ISO time (UTC) until now."),
+    usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
     """Drift, group rates, error rates, attributions and latency of a window against each model's reference
     (production and any canary). Writes reports/monitor-<time>.json and .html; exits 4 on a breach (and emits
@@ -126,7 +152,7 @@ def monitor(
     from flows.monitor import monitor_flow
 
     try:
-        reports = monitor_flow(model=model, hours=hours, since=since)
+        reports = monitor_flow(model=model, hours=hours, since=since, usecase=usecase)
     except StewardError as exc:
         _fail(exc)
         return

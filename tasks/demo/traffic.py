@@ -19,7 +19,6 @@ import httpx
 import pandas as pd
 
 CLIENTS = 64  # distinct X-Client-Id values, so the per-client rate limit sees many applicants' devices
-LABEL = "credit_risk"
 
 
 @dataclass
@@ -41,10 +40,11 @@ class Tally:
         return sum(v for k, v in self.statuses.items() if k >= 500) + sum(self.errors.values())
 
 
-def requests_of(frame: pd.DataFrame) -> list[tuple[dict[str, Any], str | None]]:
-    """(request body, true outcome) per row of an applications frame in the raw schema."""
-    bodies = frame.drop(columns=[LABEL], errors="ignore").to_dict("records")
-    outcomes = frame[LABEL].tolist() if LABEL in frame else [None] * len(frame)
+def requests_of(frame: pd.DataFrame, *, label: str) -> list[tuple[dict[str, Any], str | None]]:
+    """(request body, true outcome as /feedback takes it: a string) per row of a frame in the use case's raw
+    schema; `label` is its label column (`usecase.label.column`)."""
+    bodies = frame.drop(columns=[label], errors="ignore").to_dict("records")
+    outcomes = [str(o) for o in frame[label]] if label in frame else [None] * len(frame)
     return [
         ({k: (v.item() if hasattr(v, "item") else v) for k, v in b.items()}, o)
         for b, o in zip(bodies, outcomes, strict=True)
@@ -52,13 +52,15 @@ def requests_of(frame: pd.DataFrame) -> list[tuple[dict[str, Any], str | None]]:
 
 
 class Traffic:
-    """Send `requests` (cycling, each pass with fresh applicant ids) until stopped or `limit` are sent."""
+    """Send `requests` (cycling, each pass with fresh ids in `id_column`, the use case's) until stopped or
+    `limit` are sent."""
 
     def __init__(
         self,
         url: str,
         requests: list[tuple[dict[str, Any], str | None]],
         *,
+        id_column: str,
         threads: int = 4,
         feedback: bool = True,
         limit: int | None = None,
@@ -66,6 +68,7 @@ class Traffic:
         self.url = url.rstrip("/")
         self.tally = Tally()
         self._requests = requests
+        self._id_column = id_column
         self._threads = threads
         self._feedback = feedback
         self._limit = limit
@@ -105,7 +108,7 @@ class Traffic:
         body, outcome = requests[i % len(requests)]
         passes = i // len(requests)
         if passes:
-            body = {**body, "applicant_id": f"{body['applicant_id']}-{passes}"}
+            body = {**body, self._id_column: f"{body[self._id_column]}-{passes}"}
         return body, outcome, i
 
     def _run(self) -> None:

@@ -3,7 +3,8 @@
 
 The report, per window: input drift per column, prediction drift, each group's approval rate against its
 reference (a breach when the difference passes `selection_gap` with at least `min_group_size` decisions),
-each group's error rate once outcomes have arrived (`error_gap`), attribution drift (the Jensen-Shannon
+each group's error rate once outcomes have arrived (`error_gap`; an approval is an error unless the outcome
+is the use case's favourable value, compared as the string /feedback stores), attribution drift (the Jensen-Shannon
 distance between the two attribution-share vectors), the share of requests the model raised on
 (`max_error_rate`), and the window's p95 latency against `max_p95_latency_ms`. What reviewers decided on
 the model's referred and contested decisions is reported per group (how many they approved, declined or
@@ -57,10 +58,12 @@ def report(
     ref: Mapping[str, Any],
     *,
     limits: Limits,
+    favourable: str,
     attributions: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The monitoring report of `window` (one row per served decision: the inputs, probability, decision,
-    outcome or None, latency_ms, and the sensitive attributes) against `ref`."""
+    outcome or None, latency_ms, and the sensitive attributes) against `ref`; an outcome equal to
+    `favourable` (the use case's favourable label value, as a string) is the one an approval is right on."""
     breaches: list[str] = []
     inputs = drift(window, ref["inputs"], thresholds=limits.drift)
     breaches += [f"input drift: {d.column} {_stats(d.statistics)}" for d in inputs if d.drifted]
@@ -78,7 +81,7 @@ def report(
     answered = window[~failed]
     approved = (answered["decision"] == "approve").to_numpy()
     known = answered["outcome"].notna().to_numpy()
-    good = (answered["outcome"] == "good").to_numpy()
+    good = (answered["outcome"] == favourable).to_numpy()
     groups = []
     for name, expected in ref["groups"].items():
         attribute, _, value = name.partition("=")
@@ -228,11 +231,14 @@ def page(found: Mapping[str, Any], *, title: str) -> str:
 
 
 @task(name="monitor-window", cache_policy=NO_CACHE)
-def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> dict[str, Any]:
-    """The report of one window (see `report`), with the model's attributions on a sample of it."""
+def monitor_window(
+    ref: str, *, since: str, until: str, usecase: str | None = None, settings: Settings
+) -> dict[str, Any]:
+    """The report of one window (see `report`) of `ref`, a model of `usecase` (default: params.yaml's), with
+    the model's attributions on a sample of it."""
     import bentoml
 
-    params = load_params(Layout(settings.project_dir).params_file)
+    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     engine = make_engine(settings.db_url)
     version = Registry(engine).get(ref)
     reference = stored_reference(version.model_tag)
@@ -249,5 +255,8 @@ def monitor_window(ref: str, *, since: str, until: str, settings: Settings) -> d
         train = Layout(settings.project_dir).prepared_train
         background = pd.read_parquet(train).sample(n=200, random_state=0, replace=True) if train.is_file() else None
         attributions = mean_attributions(model, sample, background=background)
-    found = report(window, reference, limits=limits_of(params.monitor), attributions=attributions)
+    favourable = str(params.usecase.label.favourable)
+    found = report(
+        window, reference, limits=limits_of(params.monitor), favourable=favourable, attributions=attributions
+    )
     return {"model": ref, "since": since, "until": until, **found}

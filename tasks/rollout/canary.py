@@ -6,9 +6,9 @@ over the same period, one test per (metric, group):
 
 * ``selection_rate``: P(approve) in each group of each sensitive attribute. Breach hypothesis: the
   candidate approves the group at ``selection_ratio`` times production's rate.
-* ``tpr`` / ``fpr``: P(approve | outcome good) and P(approve | outcome bad) per group, once outcomes have
-  arrived through /feedback. Breach hypothesis: the candidate's TPR is ``rate_gap`` lower, or its FPR
-  ``rate_gap`` higher, than production's.
+* ``tpr`` / ``fpr``: P(approve | favourable outcome) and P(approve | unfavourable outcome) per group (the
+  use case's label values), once outcomes have arrived through /feedback. Breach hypothesis: the
+  candidate's TPR is ``rate_gap`` lower, or its FPR ``rate_gap`` higher, than production's.
 * ``latency``: the share of the candidate's requests slower than ``latency_factor`` x production's p95.
   Breach hypothesis: ``slow_share`` of them are.
 
@@ -208,8 +208,13 @@ def analyse(
     role: str,
     attributes: list[str],
     design: Design,
+    favourable: str,
+    unfavourable: str,
 ) -> Analysis:
     """Compare `candidate` (the models' rows with `role`: canary or shadow) with `reference` (production).
+
+    The TPR tests read the decisions whose outcome is `favourable`, the FPR tests those whose outcome is
+    `unfavourable` (the use case's label values, as the strings /feedback stores).
 
     `log` is a prediction-log window (`steward.predictions.window`): one row per decision, with columns
     request_id, role, model, decision, latency_ms, outcome (None until known) and the sensitive attributes.
@@ -250,7 +255,7 @@ def analyse(
         if metric == "selection_rate":
             alternative: Any = lambda p0: p0 * design.selection_ratio  # noqa: E731
         else:
-            outcome = "good" if metric == "tpr" else "bad"
+            outcome = favourable if metric == "tpr" else unfavourable
             in_ours = in_ours & (ours["outcome"] == outcome).to_numpy()
             in_theirs = in_theirs & (theirs["outcome"] == outcome).to_numpy()
             gap = -design.rate_gap if metric == "tpr" else design.rate_gap

@@ -20,7 +20,7 @@ from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.params import Params, StepParams
 from steward.predictions import window
-from steward.routing import RoutingTable
+from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
 from tasks.rollout.canary import Analysis, Design, analyse
 
@@ -107,20 +107,29 @@ def watch(
         log = None
     engine = make_engine(settings.db_url)
     table = RoutingTable(engine, Ledger(engine))
+    model_name = model_name_of(candidate)  # the routing row of the candidate's use case
+    label = params.usecase.label
     started = time.monotonic()
     last_progress = started
     attributes = list(params.usecase.sensitive)
     while True:
         frame = window(engine, models=[candidate, reference], since=since)
         analysis = analyse(
-            frame, candidate=candidate, reference=reference, role=role, attributes=attributes, design=design(params)
+            frame,
+            candidate=candidate,
+            reference=reference,
+            role=role,
+            attributes=attributes,
+            design=design(params),
+            favourable=str(label.favourable),
+            unfavourable=str(label.unfavourable),
         )
         elapsed = time.monotonic() - started
         ours = frame[(frame["model"] == candidate) & (frame["role"] == role)] if len(frame) else frame
         newest = str(ours["ts"].max()) if len(ours) else None
         if analysis.verdict == "breach":
             return StepResult("breach", analysis, elapsed, newest)
-        routing = table.get()
+        routing = table.get(model_name)
         if (routing.canary if role == "canary" else routing.shadow) != candidate:
             note = f"{candidate} left routing during the step: {routing.reason or 'no reason recorded'}"
             return StepResult("withdrawn", analysis, elapsed, newest, note)

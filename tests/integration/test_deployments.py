@@ -61,8 +61,12 @@ def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project,
         [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], cwd=project, env=env
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    monitor = httpx.get(f"{prefect_server}/deployments/name/monitor/monitor", timeout=10).json()
-    assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 * * * *"]
+    for name, cron in (("german-credit", "0 * * * *"), ("adult-income", "30 * * * *")):  # one per use case
+        monitor = httpx.get(f"{prefect_server}/deployments/name/monitor/monitor-{name}", timeout=10).json()
+        assert [s["schedule"]["cron"] for s in monitor["schedules"]] == [cron]
+        assert monitor["parameters"]["usecase"] == name.replace("-", "_")
+        retrain = httpx.get(f"{prefect_server}/deployments/name/retrain/retrain-{name}", timeout=10).json()
+        assert retrain["parameters"] == {"usecase": name.replace("-", "_")}
 
     log = (project / "worker.log").open("w")
     worker = subprocess.Popen(
@@ -95,7 +99,7 @@ def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project,
     finally:
         stop_pid(worker.pid)
         log.close()
-    routing = moves.table.get()
+    routing = moves.table.get("credit-risk")
     assert routing.canary is None and routing.canary_weight == 0
     assert moves.registry.get(canary).state is State.ROLLED_BACK
     record = moves.ledger.records(subject=canary, actions=(ROLLBACK,))[-1]

@@ -82,7 +82,7 @@ def service(tmp_path_factory):
     env, refs = serving_project(project, serve=unlimited, extra={"STEWARD_ADMIN_TOKEN": TOKEN})
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     routing = Routing(production=refs["production"], canary=refs["canary"], canary_weight=0.5, shadow=refs["shadow"])
-    RoutingTable(engine, Ledger(engine)).set(routing, actor="test", reason="conformance")
+    RoutingTable(engine, Ledger(engine)).set("credit-risk", routing, actor="test", reason="conformance")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=120) as running:
         yield running.url
 

@@ -31,9 +31,10 @@ def _serve(project, n: int) -> None:
                 request_id=f"{i:032x}",
                 role="production",
                 ts=f"2026-11-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+                model_name="credit-risk",
                 model="credit-risk:v0",
                 data_md5="d",
-                applicant_id=f"live-{i}",
+                subject_id=f"live-{i}",
                 decision="approve",
                 probability=0.7,
                 latency_ms=10.0,
@@ -62,8 +63,9 @@ def test_retraining_records_why_and_trains_on_the_snapshot_plus_what_came_back(p
     assert record.payload == {
         "reason": "drift in credit_amount",
         "trigger": "engineer",
+        "usecase": "german_credit",
         "data": "current snapshot",
-        "rows": {"snapshot": 1000, "outcomes": 59, "reviews": 1, "replaced": 0},
+        "rows": {"snapshot": 1000, "outcomes": 59, "reviews": 1, "replaced": 0, "ignored": 0},
     }
     trained = pd.read_csv(project / "data/raw/snapshot.csv")
     assert len(trained) == 1060 and trained["applicant_id"].str.startswith("live-").sum() == 60

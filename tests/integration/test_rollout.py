@@ -24,6 +24,7 @@ from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.registry import Registry
 from steward.routing import Rollouts, RoutingTable
 from tasks.demo.traffic import Traffic, requests_of
+from tests.usecases import usecase
 from usecases.german_credit.generator import generate_applications
 
 pytestmark = pytest.mark.integration
@@ -56,12 +57,16 @@ def live(tmp_path_factory, prefect_server):
         }
 
 
+GERMAN = usecase("german_credit")
+MODEL_NAME = GERMAN.model_name
+
+
 def _ordinary(seed: int):
-    return requests_of(generate_applications(3000, seed=seed))
+    return requests_of(generate_applications(3000, seed=seed), label=GERMAN.label.column)
 
 
 def _campaign(seed: int):
-    return requests_of(generate_applications(3000, seed=seed, proxy=1.0))
+    return requests_of(generate_applications(3000, seed=seed, proxy=1.0), label=GERMAN.label.column)
 
 
 def _rollout(live, ref: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +94,7 @@ def _when_canary(live, ref: str, then, *, timeout: float = 300) -> threading.Thr
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and table.get().canary != ref:
+        while time.monotonic() < deadline and table.get(MODEL_NAME).canary != ref:
             time.sleep(0.1)
         then()
 
@@ -100,7 +105,7 @@ def _when_canary(live, ref: str, then, *, timeout: float = 300) -> threading.Thr
 
 def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(live):
     ref = live["refs"]["unfair"]
-    traffic = Traffic(live["url"], _ordinary(21), threads=4).start()
+    traffic = Traffic(live["url"], _ordinary(21), id_column=GERMAN.id_column, threads=4).start()
     _when_canary(live, ref, lambda: traffic.swap(_campaign(22)))
     try:
         done = _rollout(live, ref)
@@ -109,7 +114,7 @@ def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(liv
     assert done.returncode == 4, done.stdout + done.stderr
     assert tally.failed == 0 and set(tally.statuses) == {200}, tally
     assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
-    routing = RoutingTable(live["engine"], Ledger(live["engine"])).get()
+    routing = RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME)
     assert routing.canary is None and routing.canary_weight == 0 and routing.production != ref
 
     ledger = Ledger(live["engine"])
@@ -131,12 +136,14 @@ def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(liv
 
 def test_a_fair_candidate_walks_shadow_canary_to_production(live):
     ref = live["refs"]["fair"]
-    before = RoutingTable(live["engine"], Ledger(live["engine"])).get().production
-    traffic = Traffic(live["url"], _ordinary(31), threads=4).start()
+    before = RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME).production
+    traffic = Traffic(live["url"], _ordinary(31), id_column=GERMAN.id_column, threads=4).start()
     try:
         done = _rollout(live, ref)
         wait_until(lambda: _served_by(live) == ref, timeout=10, what=f"the service serving {ref}")
-        served_after = Traffic(live["url"], _ordinary(32), threads=1, feedback=False, limit=20).start()
+        served_after = Traffic(
+            live["url"], _ordinary(32), id_column=GERMAN.id_column, threads=1, feedback=False, limit=20
+        ).start()
         served_after.wait(60)
     finally:
         tally = traffic.stop()
@@ -159,7 +166,7 @@ def test_a_service_killed_mid_traffic_loses_only_its_last_flush_interval(live):
     """SIGKILL under load: every decision acknowledged more than a second before the kill is in the log (the
     log flushes every 0.1 s; bench/log_loss.py measures the window)."""
     with served(live["env"], cwd=PROJECT_DIR, log=live["project"] / "killed.log") as service:
-        traffic = Traffic(service.url, _ordinary(41), threads=4, feedback=False).start()
+        traffic = Traffic(service.url, _ordinary(41), id_column=GERMAN.id_column, threads=4, feedback=False).start()
         deadline = time.monotonic() + 60
         while len(traffic.tally.acknowledged) < 100 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -179,11 +186,13 @@ def test_a_canary_that_raises_is_taken_out_at_once_and_production_answers(live):
     moves = Rollouts(live["engine"], Ledger(live["engine"]))
     moves.to_shadow(ref, actor="test")
     moves.to_canary(ref, 0.5, actor="test")
-    traffic = Traffic(live["url"], _ordinary(51), threads=2, feedback=False, limit=60).start()
+    traffic = Traffic(
+        live["url"], _ordinary(51), id_column=GERMAN.id_column, threads=2, feedback=False, limit=60
+    ).start()
     assert traffic.wait(120)
     tally = traffic.stop()
     assert tally.statuses == {200: 60} and ref not in tally.models, tally
-    assert RoutingTable(live["engine"], Ledger(live["engine"])).get().canary is None
+    assert RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME).canary is None
     assert Registry(live["engine"]).get(ref).state.value == "rolled_back"
     record = Ledger(live["engine"]).records(subject=ref, actions=(ROLLBACK,))[-1]
     assert record.actor == "steward-serving" and "circuit breaker" in record.payload["reason"]
@@ -221,14 +230,14 @@ def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decisi
 
 def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(live):
     steward = str(BIN / "steward")
-    production = RoutingTable(live["engine"], Ledger(live["engine"])).get().production
+    production = RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME).production
     verdicts = {}
     for name, requests in (
         ("ordinary", _ordinary(71)),
-        ("drifted", requests_of(generate_applications(3000, seed=72, drift=1.0))),
+        ("drifted", requests_of(generate_applications(3000, seed=72, drift=1.0), label=GERMAN.label.column)),
     ):
         since = datetime.now(UTC).isoformat(timespec="microseconds")
-        traffic = Traffic(live["url"], requests, threads=4, limit=1000).start()
+        traffic = Traffic(live["url"], requests, id_column=GERMAN.id_column, threads=4, limit=1000).start()
         assert traffic.wait(180)
         assert traffic.stop().failed == 0
         wait_until(partial(_logged_since, live, since, at_least=1000), timeout=10, what="1000 decisions logged")

@@ -54,14 +54,14 @@ def service(tmp_path_factory):
     env, refs = serving_project(project, serve=low, extra={"STEWARD_ADMIN_TOKEN": TOKEN})
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     table = RoutingTable(engine, Ledger(engine))
-    table.set(Routing(production=refs["production"]), actor="test", reason="production only")
+    table.set("credit-risk", Routing(production=refs["production"]), actor="test", reason="production only")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=90) as served_service:
         yield {"url": served_service.url, "refs": refs, "table": table, "engine": engine, "project": project}
 
 
 def _route(service, routing: Routing, *, within: float = 1.0) -> None:
     """Change the routing and wait until the service serves it: within a second for models it has loaded."""
-    revision = service["table"].set(routing, actor="test", reason="test").revision
+    revision = service["table"].set("credit-risk", routing, actor="test", reason="test").revision
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "operator"}
     while True:
@@ -132,7 +132,7 @@ def test_canary_routing_is_sticky_by_applicant_and_the_shadow_is_never_returned(
         with service["engine"].connect() as connection:
             return int(
                 connection.exec_driver_sql(
-                    "SELECT COUNT(*) FROM predictions WHERE role = 'shadow' AND applicant_id LIKE 'route%'"
+                    "SELECT COUNT(*) FROM predictions WHERE role = 'shadow' AND subject_id LIKE 'route%'"
                 ).scalar()
             )
 
@@ -542,7 +542,7 @@ def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuse
     # the same switch over HTTP: refused without the admin token (nothing pulled), pulled with it
     body = {"reason": "production misbehaves too", "actor": "oncall-http"}
     refused = httpx.post(f"{service['url']}/admin/rollback", json=body, headers={"X-Client-Id": "oncall"})
-    assert refused.status_code == 401 and service["table"].get().production == refs["production"]
+    assert refused.status_code == 401 and service["table"].get("credit-risk").production == refs["production"]
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "oncall"}
     again = httpx.post(f"{service['url']}/admin/rollback", json=body, headers=headers, timeout=30)
     assert again.status_code == 200, again.text

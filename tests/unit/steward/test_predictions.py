@@ -20,9 +20,10 @@ def _decision(i, role="production"):
         request_id=f"r{i:04d}",
         role=role,
         ts=f"2026-01-01T00:00:{i % 60:02d}+00:00",
+        model_name="credit-risk",
         model="credit-risk:v1",
         data_md5="d" * 32,
-        applicant_id=f"a{i}",
+        subject_id=f"a{i}",
         decision="approve" if i % 2 else "decline",
         probability=i / 100,
         latency_ms=1.5,
@@ -292,9 +293,10 @@ def _served(engine):
                 request_id=request_id,
                 role=role,
                 ts=ts,
+                model_name=model.partition(":v")[0],
                 model=model,
                 data_md5="d",
-                applicant_id=f"a{request_id}",
+                subject_id=f"a{request_id}",
                 decision="approve" if n % 2 else "decline",
                 probability=n / 10,
                 latency_ms=float(n),
@@ -399,3 +401,31 @@ def test_an_empty_window_still_has_its_columns(engine):
         "latency_ms",
         "outcome",
     ]
+
+
+def test_the_readers_of_one_model_name_never_see_another_model_names_rows(engine):
+    log = PredictionLog(engine, Ledger(engine))
+    for n, name in enumerate(["credit-risk", "adult-income"] * 3):
+        log.add(replace(_decision(n), model_name=name, model=f"{name}:v1", inputs={"x": n}))
+    log.flush()
+    for name in ("credit-risk", "adult-income"):
+        ours = sorted(f"r{n:04d}" for n in range(6) if n % 2 == (name == "adult-income"))
+        assert sorted(served_window(engine, model=f"{name}:v1")["request_id"]) == ours
+        assert sorted(window(engine, models=[f"{name}:v1"])["request_id"]) == ours
+    rows = batch_rows(engine, 1)
+    assert {(d.model_name, d.model.partition(":")[0]) for d in rows} == {
+        ("credit-risk", "credit-risk"),
+        ("adult-income", "adult-income"),
+    }
+
+
+def test_a_prediction_log_of_an_older_steward_is_refused_with_a_message(tmp_path):
+    import sqlite3
+
+    from steward.errors import SchemaError
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the log before it was keyed by model name
+        old.execute("CREATE TABLE predictions (request_id VARCHAR(64), role VARCHAR(12), applicant_id VARCHAR(200))")
+    with pytest.raises(SchemaError, match=r"table predictions lacks ts, model_name, model, data_md5, subject_id"):
+        make_engine(f"sqlite:///{path}")

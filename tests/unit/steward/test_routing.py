@@ -66,7 +66,7 @@ def _candidate(registry):
 def _stored(engine) -> RoutingRow:
     """The routing row as the database holds it (not as the module reads it back)."""
     with Session(engine) as session:
-        row = session.get(RoutingRow, 1)
+        row = session.get(RoutingRow, "m")
         session.expunge(row)
         return row
 
@@ -170,11 +170,11 @@ def test_as_dict_names_every_field():
 
 def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
     prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
-    assert table.get() == Routing() and newest(table._engine) == 0
-    first = table.set(Routing(production=prod), actor="rollout", reason="first production")
-    second = table.set(Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason="5%")
-    back = table.set(Routing(production=prod), actor="alice", reason="kill switch", rollback=True)
-    assert (first.revision, second.revision, back.revision) == (1, 2, 3) and newest(table._engine) == 3
+    assert table.get("m") == Routing() and newest(table._engine, "m") == 0
+    first = table.set("m", Routing(production=prod), actor="rollout", reason="first production")
+    second = table.set("m", Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason="5%")
+    back = table.set("m", Routing(production=prod), actor="alice", reason="kill switch", rollback=True)
+    assert (first.revision, second.revision, back.revision) == (1, 2, 3) and newest(table._engine, "m") == 3
     records = table._ledger.records()[table.count :]
     assert [(r.actor, r.action, r.subject) for r in records] == [
         ("rollout", "rollout.step", prod),
@@ -188,7 +188,7 @@ def test_every_change_is_a_new_revision_and_a_ledger_record(table, tmp_path):
 def test_the_first_record_shows_the_never_set_routing_before_and_the_new_one_after(table):
     prod = table.models[State.PRODUCTION]
 
-    table.set(Routing(production=prod), actor="rollout", reason="first production")
+    table.set("m", Routing(production=prod), actor="rollout", reason="first production")
 
     (record,) = table._ledger.records()[table.count :]
     assert record.payload == {
@@ -202,32 +202,32 @@ def test_the_first_record_shows_the_never_set_routing_before_and_the_new_one_aft
 def test_the_reason_is_stored_with_the_routing(table, reason):
     prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
 
-    done = table.set(Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason=reason)
+    done = table.set("m", Routing(production=prod, canary=canary, canary_weight=0.05), actor="rollout", reason=reason)
 
-    assert done.reason == reason and table.get().reason == reason
+    assert done.reason == reason and table.get("m").reason == reason
 
 
 def test_a_routing_of_nothing_is_recorded_about_routing(table):
-    table.set(Routing(mode="refuse"), actor="ops", reason="nothing to serve")
+    table.set("m", Routing(mode="refuse"), actor="ops", reason="nothing to serve")
 
     (record,) = table._ledger.records()[table.count :]
-    assert (record.subject, record.action) == ("routing", "rollout.step")
+    assert (record.subject, record.action) == ("routing:m", "rollout.step")
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
 def test_weights_from_zero_to_one_inclusive_are_accepted(table, weight):
     prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
 
-    done = table.set(Routing(production=prod, canary=canary, canary_weight=weight), actor="x", reason="y")
+    done = table.set("m", Routing(production=prod, canary=canary, canary_weight=weight), actor="x", reason="y")
 
-    assert done.canary_weight == weight and table.get().canary_weight == weight
+    assert done.canary_weight == weight and table.get("m").canary_weight == weight
 
 
 def test_the_change_time_is_stored_in_utc_whatever_the_servers_zone(table, monkeypatch):
     monkeypatch.setenv("TZ", "JST-9")  # a POSIX zone nine hours east of UTC, needing no tz database
     time.tzset()
     try:
-        table.set(Routing(production=table.models[State.PRODUCTION]), actor="x", reason="y")
+        table.set("m", Routing(production=table.models[State.PRODUCTION]), actor="x", reason="y")
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -245,15 +245,17 @@ def test_the_change_time_is_stored_in_utc_whatever_the_servers_zone(table, monke
         (Routing(production="m:v1", canary_weight=0.2), "needs a canary model"),
         (Routing(production="m:v2"), "production must be a model in state production; m:v2 is canary"),
         (Routing(production="m:v1", shadow="m:v1"), "shadow must be a model in state shadow; m:v1 is production"),
-        (Routing(production="nobody:v9"), "nobody:v9 is unknown"),
+        (Routing(production="m:v9"), "m:v9 is unknown"),
+        (Routing(production="nobody:v9"), "the routing of m cannot name nobody:v9: a version of another model"),
+        (Routing(production="m:v1", canary="n:v1", canary_weight=0.1), "cannot name n:v1: a version of another"),
         (Routing(production="m:vx"), "production must be a model in state production; m:vx is unknown"),
         (Routing(production="m"), "production must be a model in state production; m is unknown"),
     ],
 )
 def test_impossible_routings_are_refused_and_change_nothing(table, routing, message):
     with pytest.raises(ValueError, match=message):
-        table.set(routing, actor="x", reason="y")
-    assert table.get() == Routing() and len(table._ledger.records()) == table.count
+        table.set("m", routing, actor="x", reason="y")
+    assert table.get("m") == Routing() and len(table._ledger.records()) == table.count
 
 
 def test_the_weight_messages_are_the_modules():
@@ -264,7 +266,7 @@ def test_the_weight_messages_are_the_modules():
 @pytest.mark.parametrize("ref", ["m:vx", "m"])
 def test_a_ref_without_a_version_number_is_unknown_to_the_registry_check(table, ref):
     with pytest.raises(RegistryError, match=f"; {ref} is unknown"):
-        table.set(Routing(production=ref), actor="x", reason="y")
+        table.set("m", Routing(production=ref), actor="x", reason="y")
 
 
 def test_a_refusal_names_every_state_a_role_allows(table, monkeypatch):
@@ -272,7 +274,7 @@ def test_a_refusal_names_every_state_a_role_allows(table, monkeypatch):
     shadow = table.models[State.SHADOW]
 
     with pytest.raises(RegistryError, match=f"production must be a model in state production or canary; {shadow} is"):
-        table.set(Routing(production=shadow), actor="x", reason="y")
+        table.set("m", Routing(production=shadow), actor="x", reason="y")
 
 
 def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
@@ -281,7 +283,7 @@ def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
     for role in ("production", "canary", "shadow"):
         routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0})
         with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; m:v1 is candidate"):
-            RoutingTable(engine, Ledger(engine)).set(routing, actor="anyone", reason="try")
+            RoutingTable(engine, Ledger(engine)).set("m", routing, actor="anyone", reason="try")
 
 
 # --- rollouts -------------------------------------------------------------------------------------------------
@@ -307,15 +309,15 @@ def _transitions(moves, ref):
 def test_a_first_model_walks_to_production_and_a_second_retires_it_after_shadow_and_canary(moves):
     first, second = _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
-    assert moves.table.get().production == first and moves.registry.get(first).state is State.PRODUCTION
+    assert moves.table.get("m").production == first and moves.registry.get(first).state is State.PRODUCTION
     moves.to_shadow(second, actor="t")
-    assert moves.table.get().shadow == second
+    assert moves.table.get("m").shadow == second
     moves.to_canary(second, 0.2, actor="t")
-    routing = moves.table.get()
+    routing = moves.table.get("m")
     assert (routing.canary, routing.canary_weight, routing.shadow) == (second, 0.2, None)
     moves.to_canary(second, 0.5, actor="t")  # a later weight: the state stays canary
     moves.promote(second, actor="t", reason="passed")
-    routing = moves.table.get()
+    routing = moves.table.get("m")
     assert (routing.production, routing.canary, routing.canary_weight) == (second, None, 0.0)
     assert moves.registry.get(first).state is State.RETIRED
     assert moves.registry.get(second).state is State.PRODUCTION
@@ -329,7 +331,7 @@ def test_every_registry_move_of_a_rollout_is_recorded_as_its_actor(moves):
     moves.promote(second, actor="dave", reason="passed")
     moves.to_shadow(third, actor="erin")
     moves.withdraw(third, actor="frank", reason="drift")
-    moves.kill_switch(actor="grace", reason="stop")
+    moves.kill_switch("m", actor="grace", reason="stop")
 
     assert _transitions(moves, first) == [
         ("alice", "approved", "shadow"),
@@ -351,15 +353,15 @@ def test_a_canary_weight_out_of_range_is_refused_before_the_model_changes_state(
     first, second = _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
     moves.to_shadow(second, actor="t")
-    before = moves.table.get()
+    before = moves.table.get("m")
 
     with pytest.raises(ValueError, match=rf"^a canary weight must be in \[0, 1\], got {shown}$"):
         moves.to_canary(second, weight, actor="t")
 
     assert moves.registry.get(second).state is State.SHADOW  # the routing still names it as the shadow
-    assert moves.table.get() == before
+    assert moves.table.get("m") == before
     moves.to_canary(second, 0.1, actor="t")  # and the rollout can go on
-    assert moves.table.get().canary == second
+    assert moves.table.get("m").canary == second
 
 
 @pytest.mark.parametrize("weight", [0.0, 1.0])
@@ -382,10 +384,10 @@ def test_a_canary_and_a_promotion_keep_another_models_shadow(moves):
     moves.to_shadow(third, actor="t")
 
     moves.to_canary(second, 0.4, actor="t")
-    assert moves.table.get().shadow == third
+    assert moves.table.get("m").shadow == third
     done = moves.promote(second, actor="t", reason="passed")
     assert (done.production, done.canary, done.shadow) == (second, None, third)
-    assert moves.table.get() == done
+    assert moves.table.get("m") == done
 
 
 def test_promoting_the_shadow_itself_takes_it_out_of_the_shadow_role(moves):
@@ -403,8 +405,8 @@ def test_promoting_the_shadow_itself_takes_it_out_of_the_shadow_role(moves):
 def test_a_promotion_after_the_kill_switch_serves_again(moves):
     first, second = _approved(moves), _approved(moves)
     moves.promote(first, actor="t", reason="first")
-    moves.kill_switch(actor="t", reason="stop everything")
-    assert moves.table.get().mode == "refuse"
+    moves.kill_switch("m", actor="t", reason="stop everything")
+    assert moves.table.get("m").mode == "refuse"
 
     done = moves.promote(second, actor="t", reason="restore")
 
@@ -420,12 +422,12 @@ def test_a_model_off_the_road_to_production_cannot_be_promoted(moves, state):
         ref = _approved(moves)
         moves.to_shadow(ref, actor="t")
         moves.withdraw(ref, actor="t", reason="bad")
-    before = moves.table.get()
+    before = moves.table.get("m")
 
     with pytest.raises(RegistryError, match=f"model {ref} is {state.value}; it cannot become production"):
         moves.promote(ref, actor="t", reason="skip the steps")
 
-    assert moves.table.get() == before
+    assert moves.table.get("m") == before
 
 
 def test_withdraw_takes_the_canary_out_first_and_records_the_rollback_about_it(moves):
@@ -450,7 +452,7 @@ def test_withdraw_takes_a_shadow_out_and_leaves_the_rest(moves):
     done = moves.withdraw(second, actor="t", reason="drift")
 
     assert (done.production, done.canary, done.shadow) == (first, None, None)
-    assert moves.table.get() == done
+    assert moves.table.get("m") == done
     assert moves.registry.get(second).state is State.ROLLED_BACK
     record = moves.ledger.records(subject=second, actions=("rollback",))[-1]
     assert record.payload["before"]["shadow"] == second and record.payload["after"]["shadow"] is None
@@ -474,10 +476,10 @@ def test_the_kill_switch_pulls_the_canary_then_production(moves):
     moves.promote(first, actor="t", reason="first")
     moves.to_shadow(second, actor="t")
     moves.to_canary(second, 0.2, actor="t")
-    pulled, done = moves.kill_switch(actor="t", reason="stop")
+    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
     assert pulled == [second] and done.production == first and done.mode == "serve"
     assert _stored(moves.table._engine).mode == "serve"
-    pulled, done = moves.kill_switch(actor="t", reason="stop everything")
+    pulled, done = moves.kill_switch("m", actor="t", reason="stop everything")
     assert pulled == [first] and done.production is None and done.mode == "refuse"
     assert _stored(moves.table._engine).mode == "refuse"
     assert moves.registry.get(first).state is State.ROLLED_BACK
@@ -495,7 +497,7 @@ def test_the_kill_switch_pulls_canary_and_shadow_together_and_names_both(moves):
     moves.to_canary(second, 0.2, actor="t")
     moves.to_shadow(third, actor="t")
 
-    pulled, done = moves.kill_switch(actor="t", reason="stop")
+    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
 
     assert pulled == [second, third]
     assert (done.production, done.canary, done.shadow, done.mode) == (first, None, None, "serve")
@@ -510,7 +512,7 @@ def test_the_kill_switch_without_production_refuses_even_when_it_pulls_a_shadow(
     lone = _approved(moves)
     moves.to_shadow(lone, actor="t")
 
-    pulled, done = moves.kill_switch(actor="t", reason="stop")
+    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
 
     assert pulled == [lone] and (done.production, done.shadow, done.mode) == (None, None, "refuse")
     assert _stored(moves.table._engine).mode == "refuse"
@@ -520,15 +522,76 @@ def test_the_kill_switch_without_production_refuses_even_when_it_pulls_a_shadow(
 
 
 def test_the_kill_switch_with_nothing_routed_refuses_and_records_it_about_routing(moves):
-    pulled, done = moves.kill_switch(actor="t", reason="stop")
+    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
 
     assert pulled == [] and (done.production, done.mode, done.revision) == (None, "refuse", 1)
     (record,) = moves.ledger.records(actions=("rollback", "rollout.step"))
-    assert (record.action, record.subject) == ("rollback", "routing")
+    assert (record.action, record.subject) == ("rollback", "routing:m")
 
 
 def test_an_unapproved_model_cannot_enter_shadow(moves):
     candidate = _candidate(moves.registry)
     with pytest.raises(RegistryError):
         moves.to_shadow(candidate, actor="t")
-    assert moves.table.get().shadow is None
+    assert moves.table.get("m").shadow is None
+
+
+# --- one routing row per model name (one per use case) ------------------------------------------------------
+
+
+def _two_use_cases(moves):
+    """Two model names, each with a production model and a canary at 20%."""
+    served = {}
+    for name in ("credit-risk", "adult-income"):
+        production, canary = _approved(moves, name=name), _approved(moves, name=name)
+        moves.promote(production, actor="t", reason="first")
+        moves.to_shadow(canary, actor="t")
+        moves.to_canary(canary, 0.2, actor="t")
+        served[name] = (production, canary)
+    return served
+
+
+def test_two_model_names_have_independent_routing_rows(moves):
+    served = _two_use_cases(moves)
+    for name, (production, canary) in served.items():
+        routing = moves.table.get(name)
+        assert (routing.production, routing.canary, routing.canary_weight) == (production, canary, 0.2)
+        assert routing.revision == 3 and newest(moves.table._engine, name) == 3
+    assert set(moves.table.all()) == {"credit-risk", "adult-income"}
+    assert moves.table.get("hiring") == Routing() and newest(moves.table._engine, "hiring") == 0
+
+
+def test_a_rollback_of_one_model_name_leaves_the_other_untouched(moves):
+    served = _two_use_cases(moves)
+    before = moves.table.get("adult-income")
+    production, canary = served["credit-risk"]
+
+    pulled, done = moves.kill_switch("credit-risk", actor="t", reason="stop credit")
+    moves.kill_switch("credit-risk", actor="t", reason="stop credit entirely")
+
+    assert pulled == [canary] and done.production == production
+    assert moves.table.get("credit-risk").mode == "refuse"
+    assert moves.table.get("adult-income") == before
+    for ref in served["adult-income"]:
+        assert moves.registry.get(ref).state in (State.PRODUCTION, State.CANARY)
+    assert moves.registry.get(production).state is State.ROLLED_BACK
+
+
+def test_withdrawing_a_canary_changes_only_its_own_model_names_row(moves):
+    served = _two_use_cases(moves)
+    before = moves.table.get("credit-risk")
+    moves.withdraw(served["adult-income"][1], actor="t", reason="breach")
+    assert moves.table.get("adult-income").canary is None
+    assert moves.table.get("credit-risk") == before
+
+
+def test_a_routing_table_of_an_older_steward_is_refused_with_a_message(tmp_path):
+    import sqlite3
+
+    from steward.errors import SchemaError
+
+    path = tmp_path / "steward.db"
+    with sqlite3.connect(path) as old:  # the single-row table Steward created before routing had a key
+        old.execute("CREATE TABLE routing (id INTEGER PRIMARY KEY, production VARCHAR(300), revision INTEGER)")
+    with pytest.raises(SchemaError, match=r"created by an older Steward: table routing lacks model_name"):
+        make_engine(f"sqlite:///{path}")

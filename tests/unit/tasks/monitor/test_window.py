@@ -10,7 +10,7 @@ from tasks.data.features import LABEL, to_feature_frame
 from tasks.model.reference import approvals, build_reference
 from tasks.model.train import fit
 from tasks.monitor.window import Limits, report
-from tests.usecases import params_for
+from tests.usecases import SHIPPED, params_for, usecase
 from usecases.german_credit.generator import generate_applications
 
 PARAMS = params_for()
@@ -23,20 +23,28 @@ SENSITIVE = ["sex", "age_group"]
 def model():
     train = PARAMS.train.model_copy(update={"model": "logistic_regression"})
     return fit(
-        to_feature_frame(generate_applications(8_000, seed=1), data=PARAMS.data),
+        to_feature_frame(generate_applications(8_000, seed=1), usecase=PARAMS.usecase),
         params=PARAMS.model_copy(update={"train": train}),
     )
 
 
-def _served(model, n: int, *, seed: int, **scenario) -> pd.DataFrame:
-    """A window as the service logs it: inputs, probability, decision under the service's rule, outcome."""
-    frame = to_feature_frame(generate_applications(n, seed=seed, **scenario), data=PARAMS.data)
+def _outcomes(name: str) -> tuple[str, str]:
+    """The use case's favourable and unfavourable outcomes as /feedback stores them (strings)."""
+    label = usecase(name).label
+    return str(label.favourable), str(label.unfavourable)
+
+
+def _served(model, n: int, *, seed: int, name: str = "german_credit", **scenario) -> pd.DataFrame:
+    """A window as the service logs it: inputs, probability, decision under the service's rule, and the
+    outcome in the words of use case `name`."""
+    good, bad = _outcomes(name)
+    frame = to_feature_frame(generate_applications(n, seed=seed, **scenario), usecase=PARAMS.usecase)
     probability = model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
     approved = approvals(probability, threshold=0.5, band=BAND)
     return frame.assign(
         probability=probability,
         decision=np.where(approved, "approve", "decline"),
-        outcome=np.where(frame[LABEL] == 1, "good", "bad"),
+        outcome=np.where(frame[LABEL] == 1, good, bad),
         latency_ms=np.full(n, 20.0),
     )
 
@@ -46,7 +54,7 @@ def ref(model):
     test = _served(model, 6_000, seed=2)
     importances = {"checking_status": 1.0, "duration_months": 0.5, "credit_amount": 0.3, "savings": 0.2}
     return build_reference(
-        to_feature_frame(generate_applications(8_000, seed=1), data=PARAMS.data),
+        to_feature_frame(generate_applications(8_000, seed=1), usecase=PARAMS.usecase),
         test,
         test["probability"].to_numpy(),
         inputs=INPUTS,
@@ -68,14 +76,15 @@ def test_the_reference_rates_are_the_groups_rates_under_the_services_rule(model,
     assert sum(ref["attributions"].values()) == pytest.approx(1.0)
 
 
-def test_a_window_like_the_reference_has_no_breach(model, ref):
-    found = report(_served(model, 4_000, seed=3), ref, limits=Limits())
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_window_like_the_reference_has_no_breach(model, ref, name):
+    found = report(_served(model, 4_000, seed=3, name=name), ref, limits=Limits(), favourable=_outcomes(name)[0])
     assert found["breaches"] == []
     assert found["outcomes"] == 4_000 and {g["group"] for g in found["groups"]} == set(ref["groups"])
 
 
 def test_covariate_shift_breaches_input_and_prediction_drift(model, ref):
-    found = report(_served(model, 4_000, seed=4, drift=1.0), ref, limits=Limits())
+    found = report(_served(model, 4_000, seed=4, drift=1.0), ref, limits=Limits(), favourable="good")
     drifted = {d["column"] for d in found["inputs"] if d["drifted"]}
     assert {"duration_months", "credit_amount", "checking_status"} <= drifted and "housing" not in drifted
     assert any(b.startswith("input drift: credit_amount") for b in found["breaches"])
@@ -85,7 +94,7 @@ def test_a_group_declined_more_than_at_training_is_named(model, ref):
     window = _served(model, 4_000, seed=5)
     young = window["age_group"] == "under 25"
     window.loc[young & (np.arange(len(window)) % 2 == 0), "decision"] = "decline"
-    found = report(window, ref, limits=Limits())
+    found = report(window, ref, favourable="good", limits=Limits())
     expected = (window.loc[young, "decision"] == "approve").mean()
     row = next(g for g in found["groups"] if g["group"] == "age_group=under 25")
     assert row["selection_rate"] == pytest.approx(expected)
@@ -97,7 +106,7 @@ def test_a_group_declined_more_than_at_training_is_named(model, ref):
 
 def test_error_rates_wait_for_outcomes_and_small_groups_are_not_judged(model, ref):
     window = _served(model, 300, seed=6).assign(outcome=None)
-    found = report(window, ref, limits=Limits(min_group_size=100))
+    found = report(window, ref, favourable="good", limits=Limits(min_group_size=100))
     young = next(g for g in found["groups"] if g["group"] == "age_group=under 25")
     assert "fewer than 100" in young["note"] and "selection_rate" not in young
     men = next(g for g in found["groups"] if g["group"] == "sex=male")
@@ -106,17 +115,19 @@ def test_error_rates_wait_for_outcomes_and_small_groups_are_not_judged(model, re
 
 def test_attribution_drift_and_slow_windows_are_breaches(model, ref):
     window = _served(model, 2_000, seed=7).assign(latency_ms=400.0)
-    found = report(window, ref, limits=Limits(), attributions={"purpose": 1.0, "housing": 1.0})
+    found = report(window, ref, favourable="good", limits=Limits(), attributions={"purpose": 1.0, "housing": 1.0})
     assert found["attribution"]["drifted"]
     assert "latency: p95 400 ms > 250 ms" in found["breaches"]
-    same = report(_served(model, 2_000, seed=8), ref, limits=Limits(), attributions=dict(ref["attributions"]))
+    same = report(
+        _served(model, 2_000, seed=8), ref, limits=Limits(), favourable="good", attributions=dict(ref["attributions"])
+    )
     assert same["attribution"] == {"js": pytest.approx(0.0, abs=1e-9), "drifted": False}
 
 
 def test_errors_are_counted_apart_and_breach_past_their_limit(model, ref):
     window = _served(model, 1_000, seed=9)
     window.loc[:29, "decision"] = "error"  # 3 % of requests raised
-    found = report(window, ref, limits=Limits(max_error_rate=0.01))
+    found = report(window, ref, favourable="good", limits=Limits(max_error_rate=0.01))
     assert (found["errors"], found["error_rate"]) == (30, pytest.approx(0.03))
     assert "errors: 30 of 1000 requests (3.00%) > 1.00%" in found["breaches"]
     men = next(g for g in found["groups"] if g["group"] == "sex=male")
@@ -131,7 +142,7 @@ def test_review_decisions_are_reported_as_labels_per_group(model, ref):
     window.loc[2:3, "review"] = "decline"
     contested = window.index[window["decision"] == "decline"][:3]
     window.loc[contested, "review"] = ["approve", "approve", "decline"]  # two overturned, one upheld
-    found = report(window, ref, limits=Limits())
+    found = report(window, ref, favourable="good", limits=Limits())
     assert found["reviews"] == {
         "resolved": 7,
         "referred_approved": 2,
@@ -140,3 +151,25 @@ def test_review_decisions_are_reported_as_labels_per_group(model, ref):
     }
     total = sum(g["reviews"]["resolved"] for g in found["groups"] if g["group"].startswith("sex="))
     assert total == 7
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_an_approval_is_an_error_unless_the_outcome_is_the_use_cases_favourable_value(model, ref, name):
+    window = _served(model, 3_000, seed=11, name=name)
+    window.loc[window.index % 7 == 0, "outcome"] = None  # some outcomes have not arrived
+    good, _ = _outcomes(name)
+    found = report(window, ref, limits=Limits(min_group_size=50), favourable=good)
+    approved = window["decision"] == "approve"
+    known = window["outcome"].notna()
+    for row in found["groups"]:
+        attribute, _, value = row["group"].partition("=")
+        member = (window[attribute].astype(str) == value) & known
+        wrong = approved[member] != (window.loc[member, LABEL] == 1)  # independently: from the 0/1 label
+        assert row["with_outcome"] == member.sum()
+        assert row["error_rate"] == pytest.approx(wrong.mean())
+    assert found["outcomes"] == known.sum()
+    # another use case's favourable word is never this one's: every approval would count as an error
+    other = report(window, ref, limits=Limits(min_group_size=50), favourable=f"not {good}")
+    men = next(g for g in other["groups"] if g["group"] == "sex=male")
+    member = (window["sex"] == "male") & known
+    assert men["error_rate"] == pytest.approx(approved[member].mean())

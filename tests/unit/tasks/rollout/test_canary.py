@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from tasks.rollout.canary import Design, analyse, boundaries, expected_sample_size, log_likelihood_ratio
+from tests.usecases import SHIPPED, usecase
 
 ATTRIBUTES = ["sex", "age_group"]
 GROUPS = {"sex": ["female", "male"], "age_group": ["under 25", "25 and over"]}
@@ -34,8 +35,16 @@ def _log(rng: np.random.Generator, n: int, *, weight: float, approve: float, you
     )
 
 
-def _analyse(log: pd.DataFrame, design: Design):
-    return analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=ATTRIBUTES, design=design)
+def _labels(name: str = "german_credit") -> dict[str, str]:
+    """The use case's favourable and unfavourable outcomes, as /feedback stores them (strings)."""
+    label = usecase(name).label
+    return {"favourable": str(label.favourable), "unfavourable": str(label.unfavourable)}
+
+
+def _analyse(log: pd.DataFrame, design: Design, name: str = "german_credit"):
+    return analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=ATTRIBUTES, design=design, **_labels(name)
+    )
 
 
 def test_log_likelihood_ratio_is_the_binomial_log_likelihood_difference():
@@ -96,13 +105,15 @@ def test_production_with_too_few_observations_gives_no_verdict_at_all():
     assert young.verdict == "pending" and "production has" in young.note
 
 
-def test_outcome_tests_compare_true_positive_rates_per_group():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_outcome_tests_compare_true_positive_rates_per_group(name):
+    good, bad = _labels(name).values()
     rng = np.random.default_rng(5)
     log = _log(rng, 6000, weight=0.5, approve=0.7)
-    log["outcome"] = np.where(rng.random(len(log)) < 0.7, "good", "bad")
-    canary_good = (log["role"] == "canary") & (log["outcome"] == "good") & (log["sex"] == "female")
+    log["outcome"] = np.where(rng.random(len(log)) < 0.7, good, bad)
+    canary_good = (log["role"] == "canary") & (log["outcome"] == good) & (log["sex"] == "female")
     log.loc[canary_good, "decision"] = np.where(rng.random(int(canary_good.sum())) < 0.3, "approve", "decline")
-    analysis = _analyse(log, Design(metrics=("tpr",)))
+    analysis = _analyse(log, Design(metrics=("tpr",)), name)
     breached = {t.group for t in analysis.breaches()}
     # women are in both age groups, so their lower TPR shows there too; men's does not move
     assert "sex=female" in breached and "sex=male" not in breached
@@ -207,24 +218,25 @@ def _verdict(llr: float, n: int, *, k: int, alpha: float, beta: float, min_sampl
     return "pending"
 
 
-def _outcome_log(attribute: str) -> pd.DataFrame:
+def _outcome_log(attribute: str, name: str = "german_credit") -> pd.DataFrame:
     """The group `attribute`=first value: production 30/40 good and 6/30 bad approved, the canary 6/30 good and
     21/30 bad; the other group is approved throughout. Errors, another model and a shadow are noise."""
     value, rest = OTHER[attribute]
+    good, bad = _labels(name).values()
     parts = [
-        _rows("m:v1", "production", _decisions(30, 40), outcome="good", **_group(attribute, value, 40)),
-        _rows("m:v1", "production", _decisions(6, 30), start=40, outcome="bad", **_group(attribute, value, 30)),
-        _rows("m:v1", "production", ["approve"] * 60, start=70, outcome="good", **_group(attribute, rest, 60)),
-        _rows("m:v2", "canary", _decisions(6, 30), outcome="good", **_group(attribute, value, 30)),
-        _rows("m:v2", "canary", _decisions(21, 30), start=30, outcome="bad", **_group(attribute, value, 30)),
-        _rows("m:v2", "canary", ["approve"] * 60, start=60, outcome="bad", **_group(attribute, rest, 60)),
+        _rows("m:v1", "production", _decisions(30, 40), outcome=good, **_group(attribute, value, 40)),
+        _rows("m:v1", "production", _decisions(6, 30), start=40, outcome=bad, **_group(attribute, value, 30)),
+        _rows("m:v1", "production", ["approve"] * 60, start=70, outcome=good, **_group(attribute, rest, 60)),
+        _rows("m:v2", "canary", _decisions(6, 30), outcome=good, **_group(attribute, value, 30)),
+        _rows("m:v2", "canary", _decisions(21, 30), start=30, outcome=bad, **_group(attribute, value, 30)),
+        _rows("m:v2", "canary", ["approve"] * 60, start=60, outcome=bad, **_group(attribute, rest, 60)),
         # never counted: the canary's errors, production's errors, another model, the candidate as a shadow
-        _rows("m:v2", "canary", ["error"] * 25, start=500, outcome="good", **_group(attribute, value, 25)),
-        _rows("m:v1", "production", ["error"] * 25, start=500, outcome="bad", **_group(attribute, value, 25)),
-        _rows("m:v0", "production", ["decline"] * 50, start=600, outcome="good", **_group(attribute, value, 50)),
-        _rows("m:v2", "shadow", ["decline"] * 50, start=700, outcome="good", **_group(attribute, value, 50)),
-        _rows("m:v0", "canary", ["decline"] * 50, start=800, outcome="bad", **_group(attribute, value, 50)),
-        _rows("m:v1", "shadow", ["decline"] * 50, start=900, outcome="good", **_group(attribute, value, 50)),
+        _rows("m:v2", "canary", ["error"] * 25, start=500, outcome=good, **_group(attribute, value, 25)),
+        _rows("m:v1", "production", ["error"] * 25, start=500, outcome=bad, **_group(attribute, value, 25)),
+        _rows("m:v0", "production", ["decline"] * 50, start=600, outcome=good, **_group(attribute, value, 50)),
+        _rows("m:v2", "shadow", ["decline"] * 50, start=700, outcome=good, **_group(attribute, value, 50)),
+        _rows("m:v0", "canary", ["decline"] * 50, start=800, outcome=bad, **_group(attribute, value, 50)),
+        _rows("m:v1", "shadow", ["decline"] * 50, start=900, outcome=good, **_group(attribute, value, 50)),
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -237,13 +249,12 @@ HAND_COUNTS = {
 }
 
 
+@pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("attribute", ATTRIBUTES)
 @pytest.mark.parametrize("metric", ["selection_rate", "tpr", "fpr"])
-def test_each_group_test_is_the_sprt_worked_by_hand(metric, attribute):
+def test_each_group_test_is_the_sprt_worked_by_hand(metric, attribute, name):
     design = Design(metrics=(metric,), selection_ratio=0.6, rate_gap=0.15, min_samples=25, alpha=0.1, beta=0.2)
-    analysis = analyse(
-        _outcome_log(attribute), candidate="m:v2", reference="m:v1", role="canary", attributes=ATTRIBUTES, design=design
-    )
+    analysis = _analyse(_outcome_log(attribute, name), design, name)
     assert (analysis.candidate, analysis.reference) == ("m:v2", "m:v1")
     assert analysis.n_candidate == 120 and analysis.n_reference == 130
     assert [t.group for t in analysis.tests] == [
@@ -297,20 +308,22 @@ def _two_group_log(attribute: str, *, reference: tuple[int, int], candidate: tup
 @pytest.mark.parametrize(
     ("metric", "outcome", "canary_approves", "verdict"),
     [
-        ("tpr", "good", 10, "breach"),  # TPR 80 % -> 10 %: lower is the breach
-        ("tpr", "good", 80, "pass"),  # TPR 80 % -> 80 %
-        ("tpr", "good", 100, "pass"),  # a higher TPR is no harm
-        ("fpr", "bad", 90, "breach"),  # FPR 20 % -> 90 %: higher is the breach
-        ("fpr", "bad", 20, "pass"),
-        ("fpr", "bad", 0, "pass"),  # a lower FPR is no harm
+        ("tpr", "favourable", 10, "breach"),  # TPR 80 % -> 10 %: lower is the breach
+        ("tpr", "favourable", 80, "pass"),  # TPR 80 % -> 80 %
+        ("tpr", "favourable", 100, "pass"),  # a higher TPR is no harm
+        ("fpr", "unfavourable", 90, "breach"),  # FPR 20 % -> 90 %: higher is the breach
+        ("fpr", "unfavourable", 20, "pass"),
+        ("fpr", "unfavourable", 0, "pass"),  # a lower FPR is no harm
         ("selection_rate", None, 10, "breach"),  # approvals 80 % -> 10 %
         ("selection_rate", None, 100, "pass"),  # more approvals are not this test's breach
     ],
 )
-def test_breach_direction_of_each_metric_in_every_attribute(attribute, metric, outcome, canary_approves, verdict):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_breach_direction_of_each_metric_in_every_attribute(attribute, metric, outcome, canary_approves, verdict, name):
     production = 80 if metric != "fpr" else 20
+    outcome = _labels(name)[outcome] if outcome else None
     log = _two_group_log(attribute, reference=(production, 100), candidate=(canary_approves, 100), outcome=outcome)
-    analysis = _analyse(log, Design(metrics=(metric,), min_samples=20))
+    analysis = _analyse(log, Design(metrics=(metric,), min_samples=20), name)
     verdicts = {t.group: t.verdict for t in analysis.tests}
     value, rest = OTHER[attribute]
     assert verdicts[f"{attribute}={value}"] == verdict
@@ -318,27 +331,32 @@ def test_breach_direction_of_each_metric_in_every_attribute(attribute, metric, o
     assert analysis.verdict == ("breach" if verdict == "breach" else analysis.verdict)
 
 
+@pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("attribute", ATTRIBUTES)
-def test_outcome_tests_only_read_rows_with_that_outcome(attribute):
-    """Approvals of the bad outcomes do not enter the TPR, nor those of the good ones the FPR."""
+def test_outcome_tests_only_read_rows_with_that_outcome(attribute, name):
+    """Approvals of the unfavourable outcomes do not enter the TPR, nor those of the favourable ones the FPR;
+    an outcome that is neither of the use case's values (another use case's word) enters neither."""
     value, _ = OTHER[attribute]
+    good, bad = _labels(name).values()
+    foreign = "good" if good != "good" else ">50K"
     log = pd.concat(
         [
-            _rows("m:v1", "production", _decisions(40, 50), outcome="good", **_group(attribute, value, 50)),
-            _rows("m:v1", "production", _decisions(10, 50), start=50, outcome="bad", **_group(attribute, value, 50)),
+            _rows("m:v1", "production", _decisions(40, 50), outcome=good, **_group(attribute, value, 50)),
+            _rows("m:v1", "production", _decisions(10, 50), start=50, outcome=bad, **_group(attribute, value, 50)),
             _rows("m:v1", "production", _decisions(5, 10), start=100, outcome=None, **_group(attribute, value, 10)),
-            _rows("m:v2", "canary", _decisions(36, 40), outcome="good", **_group(attribute, value, 40)),
-            _rows("m:v2", "canary", _decisions(3, 30), start=40, outcome="bad", **_group(attribute, value, 30)),
+            _rows("m:v2", "canary", _decisions(36, 40), outcome=good, **_group(attribute, value, 40)),
+            _rows("m:v2", "canary", _decisions(3, 30), start=40, outcome=bad, **_group(attribute, value, 30)),
             _rows("m:v2", "canary", _decisions(0, 10), start=70, outcome=None, **_group(attribute, value, 10)),
+            _rows("m:v2", "canary", _decisions(10, 10), start=80, outcome=foreign, **_group(attribute, value, 10)),
         ],
         ignore_index=True,
     )
-    analysis = _analyse(log, Design(metrics=("tpr", "fpr", "selection_rate"), min_samples=20))
+    analysis = _analyse(log, Design(metrics=("tpr", "fpr", "selection_rate"), min_samples=20), name)
     found = {(t.metric, t.group): (t.successes, t.n, t.n_reference) for t in analysis.tests}
     group = f"{attribute}={value}"
     assert found[("tpr", group)] == (36, 40, 50)
     assert found[("fpr", group)] == (3, 30, 50)
-    assert found[("selection_rate", group)] == (39, 80, 110)
+    assert found[("selection_rate", group)] == (39 + 10, 90, 110)
 
 
 @pytest.mark.parametrize("attribute", ATTRIBUTES)
@@ -400,7 +418,9 @@ def test_llr_exactly_on_the_upper_boundary_is_a_breach():
     # a group only production has served breaches too (LLR 0 of no decisions) and is described by its label
     log = pd.concat([log, _rows("m:v1", "production", _decisions(7, 10), start=5000, sex="other")])
     design = Design(metrics=("selection_rate",), selection_ratio=1.0, alpha=0.5 * 5, beta=0.5, min_samples=1)
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex"], design=design)
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex"], design=design, **_labels()
+    )
     assert analysis.summary() == (
         "breach: selection_rate[sex=female] 0.700 vs production 0.700 (n=30, LLR 0.00); "
         "selection_rate[sex=male] 0.700 vs production 0.700 (n=100, LLR 0.00); selection_rate[sex=other]"
@@ -444,7 +464,13 @@ def test_latency_counts_requests_slower_than_the_factor_times_production_p95():
     latencies = [190.0] * 20 + [191.0] * 8 + [10.0] * 12
     design = Design(metrics=("latency",), latency_factor=2.0, slow_share=0.3, min_samples=20)
     analysis = analyse(
-        _latency_log(latencies), candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=design
+        _latency_log(latencies),
+        candidate="m:v2",
+        reference="m:v1",
+        role="canary",
+        attributes=[],
+        design=design,
+        **_labels(),
     )
     (test,) = analysis.tests
     assert (test.metric, test.group, test.n, test.successes, test.n_reference) == ("latency", "all", 40, 8, 101)
@@ -456,7 +482,13 @@ def test_latency_counts_requests_slower_than_the_factor_times_production_p95():
     # at a factor of 1 the threshold is production's p95 itself, 95 ms: production's 96..100 are slow, 95 is not
     design = Design(metrics=("latency",), latency_factor=1.0, min_samples=20)
     analysis = analyse(
-        _latency_log(latencies), candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=design
+        _latency_log(latencies),
+        candidate="m:v2",
+        reference="m:v1",
+        role="canary",
+        attributes=[],
+        design=design,
+        **_labels(),
     )
     assert analysis.tests[0].reference_rate == pytest.approx(5 / 101)
     assert analysis.tests[0].successes == 40 - 12
@@ -464,7 +496,9 @@ def test_latency_counts_requests_slower_than_the_factor_times_production_p95():
 
 def test_latency_with_no_production_requests_is_pending():
     log = _rows("m:v2", "canary", ["approve"] * 40, latency_ms=1e9)
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=Design())
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=Design(), **_labels()
+    )
     (test,) = analysis.tests
     assert test.verdict == "pending" and test.successes == 0 and analysis.verdict == "inconclusive"
 
@@ -516,7 +550,9 @@ def test_inconclusive_summary_names_at_most_four_waiting_tests():
 def test_breach_summary_describes_each_breach():
     log = _two_group_log("sex", reference=(90, 100), candidate=(3, 40))
     design = Design(metrics=("selection_rate",))
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex"], design=design)
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex"], design=design, **_labels()
+    )
     llr = _by_hand(90, 100, 3, 40, lambda p: p / 2)[2]
     assert analysis.summary() == f"breach: selection_rate[sex=female] 0.075 vs production 0.900 (n=40, LLR {llr:.2f})"
     assert [t.group for t in analysis.breaches()] == ["sex=female"]
@@ -534,7 +570,7 @@ def test_groups_come_from_both_sides_and_skip_missing_values_and_absent_attribut
     )
     design = Design(metrics=("selection_rate",))
     analysis = analyse(
-        log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex", "region"], design=design
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=["sex", "region"], design=design, **_labels()
     )
     assert [t.group for t in analysis.tests] == ["sex=female", "sex=male"]
     assert [(t.n, t.n_reference) for t in analysis.tests] == [(50, 0), (0, 50)]
@@ -552,7 +588,9 @@ def test_groups_of_a_numeric_attribute_are_matched_as_text():
         ignore_index=True,
     )
     design = Design(metrics=("selection_rate",))
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=["band"], design=design)
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=["band"], design=design, **_labels()
+    )
     assert [(t.group, t.successes, t.n, t.n_reference) for t in analysis.tests] == [
         ("band=1", 4, 40, 50),
         ("band=2", 32, 40, 50),
@@ -572,7 +610,15 @@ def test_a_candidate_at_min_samples_without_enough_evidence_is_pending_without_a
 def test_no_test_to_run_is_refused():
     log = _two_group_log("sex", reference=(80, 100), candidate=(80, 100))
     with pytest.raises(ValueError) as caught:
-        analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=Design(metrics=("tpr",)))
+        analyse(
+            log,
+            candidate="m:v2",
+            reference="m:v1",
+            role="canary",
+            attributes=[],
+            design=Design(metrics=("tpr",)),
+            **_labels(),
+        )
     assert str(caught.value) == NO_TEST_TEXT
 
 
@@ -598,7 +644,9 @@ def test_shadow_agreement_is_the_share_of_paired_requests_with_productions_decis
     for other in others:
         other["request_id"] = production["request_id"].to_numpy()
     log = pd.concat([production, shadow, *others], ignore_index=True)
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="shadow", attributes=["sex"], design=Design())
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="shadow", attributes=["sex"], design=Design(), **_labels()
+    )
     # pairs 0-2 approve/approve, 3-5 decline/approve, 6-7 decline/decline
     assert analysis.agreement == pytest.approx(5 / 8)
     assert analysis.n_paired == 8
@@ -618,7 +666,9 @@ def test_agreement_is_only_for_shadows_and_needs_pairs():
     assert (with_shadow.agreement, with_shadow.n_paired) == (None, 0)
     shadow = _rows("m:v2", "shadow", _decisions(3, 8), start=50)
     log = pd.concat([production, shadow], ignore_index=True)
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="shadow", attributes=["sex"], design=Design())
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="shadow", attributes=["sex"], design=Design(), **_labels()
+    )
     assert (analysis.agreement, analysis.n_paired) == (None, 0)
 
 
@@ -630,6 +680,7 @@ def test_latency_alone_decides_a_latency_only_analysis():
         role="canary",
         attributes=[],
         design=Design(metrics=("latency",), latency_factor=2.0, min_samples=20),
+        **_labels(),
     )
     assert [t.verdict for t in fast.tests] == ["pass"] and fast.verdict == "pass"
     slow = analyse(
@@ -639,6 +690,7 @@ def test_latency_alone_decides_a_latency_only_analysis():
         role="canary",
         attributes=[],
         design=Design(metrics=("latency",), latency_factor=2.0, min_samples=30),
+        **_labels(),
     )
     assert [t.verdict for t in slow.tests] == ["pending"] and slow.verdict == "inconclusive"
 
@@ -648,11 +700,19 @@ def test_llr_exactly_on_the_lower_boundary_is_a_pass():
     lower boundary ln(beta / (1 - alpha)) is that same number, and Wald stops for H0 on LLR <= lower."""
     log = _latency_log([10.0])
     first = analyse(
-        log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=Design(metrics=("latency",))
+        log,
+        candidate="m:v2",
+        reference="m:v1",
+        role="canary",
+        attributes=[],
+        design=Design(metrics=("latency",)),
+        **_labels(),
     )
     ratio = (1 - first.tests[0].p1) / (1 - first.tests[0].p0)
     design = Design(metrics=("latency",), alpha=0.5, beta=ratio / 2, min_samples=1)
-    analysis = analyse(log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=design)
+    analysis = analyse(
+        log, candidate="m:v2", reference="m:v1", role="canary", attributes=[], design=design, **_labels()
+    )
     (test,) = analysis.tests
     assert analysis.lower == math.log(ratio) == test.llr
     assert test.verdict == "pass"

@@ -2,8 +2,16 @@
 
 import pytest
 
+from steward.db import make_engine
+from steward.ledger import Ledger
+from steward.params import AnalysisParams, RolloutParams, StepParams
+from steward.predictions import Decision, PredictionLog
+from steward.registry import State
+from steward.routing import Rollouts
+from steward.settings import Settings
 from tasks.rollout.canary import Analysis
-from tasks.rollout.watch import StepResult, verdict
+from tasks.rollout.watch import StepResult, verdict, watch
+from tests.usecases import SHIPPED, params_for, usecase
 
 
 def _step(ending: str, *, agreement: float | None, n_paired: int = 400, note: str = "") -> StepResult:
@@ -48,3 +56,119 @@ def test_an_ending_other_than_pass_stands_with_its_note(ending):
 def test_without_a_note_the_reason_is_the_analysis_summary():
     step = _step("pass", agreement=0.99)
     assert verdict(step, shadow_min_agreement=0.9) == ("pass", step.analysis.summary())
+
+
+# --- watching one use case's step on a real log: its routing row, its rows, its label's words -----------------
+
+
+def _canary_of(moves: Rollouts, model_name: str) -> tuple[str, str]:
+    """(production, canary at 50%) of `model_name`, each signed off and walked along the registry."""
+    from scripts.serving_fixture import sign_off
+
+    refs = []
+    for n in (1, 2):
+        ref = moves.registry.register(
+            name=model_name,
+            model_tag=f"{model_name}:t{n}",
+            model_md5=str(n),
+            data_md5="d",
+            params_hash="p",
+            git_commit=None,
+            flow_run_id=None,
+            metrics={},
+        ).ref
+        sign_off(moves.ledger, ref)
+        moves.registry.transition(ref, State.APPROVED)
+        refs.append(ref)
+    moves.promote(refs[0], actor="t", reason="first")
+    moves.to_shadow(refs[1], actor="t")
+    moves.to_canary(refs[1], 0.5, actor="t")
+    return refs[0], refs[1]
+
+
+def _served(log: PredictionLog, model_name: str, ref: str, role: str, approved: int, n: int, outcome: str) -> None:
+    for i in range(n):
+        request_id = f"{ref}-{role}-{outcome}-{i}"
+        log.add(
+            Decision(
+                request_id=request_id,
+                role=role,
+                ts=f"2026-01-01T00:00:{i % 60:02d}+00:00",
+                model_name=model_name,
+                model=ref,
+                data_md5="d",
+                subject_id=request_id,
+                decision="approve" if i < approved else "decline",
+                probability=0.6,
+                latency_ms=10.0,
+                groups={"sex": "female"},
+            )
+        )
+    log.flush()
+    for i in range(n):
+        log.record_outcome(f"{ref}-{role}-{outcome}-{i}", outcome, ts="t")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_step_is_judged_on_its_use_cases_rows_routing_row_and_favourable_outcome(tmp_path, name):
+    spec = usecase(name)
+    good, bad = str(spec.label.favourable), str(spec.label.unfavourable)
+    settings = Settings(home=tmp_path, project_dir=tmp_path)
+    engine = make_engine(settings.db_url)
+    moves = Rollouts(engine, Ledger(engine))
+    production, canary = _canary_of(moves, spec.model_name)
+    other_production, other_canary = _canary_of(moves, "someone-else")
+    log = PredictionLog(engine, moves.ledger)
+    # the canary approves 10 of 50 people whose outcome was favourable; production approved 40 of 50
+    _served(log, spec.model_name, production, "production", 40, 50, good)
+    _served(log, spec.model_name, canary, "canary", 10, 50, good)
+    _served(log, spec.model_name, canary, "canary", 50, 50, bad)  # unfavourable outcomes: FPR, never TPR
+    _served(log, "someone-else", other_canary, "canary", 50, 50, good)  # another use case: never read
+    analysis = AnalysisParams(metrics=("tpr", "latency"), min_samples=20)  # latency: an empty window has a test
+    params = params_for(name, rollout=RolloutParams(poll_seconds=0.05, analysis=analysis))
+    limits = StepParams(requests=1, seconds=5)
+
+    step = watch.fn(
+        candidate=canary,
+        reference=production,
+        role="canary",
+        since="",
+        limits=limits,
+        params=params,
+        settings=settings,
+    )
+
+    assert step.ending == "breach"
+    (breach,) = step.analysis.breaches()
+    assert (breach.metric, breach.group, breach.successes, breach.n, breach.n_reference) == (
+        "tpr",
+        "sex=female",
+        10,
+        50,
+        50,
+    )
+    assert step.analysis.n_candidate == 100  # its own canary rows, not the other model name's
+    # the other use case's rollback leaves this step running; this one's own withdrawal ends it
+    moves.withdraw(other_canary, actor="t", reason="theirs")
+    quiet = watch.fn(
+        candidate=canary,
+        reference=production,
+        role="canary",
+        since="2027",
+        limits=StepParams(requests=1, seconds=0.2),
+        params=params,
+        settings=settings,
+    )
+    assert quiet.ending == "inconclusive"
+    moves.withdraw(canary, actor="t", reason="ours")
+    gone = watch.fn(
+        candidate=canary,
+        reference=production,
+        role="canary",
+        since="2027",
+        limits=limits,
+        params=params,
+        settings=settings,
+    )
+    assert gone.ending == "withdrawn" and "ours" in gone.note
+    assert moves.table.get("someone-else").production == other_production
