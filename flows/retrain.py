@@ -9,8 +9,6 @@ the ledger record's subject is `retrain:<model name>`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.train import TrainResult, train_flow
@@ -53,6 +51,4 @@ def retrain_flow(
         },
     )
     get_run_logger().info(f"retraining {chosen.name} ({trigger}: {reason}) on {assembled.path}: {assembled.counts()}")
-    # train_flow takes `usecase` on the lifecycle branch; until then only params.yaml's use case is passed on.
-    selecting: dict[str, Any] = {"usecase": usecase} if usecase else {}
-    return train_flow(data=str(assembled.path), author=author, **selecting)
+    return train_flow(data=str(assembled.path), author=author, usecase=usecase)

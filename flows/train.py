@@ -23,6 +23,7 @@ from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
+from steward.workspace import usecase_project
 from tasks import stage_server
 from tasks.artifacts import markdown_table, publish, report_markdown
 from tasks.data.ingest import (
@@ -107,11 +108,17 @@ def reproduce_pipeline(layout: Layout, *, settings: Settings, server: stage_serv
 
 
 @flow(name="train", log_prints=True)
-def train_flow(data: str | None = None, author: str | None = None, demo_signoff: bool = False) -> TrainResult:
+def train_flow(
+    data: str | None = None, author: str | None = None, demo_signoff: bool = False, usecase: str | None = None
+) -> TrainResult:
     """Train and audit a candidate on a snapshot (a path or s3:// URI; default: the use case's bundled data),
     then, if the gate passes, wait for sign-off. `author` (default: STEWARD_USER or the OS user) may not approve.
-    `demo_signoff` opens a sign-off that `steward run`'s demo identities may answer (recorded as such)."""
+    `demo_signoff` opens a sign-off that `steward run`'s demo identities may answer (recorded as such).
+    `usecase` trains another use case than params.yaml's, in a workspace that selects it (steward/workspace.py)."""
     settings = Settings()
+    if usecase is not None:
+        project = usecase_project(settings.project_dir, settings.state_dir, usecase)
+        settings = settings.model_copy(update={"project_dir": project, "home": settings.state_dir})
     author = author or settings.user
     layout = Layout(settings.project_dir)
     params = load_params(layout.params_file)

@@ -64,9 +64,9 @@ class Routing:
     revision: int = 0
     reason: str = ""
 
-    def role_of(self, applicant_id: str) -> Literal["production", "canary"]:
+    def role_of(self, subject_id: str) -> Literal["production", "canary"]:
         """Sticky by applicant: the canary takes the applicants whose bucket is below its weight."""
-        if self.canary and self.canary_weight > 0 and bucket(applicant_id) < self.canary_weight:
+        if self.canary and self.canary_weight > 0 and bucket(subject_id) < self.canary_weight:
             return "canary"
         return "production"
 
@@ -87,9 +87,9 @@ def model_name_of(ref: str) -> str:
     return ref.partition(":v")[0]
 
 
-def bucket(applicant_id: str) -> float:
+def bucket(subject_id: str) -> float:
     """The applicant's place in [0, 1): the first 8 bytes of sha256(id), uniform for any ids."""
-    digest = hashlib.sha256(applicant_id.encode("utf-8")).digest()
+    digest = hashlib.sha256(subject_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -68,6 +68,18 @@ def select_usecase(workspace: Path, name: str) -> None:
     path.write_text(SELECTION.sub(f"usecase: {name}", text, count=1), encoding="utf-8")
 
 
+def usecase_project(project_dir: Path, state_dir: Path, usecase: str) -> Path:
+    """Where a run on `usecase` trains: the project itself when its params.yaml selects it, else the workspace
+    STEWARD_HOME/workspaces/usecase-<name>, refreshed, whose params.yaml selects it."""
+    from steward.params import load_params
+
+    if load_params(project_dir / "params.yaml").usecase.name == usecase:
+        return project_dir
+    workspace = prepare_workspace(project_dir, state_dir, f"usecase-{usecase}")
+    select_usecase(workspace, usecase)
+    return workspace
+
+
 def _share_dvc_cache(folder: Path, cache: Path) -> None:
     """The workspace's `.dvc/config.local` (untracked) points its cache at the shared one."""
     cache.mkdir(parents=True, exist_ok=True)

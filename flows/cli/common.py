@@ -47,17 +47,17 @@ def _usecase_settings(settings: Settings, usecase: str | None) -> Settings:
     """Settings for a run on `usecase`: the project itself when params.yaml selects it (or none is given),
     else a workspace whose params.yaml selects it (STEWARD_HOME/workspaces/usecase-<name>, steward/workspace.py),
     so the checkout stays as it is. The flows this process runs, and the tools they start, look there."""
-    from steward.params import load_params
-    from steward.workspace import prepare_workspace, select_usecase
+    from steward.workspace import usecase_project
 
+    if usecase is None:
+        return settings
     try:
-        if usecase is None or load_params(settings.project_dir / "params.yaml").usecase.name == usecase:
-            return settings
-        workspace = prepare_workspace(settings.project_dir, settings.state_dir, f"usecase-{usecase}")
-        select_usecase(workspace, usecase)
+        project = usecase_project(settings.project_dir, settings.state_dir, usecase)
     except StewardError as exc:
         _fail(exc)
-    os.environ["STEWARD_PROJECT_DIR"] = str(workspace)
+    if project == settings.project_dir:
+        return settings
+    os.environ["STEWARD_PROJECT_DIR"] = str(project)
     os.environ["STEWARD_HOME"] = str(settings.state_dir)
-    console.print(f"Use case {usecase} runs in its own workspace, {workspace}: this checkout stays as it is.")
+    console.print(f"Use case {usecase} runs in its own workspace, {project}: this checkout stays as it is.")
     return Settings()
