@@ -266,7 +266,7 @@ class UseCase(Spec):
         named |= {g.column for g in self.groups.values()} | {s.column for s in self.slices}
         if self.demo is not None:
             shifts = (self.demo.shortcut, self.demo.campaign)
-            named |= set(self.demo.independent) | set(self.demo.mix) | {s.column for s in shifts}
+            named |= set(self.demo.independent) | (set(self.demo.mix) - set(self.groups)) | {s.column for s in shifts}
             named |= {c for s in shifts for c in s.group if c not in self.groups}
         named |= {c for c in self.sensitive if c not in self.groups} | set(self.actionable) | set(self.reasons)
         return named | ({self.sample_weight} if self.sample_weight else set())

@@ -13,10 +13,11 @@ structure, gaps included. On top of that, a `Scenario` may ask for:
   group audit sees, since it is spread over every group);
 - a campaign: `campaign.share` of the rows in `campaign.group` get `column = value`, labels unchanged (live
   traffic in which that pattern becomes a proxy of the group);
-- independence: the `independent` columns are drawn from other rows than the rest (one permutation for all
-  of them, so their own combinations stay real), which leaves them with their marginals and unrelated to
-  everything else: with the protected attributes, a population in which no group differs. Bias, shortcut
-  and campaign groups are judged after it.
+- independence: the `independent` columns are taken from other rows than the rest (drawn separately, all of
+  them from the same row, so their own combinations stay real), which leaves them unrelated to everything
+  else: with the protected attributes, a population in which no group differs. A `tilt` of an independent
+  column (or of a derived group of one, such as age_group) moves only their draw, so their mix changes and
+  the other columns keep theirs. Bias, shortcut and campaign groups are judged after it.
 Rows get fresh ids, `<prefix><seed><counter>`. The same arguments give the same frame.
 """
 
@@ -73,12 +74,17 @@ def resample(
     """`n` rows in the snapshot's schema, shifted as `scenario` says (see the module docstring)."""
     _check(snapshot, scenario, usecase)
     rng = np.random.default_rng(seed)
-    weights = _tilt_weights(snapshot, scenario)
+    apart = _apart(scenario, usecase)
+    own = {c: t for c, t in scenario.tilt.items() if c not in apart}
+    weights = _tilt_weights(snapshot, own, scenario.drift, usecase)
     picked = rng.choice(len(snapshot), size=n, replace=True, p=weights / weights.sum())
     frame = snapshot.iloc[picked].reset_index(drop=True).copy()
     if scenario.independent:
         columns = list(scenario.independent)
-        frame[columns] = frame[columns].iloc[rng.permutation(n)].to_numpy()
+        theirs = {c: t for c, t in scenario.tilt.items() if c in apart}
+        donor_weights = _tilt_weights(snapshot, theirs, scenario.drift, usecase)
+        donors = rng.choice(len(snapshot), size=n, replace=True, p=donor_weights / donor_weights.sum())
+        frame[columns] = snapshot[columns].iloc[donors].to_numpy()
     ranges = suite_columns(suite)
     for column, factor in scenario.scale.items():
         frame[column] = _scaled(frame[column], 1 + (factor - 1) * scenario.drift, ranges.get(column, {}))
@@ -105,7 +111,7 @@ def resample(
 def _check(snapshot: pd.DataFrame, scenario: Scenario, usecase: UseCase) -> None:
     if snapshot.empty:
         raise ValueError(EMPTY)
-    named = [("tilt", c) for c in scenario.tilt] + [("scale", c) for c in scenario.scale]
+    named = [("tilt", c) for c in scenario.tilt if c not in usecase.groups] + [("scale", c) for c in scenario.scale]
     named += [("bias_group", c) for c in scenario.bias_group] + [("independent", c) for c in scenario.independent]
     for what, pattern in (("shortcut", scenario.shortcut), ("campaign", scenario.campaign)):
         if pattern is not None:
@@ -121,17 +127,26 @@ def _check(snapshot: pd.DataFrame, scenario: Scenario, usecase: UseCase) -> None
             raise ValueError(NOT_FRACTION.format(what=what, value=value))
 
 
-def _tilt_weights(snapshot: pd.DataFrame, scenario: Scenario) -> np.ndarray:
+def _apart(scenario: Scenario, usecase: UseCase) -> set[str]:
+    """The independent columns and the derived groups made from one of them."""
+    derived = {name for name, group in usecase.groups.items() if group.column in scenario.independent}
+    return set(scenario.independent) | derived
+
+
+def _tilt_weights(
+    snapshot: pd.DataFrame, tilt: Mapping[str, Mapping[Any, float]], drift: float, usecase: UseCase
+) -> np.ndarray:
     weights = np.ones(len(snapshot))
-    for column, target in scenario.tilt.items():
-        observed = snapshot[column].value_counts() / len(snapshot)  # shares of all rows: gaps are rows too
+    for column, target in tilt.items():
+        values = _values(snapshot, column, usecase)
+        observed = values.value_counts() / len(snapshot)  # shares of all rows: gaps are rows too
         total = sum(target.values())
         for value in target:
             if value not in observed.index:
                 raise ValueError(NOT_CATEGORY.format(value=value, column=column))
         ratio = {v: target.get(v, 0.0) / total / observed[v] for v in observed.index}
-        row_ratio = snapshot[column].map(ratio).fillna(0.0).to_numpy(dtype=float)  # a gap is not in any target
-        weights *= (1 - scenario.drift) + scenario.drift * row_ratio
+        row_ratio = values.map(ratio).fillna(0.0).to_numpy(dtype=float)  # a gap is not in any target
+        weights *= (1 - drift) + drift * row_ratio
     return weights
 
 
@@ -144,14 +159,16 @@ def _scaled(values: pd.Series, factor: float, bounds: Mapping[str, Any]) -> pd.S
     return scaled
 
 
+def _values(frame: pd.DataFrame, column: str, usecase: UseCase) -> pd.Series:
+    """A raw column, or a use case's derived group (age_group) computed from its source column."""
+    if column in usecase.groups:
+        return usecase.groups[column].assign(frame[usecase.groups[column].column])
+    return frame[column]
+
+
 def _in_group(frame: pd.DataFrame, group: Mapping[str, Any], usecase: UseCase) -> np.ndarray:
     """Rows whose columns (raw, or a use case's derived group such as age_group) hold the group's values."""
     mask = np.ones(len(frame), dtype=bool)
     for column, value in group.items():
-        values = (
-            usecase.groups[column].assign(frame[usecase.groups[column].column])
-            if column in usecase.groups
-            else frame[column]
-        )
-        mask &= (values == value).to_numpy()
+        mask &= (_values(frame, column, usecase) == value).to_numpy()
     return mask
