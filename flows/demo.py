@@ -34,6 +34,7 @@ from steward.usecase import UseCase
 from steward.workspace import prepare_workspace, select_usecase
 from tasks.demo.synthesize import demo_scenarios, synthesize, write_snapshot
 from tasks.demo.traffic import Tally, Traffic, requests_of
+from tasks.document.facts import plural
 from tasks.signoff.approvals import answer_as_demo
 
 SNAPSHOTS = {"A": (5, "plain"), "B": (6, "plain"), "C": (7, "shortcut")}  # name → (seed, population)
@@ -114,7 +115,7 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
     paths = snapshot_paths(settings, usecase)
     assert usecase.demo is not None  # snapshot_paths refused a use case without a demo section
     scenarios = demo_scenarios(usecase)
-    rows, subjects = usecase.demo.rows, f"{usecase.words.subject}s"
+    rows, subjects = usecase.demo.rows, plural(usecase.words.subject)
     trained: dict[str, TrainResult] = {}
     for name, path in paths.items():
         seed, population = SNAPSHOTS[name]

@@ -108,7 +108,7 @@ def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(pr
     assert done.returncode == 0, done.stdout + done.stderr
     assert run(["git", "status", "--porcelain"], cwd=project, env=env).stdout == status  # the demo's own workspace
     assert (project / ".steward/workspaces/demo/reports/gate.json").is_file()
-    assert "150,000 synthetic applications" in done.stdout
+    assert "150,000 synthetic applicants of german_credit" in done.stdout
     assert "approval.granted by demo-risk-officer (demo)" in done.stdout
     assert "approval.granted by demo-compliance-officer (demo)" in done.stdout
     assert {r.payload["approver_kind"] for r in _granted(project)} == {"demo"}
