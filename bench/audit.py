@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,13 +31,14 @@ from tasks.data.features import LABEL, to_feature_frame
 from tasks.model.train import fit
 from usecases.german_credit.generator import generate_applications
 
+PROJECT = Path(__file__).resolve().parents[1]
 THRESHOLD, LEVEL, QUANTILES = 0.5, 0.95, [0.025, 0.975]
 METRICS = {"selection_rate": "selection_rate", "tpr": "true_positive_rate", "fpr": "false_positive_rate"}
 GOAL = 50.0
 
 
 def scored(rows: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    params = parse_params({"train": {"model": "logistic_regression"}})
+    params = parse_params({"usecase": "german_credit", "train": {"model": "logistic_regression"}}, project_dir=PROJECT)
     frame = to_feature_frame(generate_applications(rows, seed=0, bias=0.3), usecase=params.usecase)
     model = fit(frame.iloc[:20_000], params=params)
     proba = model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
