@@ -80,6 +80,7 @@ _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 _usecase = _params.usecase  # the one use case this process serves
 _raw_suite = read_suite(_settings.project_dir / _usecase.raw_suite)
+_usecase.require_suite(_raw_suite)  # refuse to start on a use case its suite contradicts, every mismatch named
 Application = request_model(serving_suite(_raw_suite, _usecase))
 Outcome = outcome_model(_usecase)
 _spaces = actionable_spaces(_usecase, _raw_suite)  # what a counterfactual may change, and how

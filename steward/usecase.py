@@ -286,6 +286,13 @@ class UseCase(Spec):
         """Every way this specification disagrees with its raw suite (and, given, a data frame)."""
         return _mismatches(self, list(columns), suite, data)
 
+    def require_suite(self, suite: Mapping[str, Any]) -> None:
+        """Refuse (UseCaseError naming every mismatch) a specification its raw suite contradicts: the columns it
+        names, its label values, groups and actionable features, against the suite's column set and rules."""
+        columns = [c for e in suite.get("expectations", []) for c in e.get("kwargs", {}).get("column_set", [])]
+        if problems := self.check_against(columns=columns, suite=suite):
+            raise UseCaseError(MISMATCH.format(name=self.name, problems="\n".join(f"  {p}" for p in problems)))
+
 
 def load_usecase(project_dir: Path, name: str) -> UseCase:
     """`usecases/<name>/usecase.yaml` under `project_dir`, validated; errors name the file and the dotted key."""

@@ -313,6 +313,7 @@ def validate_snapshot(raw: pd.DataFrame, *, params: Params, root: Path) -> list[
     from tasks.data.suites import features_suite, read_suite
 
     raw_suite = read_suite(root / params.usecase.raw_suite)
+    params.usecase.require_suite(raw_suite)  # a use case its own suite contradicts is refused, every mismatch named
     summaries = [validate_frame(raw, suite=raw_suite, docs_dir=root / "reports/data_docs/raw")]
     if summaries[0].success:
         features = to_feature_frame(raw, usecase=params.usecase)

@@ -177,3 +177,22 @@ def test_values_fall_into_the_bin_their_cuts_define():
     ]
     assert pd.isna(assigned.iloc[6])
     assert Group(column="age").assign(pd.Series([1, 2])).tolist() == ["all", "all"]
+
+
+def test_a_use_case_its_suite_contradicts_is_refused_naming_every_mismatch():
+    spec = load_usecase(PROJECT, "adult_income")
+    suite = json.loads((PROJECT / spec.raw_suite).read_text())
+    broken = spec.model_copy(
+        update={
+            "label": spec.label.model_copy(update={"favourable": ">100K"}),
+            "id_column": "ssn",
+            "actionable": {**spec.actionable, "hours_worked": spec.actionable["hours_per_week"]},
+        }
+    )
+    with pytest.raises(UseCaseError) as caught:
+        broken.require_suite(suite)
+    message = str(caught.value)
+    assert "label.favourable: '>100K' is not in the suite's set" in message
+    assert "id_column: column 'ssn' is not in the data's columns" in message
+    assert "actionable.hours_worked: column 'hours_worked'" in message
+    spec.require_suite(suite)  # the shipped one passes
