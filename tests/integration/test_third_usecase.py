@@ -44,23 +44,11 @@ def hiring_screen(n: int, seed: int) -> pd.DataFrame:
 
 def test_a_drafted_and_reviewed_use_case_runs_the_pipeline_with_no_code_change(project, tmp_path):
     env = steward_env(project)
+    steward = str(BIN / "steward")
     data = tmp_path / "hiring_screen.csv"
     hiring_screen(N, seed=1).to_csv(data, index=False)
-    drafted = run(
-        [
-            str(BIN / "steward"),
-            "usecase",
-            "draft",
-            "--data",
-            str(data),
-            "--label",
-            "outcome",
-            "--favourable",
-            "shortlist",
-        ],
-        cwd=project,
-        env=env,
-    )
+    draft = ["usecase", "draft", "--data", str(data), "--label", "outcome", "--favourable", "shortlist"]
+    drafted = run([steward, *draft, "--id", "candidate_ref"], cwd=project, env=env)
     assert drafted.returncode == 0, drafted.stdout + drafted.stderr
     spec_file = project / "usecases/hiring_screen/usecase.yaml"
     spec = yaml.safe_load(spec_file.read_text())
@@ -78,12 +66,12 @@ def test_a_drafted_and_reviewed_use_case_runs_the_pipeline_with_no_code_change(p
     }
     spec["slices"] = [{"name": "early career", "column": "years_experience", "op": "<", "value": 3}]
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    checked = run([str(BIN / "steward"), "usecase", "check", "hiring_screen"], cwd=project, env=env)
+    checked = run([steward, "usecase", "check", "hiring_screen"], cwd=project, env=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("usecase: german_credit", "usecase: hiring_screen", 1))
-    ingested = run([str(BIN / "steward"), "ingest"], cwd=project, env=env)
+    ingested = run([steward, "ingest"], cwd=project, env=env)
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
     done = run([str(BIN / "dvc"), "repro"], cwd=project, env=env, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
