@@ -29,19 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(
-    project: Path, *, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    project: Path,
+    *,
+    params: Mapping[str, Any] | None = None,
+    usecase: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Lay out a project in `project` (params.yaml, or `params`; the bundled data), run this fixture in it as
+    """Lay out a project in `project` (params.yaml, or `params`; the use cases, their suites and the selected one's
+    bundled data; `usecase` overrides keys of the selected use case's usecase.yaml), run this fixture in it as
     its own process, and return the environment that points at it and the refs of its models."""
     import yaml
 
     project.mkdir(parents=True, exist_ok=True)
-    if params is None:
-        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
-    else:
-        (project / "params.yaml").write_text(yaml.safe_dump(dict(params)))
-    (project / "data").mkdir(exist_ok=True)
-    shutil.copy2(ROOT / "data/german_credit.csv", project / "data/german_credit.csv")
+    chosen = dict(params) if params is not None else yaml.safe_load((ROOT / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(chosen))
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "usecases", project / "usecases", ignore=skip, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "expectations", project / "expectations", dirs_exist_ok=True)
+    spec_file = project / "usecases" / chosen["usecase"] / "usecase.yaml"
+    spec = yaml.safe_load(spec_file.read_text()) | dict(usecase or {})
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    (project / spec["dataset"]["file"]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / spec["dataset"]["file"], project / spec["dataset"]["file"])
     environment = {
         **(os.environ if env is None else env),
         "STEWARD_PROJECT_DIR": str(project),

@@ -90,6 +90,15 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def copy_usecases(project: Path, name: str) -> None:
+    """The use cases and their suites into a project folder (which params.yaml names need), and `name`'s data."""
+    shutil.copytree(PROJECT_DIR / "usecases", project / "usecases", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PROJECT_DIR / "expectations", project / "expectations")
+    data = yaml.safe_load((project / "usecases" / name / "usecase.yaml").read_text())["dataset"]["file"]
+    (project / data).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PROJECT_DIR / data, project / data)
+
+
 def serving_project(
     project: Path, *, serve: Mapping[str, Any], extra: dict[str, str] | None = None, usecase: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -104,11 +113,7 @@ def serving_project(
     if usecase is not None:
         params["usecase"] = usecase
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(PROJECT_DIR / "usecases", project / "usecases", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(PROJECT_DIR / "expectations", project / "expectations")
-    data = yaml.safe_load((project / "usecases" / params["usecase"] / "usecase.yaml").read_text())["dataset"]["file"]
-    (project / data).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(PROJECT_DIR / data, project / data)
+    copy_usecases(project, params["usecase"])
     env = steward_env(project, extra={"BENTOML_HOME": str(project / ".steward/bentoml"), **(extra or {})})
     fixture = [sys.executable, str(PROJECT_DIR / "scripts/serving_fixture.py")]
     setup = run(fixture, cwd=PROJECT_DIR, env=env, timeout=300)

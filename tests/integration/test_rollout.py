@@ -41,10 +41,11 @@ ROLLOUT = {
 def live(tmp_path_factory, prefect_server):
     project = tmp_path_factory.mktemp("rollout")
     params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
-    params["data"]["sensitive"] = ["sex", "age_group"]  # foreign workers: 4 % of traffic, minutes to judge
     params["rollout"] |= ROLLOUT
     params["monitor"] |= {"task_runner": "dask", "dask_workers": 2}  # monitoring's windows on a Dask cluster
-    env, refs = build(project, params=params, env=steward_env(project, api_url=prefect_server))
+    # foreign workers: 4 % of traffic, minutes to judge; the rollout is judged by sex and age group
+    audited = {"sensitive": ["sex", "age_group"], "intersections": [["sex", "age_group"]]}
+    env, refs = build(project, params=params, usecase=audited, env=steward_env(project, api_url=prefect_server))
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log") as service:
         yield {

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, free_port, run, steward_env, wait_until
+from support import BIN, PROJECT_DIR, copy_usecases, free_port, run, steward_env, wait_until
 
 from deployments.local.prefect_server import start_server, stop_pid
 from steward.db import make_engine
@@ -45,6 +45,7 @@ def _project(root: Path, *, signoff: dict) -> Path:
     params["governance"]["signoff"]["high"] = signoff
     params["governance"]["approvers"] = APPROVERS
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    copy_usecases(root, params["usecase"])
     engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
     Registry(engine, ledger=Ledger(engine)).register(
         name="credit-risk",
