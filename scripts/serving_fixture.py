@@ -4,7 +4,7 @@ process, so BentoML reads the caller's BENTOML_HOME:
 
     STEWARD_HOME=... BENTOML_HOME=... python scripts/serving_fixture.py   # prints the three refs as JSON
 
-Tests import `sign_off` from it (`from scripts.serving_fixture import sign_off`, with the project root on
+Tests import `sign_off` and `approved` from it (`from scripts.serving_fixture import sign_off`, with the project root on
 sys.path as `python -m pytest` puts it); the training and BentoML imports stay in `main`, so importing the
 module is cheap and touches no model store.
 """
@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from steward.ledger import Ledger
 from steward.params import SignoffPolicy
 from steward.registry import State
 from steward.signoff import Request
+
+if TYPE_CHECKING:
+    from steward.routing import Rollouts
 
 WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
 
@@ -50,6 +54,23 @@ def sign_off(
     ledger.append(actor=author, action="approval.requested", subject=ref, payload=request.payload())
     grant = {"flow_run_id": flow_run_id, "approver": approver, "roles": ["model-risk"], "pause_key": "k"}
     ledger.append(actor=approver, action="approval.granted", subject=ref, payload=grant)
+
+
+def approved(moves: Rollouts, name: str, n: int) -> str:
+    """Register version `n` of model `name` with placeholder lineage, sign it off and approve it; its ref."""
+    ref = moves.registry.register(
+        name=name,
+        model_tag=f"{name}:t{n}",
+        model_md5=str(n),
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+    ).ref
+    sign_off(moves.ledger, ref)
+    moves.registry.transition(ref, State.APPROVED)
+    return ref
 
 
 def main() -> None:

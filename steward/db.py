@@ -28,6 +28,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def _import_tables() -> None:
+    """Every module that declares a table, so that create_all makes them all whatever the caller imported."""
+    import steward.ledger
+    import steward.predictions
+    import steward.registry
+    import steward.reviews
+    import steward.routing  # noqa: F401
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url` with Steward's tables created; SQLite files get WAL mode and a busy timeout."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -35,6 +44,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    _import_tables()
     Base.metadata.create_all(engine)
     check_schema(engine)
     return engine

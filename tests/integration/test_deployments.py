@@ -12,7 +12,7 @@ import pytest
 from support import BIN, run, steward_env, wait_until
 
 from deployments.local.prefect_server import stop_pid
-from scripts.serving_fixture import sign_off
+from scripts.serving_fixture import approved
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, Ledger
 from steward.registry import State
@@ -30,25 +30,11 @@ def _canary(project) -> tuple[Rollouts, str]:
     """Two signed-off models in the project's database: v1 in production, v2 in canary at 20%."""
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     moves = Rollouts(engine, Ledger(engine))
-    refs = []
-    for n in (1, 2):
-        ref = moves.registry.register(
-            name="credit-risk",
-            model_tag=f"credit-risk:t{n}",
-            model_md5=str(n),
-            data_md5="d",
-            params_hash="p",
-            git_commit=None,
-            flow_run_id=None,
-            metrics={},
-        ).ref
-        sign_off(moves.ledger, ref)
-        moves.registry.transition(ref, State.APPROVED)
-        refs.append(ref)
-    moves.promote(refs[0], actor="test", reason="first")
-    moves.to_shadow(refs[1], actor="test")
-    moves.to_canary(refs[1], 0.2, actor="test")
-    return moves, refs[1]
+    production, canary = (approved(moves, "credit-risk", n) for n in (1, 2))
+    moves.promote(production, actor="test", reason="first")
+    moves.to_shadow(canary, actor="test")
+    moves.to_canary(canary, 0.2, actor="test")
+    return moves, canary
 
 
 def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project, prefect_server):

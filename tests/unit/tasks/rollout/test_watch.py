@@ -6,7 +6,6 @@ from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.params import AnalysisParams, RolloutParams, StepParams
 from steward.predictions import Decision, PredictionLog
-from steward.registry import State
 from steward.routing import Rollouts
 from steward.settings import Settings
 from tasks.rollout.canary import Analysis
@@ -63,27 +62,13 @@ def test_without_a_note_the_reason_is_the_analysis_summary():
 
 def _canary_of(moves: Rollouts, model_name: str) -> tuple[str, str]:
     """(production, canary at 50%) of `model_name`, each signed off and walked along the registry."""
-    from scripts.serving_fixture import sign_off
+    from scripts.serving_fixture import approved
 
-    refs = []
-    for n in (1, 2):
-        ref = moves.registry.register(
-            name=model_name,
-            model_tag=f"{model_name}:t{n}",
-            model_md5=str(n),
-            data_md5="d",
-            params_hash="p",
-            git_commit=None,
-            flow_run_id=None,
-            metrics={},
-        ).ref
-        sign_off(moves.ledger, ref)
-        moves.registry.transition(ref, State.APPROVED)
-        refs.append(ref)
-    moves.promote(refs[0], actor="t", reason="first")
-    moves.to_shadow(refs[1], actor="t")
-    moves.to_canary(refs[1], 0.5, actor="t")
-    return refs[0], refs[1]
+    production, canary = (approved(moves, model_name, n) for n in (1, 2))
+    moves.promote(production, actor="t", reason="first")
+    moves.to_shadow(canary, actor="t")
+    moves.to_canary(canary, 0.5, actor="t")
+    return production, canary
 
 
 def _served(log: PredictionLog, model_name: str, ref: str, role: str, approved: int, n: int, outcome: str) -> None:
