@@ -45,10 +45,14 @@ def requests_of(frame: pd.DataFrame, *, label: str) -> list[tuple[dict[str, Any]
     schema; `label` is its label column (`usecase.label.column`)."""
     bodies = frame.drop(columns=[label], errors="ignore").to_dict("records")
     outcomes = [str(o) for o in frame[label]] if label in frame else [None] * len(frame)
-    return [
-        ({k: (v.item() if hasattr(v, "item") else v) for k, v in b.items()}, o)
-        for b, o in zip(bodies, outcomes, strict=True)
-    ]
+    return [({k: _plain(v) for k, v in b.items()}, o) for b, o in zip(bodies, outcomes, strict=True)]
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON carries it: a gap (NaN, None, pd.NA) is null, a numpy scalar its Python value."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 class Traffic:
@@ -118,7 +122,7 @@ class Traffic:
                 headers = {"X-Client-Id": f"traffic-{i % CLIENTS}"}
                 try:
                     response = client.post("/predict", json=body, headers=headers)
-                except httpx.HTTPError as error:
+                except (httpx.HTTPError, ValueError) as error:  # ValueError: a body JSON cannot carry
                     with self.tally.lock:
                         self.tally.errors[type(error).__name__] += 1
                     continue
