@@ -59,7 +59,7 @@ def test_adult_income_runs_the_lifecycle_with_only_the_use_case_selected(project
     assert young and float(young[1]) < 0.5 * float(young[2]), done.stdout  # the campaign's young, declined
 
     workspace = project / ".steward/workspaces/demo"
-    serving = {**env, "STEWARD_PROJECT_DIR": str(workspace)}
+    serving = {**env, "STEWARD_PROJECT_DIR": str(workspace), "BENTOML_HOME": str(project / ".steward/bentoml")}
     with served(serving, cwd=workspace, log=project / "adult-service.log") as service:
         client = httpx.Client(base_url=service.url, timeout=30, headers={"X-Client-Id": "adult-test"})
         explained = 0
