@@ -34,7 +34,7 @@ ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Column names that usually hold a protected attribute (EU Charter art. 21, US ECOA/Title VII): a guess to review.
 PROTECTED_NAMES = re.compile(
     r"^(sex|gender|race|ethnicity|ethnic_group|religion|age|nationality|native_country|country_of_birth|"
-    r"foreign_worker|disability|marital_status|pregnancy|sexual_orientation)$"
+    r"foreign(_\w+)?|disability|marital_status|pregnancy|sexual_orientation)$"
 )
 AGE_CUTS = [25.0]
 BASE_RATE_MARGIN = 0.15  # the favourable share a later snapshot may have: the draft's own, this far either way
