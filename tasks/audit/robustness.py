@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from steward.params import Params
-from steward.usecase import Group, Slice, UseCase, suite_columns
+from steward.usecase import Group, Slice, UseCase
+from steward.usecase_check import suite_columns
 from tasks.data.features import LABEL
 from tasks.model.evaluate import positive_proba
 

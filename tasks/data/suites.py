@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steward.usecase import UseCase, suite_columns
+from steward.usecase import UseCase
+from steward.usecase_check import suite_columns
 
 LABEL = "label"  # the feature frame's 0/1 target: 1 = the use case's favourable value
 COLUMNS = "expect_table_columns_to_match_set"

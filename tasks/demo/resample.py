@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steward.usecase import UseCase, suite_columns
+from steward.usecase import UseCase
+from steward.usecase_check import suite_columns
 
 UNKNOWN_COLUMN = "{what}: {column!r} is not a column of the snapshot"
 NOT_CATEGORY = "tilt: {value!r} is not a value of {column!r} in the snapshot, so no row can be drawn toward it"

@@ -40,7 +40,8 @@ from typing import Any, Literal, Protocol, TypedDict, get_args
 import numpy as np
 import pandas as pd
 
-from steward.usecase import UseCase, suite_columns
+from steward.usecase import UseCase
+from steward.usecase_check import suite_columns
 from tasks.serving.decision import Verdict, decide
 from tasks.serving.reasons import NO_PHRASES, format_value, phrase, phrase_parts
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.usecase import suite_columns
+from steward.usecase_check import suite_columns
 from tasks.data.features import read_snapshot, to_feature_frame
 from tasks.data.suites import read_suite
 from tasks.model.train import fit

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from steward.usecase import suite_columns
+from steward.usecase_check import suite_columns
 from tasks.data.features import model_features, read_snapshot, to_feature_frame
 from tasks.data.suites import read_suite, serving_suite
 from tasks.data.validate import validate_frame
