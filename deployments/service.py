@@ -230,7 +230,7 @@ class Steward:
         probability: float,
         started: float,
     ) -> None:
-        groups = _groups(application)
+        groups = _usecase.logged_groups(application)
         hidden = {*_usecase.protected, _usecase.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
@@ -345,16 +345,6 @@ def _frame(application: dict[str, Any]) -> pd.DataFrame:
     for name, group in _usecase.groups.items():
         frame[name] = group.assign(frame[group.column])
     return frame
-
-
-def _groups(application: dict[str, Any]) -> dict[str, Any]:
-    """What fairness monitoring groups this decision by: the use case's raw sensitive columns and its derived
-    groups (a gap stays None)."""
-    groups = {c: application.get(c) for c in _usecase.sensitive if c not in _usecase.groups}
-    for name, group in _usecase.groups.items():
-        label = group.assign([application.get(group.column)]).iloc[0]
-        groups[name] = None if pd.isna(label) else str(label)
-    return groups
 
 
 def _decision(probability: float) -> Decision:

@@ -60,7 +60,7 @@ class PredictionRow(Base):
     decision: Mapped[str] = mapped_column(String(12))
     probability: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
-    groups: Mapped[dict[str, Any]] = mapped_column(JSON)  # protected attributes, for fairness monitoring only
+    groups: Mapped[dict[str, Any]] = mapped_column(JSON)  # UseCase.logged_groups: for fairness monitoring, retraining
     batch: Mapped[int] = mapped_column(Integer, index=True)
 
 

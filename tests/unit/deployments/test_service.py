@@ -1,5 +1,5 @@
-"""The service's request handling follows the use case params.yaml serves: its contract, its feedback values, the
-groups it logs for fairness monitoring and the frame the model reads (no model, no database: pure helpers)."""
+"""The service's request handling follows the use case params.yaml serves: its contract, its feedback values and the
+frame the model reads (no model, no database: pure helpers)."""
 
 from __future__ import annotations
 
@@ -29,19 +29,6 @@ def test_the_service_serves_the_use_case_of_params_yaml_with_its_derived_contrac
     assert set(service._spaces) == set(spec.actionable) and not set(service._spaces) & spec.never_changed
 
 
-def test_the_logged_groups_are_the_raw_sensitive_columns_and_the_derived_groups(service):
-    spec = service._usecase
-    rows = read_snapshot(PROJECT_DIR / spec.dataset.file).drop(columns=[spec.label.column]).head(40)
-    for record in rows.astype(object).where(rows.notna(), None).to_dict(orient="records"):
-        groups = service._groups(record)
-        assert set(groups) == set(spec.sensitive)
-        for name, group in spec.groups.items():  # the bin, worked out here from the cuts
-            value = record[group.column]
-            assert groups[name] == group.bin_labels()[sum(value >= c for c in group.cuts)]
-        for column in set(spec.sensitive) - set(spec.groups):
-            assert groups[column] == record[column]
-
-
 def test_the_frame_holds_the_request_and_its_groups(service):
     spec = service._usecase
     rows = read_snapshot(PROJECT_DIR / spec.dataset.file).drop(columns=[spec.label.column]).head(3)
@@ -49,7 +36,7 @@ def test_the_frame_holds_the_request_and_its_groups(service):
         frame = service._frame(record)
         assert list(frame.columns) == [*rows.columns, *spec.groups]
         for name in spec.groups:
-            assert frame[name].iloc[0] == service._groups(record)[name]
+            assert frame[name].iloc[0] == spec.logged_groups(record)[name]
 
 
 def test_a_decision_is_the_rule_of_params_yaml(service):

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.usecase import Group, UseCaseError, load_usecase, shipped, suite_columns
+from steward.usecase import Group, UseCaseError, load_usecase, shipped
+from steward.usecase_check import suite_columns
 from tasks.data.features import read_snapshot
+from tests.usecases import SHIPPED, usecase
 
 PROJECT = Path(__file__).resolve().parents[3]
 MINIMAL = {
@@ -196,3 +198,18 @@ def test_a_use_case_its_suite_contradicts_is_refused_naming_every_mismatch():
     assert "id_column: column 'ssn' is not in the data's columns" in message
     assert "actionable.hours_worked: column 'hours_worked'" in message
     spec.require_suite(suite)  # the shipped one passes
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_logged_groups_keep_every_protected_and_sensitive_column_as_sent_and_each_derived_bin(name):
+    spec = usecase(name)
+    rows = read_snapshot(PROJECT / spec.dataset.file).drop(columns=[spec.label.column]).head(40)
+    raw = {*spec.protected, *spec.sensitive} - set(spec.groups)
+    for record in rows.astype(object).where(rows.notna(), None).to_dict(orient="records"):
+        groups = spec.logged_groups(record)
+        assert set(groups) == raw | set(spec.groups)
+        for group_name, group in spec.groups.items():  # the bin, worked out here from the cuts
+            value = record[group.column]
+            assert groups[group_name] == group.bin_labels()[sum(value >= c for c in group.cuts)]
+        for column in raw:
+            assert groups[column] == record[column]
