@@ -3,8 +3,8 @@
 A new snapshot becomes data/raw's current version (`dvc add`: its md5 is the data version), then the
 `validate` stage checks it against both data contracts. If it fails, the failed expectations are
 raised, its Data Docs are kept under STEWARD_HOME/rejected/<md5>/, and the previous version is put
-back (the .dvc file and `dvc checkout`), so nothing already accepted is lost: earlier versions stay
-in the DVC cache whatever happens.
+back (the .dvc file and `dvc checkout`), so nothing already accepted is lost: the version a snapshot
+replaces is committed to the DVC cache first (a clone's data never was), and stays there whatever happens.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Snapshot:
     md5: str
     changed: bool
     previous_dvc: str | None = None  # the .dvc file it replaced; None if it replaced nothing
+    previous_data: bool = False  # the data that .dvc file names was here, and is now in the DVC cache
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -68,6 +69,8 @@ def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snaps
         if current and sha256_file(layout.raw_data) == sha256_file(staging):
             return Snapshot(source=source, path=layout.raw_data, md5=tracked_md5(layout.raw_data_dvc), changed=False)
         previous = layout.raw_data_dvc.read_text() if layout.raw_data_dvc.is_file() else None
+        if current:  # a clone or workspace never `dvc add`ed it: cache it, so a rejection can put it back
+            run_dvc("commit", "--force", str(layout.raw_data_dvc.relative_to(layout.project_dir)), settings=settings)
         atomic_copy(staging, layout.raw_data)
         run_dvc("add", str(layout.raw_data.relative_to(layout.project_dir)), settings=settings)
         return Snapshot(
@@ -76,6 +79,7 @@ def version_snapshot(staging: Path, *, source: str, settings: Settings) -> Snaps
             md5=tracked_md5(layout.raw_data_dvc),
             changed=True,
             previous_dvc=previous,
+            previous_data=current,
         )
     finally:
         staging.unlink(missing_ok=True)
@@ -91,7 +95,9 @@ def md5_file(path: Path) -> str:
 
 
 def restore_previous(snapshot: Snapshot, *, settings: Settings) -> None:
-    """Put back the version `snapshot` replaced (or remove it, if it replaced nothing)."""
+    """Put back the version `snapshot` replaced: its .dvc file, and its data if it was here (a .dvc file whose
+    data was absent, say a fresh clone's, is put back with its data still absent); or remove both, if it
+    replaced nothing."""
     layout = Layout(settings.project_dir)
     target = str(layout.raw_data_dvc.relative_to(layout.project_dir))
     if snapshot.previous_dvc is None:
@@ -99,7 +105,10 @@ def restore_previous(snapshot: Snapshot, *, settings: Settings) -> None:
         layout.raw_data_dvc.unlink(missing_ok=True)
         return
     layout.raw_data_dvc.write_text(snapshot.previous_dvc)
-    run_dvc("checkout", "--force", target, settings=settings)
+    if snapshot.previous_data:
+        run_dvc("checkout", "--force", target, settings=settings)
+    else:
+        layout.raw_data.unlink(missing_ok=True)
 
 
 @task(name="dvc repro validate", cache_policy=NO_CACHE)
@@ -122,7 +131,7 @@ def validate_snapshot(snapshot: Snapshot, *, settings: Settings, env: dict[str, 
         shutil.copytree(layout / docs.parent, rejected / docs.parent.name, dirs_exist_ok=True)
         failed = failed.with_docs(str(rejected / docs.parent.name / docs.name))
     restore_previous(snapshot, settings=settings)
-    if snapshot.previous_dvc is not None:
+    if snapshot.previous_data:
         reproduce("validate", settings=settings, env=env)  # the reports describe the restored version again
     raise ValidationFailed(failed)
 

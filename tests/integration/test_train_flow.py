@@ -1,6 +1,7 @@
 """`steward train` against a real local Prefect server, on good and on bad data."""
 
 import json
+import shutil
 import sqlite3
 
 import httpx
@@ -145,6 +146,33 @@ def test_bad_data_stops_at_validation_registers_nothing_and_keeps_the_earlier_ve
     assert (project / "dvc.lock").read_text() == before_lock
     if frame is not None:  # an unreadable file has no Data Docs; a readable one keeps its docs
         assert "Data Docs: " in done.stderr and "rejected" in done.stderr
+
+
+@pytest.mark.parametrize("earlier", ["not-in-the-cache", "absent"])
+def test_a_rejected_snapshot_puts_back_an_earlier_version_the_cache_never_held(project, prefect_server, earlier):
+    """A clone's data/raw (or a workspace's) was never `dvc add`ed there; with the file present it is put back
+    byte for byte, and with the file absent the .dvc file is put back with the data still absent."""
+    env = steward_env(project, api_url=prefect_server)
+    assert run([str(BIN / "steward"), "ingest"], cwd=project, env=env).returncode == 0
+    raw, pointer = project / "data/raw/snapshot.csv", project / "data/raw/snapshot.csv.dvc"
+    before_bytes, before_dvc = raw.read_bytes(), pointer.read_text()
+    cache = run([str(BIN / "dvc"), "cache", "dir"], cwd=project, env=env).stdout.strip()
+    shutil.rmtree(cache)
+    if earlier == "absent":
+        raw.unlink()
+    frame, _ = _bad_variants(pd.read_csv(project / "data/german_credit.csv"))["third-label"]
+    bad = project.parent / "bad.csv"
+    frame.to_csv(bad, index=False)
+
+    done = run([str(BIN / "steward"), "train", "--data", str(bad)], cwd=project, env=env)
+
+    assert done.returncode == 1 and "expect_column_values_to_be_in_set" in done.stderr, done.stdout + done.stderr
+    assert pointer.read_text() == before_dvc
+    if earlier == "absent":
+        assert not raw.exists()
+    else:
+        assert raw.read_bytes() == before_bytes
+    assert _registry_rows(project) == []
 
 
 def test_a_malformed_params_file_is_refused_naming_the_key(project, prefect_server):
