@@ -26,8 +26,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from steward.canonical import canonical_json
 from steward.errors import StewardError
-from steward.ledger import canonical_json
 
 DOMAIN = "steward-statement-v1"
 NOT_A_PUBLIC_KEY = "{source}: not an Ed25519 public key (an `ssh-ed25519 AAAA...` line or a PEM block): {reason}"
@@ -101,6 +101,22 @@ class SigningKey:
     def sign(self, kind: str, fields: dict[str, Any]) -> str:
         """The base64 signature over the statement (`kind`, `fields`)."""
         return base64.b64encode(self.key.sign(statement_bytes(kind, fields))).decode()
+
+
+def own_key(path: Path, *, comment: str) -> SigningKey:
+    """The key at `path`, created there on first use (an instance's key, a demo identity's)."""
+    return load_signing_key(path) if path.exists() else new_key(path, comment=comment)
+
+
+def fingerprints(lines: list[str]) -> list[str]:
+    """The fingerprints of the readable public keys among `lines`."""
+    found = []
+    for line in lines:
+        try:
+            found.append(PublicKey.from_text(line).fingerprint)
+        except KeyFileError:
+            continue
+    return found
 
 
 def statement_bytes(kind: str, fields: dict[str, Any]) -> bytes:

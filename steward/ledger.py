@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, get_args
 from sqlalchemy import Engine, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from steward.canonical import canonical_json
 from steward.db import Base
 from steward.errors import NotFound, StewardError
 
@@ -85,11 +86,6 @@ def _payload_or_unhashable(text: str) -> Any:
 
 class LedgerError(StewardError, ValueError):
     """A record the ledger refuses to write or read."""
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON text of `value` that hashing uses: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def record_hash(*, prev_hash: str, seq: int, ts: str, actor: str, action: str, subject: str, payload: Any) -> str:

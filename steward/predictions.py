@@ -21,8 +21,9 @@ import pandas as pd
 from sqlalchemy import JSON, Engine, Float, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from steward.canonical import canonical_json
 from steward.db import Base
-from steward.ledger import DECISIONS_BATCH, Ledger, Record, canonical_json
+from steward.ledger import DECISIONS_BATCH, Ledger, Record
 from steward.reviews import ReviewQueue  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"

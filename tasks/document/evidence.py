@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steward.canonical import canonical_json
 from steward.errors import NotFound, StewardError
-from steward.ledger import canonical_json
 from steward.storage import Storage, content_key, sha256_file
 
 FILES_PREFIX = "evidence/files"
