@@ -94,6 +94,7 @@ def demo_approvers(settings: Settings, governance: GovernanceParams, *, since_se
         kwargs={
             "ledger": Ledger(make_engine(settings.db_url)),
             "governance": governance,
+            "settings": settings,
             "since_seq": since_seq,
             "author": settings.user,
             "stop": stop,

@@ -147,6 +147,16 @@ class Approver(Section):
     demo: bool = Field(
         default=False, description="A scripted identity (`steward run`'s demo approver), recorded as such."
     )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # `keys` in params.yaml; not the attribute's name, since a pydantic model with a `keys` attribute passes for
+    # a mapping (dict(model) calls it), which Prefect does to every task argument
+    public_keys: list[str] = Field(
+        default=[],
+        alias="keys",
+        description="Public keys (`ssh-ed25519 AAAA...` lines): an answer counts only when signed by one of them. "
+        "A demo identity has none here: its key lives in the demo's STEWARD_HOME.",
+    )
 
 
 class SignoffPolicy(Section):
@@ -194,6 +204,7 @@ class GovernanceParams(Section):
         for section in ("tiers", "signoff"):
             if self.risk_tier not in getattr(self, section):
                 raise ValueError(f"governance.risk_tier {self.risk_tier!r} has no entry in governance.{section}")
+        _check_keys(self.approvers)
         held = {role for approver in self.approvers.values() for role in approver.roles}
         for tier, policy in self.signoff.items():
             missing = sorted(set(policy.roles) - held)
@@ -208,6 +219,27 @@ class GovernanceParams(Section):
     @property
     def policy(self) -> TierPolicy:
         return self.tiers[self.risk_tier]
+
+
+def _check_keys(approvers: dict[str, Approver]) -> None:
+    """Each person approves with keys of their own: a human approver has at least one, a demo identity none,
+    and no key is registered under two names (one person would then count twice)."""
+    from steward.keys import KeyFileError, PublicKey  # the cryptography import only where keys are configured
+
+    owner: dict[str, str] = {}
+    for name, approver in approvers.items():
+        where = f"governance.approvers.{name}.keys"
+        if approver.demo and approver.public_keys:
+            raise ValueError(f"{where}: a demo identity's key lives in the demo's STEWARD_HOME, not here")
+        if not approver.demo and not approver.public_keys:
+            raise ValueError(f"{where}: a human approver needs a public key (an answer counts only signed by it)")
+        for i, text in enumerate(approver.public_keys):
+            try:
+                fingerprint = PublicKey.from_text(text, source=f"{where}.{i}").fingerprint
+            except KeyFileError as exc:
+                raise ValueError(str(exc)) from None
+            if owner.setdefault(fingerprint, name) != name:
+                raise ValueError(f"{where}.{i}: key {fingerprint} is already {owner[fingerprint]}'s")
 
 
 class ServeParams(Section):

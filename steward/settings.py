@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default_factory=lambda: _login(),
         description="Who starts runs from this shell (a run's author may not approve it); default: the OS user",
     )
+    key_file: Path | None = Field(
+        default=None,
+        description="Your Ed25519 private key (OpenSSH or PEM): signs your sign-off answers and the runs you open; "
+        "unset: a run is opened by this instance's key (STEWARD_HOME/keys/instance)",
+    )
     admin_token: str | None = Field(
         default=None, description="Bearer token for the service's /admin endpoints; unset: they answer 503"
     )
@@ -66,6 +71,11 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'steward.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        """This instance's key, and the demo identities' keys of a demo home (`demo/`)."""
+        return self.state_dir / "keys"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from steward.keys import KeyFileError, PublicKey
 from steward.ledger import (
     APPROVAL_DECLINED,
     APPROVAL_ESCALATED,
@@ -27,6 +28,9 @@ from steward.ledger import (
 from steward.params import SignoffPolicy
 
 Outcome = Literal["approved", "rejected", "changes_requested", "expired", "withdrawn"]
+ANSWER = "signoff-answer"  # the kind of statement an approver signs
+OPENING = "signoff-opening"  # the kind of statement the author's key signs
+NOT_A_TOKEN = "the signature is not `TIME SIGNATURE` as `steward sign` prints it"
 
 
 def now() -> datetime:
@@ -37,7 +41,10 @@ def now() -> datetime:
 class Request:
     """One sign-off a run asked for, as recorded in the ledger's `approval.requested` payload.
 
-    `demo` marks the sign-offs `steward run` opens: only they accept the configured demo identities.
+    `demo` marks the sign-offs `steward run` opens: only they accept the configured demo identities. `keys` pins
+    each approver's public keys (OpenSSH lines) as they stood when the sign-off opened, and `policy_digest` the
+    governance it was opened under, so every answer is verified later from the ledger alone. `author_key` is the
+    public key (OpenSSH line) that opened it (signed: `author_signature`), which may not approve it.
     """
 
     model: str
@@ -49,9 +56,31 @@ class Request:
     evidence_page: str
     requested_at: datetime
     demo: bool = False
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    policy_digest: str = ""
+    author_key: str = ""
+    author_signature: str = ""
+
+    @property
+    def author_fingerprint(self) -> str:
+        return PublicKey.from_text(self.author_key, source="the author's key").fingerprint if self.author_key else ""
+
+    def opening(self) -> dict[str, Any]:
+        """What the author's key signs when it opens this sign-off."""
+        return {
+            "model": self.model,
+            "flow_run_id": self.flow_run_id,
+            "evidence_digest": self.evidence_digest,
+            "policy_digest": self.policy_digest,
+            "requested_at": self.requested_at.isoformat(),
+        }
 
     def payload(self) -> dict[str, Any]:
         return {
+            "keys": self.keys,
+            "policy_digest": self.policy_digest,
+            "author_key": self.author_key,
+            "author_signature": self.author_signature,
             "flow_run_id": self.flow_run_id,
             "author": self.author,
             "tier": self.tier,
@@ -74,6 +103,10 @@ class Request:
             evidence_page=payload["evidence_page"],
             requested_at=datetime.fromisoformat(payload["requested_at"]),
             demo=bool(payload.get("demo", False)),
+            keys=payload.get("keys", {}),
+            policy_digest=payload.get("policy_digest", ""),
+            author_key=payload.get("author_key", ""),
+            author_signature=payload.get("author_signature", ""),
         )
 
     def deadline(self, *, escalations: int) -> datetime:
@@ -87,9 +120,10 @@ class Progress:
 
     granted: tuple[str, ...] = ()
     roles: frozenset[str] = field(default_factory=frozenset)
+    keys: tuple[str, ...] = ()  # the fingerprints that signed the approvals
 
-    def add(self, name: str, roles: list[str]) -> Progress:
-        return Progress((*self.granted, name), self.roles | set(roles))
+    def add(self, name: str, roles: list[str], key: str = "") -> Progress:
+        return Progress((*self.granted, name), self.roles | set(roles), (*self.keys, key))
 
     def missing_roles(self, policy: SignoffPolicy) -> list[str]:
         return [role for role in policy.roles if role not in self.roles]
@@ -131,7 +165,9 @@ class Tally:
             return self
         used = self.pauses_used + (1 if "pause_key" in record.payload else 0)
         if record.action == APPROVAL_GRANTED:
-            progress = self.progress.add(record.payload["approver"], record.payload["roles"])
+            progress = self.progress.add(
+                record.payload["approver"], record.payload["roles"], record.payload.get("key", "")
+            )
             done = progress.complete(self.request.policy)
             return replace(self, progress=progress, pauses_used=used, outcome="approved" if done else None)
         if record.action == APPROVAL_DECLINED:
@@ -146,6 +182,96 @@ class Tally:
                 self, pauses_used=used, outcome="expired" if record.action == APPROVAL_EXPIRED else "withdrawn"
             )
         return self
+
+
+def answer_statement(
+    request: Request, *, decision: str, comment: str, evidence_digest: str, signed_at: str
+) -> dict[str, Any]:
+    """What an approver signs: this sign-off (model, run, the policy it runs under), the evidence they reviewed,
+    their decision and its reason, and when. Another run, model, digest or policy makes another statement."""
+    return {
+        "model": request.model,
+        "flow_run_id": request.flow_run_id,
+        "policy_digest": request.policy_digest,
+        "evidence_digest": evidence_digest,
+        "decision": decision,
+        "comment": comment,
+        "signed_at": signed_at,
+    }
+
+
+def signature_token(signed_at: str, signature: str) -> str:
+    """The text an approver pastes into the form's signature field."""
+    return f"{signed_at} {signature}"
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """(signed_at, signature) of a token; ValueError naming the format otherwise."""
+    parts = token.split()
+    if len(parts) != 2:
+        raise ValueError(NOT_A_TOKEN)
+    try:
+        datetime.fromisoformat(parts[0])
+    except ValueError:
+        raise ValueError(NOT_A_TOKEN) from None
+    return parts[0], parts[1]
+
+
+def signer_of(request: Request, *, approver: str, statement: dict[str, Any], signature: str) -> str | None:
+    """The fingerprint of the key pinned for `approver` that signed `statement`, or None."""
+    for line in request.keys.get(approver, []):
+        try:
+            key = PublicKey.from_text(line)
+        except KeyFileError:
+            continue
+        if key.verifies(ANSWER, statement, signature):
+            return key.fingerprint
+    return None
+
+
+def unverified(records: list[Record]) -> list[str]:
+    """Every sign-off record whose signature does not verify, offline, from the records alone: a request not
+    signed by its author's key, or an answer (granted or declined) not signed by a key its request pinned for
+    that approver, over exactly what the record says was answered."""
+    problems: list[str] = []
+    requests: dict[tuple[str, str], tuple[int, Request]] = {}
+    for record in records:
+        if record.action == APPROVAL_REQUESTED:
+            request = Request.from_payload(record.subject, record.payload)
+            requests[(record.subject, request.flow_run_id)] = (record.seq, request)
+            if not _opened_by_author(request):
+                problems.append(
+                    f"seq {record.seq}: {record.action} of {record.subject} is not signed by its author's key"
+                )
+        elif record.action in (APPROVAL_GRANTED, APPROVAL_DECLINED):
+            found = requests.get((record.subject, record.payload.get("flow_run_id", "")))
+            who = record.payload.get("approver", "?")
+            if found is None:
+                problems.append(f"seq {record.seq}: {record.action} by {who} answers no recorded request")
+                continue
+            seq, request = found
+            p = record.payload
+            statement = answer_statement(
+                request,
+                decision=p.get("decision", ""),
+                comment=p.get("comment", ""),
+                evidence_digest=p.get("evidence_digest", ""),
+                signed_at=p.get("signed_at", ""),
+            )
+            key = signer_of(request, approver=who, statement=statement, signature=p.get("signature", ""))
+            if key is None or key != p.get("key"):
+                problems.append(
+                    f"seq {record.seq}: {record.action} by {who} is not signed by a key seq {seq} pinned for {who}"
+                )
+    return problems
+
+
+def _opened_by_author(request: Request) -> bool:
+    try:
+        key = PublicKey.from_text(request.author_key, source="the author's key")
+    except KeyFileError:
+        return False
+    return key.verifies(OPENING, request.opening(), request.author_signature)
 
 
 def sign_offs(records: list[Record]) -> list[Tally]:

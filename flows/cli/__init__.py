@@ -17,6 +17,8 @@ server_app = typer.Typer(help="The local Prefect server Steward starts when PREF
 app.add_typer(server_app, name="server")
 ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals and transitions.")
 app.add_typer(ledger_app, name="ledger")
+keys_app = typer.Typer(help="Your signing key: answers to sign-offs count only signed by a registered key.")
+app.add_typer(keys_app, name="keys")
 review_app = typer.Typer(help="Referred and contested decisions, for a person to resolve.")
 app.add_typer(review_app, name="review")
 usecase_app = typer.Typer(
@@ -33,6 +35,7 @@ for command in (
     governance.approvals,
     governance.approve,
     governance.reject,
+    governance.sign,
     governance.evidence,
     serving.serve,
     serving.rollout,
@@ -45,6 +48,7 @@ for command in (
 server_app.command("start")(server.server_start)
 server_app.command("stop")(server.server_stop)
 ledger_app.command("verify")(governance.ledger_verify)
+keys_app.command("new")(governance.keys_new)
 ledger_app.command("export")(governance.ledger_export)
 review_app.command("list")(review.review_list)
 review_app.command("resolve")(review.review_resolve)

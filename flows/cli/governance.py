@@ -1,4 +1,7 @@
-"""`steward approvals`, `approve`, `reject`, `evidence` and `ledger`: sign-off and the record of it."""
+"""`steward approvals`, `approve`, `reject`, `sign`, `keys`, `evidence` and `ledger`: sign-off and the record of it.
+
+An answer counts only signed by the approver's key (`--key FILE` or STEWARD_KEY_FILE): `approve` and `reject`
+sign and send; `sign` prints the signature for the Prefect UI's form, for an approver answering there."""
 
 from __future__ import annotations
 
@@ -68,16 +71,24 @@ def approvals(
             console.print(f"  {name}: {value}", markup=False, highlight=False)
 
 
-def _answer(run: str, *, approver: str, decision: str, comment: str, evidence: str, wait: float) -> None:
-    _, ledger = _approver_context()  # before Prefect is imported
+KEY_HELP = "Your Ed25519 private key (default: STEWARD_KEY_FILE); its public line is registered under your name."
+
+
+def _answer(
+    run: str, *, approver: str, decision: str, comment: str, evidence: str, wait: float, key: Path | None
+) -> None:
+    settings, ledger = _approver_context()  # before Prefect is imported
     from steward.ledger import APPROVAL_REFUSED
     from tasks.signoff.approvals import answer, find
+    from tasks.signoff.keys import answering_key
 
     try:
+        signing = answering_key(settings, key)
         item: Pending = find(run, ledger=ledger)
         record = answer(
             item,
             approver=approver,
+            key=signing,
             decision=decision,  # type: ignore[arg-type]
             comment=comment,
             evidence_digest=evidence,
@@ -110,9 +121,11 @@ def approve(
         ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
     ),
     wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+    key: Path | None = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Approve a waiting sign-off through the Prefect API (the run checks the policy and records the answer)."""
-    _answer(run, approver=approver, decision="approve", comment=comment, evidence=evidence, wait=wait)
+    """Approve a waiting sign-off, signed by your key, through the Prefect API (the run checks the policy and
+    the signature, and records the answer)."""
+    _answer(run, approver=approver, decision="approve", comment=comment, evidence=evidence, wait=wait, key=key)
 
 
 def reject(
@@ -124,10 +137,60 @@ def reject(
         ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
     ),
     wait: float = typer.Option(60, "--wait", help="Seconds to wait for the run to record the answer."),
+    key: Path | None = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Reject a waiting sign-off (or request changes): the model is not approved."""
+    """Reject a waiting sign-off (or request changes), signed by your key: the model is not approved."""
     decision = "request_changes" if request_changes else "reject"
-    _answer(run, approver=approver, decision=decision, comment=reason, evidence=evidence, wait=wait)
+    _answer(run, approver=approver, decision=decision, comment=reason, evidence=evidence, wait=wait, key=key)
+
+
+def sign(
+    run: str = typer.Argument(..., help="The waiting run: its id, an id prefix, or its name."),
+    decision: str = typer.Option("approve", "--decision", help="approve, reject or request_changes."),
+    comment: str = typer.Option("", "--comment", help="Exactly the comment you will type in the form."),
+    evidence: str = typer.Option(
+        ..., "--evidence", help="The evidence digest you reviewed: 12 or more of its hex characters."
+    ),
+    key: Path | None = typer.Option(None, "--key", help=KEY_HELP),
+) -> None:
+    """Print the signature of an answer, for the signature field of the Prefect UI's form: the form's decision,
+    comment and evidence digest must be exactly those signed here."""
+    settings, ledger = _approver_context()  # before Prefect is imported
+    from tasks.signoff.approvals import find
+    from tasks.signoff.approvals import sign as sign_answer
+    from tasks.signoff.keys import answering_key
+
+    if decision not in ("approve", "reject", "request_changes"):
+        _fail(ValueError(f"--decision {decision!r}: approve, reject or request_changes"))
+    try:
+        item = find(run, ledger=ledger)
+        token = sign_answer(
+            item,
+            key=answering_key(settings, key),
+            decision=decision,  # type: ignore[arg-type]
+            comment=comment,
+            evidence_digest=evidence,
+        )
+    except (StewardError, ValueError) as exc:
+        _fail(exc)
+        return
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+def keys_new(
+    path: Path = typer.Argument(..., help="Where to write the private key (its public line goes to PATH.pub)."),
+    comment: str = typer.Option("", "--comment", help="A label in the public line, e.g. your e-mail address."),
+) -> None:
+    """Make an Ed25519 key pair (as `ssh-keygen -t ed25519` would); register its public line under your name."""
+    from steward.keys import new_key
+
+    try:
+        key = new_key(path, comment=comment)
+    except StewardError as exc:
+        _fail(exc)
+        return
+    console.print(f"{key.public.openssh} {comment}".rstrip(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"fingerprint {key.public.fingerprint}; private key {path} (keep it to yourself)", highlight=False)
 
 
 def evidence(
@@ -169,19 +232,30 @@ def evidence(
 def ledger_verify(
     file: Path | None = typer.Option(None, "--file", help="Verify an exported JSONL copy instead of the database."),
 ) -> None:
-    """Check the hash chain; name the first bad record (exit 1) if one was edited, deleted or moved."""
+    """Check the hash chain and re-verify every sign-off signature, offline; name the first bad record (exit 1)
+    if one was edited, deleted or moved, and every request or answer whose signature does not verify."""
     from steward.db import make_engine
     from steward.ledger import Ledger, read_jsonl, verify_records
+    from steward.signoff import unverified
 
     try:
-        result = verify_records(read_jsonl(file)) if file else Ledger(make_engine(Settings().db_url)).verify()
+        if file:
+            records = read_jsonl(file)
+            result = verify_records(records)
+        else:
+            ledger = Ledger(make_engine(Settings().db_url))
+            result, records = ledger.verify(), ledger.records()
     except StewardError as exc:
         _fail(exc)
         return
     if not result.ok:
         err.print(f"ledger broken at seq {result.first_bad_seq}: {escape(result.problem)}", highlight=False)
         raise typer.Exit(code=1)
-    console.print(f"ledger ok: {result.count} records, chain intact", highlight=False)
+    if problems := unverified(records):
+        for problem in problems:
+            err.print(f"signature broken: {escape(problem)}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"ledger ok: {result.count} records, chain intact, sign-off signatures verified", highlight=False)
 
 
 def ledger_export(

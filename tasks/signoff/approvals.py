@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from threading import Event
 from uuid import UUID
 
@@ -25,10 +25,13 @@ from prefect.logging import get_logger
 from prefect.states import Cancelled
 
 from steward.errors import StewardError
+from steward.keys import SigningKey
 from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
 from steward.params import GovernanceParams
 from steward.registry import Registry, RegistryError, State
-from steward.signoff import Tally, latest, open_sign_offs
+from steward.settings import Settings
+from steward.signoff import ANSWER, Tally, answer_statement, latest, open_sign_offs, signature_token
+from tasks.signoff.keys import demo_key
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, Decision, resource
 from tasks.signoff.record import record_timeout, record_withdrawn
 
@@ -118,10 +121,21 @@ def resolve_digest(given: str, current: str) -> str:
     return current if current.startswith(given) else given
 
 
+def sign(item: Pending, *, key: SigningKey, decision: Decision, comment: str, evidence_digest: str) -> str:
+    """The signature token of an answer to `item`'s sign-off (what the form's signature field takes), signed now."""
+    signed_at = datetime.now(UTC).isoformat(timespec="seconds")
+    digest = resolve_digest(evidence_digest, item.tally.request.evidence_digest)
+    statement = answer_statement(
+        item.tally.request, decision=decision, comment=comment, evidence_digest=digest, signed_at=signed_at
+    )
+    return signature_token(signed_at, key.sign(ANSWER, statement))
+
+
 def answer(
     item: Pending,
     *,
     approver: str,
+    key: SigningKey,
     decision: Decision,
     comment: str,
     evidence_digest: str,
@@ -129,7 +143,8 @@ def answer(
     wait_seconds: float,
     poll_seconds: float = 1.0,
 ) -> Record | None:
-    """Resume the paused run with an answer, then wait (bounded) for the ledger record the run writes about it.
+    """Sign an answer with `key`, resume the paused run with it, then wait (bounded) for the ledger record the
+    run writes about it.
 
     Returns that record (granted, declined or refused), or None if the run has not processed the answer
     within `wait_seconds` (a suspended run first has to be started again by its worker).
@@ -137,7 +152,8 @@ def answer(
     if not item.waiting_for_input:
         raise AnswerError(NOT_WAITING.format(run=item.run_id, state=item.run.state.name if item.run.state else "?"))
     digest = resolve_digest(evidence_digest, item.tally.request.evidence_digest)
-    form = Approval(decision=decision, approver=approver, comment=comment, evidence_digest=digest)
+    token = sign(item, key=key, decision=decision, comment=comment, evidence_digest=digest)
+    form = Approval(decision=decision, approver=approver, comment=comment, evidence_digest=digest, signature=token)
     head = max((r.seq for r in ledger.records(subject=item.tally.request.model)), default=0)
     try:
         with get_client(sync_client=True) as client:
@@ -228,10 +244,13 @@ def demo_approver_for(item: Pending, governance: GovernanceParams) -> str | None
     return next(iter(preferred or candidates), None)
 
 
-def answer_as_demo(*, ledger: Ledger, governance: GovernanceParams, since_seq: int, author: str, stop: Event) -> None:
+def answer_as_demo(
+    *, ledger: Ledger, governance: GovernanceParams, settings: Settings, since_seq: int, author: str, stop: Event
+) -> None:
     """Approve, as configured demo identities, each demo sign-off `author` opens after `since_seq`, until `stop`.
 
-    It answers through `answer`, as a person at a terminal would, one pause at a time.
+    It answers through `answer`, as a person at a terminal would, one pause at a time, each identity signing with
+    its key in this demo home.
     """
     answered: set[tuple[str, str | None]] = set()  # (run, pause key) and (run, approver): each once
     while not stop.is_set():
@@ -249,6 +268,7 @@ def answer_as_demo(*, ledger: Ledger, governance: GovernanceParams, since_seq: i
             answer(
                 item,
                 approver=name,
+                key=demo_key(settings, name),
                 decision="approve",
                 comment=DEMO_COMMENT,
                 evidence_digest=item.tally.request.evidence_digest,

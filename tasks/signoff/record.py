@@ -5,6 +5,7 @@ expired), a withdrawal, and the registry state the sign-off settles on. The ledg
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from prefect import task
@@ -27,10 +28,11 @@ from steward.ledger import (
 from steward.params import GovernanceParams
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
-from steward.signoff import Request, Tally, now
+from steward.signoff import OPENING, Request, Tally, now, parse_token
 from steward.storage import Storage
 from tasks.document import evidence
-from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource
+from tasks.signoff.keys import opening_key, pinned_keys, policy_digest
+from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource, signed_by
 
 
 @task(name="request-signoff", cache_policy=NO_CACHE)
@@ -51,8 +53,14 @@ def request_signoff(
         policy=governance.signoff_policy,
         evidence_digest=snap.digest,
         evidence_page=str(folder / EVIDENCE_PAGE),
-        requested_at=now(),
+        requested_at=now().replace(microsecond=0),
         demo=demo,
+        keys=pinned_keys(governance, settings, demo=demo),
+        policy_digest=policy_digest(governance),
+    )
+    opener = opening_key(settings)
+    request = replace(
+        request, author_key=opener.public.openssh, author_signature=opener.sign(OPENING, request.opening())
     )
     record = ledger.append(actor=author, action=APPROVAL_REQUESTED, subject=model.ref, payload=request.payload())
     emit_event(
@@ -71,6 +79,7 @@ def _answer_payload(answer: Approval, request: Request, *, pause_key: str) -> di
         "approver": answer.approver,
         "comment": answer.comment,
         "evidence_digest": answer.evidence_digest,
+        "signature": answer.signature,
     }
 
 
@@ -89,7 +98,14 @@ def record_answer(
             payload={**payload, "reason": reason},
         )
     approver = governance.approvers[answer.approver]
-    payload |= {"roles": approver.roles, "approver_kind": "demo" if approver.demo else "human"}
+    signed_at, signature = parse_token(answer.signature)
+    payload |= {
+        "roles": approver.roles,
+        "approver_kind": "demo" if approver.demo else "human",
+        "signed_at": signed_at,
+        "signature": signature,
+        "key": signed_by(answer, request=current.request),
+    }
     if answer.decision == "approve":
         return ledger.append(
             actor=answer.approver, action=APPROVAL_GRANTED, subject=current.request.model, payload=payload

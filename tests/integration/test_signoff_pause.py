@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from support import BIN, PROJECT_DIR, copy_usecases, free_port, run, steward_env
 
 from deployments.local.prefect_server import start_server, stop_pid
 from steward.db import make_engine
+from steward.keys import new_key
 from steward.ledger import Ledger
 from steward.registry import Registry, State
 from steward.settings import Settings
@@ -32,6 +34,7 @@ APPROVERS = {
     "bob": {"roles": ["compliance"]},
     "carol": {"roles": ["model-risk"]},
 }
+ANSWERING = ("approve", "reject", "sign")
 
 
 def _project(root: Path, *, signoff: dict) -> Path:
@@ -43,7 +46,12 @@ def _project(root: Path, *, signoff: dict) -> Path:
         shutil.copy2(PROJECT_DIR / name, root / name)
     params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
     params["governance"]["signoff"]["high"] = signoff
-    params["governance"]["approvers"] = APPROVERS
+    for name in (*APPROVERS, "mallory"):  # each person's own key; mallory's is registered nowhere
+        new_key(root / "keys" / name, comment=f"{name}@bank")
+    params["governance"]["approvers"] = {
+        name: {**approver, "keys": [(root / "keys" / f"{name}.pub").read_text().strip()]}
+        for name, approver in APPROVERS.items()
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     copy_usecases(root, params["usecase"])
     engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
@@ -108,7 +116,12 @@ def _paused_run(api_url: str, *, key_after: str | None = None) -> dict:
     return wait_until(found, timeout=120, what="a paused sign-off", every=0.5)
 
 
-def _steward(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _steward(
+    project: Path, env: dict[str, str], *args: str, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`steward ARGS`; an answer `--as NAME` is signed with NAME's own key unless `key` names another person's."""
+    if args and args[0] in ANSWERING and "--as" in args:
+        args = (*args, "--key", str(project / "keys" / (key or args[args.index("--as") + 1])))
     return run([str(BIN / "steward"), *args], cwd=project, env=env, timeout=180)
 
 
@@ -153,15 +166,24 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         assert short.returncode == 1 and "at least 12 hex characters" in short.stderr  # never sent
 
         refused = {
-            ("alice", digest[:12]): "alice started this run and may not approve it",
-            ("mallory", digest): "'mallory' is not an approver",
-            ("carol", "deadbeefdeadbeef"): "evidence digest deadbeefdead is not the evidence of this sign-off",
+            ("alice", None, digest[:12]): "alice started this run and may not approve it",
+            ("mallory", None, digest): "'mallory' is not an approver",
+            ("carol", None, "deadbeefdeadbeef"): "evidence digest deadbeefdead is not the evidence of this sign-off",
+            # one person, two names: alice answers as carol, signing with her own key (the run's author's, too)
+            ("carol", "alice", digest): "the signature is not by a key registered to carol",
+            ("bob", "mallory", digest): "the signature is not by a key registered to bob",  # an unregistered key
         }
         key = paused["state"]["state_details"]["pause_key"]
-        for (name, seen), message in refused.items():
-            done = _steward(project, env, "approve", run_id[:8], "--as", name, "--evidence", seen)
+        for (name, signer, seen), message in refused.items():
+            done = _steward(project, env, "approve", run_id[:8], "--as", name, "--evidence", seen, key=signer)
             assert done.returncode == 1 and message in done.stderr, done.stdout + done.stderr
             key = _paused_run(own_server["url"], key_after=key)["state"]["state_details"]["pause_key"]
+        # the form itself, sent to Prefect's API without Steward's CLI, with a signature made up
+        forged = {"decision": "approve", "approver": "bob", "comment": "", "evidence_digest": digest}
+        forged["signature"] = f"{datetime.now(UTC).isoformat(timespec='seconds')} {'A' * 86}=="
+        resumed = httpx.post(f"{own_server['url']}/flow_runs/{run_id}/resume", json={"run_input": forged}, timeout=10)
+        assert resumed.status_code in (200, 201) and resumed.json()["status"] == "ACCEPT", resumed.text
+        key = _paused_run(own_server["url"], key_after=key)["state"]["state_details"]["pause_key"]
         assert _state(project) is State.CANDIDATE
 
         stop_pid(own_server["pid"])  # the server goes away while the run waits, and comes back
@@ -197,9 +219,14 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         ("alice", "approval.refused"),
         ("mallory", "approval.refused"),
         ("carol", "approval.refused"),
+        ("carol", "approval.refused"),
+        ("bob", "approval.refused"),
+        ("bob", "approval.refused"),
         ("carol", "approval.granted"),
         ("bob", "approval.granted"),
     ]
+    refusals = [r.payload["reason"] for r in _ledger(project).records() if r.action == "approval.refused"]
+    assert refusals[-1].startswith("the signature is not by a key registered to bob")
     granted_records = [r for r in _ledger(project).records() if r.action == "approval.granted"]
     assert {r.payload["approver_kind"] for r in granted_records} == {"human"}
     assert granted_records[0].payload["comment"] == "fairness checked"
@@ -213,7 +240,7 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
     assert final["state"]["type"] == "COMPLETED"
 
     verified = _steward(project, env, "ledger", "verify")
-    assert verified.returncode == 0 and "chain intact" in verified.stdout
+    assert verified.returncode == 0 and "chain intact, sign-off signatures verified" in verified.stdout
     copy = tmp_path / "ledger.jsonl"
     assert _steward(project, env, "ledger", "export", "--out", str(copy)).returncode == 0
     lines = copy.read_text().splitlines()

@@ -157,6 +157,10 @@ def test_a_request_is_recorded_as_plain_json_and_read_back_unchanged(demo):
         "evidence_page": "/evidence/run-1.html",
         "requested_at": "2026-03-01T09:30:00+00:00",
         "demo": demo,
+        "keys": {},
+        "policy_digest": "",
+        "author_key": "",
+        "author_signature": "",
     }
     assert Request.from_payload(MODEL, json.loads(json.dumps(request.payload()))) == request
 

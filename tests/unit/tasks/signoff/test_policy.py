@@ -1,54 +1,82 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from steward.db import make_engine
-from steward.ledger import Ledger
-from steward.params import GovernanceParams, ParamsError
-from steward.signoff import Progress, Request, Tally
+from steward.keys import SigningKey
+from steward.ledger import APPROVAL_REQUESTED, Ledger
+from steward.params import GovernanceParams, ParamsError, SignoffPolicy
+from steward.signoff import ANSWER, OPENING, Progress, Request, Tally, answer_statement, signature_token, unverified
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn
 from tests.usecases import parse_for
 
 DIGEST = "ab" * 32
+POLICY = "9f" * 32
 DECISIONS = ["approve", "reject", "request_changes"]
 REQUESTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+SIGNED_AT = REQUESTED_AT + timedelta(minutes=3)
+CHECKED_AT = REQUESTED_AT + timedelta(minutes=10)
+PEOPLE = ("alice", "bob", "carol", "dave", "demo-risk", "erin", "mallory")
+KEYS = {name: SigningKey(Ed25519PrivateKey.generate()) for name in PEOPLE}  # each person's own key
 
 
 @pytest.fixture
 def governance():
+    def human(*roles):
+        return {"roles": list(roles), "keys": []}
+
+    approvers = {
+        "alice": human("model-risk"),
+        "bob": human("compliance"),
+        "carol": human("model-risk", "compliance"),
+        "dave": human("auditor"),
+    }
+    for name, approver in approvers.items():
+        approver["keys"] = [KEYS[name].public.openssh + f" {name}@bank"]
     return GovernanceParams.model_validate(
         {
             "risk_tier": "high",
             "tiers": {"high": {"min_dp_ratio_lower": 0.8, "max_eo_diff_upper": 0.1}},
             "signoff": {"high": {"approvers": 2, "roles": ["model-risk", "compliance"], "timeout_hours": 2}},
-            "approvers": {
-                "alice": {"roles": ["model-risk"]},
-                "bob": {"roles": ["compliance"]},
-                "carol": {"roles": ["model-risk", "compliance"]},
-                "dave": {"roles": ["auditor"]},
-                "demo-risk": {"roles": ["model-risk"], "demo": True},
-            },
+            "approvers": {**approvers, "demo-risk": {"roles": ["model-risk"], "demo": True}},
         }
     )
 
 
-def _request(governance, author="carol", demo=False, policy=None):
+def _request(governance=None, author="carol", demo=False, policy=None, run="run-1", author_key=None):
+    """The sign-off as the run opens it: each approver's key pinned (a demo identity's only in a demo run), the
+    author's key (by default the author's own) recorded."""
+    pinned = {name: [KEYS[name].public.openssh] for name in ("alice", "bob", "carol", "dave")}
+    pinned["demo-risk"] = [KEYS["demo-risk"].public.openssh] if demo else []
+    opener = author_key or KEYS.get(author, KEYS["erin"])
     return Request(
         model="credit-risk:v1",
-        flow_run_id="run-1",
+        flow_run_id=run,
         author=author,
         tier="high",
-        policy=policy or governance.signoff_policy,
+        policy=policy or (governance.signoff_policy if governance else SignoffPolicy()),
         evidence_digest=DIGEST,
         evidence_page="/evidence/index.html",
         requested_at=REQUESTED_AT,
         demo=demo,
+        keys=pinned,
+        policy_digest=POLICY,
+        author_key=opener.public.openssh,
     )
 
 
-def _answer(approver, decision="approve", digest=DIGEST, comment=""):
-    return Approval(decision=decision, approver=approver, evidence_digest=digest, comment=comment)
+def _answer(approver, decision="approve", digest=DIGEST, comment="", *, key=None, signed_at=SIGNED_AT, run="run-1"):
+    """An answer signed as `steward sign` signs it: by the approver's own key unless `key` is given."""
+    signer = key or KEYS.get(approver, KEYS["mallory"])
+    stamp = signed_at.isoformat()
+    statement = answer_statement(
+        _request(run=run), decision=decision, comment=comment, evidence_digest=digest, signed_at=stamp
+    )
+    token = signature_token(stamp, signer.sign(ANSWER, statement))
+    return Approval(decision=decision, approver=approver, evidence_digest=digest, comment=comment, signature=token)
 
 
 def _reason(decision):
@@ -56,8 +84,8 @@ def _reason(decision):
     return "" if decision == "approve" else "the AUC is too low"
 
 
-def _refusal(governance, answer, *, progress=Progress(), **request):
-    return refusal(answer, request=_request(governance, **request), governance=governance, progress=progress)
+def _refusal(governance, answer, *, progress=Progress(), at=CHECKED_AT, **request):
+    return refusal(answer, request=_request(governance, **request), governance=governance, progress=progress, at=at)
 
 
 # --- rules that hold for every decision -----------------------------------------------------------------------
@@ -291,6 +319,9 @@ def test_a_counted_answer_is_recorded_with_the_approvers_roles(governance, ledge
         "evidence_digest": DIGEST,
         "roles": governance.approvers[answer.approver].roles,
         "approver_kind": kind,
+        "signed_at": SIGNED_AT.isoformat(),
+        "signature": answer.signature.split()[1],
+        "key": KEYS[answer.approver].public.fingerprint,
     }
     assert ledger.records() == [record]
 
@@ -314,6 +345,7 @@ def test_a_refused_answer_is_recorded_with_the_rule_it_broke(governance, ledger,
         "approver": "mallory",
         "comment": "x",
         "evidence_digest": DIGEST,
+        "signature": answer.signature,
         "reason": "'mallory' is not an approver (params.yaml governance.approvers: alice, bob, carol, dave, demo-risk)",
     }
 
@@ -372,7 +404,126 @@ def test_params_refuse_a_role_no_approver_holds():
             {
                 "governance": {
                     "signoff": {"high": {"roles": ["compliance"]}},
-                    "approvers": {"alice": {"roles": ["model-risk"]}},
+                    "approvers": {"alice": {"roles": ["model-risk"], "keys": [KEYS["alice"].public.openssh]}},
                 }
             }
         )
+
+
+# --- attacks on the signature: each must be refused ---------------------------------------------------------------
+
+
+def test_an_unsigned_answer_is_refused(governance):
+    answer = _answer("alice").model_copy(update={"signature": ""})
+    assert _refusal(governance, answer) == (
+        "an answer counts only signed by its approver's key: `steward approve` signs, `steward sign RUN` prints one"
+    )
+    garbled = _answer("alice").model_copy(update={"signature": "yesterday AAAA"})
+    assert _refusal(governance, garbled) == "the signature is not `TIME SIGNATURE` as `steward sign` prints it"
+
+
+def test_one_person_cannot_approve_under_two_names(governance):
+    # alice signs bob's answer with her own key: a name is a label, the key is the identity
+    reason = _refusal(governance, _answer("bob", key=KEYS["alice"]), progress=Progress().add("alice", ["model-risk"]))
+    assert reason is not None and reason.startswith("the signature is not by a key registered to bob (SHA256:")
+    # nor can one key be registered under a second name
+    twice = governance.model_dump(by_alias=True)
+    twice["approvers"]["bob"]["keys"] = [KEYS["alice"].public.openssh]
+    with pytest.raises(ValueError, match=r"approvers\.bob\.keys\.0: key SHA256:\S+ is already alice's"):
+        GovernanceParams.model_validate(twice)
+
+
+def test_a_signature_by_an_unregistered_key_is_refused(governance):
+    reason = _refusal(governance, _answer("alice", key=KEYS["mallory"]))
+    assert reason == (
+        f"the signature is not by a key registered to alice ({KEYS['alice'].public.fingerprint}) over this answer "
+        "(model, run, policy, evidence digest, decision and comment as given)"
+    )
+
+
+def test_the_key_that_opened_the_run_may_not_approve_it_under_any_name(governance):
+    # carol opens the run as 'erin' (a name anyone can type) with her own key, then approves as carol
+    reason = _refusal(governance, _answer("carol"), author="erin", author_key=KEYS["carol"])
+    assert (
+        reason
+        == f"key {KEYS['carol'].public.fingerprint} opened this run and may not approve it (separation of duties)"
+    )
+
+
+def test_a_signature_over_another_answer_does_not_carry_over(governance):
+    signed = _answer("alice", digest="cd" * 32)  # signed over another digest, then the digest field swapped back
+    swapped = signed.model_copy(update={"evidence_digest": DIGEST})
+    assert _refusal(governance, swapped).startswith("the signature is not by a key registered to alice")
+    rejected = _answer("bob", "reject", comment="AUC low")
+    as_approval = rejected.model_copy(update={"decision": "approve", "comment": ""})
+    assert _refusal(governance, as_approval).startswith("the signature is not by a key registered to bob")
+    reworded = rejected.model_copy(update={"comment": "fine by me"})
+    assert _refusal(governance, reworded).startswith("the signature is not by a key registered to bob")
+
+
+def test_a_signature_replayed_from_another_run_is_refused(governance):
+    replayed = _answer("alice", run="run-0")  # alice's genuine approval of another run
+    assert _refusal(governance, replayed).startswith("the signature is not by a key registered to alice")
+    before = _answer("alice", signed_at=REQUESTED_AT - timedelta(hours=1))  # made before this sign-off existed
+    assert _refusal(governance, before) == (
+        "signed at 2025-12-31T23:00:00+00:00, outside this sign-off (opened 2026-01-01T00:00:00+00:00, "
+        "now 2026-01-01T00:10:00+00:00): sign this answer afresh"
+    )
+
+
+def test_a_key_counts_once(governance):
+    progress = Progress().add("someone", ["model-risk"], KEYS["alice"].public.fingerprint)
+    assert _refusal(governance, _answer("alice"), progress=progress) == (
+        f"key {KEYS['alice'].public.fingerprint} has already approved this run; the tier needs 2 distinct "
+        "approvers' keys"
+    )
+
+
+def test_params_refuse_a_human_approver_without_a_key_and_a_demo_identity_with_one(governance):
+    keyless = governance.model_dump(by_alias=True)
+    keyless["approvers"]["bob"]["keys"] = []
+    with pytest.raises(ValueError, match=r"approvers\.bob\.keys: a human approver needs a public key"):
+        GovernanceParams.model_validate(keyless)
+    keyed = governance.model_dump(by_alias=True)
+    keyed["approvers"]["demo-risk"]["keys"] = [KEYS["demo-risk"].public.openssh]
+    with pytest.raises(ValueError, match=r"demo-risk\.keys: a demo identity's key lives in the demo's STEWARD_HOME"):
+        GovernanceParams.model_validate(keyed)
+    rsa = governance.model_dump(by_alias=True)
+    rsa["approvers"]["bob"]["keys"] = ["ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC0"]
+    with pytest.raises(ValueError, match=r"approvers\.bob\.keys\.0: not an Ed25519 public key"):
+        GovernanceParams.model_validate(rsa)
+
+
+def _opened(governance, ledger, author="erin"):
+    """A request recorded as the run records it: signed by the key that opened it."""
+    request = _request(governance, author=author)
+    request = replace(request, author_signature=KEYS[author].sign(OPENING, request.opening()))
+    record = ledger.append(actor=author, action=APPROVAL_REQUESTED, subject=request.model, payload=request.payload())
+    return Tally(request, request_seq=record.seq)
+
+
+def test_every_sign_off_signature_is_verified_again_from_the_ledger_alone(governance, ledger):
+    tally = _opened(governance, ledger)
+    record_answer.fn(_answer("alice"), tally, governance=governance, ledger=ledger, pause_key="k-1")
+    record_answer.fn(
+        _answer("bob", "reject", comment="AUC low"), tally, governance=governance, ledger=ledger, pause_key="k-2"
+    )
+    assert unverified(ledger.records()) == []
+
+
+def test_a_rewritten_or_forged_sign_off_record_is_named(governance, ledger):
+    tally = _opened(governance, ledger)
+    granted = record_answer.fn(_answer("alice"), tally, governance=governance, ledger=ledger, pause_key="k-1")
+    # someone with the database appends (or rewrites and re-hashes) records: the chain holds, the signatures do not
+    forged = {**granted.payload, "approver": "bob", "roles": ["compliance"]}
+    ledger.append(actor="bob", action="approval.granted", subject=granted.subject, payload=forged)
+    reworded = {**granted.payload, "comment": "approved without reservations"}
+    ledger.append(actor="alice", action="approval.granted", subject=granted.subject, payload=reworded)
+    unsigned = {**tally.request.payload(), "flow_run_id": "run-2", "author_signature": ""}
+    ledger.append(actor="erin", action=APPROVAL_REQUESTED, subject=granted.subject, payload=unsigned)
+    assert ledger.verify().ok
+    assert unverified(ledger.records()) == [
+        "seq 3: approval.granted by bob is not signed by a key seq 1 pinned for bob",
+        "seq 4: approval.granted by alice is not signed by a key seq 1 pinned for alice",
+        "seq 5: approval.requested of credit-risk:v1 is not signed by its author's key",
+    ]
