@@ -42,12 +42,6 @@ def _rows(project, n: int) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 13): retraining on the served demo rows breaks 3 raw-suite expectations, and restoring "
-    "the previous snapshot fails when its data is not in the DVC cache; the demo, /explain, /feedback, 421 and "
-    "monitor steps before it pass",
-)
 @pytest.mark.timeout(4800)  # two demos (Adult about 12 minutes, German credit about 10) and a retraining
 def test_adult_income_runs_the_lifecycle_with_only_the_use_case_selected(project, prefect_server):
     _select_adult(project)
