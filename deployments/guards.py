@@ -170,7 +170,9 @@ class Guards:
 
     def _refusal(self, scope: Scope, *, signed: bool) -> _JSONError | None:
         """The answer to a request refused on its headers alone, or None to let it through. A request pays its
-        token here, as its caller, unless it is `signed` and carries a signature: that one pays in `_verify`."""
+        token here, as its caller, unless it is `signed` and carries a signature: that one pays in `_verify`, once
+        its body is read (refused on its headers before then, it pays nothing: that refusal costs no more than a
+        429 would)."""
         headers: Headers = scope["headers"]
         signature = _header(headers, self._signature_header) if signed else None
         if signature is None:
