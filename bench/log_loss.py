@@ -46,7 +46,7 @@ def main() -> None:
         losses, ages, total = [], [], 0
         for round_ in range(args.rounds):
             with served(env, cwd=ROOT, log=project / f"service-{round_}.log") as service:
-                traffic = Traffic(service.url, live, id_column=spec.id_column, threads=4, feedback=False).start()
+                traffic = Traffic(service.url, live, id_column=spec.id_column, threads=4).start()
                 time.sleep(args.seconds)
                 killed_at = time.time()
                 service.kill()

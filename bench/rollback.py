@@ -76,6 +76,7 @@ def main() -> None:
     from scripts.rollout_fixture import build
     from scripts.serving_fixture import sign_off
     from steward.db import make_engine
+    from steward.feedback_auth import feedback_key
     from steward.ledger import ROLLBACK, Ledger
     from steward.params import load_params
     from steward.predictions import window
@@ -104,7 +105,8 @@ def main() -> None:
             url = service.url
             spec = params.usecase
             live = requests_of(generate_applications(20_000, seed=98, proxy=args.proxy), label=spec.label.column)
-            traffic = Traffic(url, live, id_column=spec.id_column, threads=4, feedback=True).start()
+            key = feedback_key(settings)
+            traffic = Traffic(url, live, id_column=spec.id_column, threads=4, feedback_key=key).start()
             try:
                 for run in range(args.runs):
                     version = moves.registry.register(

@@ -1,13 +1,21 @@
-"""Request guards for the serving edge: rate limit, admin token, use case, body size, media type, tidy 422s.
+"""Request guards for the serving edge: rate limit, admin token, signed bodies, use case, body size, media type,
+tidy 422s.
 
 A pure ASGI middleware, installed by the BentoML service with
 `Service.add_asgi_middleware(Guards, **options)`. It runs before BentoML parses the body, so every
 refusal is answered here with a small JSON body that never echoes what the client sent. State (the
 token buckets) lives per worker process.
+
+Whom the rate limit counts: the peer address, unless the peer is one of `trusted_proxies`, whose `X-Client-Id`
+names the client (any other peer's header is ignored: rotating it would buy a fresh bucket per request). A POST to
+one of `signed_paths` must carry `X-Steward-Signature` (steward/feedback_auth.py): it is checked once the body is
+read, before the app sees it; a good one is counted against the key's holder, a missing or bad one against the
+caller, and answered 401 naming what was wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
@@ -16,9 +24,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from steward.feedback_auth import MISSING_SIGNATURE, SIGNATURE_HEADER, signature_problem
 
 RATE_LIMITED = "rate limit exceeded: {rate:g} requests per second, burst {burst}"
 BODY_TOO_LARGE = "request body larger than {limit} bytes"
@@ -27,6 +38,9 @@ ADMIN_TOKEN_REQUIRED = "admin token required"
 ADMIN_DISABLED = "admin endpoints disabled: no admin token configured"
 INVALID_REQUEST = "invalid request"
 WRONG_USECASE = "this service serves use case {served!r}, not {asked!r}: send the request to that use case's service"
+NO_SIGNING_KEY = "signed paths need a signing key"
+NOT_A_PROXY = "trusted proxy {proxy!r} is not an IP address or network (CIDR): {problem}"
+SIGNATURE_CHALLENGE = f'HMAC-SHA256 header="{SIGNATURE_HEADER}"'.encode("latin-1")  # WWW-Authenticate of its 401
 USECASE_HEADER = "x-steward-usecase"  # optional: a client naming the use case it means is refused elsewhere (421)
 
 DEFAULT_EXEMPT_PATHS = ("/healthz", "/livez", "/readyz", "/metrics")
@@ -106,8 +120,16 @@ class Guards:
         usecase: str | None = None,
         strip_loc_prefix: str | None = None,
         max_clients: int = 10_000,
+        trusted_proxies: Iterable[str | IPv4Network | IPv6Network] = (),
+        signed_paths: Iterable[str] = (),
+        signing_key: Callable[[], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`trusted_proxies`: addresses or networks whose client header is believed. `signing_key` returns the key
+        of `signed_paths`; it is called once, when the middleware is built (as the worker starts, not at import)."""
+        self.signed_paths = frozenset(signed_paths)
+        if self.signed_paths and signing_key is None:
+            raise ValueError(NO_SIGNING_KEY)
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.client_header = client_header.lower().encode("latin-1")
@@ -117,12 +139,18 @@ class Guards:
         self.usecase = usecase
         self.strip_loc_prefix = strip_loc_prefix
         self.buckets = TokenBuckets(rate=rate_per_second, burst=burst, max_clients=max_clients, clock=clock)
+        self.trusted_proxies = tuple(_network(proxy) for proxy in trusted_proxies)
+        self._signature_header = SIGNATURE_HEADER.lower().encode("latin-1")
+        self._key = signing_key() if signing_key is not None else ""  # read only for signed paths, which need one
+        # the bucket of whoever holds the key: named by a digest, so the key is never kept in a bucket's name
+        self._key_holder = "key:" + hashlib.sha256(self._key.encode("utf-8")).hexdigest()[:16]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        signed = scope["method"] == "POST" and scope["path"] in self.signed_paths
+        refusal = self._refusal(scope, signed=signed)
         if refusal is not None:
             await refusal.send(send)
             return
@@ -133,15 +161,26 @@ class Guards:
         if body is None:
             await self._too_large().send(send)
             return
+        refusal = self._verify(scope, body) if signed else None
+        if refusal is not None:
+            await refusal.send(send)
+            return
         rewriter = _ValidationRewriter(send, strip_loc_prefix=self.strip_loc_prefix)
         await self.app(scope, _replay(body, receive), rewriter)
 
-    def _refusal(self, scope: Scope) -> _JSONError | None:
-        """The answer to a request refused on its headers alone, or None to let it through."""
+    def _refusal(self, scope: Scope, *, signed: bool) -> _JSONError | None:
+        """The answer to a request refused on its headers alone, or None to let it through. A request pays its
+        token here, as its caller, unless it is `signed` and carries a signature: that one pays in `_verify`, once
+        its body is read (refused on its headers before then, it pays nothing: that refusal costs no more than a
+        429 would)."""
         headers: Headers = scope["headers"]
-        wait = self.buckets.take(self._client_id(scope, headers))
-        if wait > 0:
-            return self._rate_limited(wait)
+        signature = _header(headers, self._signature_header) if signed else None
+        if signature is None:
+            wait = self.buckets.take(self._client_id(scope, headers))
+            if wait > 0:
+                return self._rate_limited(wait)
+            if signed:
+                return self._unauthenticated(MISSING_SIGNATURE)
         if self._is_admin(scope["path"]):
             if self._admin_token is None:
                 return _JSONError(503, ADMIN_DISABLED)
@@ -158,13 +197,39 @@ class Guards:
             return self._too_large()
         return None
 
+    def _verify(self, scope: Scope, body: bytes) -> _JSONError | None:
+        """The answer to a signed request once its body is read: None (let it through) if its signature signs the
+        body, counted against the key's holder; else a 401 naming the problem, counted against the caller."""
+        headers: Headers = scope["headers"]
+        sent = _header(headers, self._signature_header)
+        problem = signature_problem(body, None if sent is None else sent.decode("latin-1"), key=self._key)
+        wait = self.buckets.take(self._key_holder if problem is None else self._client_id(scope, headers))
+        if wait > 0:
+            return self._rate_limited(wait)
+        return None if problem is None else self._unauthenticated(problem)
+
     def _client_id(self, scope: Scope, headers: Headers) -> str:
-        """The bucket key: the client header if sent, else the peer IP (prefixed so one cannot pose as the other)."""
-        value = _header(headers, self.client_header)
-        if value:
-            return "id:" + value.decode("latin-1")[:MAX_CLIENT_ID_CHARS]
+        """The bucket key: the client header when a trusted proxy sends it, else the peer IP (prefixed so one
+        cannot pose as the other)."""
         client = scope.get("client")
-        return "ip:" + (str(client[0]) if client else "unknown")
+        peer = str(client[0]) if client else None
+        if peer is not None and self._is_trusted(peer):
+            value = _header(headers, self.client_header)
+            if value:
+                return "id:" + value.decode("latin-1")[:MAX_CLIENT_ID_CHARS]
+        return "ip:" + (peer or "unknown")
+
+    def _is_trusted(self, peer: str) -> bool:
+        """Whether the peer address is in a trusted proxy's network (an IPv4-mapped IPv6 address as its IPv4)."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ip_address(peer)
+        except ValueError:  # not an IP address (a Unix socket's path): never a trusted proxy
+            return False
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_proxies)
 
     def _is_admin(self, path: str) -> bool:
         return path == self.admin_prefix or path.startswith(self.admin_prefix + "/")
@@ -176,6 +241,10 @@ class Guards:
 
     def _too_large(self) -> _JSONError:
         return _JSONError(413, BODY_TOO_LARGE.format(limit=self.max_body_bytes))
+
+    @staticmethod
+    def _unauthenticated(problem: str) -> _JSONError:
+        return _JSONError(401, problem, [(b"www-authenticate", SIGNATURE_CHALLENGE)])
 
 
 @dataclass(frozen=True)
@@ -281,6 +350,13 @@ def _field(loc: list[Any], *, strip: str | None) -> str:
 
 def _is_json_400(start: Message) -> bool:
     return start["status"] == 400 and _media_type(start.get("headers", [])) == JSON_MEDIA_TYPE
+
+
+def _network(proxy: str | IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(proxy)
+    except ValueError as problem:
+        raise ValueError(NOT_A_PROXY.format(proxy=str(proxy), problem=problem)) from None
 
 
 def _header(headers: Headers, name: bytes) -> bytes | None:

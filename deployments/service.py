@@ -10,6 +10,10 @@ header (optional; /predict's body is unchanged): a request naming another use ca
 Request before its body is read, so it never gets a decision from the wrong model. Serving two use cases means
 two services (two project folders or params files), each on its own port.
 
+Outcomes are trusted only from the system of record: a /feedback must be signed with the feedback key
+(steward/feedback_auth.py), or it is refused 401 before its body is parsed and nothing is recorded. A decision
+may have at most `serve.max_open_contests` open contest cases at once (409 past that).
+
 Each /predict goes to the canary or production by the person's bucket (sticky, `steward.routing`),
 is copied to the shadow (whose answer is logged, never returned), and is logged with its model and data
 version. The routing is re-read every 250 ms, so a weight change or a rollback needs no restart. A canary
@@ -25,7 +29,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, cast
 
 import bentoml
@@ -35,13 +39,14 @@ from scipy.special import expit
 from deployments.guards import Guards
 from deployments.openapi import OpenAPIDocument
 from steward.db import make_engine
+from steward.feedback_auth import feedback_key
 from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.params import load_params
 from steward.predictions import ERROR, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
-from steward.reviews import ReviewQueue
+from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
 from tasks.data.suites import read_suite, serving_suite
@@ -67,6 +72,7 @@ from tasks.serving.responses import (
 from tasks.serving.schema import request_model, to_frame
 
 REFRESH_SECONDS = 0.25
+FEEDBACK = "/feedback"  # the route whose requests must be signed (deployments/guards.py checks them)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
 NO_COUNTERFACTUAL = "no change of at most two things you can act on would change this {decision}"
@@ -250,9 +256,10 @@ class Steward:
             )
         )
 
-    @bentoml.api(route="/feedback", input_spec=Outcome, output_spec=OutcomeRecorded)
+    @bentoml.api(route=FEEDBACK, input_spec=Outcome, output_spec=OutcomeRecorded)
     def feedback(self, ctx: bentoml.Context, request_id: str, outcome: str) -> OutcomeRecorded | Error:
-        """The true outcome of a served decision, once known (it feeds the error-rate fairness checks)."""
+        """The true outcome of a served decision, once known (it feeds the error-rate fairness checks and the
+        retraining labels): only from the system of record, whose signature the guards checked."""
         if not self.log.served(request_id):
             ctx.response.status_code = 404
             return Error(error=UNKNOWN_REQUEST.format(request_id=request_id))
@@ -264,11 +271,18 @@ class Steward:
 
     @bentoml.api(route="/contest", input_spec=Contest, output_spec=ContestCase)
     def contest(self, ctx: bentoml.Context, request_id: str, reason: str) -> ContestCase | Error:
-        """Contest a decision: a person reviews it (the case number is the requester's receipt)."""
+        """Contest a decision: a person reviews it (the case number is the requester's receipt). A decision has at
+        most `serve.max_open_contests` open cases at once, so one request id cannot flood the reviewers."""
         if not self.log.served(request_id):
             ctx.response.status_code = 404
             return Error(error=UNKNOWN_REQUEST.format(request_id=request_id))
-        case = self.reviews.open(kind="contest", request_id=request_id, reason=reason)
+        try:
+            case = self.reviews.open(
+                kind="contest", request_id=request_id, reason=reason, at_most=_params.serve.max_open_contests
+            )
+        except ReviewError as refused:
+            ctx.response.status_code = 409
+            return Error(error=str(refused))
         return ContestCase(case=case.id, request_id=request_id, status=case.status)
 
     @bentoml.api(input_spec=Application, output_spec=Explanation, route="/explain")
@@ -373,5 +387,8 @@ _service.add_asgi_middleware(  # outermost of the two: /docs.json is rate limite
     burst=_params.serve.burst,
     admin_token=_settings.admin_token,
     usecase=_usecase.name,
+    trusted_proxies=_settings.trusted_proxies,
+    signed_paths=(FEEDBACK,),
+    signing_key=partial(feedback_key, _settings),  # read (or made) when the worker builds its middleware
 )
 _service.add_asgi_middleware(OpenAPIDocument, build=lambda: document(_service.openapi_spec.asdict()))

@@ -26,6 +26,7 @@ from deployments.local.bento_server import served
 from flows.rollout import RolloutResult, rollout_flow
 from flows.train import TrainResult
 from steward.db import make_engine
+from steward.feedback_auth import feedback_key
 from steward.ledger import Ledger
 from steward.params import GovernanceParams, load_params
 from steward.routing import RoutingTable, model_name_of
@@ -33,7 +34,7 @@ from steward.settings import Settings
 from steward.usecase import UseCase
 from steward.workspace import prepare_workspace, select_usecase
 from tasks.demo.synthesize import demo_scenarios, synthesize, write_snapshot
-from tasks.demo.traffic import Tally, Traffic, requests_of
+from tasks.demo.traffic import LOOPBACK_PROXY, Tally, Traffic, requests_of
 from tasks.document.facts import plural
 from tasks.signoff.approvals import answer_as_demo
 
@@ -135,14 +136,15 @@ def run_demo(settings: Settings, *, train: Callable[[str], TrainResult], say: Ca
     first = trained["A"].model.ref
     result.rollouts["A"] = rollout_flow(first)
     say(f"\n[A] {first}: {result.rollouts['A'].outcome} ({result.rollouts['A'].reason})")
-    env = {**os.environ, **settings.tool_env()}
+    env = {**os.environ, **settings.tool_env(), **LOOPBACK_PROXY}  # the traffic stands for a load balancer
     with served(env, cwd=settings.project_dir, log=settings.state_dir / "demo" / "service.log") as service:
         url = service.url
         result.service_url = url
         say(f"serving at {url}: ordinary {subjects} arrive, outcomes are fed back to /feedback")
         live = synthesize(usecase, settings.project_dir, n=LIVE_ROWS, seed=LIVE_SEED, scenario=scenarios["plain"])
         requests = requests_of(live, label=usecase.label.column)
-        traffic = Traffic(url, requests, id_column=usecase.id_column, threads=4).start()
+        key = feedback_key(settings)  # the outcomes come back signed, as from the system of record
+        traffic = Traffic(url, requests, id_column=usecase.id_column, threads=4, feedback_key=key).start()
         try:
             for name in ("B", "C"):
                 ref = trained[name].model.ref

@@ -37,8 +37,11 @@ def build(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Lay out a project in `project` (params.yaml, or `params`; the use cases, their suites and the selected one's
     bundled data; `usecase` overrides keys of the selected use case's usecase.yaml), run this fixture in it as
-    its own process, and return the environment that points at it and the refs of its models."""
+    its own process, and return the environment that points at it (and has a service served with it take
+    Traffic's X-Client-Id: tasks/demo/traffic.py) and the refs of its models."""
     import yaml
+
+    from tasks.demo.traffic import LOOPBACK_PROXY
 
     project.mkdir(parents=True, exist_ok=True)
     chosen = dict(params) if params is not None else yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -57,6 +60,7 @@ def build(
         "STEWARD_HOME": str(project / ".steward"),
         "BENTOML_HOME": str(project / ".steward/bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
+        **LOOPBACK_PROXY,
     }
     made = subprocess.run(
         [sys.executable, "-m", "scripts.rollout_fixture"],

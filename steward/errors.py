@@ -16,7 +16,9 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
     ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
     ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary
-    ├── ReviewError (ValueError)            steward.reviews: an unknown or resolved case, a resolution without a note
+    ├── ReviewError (ValueError)            steward.reviews: an unknown or resolved case, a resolution without a note,
+    │                                       a contest past the open cases one request may have
+    ├── FeedbackKeyError (ValueError)       steward.feedback_auth: a feedback key file others may read, or empty
     ├── EvidenceError (ValueError)          tasks.document.evidence(_pack): corrupted evidence, a pack that exists
     ├── AnswerError (ValueError)            tasks.signoff.approvals: an answer Prefect could not take
     ├── SignoffImpossible (ValueError)      tasks.signoff.policy: the approvers can never complete the tier's sign-off

@@ -253,6 +253,9 @@ class ServeParams(Section):
     burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
     max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
     log_flush_seconds: float = Field(default=0.1, gt=0, le=10, description="Prediction log batch interval.")
+    max_open_contests: int = Field(
+        default=3, ge=1, description="Open contest cases one decision may have at once; /contest refuses more (409)."
+    )
 
     @model_validator(mode="after")
     def _band_ordered(self) -> ServeParams:

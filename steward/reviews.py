@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import DateTime, Engine, ForeignKey, Integer, String, select
+from sqlalchemy import DateTime, Engine, ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
@@ -25,10 +25,15 @@ UNKNOWN_CASE = "no review case {case}"
 ALREADY_RESOLVED = "case {case} was already resolved: {decision} by {reviewer} at {at}"
 NO_REVIEWER = "say who decides: a reviewer's name"
 NO_NOTE = "a resolution needs a note: what the reviewer saw (it goes to the ledger and to the applicant's file)"
+TOO_MANY_OPEN = (
+    "request {request_id} already has {open} open {kind} cases, the most it may have at once ({limit}): "
+    "a reviewer resolves one before another opens"
+)
 
 
 class ReviewError(StewardError, ValueError):
-    """A resolution Steward refuses: no reviewer or note, an unknown case, a case already resolved."""
+    """A case or resolution Steward refuses: no reviewer or note, an unknown case, a case already resolved, a case
+    past the open ones a request may have."""
 
 
 class ReviewRow(Base):
@@ -76,8 +81,18 @@ class ReviewQueue:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def open(self, *, kind: Kind, request_id: str, reason: str) -> Review:
+    def open(self, *, kind: Kind, request_id: str, reason: str, at_most: int | None = None) -> Review:
+        """Open a case; with `at_most`, refuse it if the request already has that many open cases of this kind
+        (counted and opened under the database write lock, so concurrent requests cannot both slip under it)."""
         with Session(self._engine) as session, session.begin():
+            if at_most is not None:
+                Ledger.lock(session)
+                opened = select(func.count()).where(
+                    ReviewRow.request_id == request_id, ReviewRow.kind == kind, ReviewRow.status == "open"
+                )
+                count = session.scalar(opened) or 0
+                if count >= at_most:
+                    raise ReviewError(TOO_MANY_OPEN.format(request_id=request_id, open=count, kind=kind, limit=at_most))
             row = ReviewRow(kind=kind, request_id=request_id, reason=reason, status="open", opened_at=datetime.now(UTC))
             session.add(row)
             session.flush()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -61,6 +62,23 @@ class Settings(BaseSettings):
     signoff_poll_seconds: float = Field(
         default=5.0, gt=0, le=300, description="How often a paused sign-off asks Prefect whether it was answered"
     )
+    # --- serving trust (deployments/guards.py, steward/feedback_auth.py) ---
+    feedback_key: SecretStr | None = Field(
+        default=None,
+        description="The key a system of record signs /feedback with (HMAC-SHA256; at least 32 characters, "
+        "checked where it is used: steward/feedback_auth.py); unset: a random one made once at "
+        "STEWARD_HOME/keys/feedback.key",
+    )
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated addresses or networks (CIDR) of the proxies whose X-Client-Id the rate limit "
+        "believes; from any other peer the header is ignored and the peer address is the client",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
     @property
     def state_dir(self) -> Path:

@@ -1,9 +1,14 @@
 """Live traffic for a running service: synthetic applications POSTed to /predict from a few threads, each
-decision's true outcome sent back to /feedback. `steward run`, bench/rollback.py and the rollout tests use
-it against a real `bentoml serve` on 127.0.0.1.
+decision's true outcome sent back to /feedback, signed as the system of record signs it. `steward run`,
+bench/rollback.py and the rollout tests use it against a real `bentoml serve` on 127.0.0.1.
 
-Every response is counted by status; a transport error or a 5xx is a failed request (a rollback must
-not cause any).
+Traffic stands for the applicants' devices behind a load balancer on loopback, which names each device in
+`X-Client-Id`; the service believes that header only from a trusted proxy, so a service Traffic is sent to is
+started with `LOOPBACK_PROXY` in its environment. An outcome refused for the rate limit (429, the key's holder
+is one client) is sent again after the `Retry-After` the service asks for, as a system of record would.
+
+Every response to /predict is counted by status; a transport error or a 5xx is a failed request (a rollback
+must not cause any).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from steward.feedback_auth import signed_json
+
 CLIENTS = 64  # distinct X-Client-Id values, so the per-client rate limit sees many applicants' devices
+LOOPBACK_PROXY = {"STEWARD_TRUSTED_PROXIES": "127.0.0.1"}  # the environment of a service Traffic is sent to
+FEEDBACK_ATTEMPTS = 5  # an outcome refused 429 is sent at most this many times in all
 
 
 @dataclass
@@ -57,7 +66,8 @@ def _plain(value: Any) -> Any:
 
 class Traffic:
     """Send `requests` (cycling, each pass with fresh ids in `id_column`, the use case's) until stopped or
-    `limit` are sent."""
+    `limit` are sent; with `feedback_key` (steward.feedback_auth.feedback_key of the service's settings), each
+    decision's true outcome goes to /feedback signed with it."""
 
     def __init__(
         self,
@@ -66,7 +76,7 @@ class Traffic:
         *,
         id_column: str,
         threads: int = 4,
-        feedback: bool = True,
+        feedback_key: str | None = None,
         limit: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -74,7 +84,7 @@ class Traffic:
         self._requests = requests
         self._id_column = id_column
         self._threads = threads
-        self._feedback = feedback
+        self._feedback_key = feedback_key
         self._limit = limit
         self._counter = itertools.count()
         self._stop = threading.Event()
@@ -135,9 +145,17 @@ class Traffic:
                     self.tally.acknowledged.append((answer["request_id"], time.time()))
                     self.tally.decisions[answer["decision"]] += 1
                     self.tally.models[answer["model_version"]] += 1
-                if self._feedback and outcome is not None:
-                    sent = client.post(
-                        "/feedback", json={"request_id": answer["request_id"], "outcome": outcome}, headers=headers
-                    )
+                if self._feedback_key is not None and outcome is not None:
+                    recorded = self._feed_back(client, answer["request_id"], outcome, key=self._feedback_key)
                     with self.tally.lock:
-                        self.tally.feedback += sent.status_code == 200
+                        self.tally.feedback += recorded
+
+    def _feed_back(self, client: httpx.Client, request_id: str, outcome: str, *, key: str) -> bool:
+        """Send one signed outcome, again after each 429's Retry-After (at most FEEDBACK_ATTEMPTS in all, and not
+        once stopped); True if it was recorded."""
+        body, headers = signed_json({"request_id": request_id, "outcome": outcome}, key=key)
+        for _ in range(FEEDBACK_ATTEMPTS):
+            sent = client.post("/feedback", content=body, headers=headers)
+            if sent.status_code != 429 or self._stop.wait(float(sent.headers.get("Retry-After", "1"))):
+                return sent.status_code == 200
+        return False

@@ -4,8 +4,9 @@ BentoML 1.4 builds /docs.json itself and lists the same four statuses for every 
 BentoML's own error bodies), whatever the endpoint answers; it has no hook to change an operation's responses
 (BentoML issue #2975). `document` takes BentoML's document (`Service.openapi_spec.asdict()`) and, for each route in
 `ANSWERS`, replaces the responses with the statuses that route answers (the guards' 413, 415, 422, 429, the admin
-token's 401 and 503, the use-case header's 421, BentoML's 500 and 504, and the endpoint's own), each naming its model in
-tasks/serving/responses.py. deployments/openapi.py serves the result at /docs.json.
+token's 401 and 503, /feedback's signature's 401, the use-case header's 421, BentoML's 500 and 504, and the endpoint's
+own), each naming its model in tasks/serving/responses.py, and declares the security scheme whose refusal a 401 is.
+deployments/openapi.py serves the result at /docs.json.
 
 The document stays OpenAPI 3.0 (BentoML's 3.0.2), whose `integer` is a JSON number written without a fraction, as
 the service's strict request types want it (42.0 is refused); under OpenAPI 3.1 (JSON Schema 2020-12) 42.0 would be
@@ -23,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from steward.feedback_auth import SIGNATURE_HEADER
 from tasks.serving.responses import (
     ContestCase,
     Error,
@@ -42,13 +44,21 @@ TEXT = "text/plain"
 UNDOCUMENTED_ROUTE = "the service's route(s) {paths} have no entry in ANSWERS: their statuses would be BentoML's guess"
 UNKNOWN_ROUTE = "ANSWERS documents route(s) {paths} that the service does not serve"
 API_TAG = "Service APIs"  # the tag BentoML gives the service's own @bentoml.api routes
-ADMIN_TOKEN = "adminToken"  # the security scheme of the routes that answer 401 (only the admin-token guard does)
+ADMIN_TOKEN = "adminToken"  # the security scheme of the /admin routes
+FEEDBACK_SIGNATURE = "feedbackSignature"  # the security scheme of /feedback
 SECURITY_SCHEMES = {
     ADMIN_TOKEN: {
         "type": "http",
         "scheme": "bearer",
         "description": "`Authorization: Bearer <STEWARD_ADMIN_TOKEN>` (the /admin routes)",
-    }
+    },
+    FEEDBACK_SIGNATURE: {
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": "`sha256=<hex>`: the HMAC-SHA256 of the exact request body under the feedback key "
+        "(STEWARD_FEEDBACK_KEY, else the key file STEWARD_HOME/keys/feedback.key), from the system of record",
+    },
 }
 
 
@@ -59,6 +69,7 @@ class Answer:
     description: str
     body: type[BaseModel] | None
     headers: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # name -> OpenAPI header object
+    security: str | None = None  # the security scheme (SECURITY_SCHEMES) this answer refuses a request for lacking
 
     def response(self) -> dict[str, Any]:
         schema = {"type": "string"} if self.body is None else {"$ref": REF.format(model=self.body.__name__)}
@@ -79,6 +90,13 @@ RETRY_AFTER = {
     }
 }
 BEARER = {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}}
+SIGNATURE_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": f'`HMAC-SHA256 header="{SIGNATURE_HEADER}"`',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 
 # Every POST through deployments/guards.py, and BentoML's own failures.
 GUARDED: dict[int, Answer] = {
@@ -86,13 +104,18 @@ GUARDED: dict[int, Answer] = {
     415: Answer("The content-type is not application/json", Error),
     421: Answer("The X-Steward-Usecase header names a use case this service does not serve", Error),
     422: Answer("The body does not match the request schema: each field's problem", InvalidRequest),
-    429: Answer("The client (X-Client-Id, else its address) is over its rate limit", Error, RETRY_AFTER),
+    429: Answer(
+        "The client (the key's holder for a signed /feedback, else the peer address, or the X-Client-Id a trusted "
+        "proxy sends) is over its rate limit",
+        Error,
+        RETRY_AFTER,
+    ),
     500: Answer("An unexpected error (the server log has it)", Error),
     504: Answer("No answer within the service's traffic timeout", Error),
 }
 # /admin/*: the guards' token check.
 ADMIN: dict[int, Answer] = {
-    401: Answer("No `Authorization: Bearer <admin token>`, or the wrong token", Error, BEARER),
+    401: Answer("No `Authorization: Bearer <admin token>`, or the wrong token", Error, BEARER, ADMIN_TOKEN),
     503: Answer("Admin endpoints are disabled: the service has no admin token (STEWARD_ADMIN_TOKEN)", Error),
 }
 REFUSING = "Steward refuses decisions (kill switch, or no production model): a person decides"
@@ -104,11 +127,23 @@ ANSWERS: dict[str, dict[int, Answer]] = {
     "/explain": {200: Answer("The explanation", Explanation), 503: Answer(REFUSING, Error), **GUARDED},
     "/feedback": {
         200: Answer("The outcome, recorded", OutcomeRecorded),
+        401: Answer(
+            f"No {SIGNATURE_HEADER}, a malformed one, or one that does not sign this body under the feedback key "
+            "(nothing is recorded)",
+            Error,
+            SIGNATURE_CHALLENGE,
+            FEEDBACK_SIGNATURE,
+        ),
         404: UNKNOWN_REQUEST,
         409: Answer("The decision already has another outcome on record", Error),
         **GUARDED,
     },
-    "/contest": {200: Answer("The review case opened", ContestCase), 404: UNKNOWN_REQUEST, **GUARDED},
+    "/contest": {
+        200: Answer("The review case opened", ContestCase),
+        404: UNKNOWN_REQUEST,
+        409: Answer("The decision already has serve.max_open_contests open contest cases", Error),
+        **GUARDED,
+    },
     "/admin/routing": {200: ROUTING, **ADMIN, **GUARDED},
     "/admin/reload": {200: ROUTING, **ADMIN, **GUARDED},
     "/admin/rollback": {200: Answer("What was rolled back", RollbackResult), **ADMIN, **GUARDED},
@@ -119,10 +154,10 @@ ANSWERS: dict[str, dict[int, Answer]] = {
 
 def document(spec: Mapping[str, Any], answers: Mapping[str, Mapping[int, Answer]] = ANSWERS) -> dict[str, Any]:
     """BentoML's OpenAPI document with each answered route's responses replaced by `answers`, its request body
-    marked required (the guards refuse a POST without a JSON body: 415), the admin token declared as the security
-    of the routes that answer 401, the body models added to the components, and the components nothing refers to
-    any more dropped. Raises ValueError if a route of the service has no answers, or answers name a route the
-    document lacks."""
+    marked required (the guards refuse a POST without a JSON body: 415), the security scheme of each answer that
+    refuses for its lack (the admin token, /feedback's signature) declared as the route's security, the body models
+    added to the components, and the components nothing refers to any more dropped. Raises ValueError if a route
+    of the service has no answers, or answers name a route the document lacks."""
     doc = copy.deepcopy(dict(spec))
     paths: dict[str, dict[str, Any]] = doc["paths"]
     served = {p for p, item in paths.items() if any(API_TAG in op.get("tags", ()) for op in item.values())}
@@ -135,13 +170,13 @@ def document(spec: Mapping[str, Any], answers: Mapping[str, Mapping[int, Answer]
             operation["responses"] = {str(status): statuses[status].response() for status in sorted(statuses)}
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True
-            if 401 in statuses:
-                operation["security"] = [{ADMIN_TOKEN: []}]
+            if schemes := sorted({a.security for a in statuses.values() if a.security}):
+                operation["security"] = [{scheme: []} for scheme in schemes]
     bodies = sorted({a.body for s in answers.values() for a in s.values() if a.body}, key=lambda m: m.__name__)
     _, defs = models_json_schema([(m, "serialization") for m in bodies], ref_template=REF)
     components = doc.setdefault("components", {})
-    if any(401 in statuses for statuses in answers.values()):
-        components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    if used := {a.security for statuses in answers.values() for a in statuses.values() if a.security}:
+        components["securitySchemes"] = {k: copy.deepcopy(v) for k, v in SECURITY_SCHEMES.items() if k in used}
     schemas = components.setdefault("schemas", {})
     schemas.update({name: _openapi30(schema) for name, schema in defs.get("$defs", {}).items()})
     components["schemas"] = {name: schemas[name] for name in sorted(_referenced(paths, schemas))}

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from steward.feedback_auth import feedback_key
+from steward.settings import Settings
+
 T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -84,6 +87,17 @@ def steward_env(project: Path, *, api_url: str | None = None, extra: dict[str, s
         env["PREFECT_API_URL"] = api_url
     env.update(extra or {})
     return env
+
+
+def feedback_key_of(env: Mapping[str, str]) -> str:
+    """The key a service started with `env` checks /feedback's signatures with: its STEWARD_FEEDBACK_KEY, else the
+    key file of its STEWARD_HOME (made now if the service has not made it yet)."""
+    settings = Settings(
+        project_dir=Path(env["STEWARD_PROJECT_DIR"]),
+        home=Path(env["STEWARD_HOME"]),
+        feedback_key=env.get("STEWARD_FEEDBACK_KEY"),  # this process's own STEWARD_FEEDBACK_KEY does not count
+    )
+    return feedback_key(settings)
 
 
 def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -15,10 +15,11 @@ import time
 import httpx
 import pandas as pd
 import pytest
-from support import BIN, run, steward_env
+from support import BIN, feedback_key_of, run, steward_env
 
 from deployments.local.bento_server import served
 from steward.db import make_engine
+from steward.feedback_auth import signed_json
 from steward.ledger import Ledger
 from steward.usecase import load_usecase
 from tasks.data.features import read_snapshot
@@ -78,8 +79,14 @@ def test_adult_income_runs_the_lifecycle_with_only_the_use_case_selected(project
         decided = client.post("/predict", json=_rows(project, 1)[0])
         assert decided.status_code == 200, decided.text
         request_id = decided.json()["request_id"]
-        assert client.post("/feedback", json={"request_id": request_id, "outcome": "good"}).status_code == 422
-        recorded = client.post("/feedback", json={"request_id": request_id, "outcome": ">50K"})
+        key = feedback_key_of(serving)
+
+        def feed_back(outcome: str) -> httpx.Response:
+            body, headers = signed_json({"request_id": request_id, "outcome": outcome}, key=key)
+            return client.post("/feedback", content=body, headers=headers)
+
+        assert feed_back("good").status_code == 422
+        recorded = feed_back(">50K")
         assert recorded.status_code == 200, recorded.text
         elsewhere = client.post("/predict", json=_rows(project, 1)[0], headers={"X-Steward-Usecase": "german_credit"})
         assert elsewhere.status_code == 421 and "adult_income" in elsewhere.text

@@ -8,7 +8,9 @@ examples are bounded and derandomised (the same requests on every run, about 1,0
 
 The generated run is schemathesis's own command line (`st run`, its report in the failure message):
 `schemathesis.pytest.from_fixture` reads `Node._nodeid`, which pytest 9.2 no longer has. The hand-built requests
-(a served decision's feedback and contest, the refusals once every model is pulled) use its Python API.
+(a served decision's feedback and contest, the refusals once every model is pulled) use its Python API. Schemathesis
+cannot sign a body, so the generated /feedback requests are all refused 401; the hand-built ones are signed with the
+service's feedback key, and answer 200, 409 and 422 as documented.
 
 The tests run in file order: the kill switch (/admin/rollback) is exercised last, because one accepted call takes
 models out of routing, after which /predict and /explain answer their documented 503.
@@ -32,10 +34,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import BIN, PROJECT_DIR, run, serving_project
+from support import BIN, PROJECT_DIR, feedback_key_of, run, serving_project
 
 from deployments.local.bento_server import served
 from steward.db import make_engine
+from steward.feedback_auth import signed_json
 from steward.ledger import Ledger
 from steward.routing import Routing, RoutingTable
 
@@ -75,8 +78,8 @@ def _application() -> dict:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """The service with production, a canary on half the applicants and a shadow; a rate limit no run reaches (429
-    is documented; test_serving.py shows it answered)."""
+    """The service (its URL and feedback key) with production, a canary on half the applicants and a shadow; a rate
+    limit no run reaches (429 is documented; test_serving.py shows it answered)."""
     project = tmp_path_factory.mktemp("conformance")
     unlimited = {"rate_per_second": 100_000, "burst": 100_000}
     env, refs = serving_project(project, serve=unlimited, extra={"STEWARD_ADMIN_TOKEN": TOKEN})
@@ -84,13 +87,13 @@ def service(tmp_path_factory):
     routing = Routing(production=refs["production"], canary=refs["canary"], canary_weight=0.5, shadow=refs["shadow"])
     RoutingTable(engine, Ledger(engine)).set("credit-risk", routing, actor="test", reason="conformance")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=120) as running:
-        yield running.url
+        yield {"url": running.url, "key": feedback_key_of(env)}
 
 
 @pytest.fixture(scope="module")
 def api(service):
     """The service's own /docs.json, loaded by schemathesis."""
-    return schemathesis.openapi.from_url(f"{service}/docs.json", config=schemathesis.Config.from_str(CONFIG))
+    return schemathesis.openapi.from_url(f"{service['url']}/docs.json", config=schemathesis.Config.from_str(CONFIG))
 
 
 def _schemathesis(service: str, folder: Path, *operations: str) -> None:
@@ -130,30 +133,36 @@ def _schemathesis(service: str, folder: Path, *operations: str) -> None:
     assert finished.returncode == 0, report
 
 
-def _validated(case) -> httpx.Response:
-    """Send a hand-built case and hold its answer to the document."""
-    response = case.call_and_validate(headers=AUTH, checks=DOCUMENTED)
+def _validated(case, headers: dict[str, str] | None = None) -> httpx.Response:
+    """Send a hand-built case (with `headers` besides the admin token) and hold its answer to the document."""
+    response = case.call_and_validate(headers=AUTH | (headers or {}), checks=DOCUMENTED)
     SEEN[case.operation.path].add(response.status_code)
     return response
 
 
 def test_every_answer_is_one_the_published_schema_documents(service, tmp_path):
-    _schemathesis(service, tmp_path, "--exclude-path", KILL_SWITCH)
+    _schemathesis(service["url"], tmp_path, "--exclude-path", KILL_SWITCH)
 
 
-def test_a_served_decisions_feedback_conflict_and_contest_answer_as_documented(api):
+def test_a_served_decisions_feedback_conflict_and_contest_answer_as_documented(api, service):
     decided = _validated(api["/predict"]["POST"].Case(body=_application()))
     assert decided.status_code == 200, decided.text
     served_id = decided.json()["request_id"]
     feedback = api["/feedback"]["POST"]
-    recorded = _validated(feedback.Case(body={"request_id": served_id, "outcome": "bad"}))
-    conflict = _validated(feedback.Case(body={"request_id": served_id, "outcome": "good"}))
+
+    def signed(outcome: str) -> httpx.Response:
+        body, headers = signed_json({"request_id": served_id, "outcome": outcome}, key=service["key"])
+        return _validated(feedback.Case(body=body, media_type="application/json"), headers)
+
+    recorded, conflict, invalid = signed("bad"), signed("good"), signed("maybe")
+    unsigned = _validated(feedback.Case(body={"request_id": served_id, "outcome": "bad"}))
     contested = _validated(api["/contest"]["POST"].Case(body={"request_id": served_id, "reason": "my income is wrong"}))
-    assert (recorded.status_code, conflict.status_code, contested.status_code) == (200, 409, 200)
+    statuses = (recorded.status_code, conflict.status_code, invalid.status_code, unsigned.status_code)
+    assert statuses == (200, 409, 422, 401) and contested.status_code == 200
 
 
 def test_the_kill_switch_answers_as_documented(service, tmp_path):
-    _schemathesis(service, tmp_path, "--include-path", KILL_SWITCH)
+    _schemathesis(service["url"], tmp_path, "--include-path", KILL_SWITCH)
 
 
 def test_once_every_model_is_pulled_decisions_and_readiness_answer_their_documented_503(api):
@@ -173,6 +182,6 @@ def test_the_run_saw_each_routes_success_and_its_refusals():
         pytest.skip("runs after the tests above, in the same session")
     for path in ("/predict", "/explain", "/feedback", "/contest", "/admin/routing", "/admin/reload", KILL_SWITCH):
         assert 200 in SEEN[path] and 422 in SEEN[path], (path, sorted(SEEN[path]))
-    for path in ("/admin/routing", "/admin/reload", KILL_SWITCH):
-        assert 401 in SEEN[path], (path, sorted(SEEN[path]))  # ignored_auth's probe without the token
+    for path in ("/feedback", "/admin/routing", "/admin/reload", KILL_SWITCH):
+        assert 401 in SEEN[path], (path, sorted(SEEN[path]))  # no signature; ignored_auth's probe without the token
     assert {200, 503} <= SEEN["/predict"] and {200, 503} <= SEEN["/readyz"]

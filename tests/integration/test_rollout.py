@@ -15,7 +15,7 @@ from functools import partial
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, run, steward_env, wait_until
+from support import BIN, PROJECT_DIR, feedback_key_of, run, steward_env, wait_until
 
 from deployments.local.bento_server import served
 from scripts.rollout_fixture import build
@@ -55,6 +55,7 @@ def live(tmp_path_factory, prefect_server):
             "engine": engine,
             "project": project,
             "api": prefect_server,
+            "key": feedback_key_of(env),  # outcomes come back signed, as the system of record sends them
         }
 
 
@@ -106,7 +107,7 @@ def _when_canary(live, ref: str, then, *, timeout: float = 300) -> threading.Thr
 
 def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(live):
     ref = live["refs"]["unfair"]
-    traffic = Traffic(live["url"], _ordinary(21), id_column=GERMAN.id_column, threads=4).start()
+    traffic = Traffic(live["url"], _ordinary(21), id_column=GERMAN.id_column, feedback_key=live["key"]).start()
     _when_canary(live, ref, lambda: traffic.swap(_campaign(22)))
     try:
         done = _rollout(live, ref)
@@ -138,13 +139,11 @@ def test_an_unfair_canary_is_rolled_back_within_seconds_and_no_request_fails(liv
 def test_a_fair_candidate_walks_shadow_canary_to_production(live):
     ref = live["refs"]["fair"]
     before = RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME).production
-    traffic = Traffic(live["url"], _ordinary(31), id_column=GERMAN.id_column, threads=4).start()
+    traffic = Traffic(live["url"], _ordinary(31), id_column=GERMAN.id_column, feedback_key=live["key"]).start()
     try:
         done = _rollout(live, ref)
         wait_until(lambda: _served_by(live) == ref, timeout=10, what=f"the service serving {ref}")
-        served_after = Traffic(
-            live["url"], _ordinary(32), id_column=GERMAN.id_column, threads=1, feedback=False, limit=20
-        ).start()
+        served_after = Traffic(live["url"], _ordinary(32), id_column=GERMAN.id_column, threads=1, limit=20).start()
         served_after.wait(60)
     finally:
         tally = traffic.stop()
@@ -167,7 +166,7 @@ def test_a_service_killed_mid_traffic_loses_only_its_last_flush_interval(live):
     """SIGKILL under load: every decision acknowledged more than a second before the kill is in the log (the
     log flushes every 0.1 s; bench/log_loss.py measures the window)."""
     with served(live["env"], cwd=PROJECT_DIR, log=live["project"] / "killed.log") as service:
-        traffic = Traffic(service.url, _ordinary(41), id_column=GERMAN.id_column, threads=4, feedback=False).start()
+        traffic = Traffic(service.url, _ordinary(41), id_column=GERMAN.id_column, threads=4).start()
         deadline = time.monotonic() + 60
         while len(traffic.tally.acknowledged) < 100 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -187,9 +186,7 @@ def test_a_canary_that_raises_is_taken_out_at_once_and_production_answers(live):
     moves = Rollouts(live["engine"], Ledger(live["engine"]))
     moves.to_shadow(ref, actor="test")
     moves.to_canary(ref, 0.5, actor="test")
-    traffic = Traffic(
-        live["url"], _ordinary(51), id_column=GERMAN.id_column, threads=2, feedback=False, limit=60
-    ).start()
+    traffic = Traffic(live["url"], _ordinary(51), id_column=GERMAN.id_column, threads=2, limit=60).start()
     assert traffic.wait(120)
     tally = traffic.stop()
     assert tally.statuses == {200: 60} and ref not in tally.models, tally
@@ -238,7 +235,8 @@ def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(
         ("drifted", requests_of(generate_applications(3000, seed=72, drift=1.0), label=GERMAN.label.column)),
     ):
         since = datetime.now(UTC).isoformat(timespec="microseconds")
-        traffic = Traffic(live["url"], requests, id_column=GERMAN.id_column, threads=4, limit=1000).start()
+        key = live["key"]
+        traffic = Traffic(live["url"], requests, id_column=GERMAN.id_column, feedback_key=key, limit=1000).start()
         assert traffic.wait(180)
         assert traffic.stop().failed == 0
         wait_until(partial(_logged_since, live, since, at_least=1000), timeout=10, what="1000 decisions logged")

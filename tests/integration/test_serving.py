@@ -1,5 +1,9 @@
 """The BentoML service for real: `bentoml serve` on 127.0.0.1 with three signed-off models in production,
-canary and shadow, the routing table changed underneath it while it serves."""
+canary and shadow, the routing table changed underneath it while it serves, and attacked: forged outcomes, a
+flood rotating its client id, a decision contested over and over.
+
+The service trusts 127.0.0.1 as its proxy (STEWARD_TRUSTED_PROXIES), so a test's X-Client-Id names its client as a
+load balancer's would; an untrusted peer is 127.0.0.2 (loopback too: Linux routes all of 127/8 to `lo`)."""
 
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import BIN, PROJECT_DIR, free_port, serving_project, steward_env, wait_until
+from support import BIN, PROJECT_DIR, feedback_key_of, free_port, serving_project, steward_env, wait_until
 
 from deployments.local.bento_server import Service, is_ready, served
 from steward.db import make_engine
+from steward.feedback_auth import BAD_SIGNATURE, MISSING_SIGNATURE, sign, signed_json
 from steward.ledger import Ledger
 from steward.params import load_params
+from steward.reviews import TOO_MANY_OPEN, ReviewQueue
 from steward.routing import Routing, RoutingTable, bucket
 from tasks.data.features import read_snapshot
 from tasks.serving.reasons import never_cited
@@ -35,6 +41,7 @@ USECASE = load_params(PROJECT_DIR / "params.yaml").usecase  # the use case the s
 PROTECTED = set(never_cited(USECASE))
 ID = USECASE.id_column
 FAVOURABLE, UNFAVOURABLE = label_values(USECASE)
+PROXY, UNTRUSTED = "127.0.0.1", "127.0.0.2"
 
 
 def _applications(n: int, *, prefix: str) -> list[dict]:
@@ -51,12 +58,43 @@ def _applications(n: int, *, prefix: str) -> list[dict]:
 def service(tmp_path_factory):
     project = tmp_path_factory.mktemp("serving")
     low = {"rate_per_second": 5, "burst": 10}  # low, so one client can exceed it
-    env, refs = serving_project(project, serve=low, extra={"STEWARD_ADMIN_TOKEN": TOKEN})
+    extra = {"STEWARD_ADMIN_TOKEN": TOKEN, "STEWARD_TRUSTED_PROXIES": PROXY}
+    env, refs = serving_project(project, serve=low, extra=extra)
     engine = make_engine(f"sqlite:///{project / '.steward/steward.db'}")
     table = RoutingTable(engine, Ledger(engine))
     table.set("credit-risk", Routing(production=refs["production"]), actor="test", reason="production only")
     with served(env, cwd=PROJECT_DIR, log=project / "service.log", timeout=90) as served_service:
-        yield {"url": served_service.url, "refs": refs, "table": table, "engine": engine, "project": project}
+        yield {
+            "url": served_service.url,
+            "refs": refs,
+            "table": table,
+            "engine": engine,
+            "project": project,
+            "key": feedback_key_of(env),  # the system of record's: the key file the service made in its home
+        }
+
+
+def _signed_feedback(service, request_id: str, outcome: str, **headers: str) -> httpx.Response:
+    """/feedback as the system of record sends it: signed with the service's feedback key, 429 waited out."""
+    body, signed = signed_json({"request_id": request_id, "outcome": outcome}, key=service["key"])
+    return _patiently(lambda: httpx.post(f"{service['url']}/feedback", content=body, headers=signed | headers))
+
+
+def _patiently(send, *, attempts: int = 10) -> httpx.Response:
+    """Send until the answer is not a 429, waiting the Retry-After each asks for (at most `attempts` sends): the key's
+    holder is one client, with this module's low rate limit."""
+    for _ in range(attempts - 1):
+        answer = send()
+        if answer.status_code != 429:
+            return answer
+        time.sleep(int(answer.headers["Retry-After"]))
+    return send()
+
+
+def _outcome_on_record(service, request_id: str) -> str | None:
+    with service["engine"].connect() as connection:
+        found = connection.exec_driver_sql("SELECT outcome FROM outcomes WHERE request_id = ?", (request_id,)).first()
+    return None if found is None else found[0]
 
 
 def _route(service, routing: Routing, *, within: float = 1.0) -> None:
@@ -198,14 +236,14 @@ def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_
     headers = {"X-Client-Id": "feedback"}
     served = httpx.post(f"{url}/predict", json=_applications(1, prefix="fb")[0], headers=headers).json()
     request_id = served["request_id"]
-    recorded = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": UNFAVOURABLE}, headers=headers)
+    recorded = _signed_feedback(service, request_id, UNFAVOURABLE)
     assert recorded.json() == {"request_id": request_id, "outcome": UNFAVOURABLE}
-    conflict = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": FAVOURABLE}, headers=headers)
+    conflict = _signed_feedback(service, request_id, FAVOURABLE)
     assert conflict.status_code == 409 and f"{UNFAVOURABLE!r} on record" in conflict.json()["error"]
-    unknown = httpx.post(f"{url}/feedback", json={"request_id": "0" * 32, "outcome": UNFAVOURABLE}, headers=headers)
+    unknown = _signed_feedback(service, "0" * 32, UNFAVOURABLE)
     assert unknown.status_code == 404
     for other in ("maybe", ">50K" if FAVOURABLE != ">50K" else "good"):  # another use case's label is refused too
-        invalid = httpx.post(f"{url}/feedback", json={"request_id": request_id, "outcome": other}, headers=headers)
+        invalid = _signed_feedback(service, request_id, other)
         assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "outcome"
         assert all(repr(v) in invalid.json()["errors"][0]["problem"] for v in (FAVOURABLE, UNFAVOURABLE))
 
@@ -218,6 +256,75 @@ def test_feedback_records_one_outcome_per_served_decision_and_a_contest_opens_a_
             "SELECT kind, request_id, reason FROM reviews WHERE id = ?", (case.json()["case"],)
         ).one()
     assert tuple(row) == ("contest", request_id, "my income is wrong")
+
+
+def test_forged_outcomes_are_refused_401_and_recorded_nowhere_then_the_signed_one_is(service):
+    url = service["url"]
+    decided = httpx.post(f"{url}/predict", json=_applications(1, prefix="forge")[0], headers={"X-Client-Id": "forge"})
+    assert decided.status_code == 200, decided.text
+    request_id = decided.json()["request_id"]
+    forged = json.dumps({"request_id": request_id, "outcome": FAVOURABLE}).encode()
+    genuine = json.dumps({"request_id": request_id, "outcome": UNFAVOURABLE}).encode()
+    wrong_key = "an attacker's guess at the key, long enough to pass"
+    attacks = {  # what the attacker sends -> what the service must say was wrong
+        "no signature": ({}, MISSING_SIGNATURE),
+        "signed with another key": ({"X-Steward-Signature": sign(forged, key=wrong_key)}, BAD_SIGNATURE),
+        "a signature of another body": ({"X-Steward-Signature": sign(genuine, key=service["key"])}, BAD_SIGNATURE),
+    }
+    for what, (headers, problem) in attacks.items():
+        attack = {"Content-Type": "application/json", "X-Client-Id": f"forger-{what}", **headers}
+        refused = httpx.post(f"{url}/feedback", content=forged, headers=attack)
+        assert (refused.status_code, refused.json()) == (401, {"error": problem}), what
+        assert refused.headers["WWW-Authenticate"].startswith("HMAC-SHA256") and request_id not in refused.text
+        assert _outcome_on_record(service, request_id) is None, what
+
+    recorded = _signed_feedback(service, request_id, UNFAVOURABLE)
+    assert recorded.status_code == 200 and recorded.json() == {"request_id": request_id, "outcome": UNFAVOURABLE}
+    assert _outcome_on_record(service, request_id) == UNFAVOURABLE
+
+
+def test_a_flood_rotating_its_client_id_is_one_client_unless_a_trusted_proxy_sends_it(service):
+    application = _applications(1, prefix="flood")[0]
+
+    def flood(peer: str, tag: str) -> list[int]:
+        transport = httpx.HTTPTransport(
+            local_address=peer
+        )  # the connection's source address: the peer the service sees
+        with httpx.Client(transport=transport, base_url=service["url"], timeout=30) as client:
+
+            def send(n: int) -> int:
+                headers = {"X-Client-Id": f"{tag}-{uuid.uuid4().hex}-{n}"}  # a fresh id on every request
+                return client.post("/predict", json=application, headers=headers).status_code
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                return list(pool.map(send, range(60)))
+
+    untrusted = flood(UNTRUSTED, "rotating")
+    assert set(untrusted) == {200, 429} and untrusted.count(429) >= 30, untrusted  # burst 10 at 5/s, then refused
+    assert flood(PROXY, "forwarded") == [200] * 60  # through the trusted proxy: sixty clients, a bucket each
+
+
+def test_a_decision_may_have_three_open_contests_and_a_fourth_waits_for_a_reviewer(service):
+    url, headers = service["url"], {"X-Client-Id": "contester"}
+    decided = httpx.post(f"{url}/predict", json=_applications(1, prefix="contest")[0], headers=headers)
+    request_id = decided.json()["request_id"]
+
+    def contest(n: int) -> httpx.Response:
+        return httpx.post(f"{url}/contest", json={"request_id": request_id, "reason": f"try {n}"}, headers=headers)
+
+    opened = [contest(n) for n in range(3)]
+    assert [c.status_code for c in opened] == [200, 200, 200], [c.text for c in opened]
+    fourth = contest(3)
+    limit = TOO_MANY_OPEN.format(request_id=request_id, open=3, kind="contest", limit=3)
+    assert (fourth.status_code, fourth.json()) == (409, {"error": limit})
+    with service["engine"].connect() as connection:
+        sql = "SELECT COUNT(*) FROM reviews WHERE request_id = ? AND kind = 'contest'"
+        assert connection.exec_driver_sql(sql, (request_id,)).scalar() == 3
+
+    ReviewQueue(service["engine"]).resolve(
+        opened[0].json()["case"], decision="approve", reviewer="kim", note="checked", ledger=Ledger(service["engine"])
+    )
+    assert contest(4).status_code == 200  # a resolved case frees its place
 
 
 def test_a_request_naming_another_use_case_is_refused_and_its_own_is_served(service):
@@ -248,8 +355,9 @@ CONFORMING_EXAMPLES = {"/predict": 50, "/feedback": 15, "/contest": 15}
 JSON_TYPES = ("application/json", "application/json; charset=utf-8", "Application/JSON")
 NOT_JSON_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "text/json", "", None)
 # What a request that conforms to the published schema may get: 422 where the schema cannot say a rule, 404/409
-# for a request id that was never served or already has its outcome.
-CONFORMING_STATUSES = {"/predict": {200, 422}, "/feedback": {200, 404, 409, 422}, "/contest": {200, 404, 422}}
+# for a request id that was never served, already has its outcome or its most open contests. /feedback's requests,
+# malformed or not, are signed as the system of record signs: what they test is the body's handling.
+CONFORMING_STATUSES = {"/predict": {200, 422}, "/feedback": {200, 404, 409, 422}, "/contest": {200, 404, 409, 422}}
 FUZZ = settings(
     deadline=None,
     derandomize=True,  # the same examples on every run (CI), until Hypothesis or this file changes
@@ -290,7 +398,10 @@ class Fuzzed:
         headers = {"X-Client-Id": f"fuzz-{uuid.uuid4().hex}"}  # a token bucket of its own: never rate limited
         if self.content_type is not None:
             headers["Content-Type"] = self.content_type
-        return client.request(self.method, service["url"] + self.path, content=self.body, headers=headers, timeout=30)
+        if self.path == "/feedback":  # signed by the key's holder, one client: its 429s are waited out
+            headers["X-Steward-Signature"] = sign(self.body, key=service["key"])
+        url = service["url"] + self.path
+        return _patiently(lambda: client.request(self.method, url, content=self.body, headers=headers, timeout=30))
 
     def explain(self, answer: httpx.Response, service: dict) -> str:
         log = (service["project"] / "service.log").read_text(errors="replace")[-6000:]

@@ -1,6 +1,8 @@
 """The serving guards, driven through httpx's ASGI transport around a tiny app (no network, no BentoML)."""
 
 import asyncio
+import hashlib
+import hmac
 import json
 import sys
 import threading
@@ -16,15 +18,20 @@ from deployments.guards import (
     BODY_TOO_LARGE,
     DEFAULT_EXEMPT_PATHS,
     INVALID_REQUEST,
+    NO_SIGNING_KEY,
+    NOT_A_PROXY,
     RATE_LIMITED,
     UNSUPPORTED_MEDIA_TYPE,
     WRONG_USECASE,
     Guards,
     TokenBuckets,
 )
+from steward.feedback_auth import BAD_SIGNATURE, MALFORMED_SIGNATURE, MISSING_SIGNATURE
 
 JSON = {"content-type": "application/json"}
 TOKEN = "s3cret-admin-token"
+PROXY = "10.0.0.1"  # `call`'s peer by default; a trusted proxy where a test says so
+TRUSTED = {"trusted_proxies": [PROXY]}
 
 
 class Applicant(BaseModel):
@@ -118,7 +125,7 @@ async def chunks(parts: list[bytes], started: list[bool]) -> AsyncIterator[bytes
 
 
 def test_a_client_past_its_burst_gets_429_with_retry_after_while_another_is_served():
-    guards, _ = make(rate_per_second=1, burst=2, clock=Clock())
+    guards, _ = make(rate_per_second=1, burst=2, clock=Clock(), **TRUSTED)
     me = {"x-client-id": "me"}
 
     assert [call(guards, "GET", "/status", headers=me).status_code for _ in range(2)] == [200, 200]
@@ -155,7 +162,7 @@ def test_tokens_refill_with_the_clock_up_to_the_burst():
 
 
 def test_a_client_header_equal_to_an_ip_does_not_share_that_ips_bucket():
-    guards, _ = make(rate_per_second=1, burst=1, clock=Clock())
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock(), trusted_proxies=["10.0.0.5"])
 
     assert call(guards, "GET", "/status", peer="10.0.0.9").status_code == 200
     assert call(guards, "GET", "/status", peer="10.0.0.9").status_code == 429
@@ -163,7 +170,7 @@ def test_a_client_header_equal_to_an_ip_does_not_share_that_ips_bucket():
 
 
 def test_the_client_header_is_configurable():
-    guards, _ = make(rate_per_second=1, burst=1, clock=Clock(), client_header="X-Api-Key")
+    guards, _ = make(rate_per_second=1, burst=1, clock=Clock(), client_header="X-Api-Key", **TRUSTED)
 
     assert call(guards, "GET", "/status", headers={"x-api-key": "k1"}).status_code == 200
     assert call(guards, "GET", "/status", headers={"x-api-key": "k2"}).status_code == 200
@@ -688,22 +695,70 @@ def test_json_with_several_parameters_is_accepted(content_type):
         ([(b"x-client-id", b"")], ("10.0.0.1", 5000), "ip:10.0.0.1"),  # an empty id is no id
         ([], ("10.0.0.1", 5000), "ip:10.0.0.1"),
         ([], None, "ip:unknown"),
-        ([(b"x-client-id", b"a" * 200)], None, "id:" + "a" * 128),  # bounded: the first 128 characters
-        ([(b"x-client-id", b"caf\xe9")], None, "id:caf\u00e9"),  # header bytes read as latin-1
+        ([(b"x-client-id", b"a" * 200)], ("10.0.0.1", 5000), "id:" + "a" * 128),  # bounded: the first 128
+        ([(b"x-client-id", b"caf\xe9")], ("10.0.0.1", 5000), "id:caf\u00e9"),  # header bytes read as latin-1
+        ([(b"x-client-id", b"me")], ("10.0.0.2", 5000), "ip:10.0.0.2"),  # not a trusted proxy: header ignored
+        ([(b"x-client-id", b"me")], None, "ip:unknown"),  # no peer is no proxy
+        ([(b"x-client-id", b"me")], ("::ffff:10.0.0.1", 5000), "id:me"),  # the proxy's IPv4 address, mapped
+        ([(b"x-client-id", b"me")], ("testclient", 5000), "ip:testclient"),  # not an address: never trusted
     ],
 )
-def test_the_bucket_key_is_the_client_id_header_else_the_peer_address(headers, client, key):
-    guards, _ = make()
+def test_the_bucket_key_is_the_client_id_a_trusted_proxy_sends_else_the_peer_address(headers, client, key):
+    guards, _ = make(**TRUSTED)
 
     assert guards._client_id({"client": client}, headers) == key
 
 
-def test_requests_without_a_peer_address_share_one_bucket_apart_from_identified_clients():
-    guards = Guards(Recorder(), rate_per_second=1, burst=1, clock=Clock())
+@pytest.mark.parametrize("peer", ["10.0.0.1", "192.168.7.9", "::1", "fd00::1"])
+def test_without_trusted_proxies_the_client_header_is_never_the_key(peer):
+    guards, _ = make()
+
+    assert guards._client_id({"client": (peer, 5000)}, [(b"x-client-id", b"me")]) == f"ip:{peer}"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "peer", "trusted"),
+    [
+        (["10.0.0.0/8"], "10.200.3.4", True),
+        (["10.0.0.0/8"], "11.0.0.1", False),
+        (["127.0.0.1", "fd00::/8"], "fd12::7", True),
+        (["127.0.0.1", "fd00::/8"], "fe80::1", False),
+        (["127.0.0.1"], "127.0.0.2", False),  # one address, not the loopback network
+        (["::1"], "127.0.0.1", False),
+    ],
+)
+def test_trusted_proxies_are_addresses_or_networks(proxies, peer, trusted):
+    guards, _ = make(trusted_proxies=proxies)
+
+    key = guards._client_id({"client": (peer, 5000)}, [(b"x-client-id", b"me")])
+
+    assert key == ("id:me" if trusted else f"ip:{peer}")
+
+
+@pytest.mark.parametrize("proxy", ["10.0.0.1/8", "localhost", "10.0.0.256", ""])
+def test_a_trusted_proxy_that_is_no_address_or_network_is_refused(proxy):
+    with pytest.raises(ValueError) as refused:
+        Guards(App(), trusted_proxies=[proxy])
+
+    assert str(refused.value).startswith(NOT_A_PROXY.format(proxy=proxy, problem=""))
+
+
+def test_a_flood_rotating_its_client_id_from_an_untrusted_peer_is_one_client():
+    guards, _ = make(rate_per_second=1, burst=3, clock=Clock(), **TRUSTED)
+
+    flood = [call(guards, "GET", "/status", peer="10.0.0.66", headers={"x-client-id": f"id-{n}"}) for n in range(10)]
+
+    assert [r.status_code for r in flood] == [200] * 3 + [429] * 7
+    forwarded = [call(guards, "GET", "/status", headers={"x-client-id": f"id-{n}"}) for n in range(10)]
+    assert [r.status_code for r in forwarded] == [200] * 10  # the trusted proxy's clients: a bucket each
+
+
+def test_requests_without_a_peer_address_share_one_bucket_whatever_client_id_they_send():
+    guards = Guards(Recorder(), rate_per_second=1, burst=1, clock=Clock(), **TRUSTED)
 
     assert asgi(guards, REQUEST, client=NO_PEER)[0]["status"] == 204
     assert asgi(guards, REQUEST, client=None)[0]["status"] == 429
-    assert asgi(guards, REQUEST, client=None, headers=[(b"x-client-id", b"unknown")])[0]["status"] == 204
+    assert asgi(guards, REQUEST, client=None, headers=[(b"x-client-id", b"unknown")])[0]["status"] == 429
 
 
 # --- admin on every admin path --------------------------------------------------------------------------------
@@ -780,3 +835,136 @@ def test_without_a_served_use_case_the_header_is_not_checked():
     guards, _ = make()
     headers = {**JSON, "X-Steward-Usecase": "anything"}
     assert call(guards, "POST", "/flat", headers=headers, json={"age": 30, "amount": 1}).status_code == 200
+
+
+# --- signed paths ---------------------------------------------------------------------------------------------
+
+KEY = "k" * 40  # the feedback key, as text
+SIGNED = {"signed_paths": ["/feedback"], "signing_key": lambda: KEY}
+OUTCOME = b'{"request_id":"ab12","outcome":"bad"}'
+CHALLENGE = b'HMAC-SHA256 header="X-Steward-Signature"'
+
+
+def hmac_sha256(key: str, body: bytes) -> str:
+    """The signature as a system of record computes it: Python's hmac module, nothing of Steward's."""
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post_signed(guards: Guards, body: bytes, signature: str | None, *, peer: str = PROXY) -> httpx.Response:
+    headers = {**JSON, **({"x-steward-signature": signature} if signature is not None else {})}
+    return call(guards, "POST", "/feedback", content=body, headers=headers, peer=peer)
+
+
+def test_a_body_signed_with_the_key_reaches_the_app_intact():
+    guards, app = make(**SIGNED)
+
+    response = post_signed(guards, OUTCOME, hmac_sha256(KEY, OUTCOME))
+
+    assert response.status_code == 200
+    assert app.bodies == [OUTCOME]
+
+
+@pytest.mark.parametrize(
+    ("signature", "problem"),
+    [
+        (None, MISSING_SIGNATURE),
+        (hmac_sha256("another key of forty characters, or more", OUTCOME), BAD_SIGNATURE),  # the wrong key
+        (hmac_sha256(KEY, OUTCOME.replace(b"bad", b"good")), BAD_SIGNATURE),  # signs another body
+        (hmac_sha256(KEY, OUTCOME)[:-1] + ("1" if hmac_sha256(KEY, OUTCOME)[-1] == "0" else "0"), BAD_SIGNATURE),
+        (hmac_sha256(KEY, OUTCOME).removeprefix("sha256="), MALFORMED_SIGNATURE),  # no scheme
+        ("sha1=" + hashlib.sha1(OUTCOME).hexdigest(), MALFORMED_SIGNATURE),
+        (hmac_sha256(KEY, OUTCOME)[:-2], MALFORMED_SIGNATURE),  # 62 hex digits
+        ("sha256=" + "zz" * 32, MALFORMED_SIGNATURE),
+        ("", MALFORMED_SIGNATURE),
+    ],
+)
+def test_a_missing_malformed_or_wrong_signature_gets_401_naming_what_was_wrong_and_the_app_never_sees_it(
+    signature, problem
+):
+    guards, app = make(**SIGNED)
+
+    response = post_signed(guards, OUTCOME, signature)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": problem}
+    assert response.headers["www-authenticate"] == CHALLENGE.decode()
+    assert b"ab12" not in response.content  # the body is never echoed
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("spelling", [lambda s: "sha256=" + s[7:].upper(), lambda s: f"  {s} "])
+def test_the_signatures_hex_digits_may_be_capitals_and_the_value_padded(spelling):
+    guards, app = make(**SIGNED)
+
+    response = post_signed(guards, OUTCOME, spelling(hmac_sha256(KEY, OUTCOME)))
+
+    assert response.status_code == 200 and app.bodies == [OUTCOME]
+
+
+def test_only_a_post_to_a_signed_path_is_checked():
+    guards, app = make(**SIGNED)
+
+    assert call(guards, "GET", "/feedback").status_code == 200  # the app answers (BentoML: 405)
+    assert call(guards, "POST", "/contest", headers=JSON, content=OUTCOME).status_code == 200
+    assert call(guards, "POST", "/feedback/x", headers=JSON, content=OUTCOME).status_code == 200
+    assert app.bodies == [b"", OUTCOME, OUTCOME]
+
+
+def test_the_refusal_sends_exactly_its_compact_json_answer_with_the_challenge():
+    guards = Guards(Recorder(), **SIGNED)
+
+    sent = asgi(
+        guards, {"type": "http.request", "body": OUTCOME}, method="POST", path="/feedback", headers=JSON_HEADERS
+    )
+
+    assert sent == answer(401, f'{{"error":"{MISSING_SIGNATURE}"}}'.encode(), (b"www-authenticate", CHALLENGE))
+
+
+def test_a_signed_request_pays_as_the_keys_holder_and_a_forged_one_as_its_caller():
+    guards, _ = make(rate_per_second=1, burst=2, clock=Clock(), **SIGNED)
+    genuine = hmac_sha256(KEY, OUTCOME)
+
+    # forgeries spend the caller's bucket: 401 while it lasts, then 429; the key's holder is untouched
+    forged = [post_signed(guards, OUTCOME, "sha256=" + "0" * 64, peer="10.0.0.66").status_code for _ in range(3)]
+    assert forged == [401, 401, 429]
+    assert [post_signed(guards, OUTCOME, genuine, peer="10.0.0.66").status_code for _ in range(2)] == [200, 200]
+    # the key's holder is one client wherever it calls from, and its bucket is now empty
+    refused = post_signed(guards, OUTCOME, genuine, peer="10.0.0.7")
+    assert refused.status_code == 429 and "retry-after" in refused.headers
+    assert call(guards, "GET", "/status", peer="10.0.0.7").status_code == 200  # that peer's own bucket is full
+
+
+def test_an_unsigned_request_to_a_signed_path_pays_before_its_body_is_read():
+    guards, app = make(rate_per_second=1, burst=1, clock=Clock(), **SIGNED)
+
+    assert post_signed(guards, OUTCOME, None).status_code == 401
+    started: list[bool] = []
+    limited = call(guards, "POST", "/feedback", headers=JSON, content=chunks([OUTCOME], started))
+    assert limited.status_code == 429 and started == [] and app.bodies == []
+
+
+def test_a_signed_body_past_the_limit_is_413_before_its_signature_is_checked():
+    guards, app = make(max_body_bytes=512, **SIGNED)
+    body = b" " * 600
+
+    assert post_signed(guards, body, hmac_sha256(KEY, body)).status_code == 413
+    assert app.bodies == []
+
+
+def test_the_signing_key_is_read_once_when_the_guards_are_built():
+    reads: list[int] = []
+
+    def key() -> str:
+        reads.append(1)
+        return KEY
+
+    guards, _ = make(signed_paths=["/feedback"], signing_key=key)
+    for _ in range(3):
+        post_signed(guards, OUTCOME, hmac_sha256(KEY, OUTCOME))
+
+    assert reads == [1]
+
+
+def test_signed_paths_without_a_key_are_refused():
+    with pytest.raises(ValueError, match=f"^{NO_SIGNING_KEY}$"):
+        Guards(App(), signed_paths=["/feedback"])

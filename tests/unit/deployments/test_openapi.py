@@ -61,6 +61,8 @@ def test_the_services_document_lists_every_route_with_the_statuses_it_answers():
 
 REFUSALS = [  # (what the guards refuse, how to make them, the status)
     ("no token", {"path": "/admin/routing", "json": {}}, 401),
+    ("no signature", {"path": "/feedback", "json": {}}, 401),
+    ("bad signature", {"path": "/feedback", "json": {}, "headers": {"X-Steward-Signature": "sha256=" + "0" * 64}}, 401),
     ("admin disabled", {"path": "/admin/routing", "json": {}, "token": None}, 503),
     (
         "too large",
@@ -75,14 +77,20 @@ REFUSALS = [  # (what the guards refuse, how to make them, the status)
 
 @pytest.mark.parametrize(("what", "request_", "status"), REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_each_refusal_of_the_guards_is_the_body_the_document_names_for_its_status(what, request_, status):
-    options = {"max_body_bytes": 512, "admin_token": request_.pop("token", TOKEN), "burst": 1}
+    options = {
+        "max_body_bytes": 512,
+        "admin_token": request_.pop("token", TOKEN),
+        "burst": 1,
+        "signed_paths": ["/feedback"],
+        "signing_key": lambda: "k" * 40,
+    }
     guards = Guards(_app, **options)
     if request_.pop("burst", 1) == 0:
         _call(guards, "POST", "/predict", json={})  # spends the only token
     path = request_.pop("path")
     answer = _call(guards, "POST", path, **request_)
     assert answer.status_code == status
-    documented = ANSWERS["/admin/routing" if path.startswith("/admin") else "/predict"][status]
+    documented = ANSWERS[path if path in ANSWERS else "/predict"][status]
     assert documented.body is not None
     documented.body.model_validate(answer.json())
     for header in documented.headers:

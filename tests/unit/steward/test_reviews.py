@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.reviews import ReviewQueue
+from steward.reviews import TOO_MANY_OPEN, ReviewError, ReviewQueue
 
 
 @pytest.fixture
@@ -53,3 +55,44 @@ def test_bad_resolutions_are_refused_and_write_nothing(queue, case, reviewer, no
     with pytest.raises(ValueError, match=message):
         reviews.resolve(case, decision="approve", reviewer=reviewer, note=note, ledger=ledger)
     assert ledger.records(actions=("review.decision",)) == [] and len(reviews.list()) == 1
+
+
+def test_a_request_may_have_at_most_so_many_open_contests_and_a_resolved_one_frees_a_place(queue):
+    reviews, ledger = queue
+    opened = [reviews.open(kind="contest", request_id="e" * 32, reason=f"r{n}", at_most=3) for n in range(3)]
+    reviews.open(kind="referral", request_id="e" * 32, reason="band", at_most=3)  # another kind: counted apart
+
+    with pytest.raises(ReviewError) as refused:
+        reviews.open(kind="contest", request_id="e" * 32, reason="r3", at_most=3)
+
+    assert str(refused.value) == TOO_MANY_OPEN.format(request_id="e" * 32, open=3, kind="contest", limit=3)
+    assert "at once (3)" in str(refused.value)
+    assert [c.reason for c in reviews.list() if c.kind == "contest"] == ["r0", "r1", "r2"]
+    assert reviews.open(kind="contest", request_id="f" * 32, reason="other", at_most=3).status == "open"
+    reviews.resolve(opened[0].id, decision="approve", reviewer="kim", note="checked", ledger=ledger)
+    assert reviews.open(kind="contest", request_id="e" * 32, reason="r3", at_most=3).status == "open"
+    assert reviews.open(kind="contest", request_id="e" * 32, reason="r4").status == "open"  # no limit asked
+
+
+def test_concurrent_contests_never_slip_past_the_limit(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
+    reviews = ReviewQueue(engine)
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def contest() -> None:
+        start.wait()
+        try:
+            reviews.open(kind="contest", request_id="g" * 32, reason="why", at_most=3)
+            outcomes.append("opened")
+        except ReviewError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=contest) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["opened"] * 3 + ["refused"] * 5
+    assert len(reviews.list()) == 3

@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from steward.settings import Settings, find_project_dir
 
 
@@ -32,3 +35,30 @@ def test_project_dir_is_found_from_a_subfolder(tmp_path):
     nested.mkdir(parents=True)
     assert find_project_dir(nested) == tmp_path.resolve()
     assert find_project_dir(Path("/")) == Path("/")
+
+
+@pytest.mark.parametrize(
+    ("value", "networks"),
+    [
+        ("", []),
+        ("127.0.0.1", ["127.0.0.1/32"]),
+        (" 10.0.0.0/8 , 192.168.1.7,fd00::/8 ", ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]),
+        ("10.0.0.1,", ["10.0.0.1/32"]),
+    ],
+)
+def test_trusted_proxies_are_comma_separated_addresses_or_networks(monkeypatch, tmp_path, value, networks):
+    monkeypatch.setenv("STEWARD_TRUSTED_PROXIES", value)
+    assert [str(n) for n in Settings(project_dir=tmp_path).trusted_proxies] == networks
+
+
+def test_no_proxy_is_trusted_unless_configured(monkeypatch, tmp_path):
+    monkeypatch.delenv("STEWARD_TRUSTED_PROXIES", raising=False)
+    assert Settings(project_dir=tmp_path).trusted_proxies == ()
+
+
+@pytest.mark.parametrize("value", ["localhost", "10.0.0.1/8", "10.0.0.0/33", "127.0.0.1;10.0.0.1"])
+def test_a_trusted_proxy_that_is_no_address_or_network_is_refused_naming_it(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("STEWARD_TRUSTED_PROXIES", value)
+    with pytest.raises(ValidationError, match="trusted_proxies") as refused:
+        Settings(project_dir=tmp_path)
+    assert value in str(refused.value)

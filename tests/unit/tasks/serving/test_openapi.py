@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from tasks.serving.openapi import (
     ADMIN_TOKEN,
+    ANSWERS,
+    FEEDBACK_SIGNATURE,
     GUARDED,
     UNDOCUMENTED_ROUTE,
     UNKNOWN_ROUTE,
@@ -55,7 +57,7 @@ def _bentoml_like() -> dict:
 
 ANSWERED = {
     "/thing": {200: Answer("a thing", Thing), 404: Answer("none", Error), **GUARDED},
-    "/admin/thing": {200: Answer("the routing", RoutingState), 401: Answer("token", Error)},
+    "/admin/thing": {200: Answer("the routing", RoutingState), 401: Answer("token", Error, security=ADMIN_TOKEN)},
     "/livez": {200: Answer("alive", None)},
 }
 
@@ -91,16 +93,34 @@ def test_every_ref_resolves_and_what_nothing_refers_to_is_dropped():
     assert set(doc["components"]["schemas"]) == {"Thing", "Error", "InvalidRequest", "FieldError", "RoutingState"}
 
 
-def test_bodies_are_required_and_the_admin_token_is_the_security_of_the_routes_answering_401():
+def test_bodies_are_required_and_the_security_of_a_route_is_the_scheme_its_401_refuses_for():
     doc = document(_bentoml_like(), ANSWERED)
     assert doc["paths"]["/thing"]["post"]["requestBody"]["required"] is True
     assert "security" not in doc["paths"]["/thing"]["post"]
     assert doc["paths"]["/admin/thing"]["post"]["security"] == [{ADMIN_TOKEN: []}]
-    assert doc["components"]["securitySchemes"][ADMIN_TOKEN] == {
-        "type": "http",
-        "scheme": "bearer",
-        "description": doc["components"]["securitySchemes"][ADMIN_TOKEN]["description"],
+    assert doc["components"]["securitySchemes"] == {  # only the schemes some route uses
+        ADMIN_TOKEN: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": doc["components"]["securitySchemes"][ADMIN_TOKEN]["description"],
+        }
     }
+
+
+def test_feedback_is_secured_by_its_signature_header_and_the_admin_routes_by_the_token():
+    secured = {path: {a.security for a in statuses.values() if a.security} for path, statuses in ANSWERS.items()}
+    assert {path: schemes for path, schemes in secured.items() if schemes} == {
+        "/feedback": {FEEDBACK_SIGNATURE},
+        "/admin/routing": {ADMIN_TOKEN},
+        "/admin/reload": {ADMIN_TOKEN},
+        "/admin/rollback": {ADMIN_TOKEN},
+    }
+    signed = {**_bentoml_like()["paths"], "/feedback": {"post": _operation("feedback")}}
+    doc = document({**_bentoml_like(), "paths": signed}, {**ANSWERED, "/feedback": ANSWERS["/feedback"]})
+    assert doc["paths"]["/feedback"]["post"]["security"] == [{FEEDBACK_SIGNATURE: []}]
+    scheme = doc["components"]["securitySchemes"][FEEDBACK_SIGNATURE]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Steward-Signature")
+    assert doc["paths"]["/feedback"]["post"]["responses"]["401"]["headers"]["WWW-Authenticate"]["required"]
 
 
 def test_the_rate_limit_documents_its_retry_after_header():
