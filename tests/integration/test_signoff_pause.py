@@ -123,11 +123,11 @@ def _finish(process: subprocess.Popen[str], project: Path, *, timeout: float = 1
 
 @pytest.fixture
 def own_server(tmp_path):
-    """A Prefect server this test may stop and start again."""
+    """A Prefect server this test may stop and start again (asking for no auth string, like `prefect_server`)."""
     home = tmp_path / "prefect-server"
     home.mkdir()
     settings = Settings(project_dir=home, home=home, prefect_port=free_port())
-    server = start_server(settings)
+    server = start_server(settings, auth=False)
     state = {"settings": settings, "pid": server.pid, "url": server.api_url}
     yield state
     stop_pid(state["pid"])
@@ -166,7 +166,7 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
 
         stop_pid(own_server["pid"])  # the server goes away while the run waits, and comes back
         time.sleep(3)
-        own_server["pid"] = start_server(own_server["settings"]).pid
+        own_server["pid"] = start_server(own_server["settings"], auth=False).pid
         assert _paused_run(own_server["url"])["id"] == run_id
 
         granted = _steward(
