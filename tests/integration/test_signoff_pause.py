@@ -98,8 +98,14 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         keyset = paused["state"]["state_details"]["run_input_keyset"]
         form = httpx.get(f"{own_server['url']}/flow_runs/{run_id}/input/{keyset['description']}", timeout=10)
         description = json.loads(form.text)  # what the Prefect UI shows above the form
-        assert f"`{digest}`" in description and "/reports/evidence/index.html](file://" in description
+        assert f"`{digest}`" in description
         assert digest in listed.stdout and "may not approve): alice" in listed.stdout
+        body = {"artifacts": {"key": {"any_": [f"evidence-credit-risk-v1-{digest[:12]}"]}}, "limit": 5}
+        [artifact] = httpx.post(f"{own_server['url']}/artifacts/filter", json=body, timeout=10).json()
+        assert artifact["flow_run_id"] == run_id and artifact["type"] == "rich"
+        assert 'id="verdict"' in artifact["data"]["html"]  # the evidence page, over HTTP from the Prefect UI
+        link = f"{own_server['url'].removesuffix('/api')}/artifacts/artifact/{artifact['id']}"
+        assert f"[{link}]({link})" in description and f"evidence in the Prefect UI: {link}" in listed.stdout
 
         short = _steward(project, env, "approve", run_id, "--as", "carol", "--evidence", digest[:8])
         assert short.returncode == 1 and "at least 12 hex characters" in short.stderr  # never sent
