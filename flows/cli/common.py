@@ -15,8 +15,8 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 AUTHENTICATED = (
-    "Its API and UI ask for the auth string in {path} (the UI's login page; PREFECT_API_AUTH_STRING for "
-    "Prefect's own commands and workers)."
+    "Its API and UI ask for the auth string in {path}: log in once at {ui}/login with it "
+    "(PREFECT_API_AUTH_STRING for Prefect's own commands and workers)."
 )
 UNAUTHENTICATED = (
     "warning: this Prefect server (pid {pid}) asks for no auth string: anyone who reaches it can answer a "
@@ -49,7 +49,8 @@ def _environment(settings: Settings, *, server: bool) -> None:
     if local.auth is None:
         err.print(UNAUTHENTICATED.format(pid=local.pid), markup=False, highlight=False)
     else:
-        console.print(AUTHENTICATED.format(path=auth_file(settings)), markup=False, highlight=False)
+        ui = local.api_url.removesuffix("/api")
+        console.print(AUTHENTICATED.format(path=auth_file(settings), ui=ui), markup=False, highlight=False)
 
 
 def _fail(exc: BaseException) -> None:
