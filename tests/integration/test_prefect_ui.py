@@ -21,7 +21,7 @@ from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # about 2.5 minutes on 2 busy cores
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # 1 to 2.5 minutes on 2 cores
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # per browser step: the server shares 2 cores with the flow and the browser
@@ -118,9 +118,9 @@ def test_an_approver_logs_in_opens_the_evidence_from_the_form_and_approves_in_th
                 name = page.locator(".schema-form-property__label", has_text=re.compile(f"^{label}$"))
                 return form.locator(".schema-form-property").filter(has=name)
 
-            field("Decision").locator(".p-select-button__control").focus()  # headless: options open to keys only
-            page.keyboard.press("ArrowDown")
-            page.keyboard.press("Enter")
+            field("Decision").locator(".p-select-button__control").focus()  # headless: a click opens no options,
+            page.keyboard.press("ArrowDown")  # the keyboard does
+            page.get_by_role("option", name="approve", exact=True).click()
             assert field("Decision").locator(".p-select-button__value").inner_text().strip() == "approve"
             field("Approver").locator("textarea").fill("bob")
             field("Evidence Digest").locator("textarea").fill(digest)
