@@ -33,7 +33,7 @@ def _sync_playwright() -> Any:
         what
         for what, there in (
             (f"{CHROMIUM} (Debian: apt-get install -y chromium)", CHROMIUM.is_file()),
-            ("playwright (pip install -e '.[dev]')", importlib.util.find_spec("playwright") is not None),
+            ("playwright (requirements.lock: make install)", importlib.util.find_spec("playwright") is not None),
         )
         if not there
     ]
