@@ -74,7 +74,7 @@ def main() -> None:
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             "STEWARD_PROJECT_DIR": str(clone),
             "STEWARD_HOME": str(clone / ".steward"),
-            "PREFECT_API_URL": server.api_url,
+            **server.client_env(),  # its API URL and auth string
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PYTHONPATH": str(clone),  # the clone's code, not the editable install's (this checkout's)
         }

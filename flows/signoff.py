@@ -22,6 +22,7 @@ from steward.params import GovernanceParams
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
 from steward.signoff import Tally, latest, now, open_sign_offs
+from tasks.signoff.evidence_artifact import evidence_url, publish_evidence
 from tasks.signoff.policy import Approval, SignoffImpossible, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn, request_signoff, settle
 
@@ -29,7 +30,7 @@ FORM = """### Sign-off: {model} ({tier} risk tier)
 
 The gate passed. Review the evidence, then answer.
 
-- **Evidence report:** [{page}](file://{page})
+- **Evidence report:** [{link}]({link})
 - **Evidence digest:** `{digest}` (copy it into the form to attest you reviewed this evidence; another is refused)
 - **Author (may not approve):** {author}
 - **Needed:** {needed}
@@ -49,7 +50,7 @@ def _form(current: Tally) -> type[Approval]:
     description = FORM.format(
         model=request.model,
         tier=request.tier,
-        page=request.evidence_page,
+        link=evidence_url(request),
         digest=request.evidence_digest,
         author=request.author,
         needed=needed,
@@ -108,7 +109,8 @@ def sign_off(
         current = request_signoff(
             model, governance=governance, author=author, settings=settings, ledger=ledger, demo=demo
         )
-        logger.info("waiting for sign-off of %s: evidence %s", model.ref, current.request.evidence_page)
+        link = publish_evidence(current.request)
+        logger.info("waiting for sign-off of %s: evidence %s", model.ref, link)
     while current.outcome is None:
         if now() >= current.deadline:  # e.g. a suspended run answered after its deadline
             record = record_timeout(current, ledger=ledger, pause_key=None)

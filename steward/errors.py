@@ -24,7 +24,8 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── SignoffImpossible (ValueError)      tasks.signoff.policy: the approvers can never complete the tier's sign-off
     ├── ValidationFailed                    tasks.data.validate: a snapshot that breaks its data contract
     ├── SuiteInvalid (ValueError)           tasks.data.validate: an expectation suite that does not load whole
-    └── DvcError (RuntimeError)             tasks.dvc: a DVC command that failed, with its output
+    ├── DvcError (RuntimeError)             tasks.dvc: a DVC command that failed, with its output
+    └── LocalServerError (RuntimeError)     deployments.local.prefect_server: no healthy server, an unusable auth string
 """
 
 from __future__ import annotations

@@ -14,6 +14,15 @@ from steward.settings import Settings
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+AUTHENTICATED = (
+    "Its API and UI ask for the auth string in {path}: log in once at {ui}/login with it "
+    "(PREFECT_API_AUTH_STRING for Prefect's own commands and workers)."
+)
+UNAUTHENTICATED = (
+    "warning: this Prefect server (pid {pid}) asks for no auth string: anyone who reaches it can answer a "
+    "sign-off. Restart it (`steward server stop`) and Steward starts it with one."
+)
+
 
 def _environment(settings: Settings, *, server: bool) -> None:
     """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
@@ -24,15 +33,24 @@ def _environment(settings: Settings, *, server: bool) -> None:
     if settings.prefect_api_url:
         console.print(f"Prefect API: {settings.prefect_api_url}")
         return
-    from deployments.local.prefect_server import ensure_server
+    from deployments.local.prefect_server import auth_file, ensure_server
 
-    local = ensure_server(settings)
-    os.environ["PREFECT_API_URL"] = local.api_url
+    try:
+        local = ensure_server(settings)
+    except StewardError as exc:
+        _fail(exc)
+        return
+    os.environ.update(local.client_env())  # this process's Prefect, and every process it starts
     verb = "Started" if local.started else "Using"
     console.print(
         f"{verb} a local Prefect server at {local.api_url.removesuffix('/api')} (pid {local.pid}; "
         f"log {local.log}). PREFECT_API_URL was unset; stop it with `steward server stop`."
     )
+    if local.auth is None:
+        err.print(UNAUTHENTICATED.format(pid=local.pid), markup=False, highlight=False)
+    else:
+        ui = local.api_url.removesuffix("/api")
+        console.print(AUTHENTICATED.format(path=auth_file(settings), ui=ui), markup=False, highlight=False)
 
 
 def _fail(exc: BaseException) -> None:

@@ -41,6 +41,7 @@ def approvals(
     """List the runs waiting for sign-off, with their evidence and what they still need."""
     settings, ledger = _approver_context()  # before Prefect is imported: it reads PREFECT_API_URL once
     from tasks.signoff.approvals import pending
+    from tasks.signoff.evidence_artifact import evidence_url
 
     if sweep:
         from flows.signoff import signoff_sweep_flow
@@ -66,6 +67,7 @@ def approvals(
             ("deadline", f"{t.deadline:%Y-%m-%d %H:%M} UTC, then {request.policy.on_timeout}"),
             ("evidence digest", request.evidence_digest),
             ("evidence report", request.evidence_page),
+            ("evidence in the Prefect UI", evidence_url(request)),
             ("Prefect run", f"{ui}/runs/flow-run/{item.run_id}"),
         ):
             console.print(f"  {name}: {value}", markup=False, highlight=False)

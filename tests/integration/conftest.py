@@ -23,10 +23,11 @@ from steward.settings import Settings
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `prefect server start` on a free loopback port with its own SQLite database."""
+    """A real `prefect server start` on a free loopback port with its own SQLite database; it asks for no auth
+    string, so the tests' clients need none (test_prefect_server_auth.py starts the authenticated one users get)."""
     home = tmp_path_factory.mktemp("prefect-server-home")
     settings = Settings(project_dir=home, home=home, prefect_port=free_port())
-    server = start_server(settings)
+    server = start_server(settings, auth=False)
     try:
         yield server.api_url
     finally:

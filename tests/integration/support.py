@@ -133,3 +133,62 @@ def serving_project(
     setup = run(fixture, cwd=PROJECT_DIR, env=env, timeout=300)
     assert setup.returncode == 0, setup.stdout + setup.stderr
     return env, json.loads(setup.stdout.strip().splitlines()[-1])
+
+
+HARNESS = Path(__file__).with_name("signoff_harness.py")
+APPROVERS = {
+    "alice": {"roles": ["model-risk"]},
+    "bob": {"roles": ["compliance"]},
+    "carol": {"roles": ["model-risk"]},
+}
+
+
+def signoff_project(root: Path, *, signoff: dict[str, Any]) -> Path:
+    """A project folder with the repository's reports (the evidence), dvc.yaml and a params.yaml whose
+    high tier's sign-off policy is `signoff` (approvers: APPROVERS, each with a key in root/keys/NAME), and a
+    registered candidate `credit-risk:v1`."""
+    from steward.db import make_engine
+    from steward.keys import new_key
+    from steward.ledger import Ledger
+    from steward.registry import Registry
+
+    root.mkdir(parents=True)
+    shutil.copytree(PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("data_docs"))
+    for name in ("dvc.yaml", "dvc.lock"):
+        shutil.copy2(PROJECT_DIR / name, root / name)
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    params["governance"]["signoff"]["high"] = signoff
+    for name in (*APPROVERS, "mallory"):  # each person's own key in root/keys; mallory's is registered nowhere
+        new_key(root / "keys" / name, comment=f"{name}@bank")
+    params["governance"]["approvers"] = {
+        name: {**approver, "keys": [(root / "keys" / f"{name}.pub").read_text().strip()]}
+        for name, approver in APPROVERS.items()
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    copy_usecases(root, params["usecase"])
+    engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
+    Registry(engine, ledger=Ledger(engine)).register(
+        name="credit-risk",
+        model_tag="credit-risk:test",
+        model_md5="m" * 32,
+        data_md5="d" * 32,
+        params_hash="p" * 64,
+        git_commit=None,
+        flow_run_id=None,
+        metrics={"auc": 0.8},
+    )
+    return root
+
+
+def start_harness(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`signoff_harness.py ARGS` in `project`, its output in project/harness.log."""
+    log = (project / "harness.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, str(HARNESS), *args],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so stop_pid stops it and the flow runs it started
+    )

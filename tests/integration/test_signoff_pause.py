@@ -5,9 +5,7 @@ step (`signoff_harness.py`) on a registered candidate, so no model is trained he
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,57 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from support import BIN, PROJECT_DIR, copy_usecases, free_port, run, steward_env, wait_until
+from support import BIN, free_port, run, signoff_project, start_harness, steward_env, wait_until
 
 from deployments.local.prefect_server import start_server, stop_pid
 from steward.db import make_engine
-from steward.keys import new_key
 from steward.ledger import Ledger
 from steward.registry import Registry, State
 from steward.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-HARNESS = Path(__file__).with_name("signoff_harness.py")
 PARAMS = ("--param", "model_ref=credit-risk:v1", "--param", "author=alice")
-APPROVERS = {
-    "alice": {"roles": ["model-risk"]},
-    "bob": {"roles": ["compliance"]},
-    "carol": {"roles": ["model-risk"]},
-}
 ANSWERING = ("approve", "reject", "sign")
-
-
-def _project(root: Path, *, signoff: dict) -> Path:
-    """A project folder with the repository's reports (the evidence), dvc.yaml and a params.yaml whose
-    high tier's sign-off policy is `signoff`, and a registered candidate `credit-risk:v1`."""
-    root.mkdir(parents=True)
-    shutil.copytree(PROJECT_DIR / "reports", root / "reports", ignore=shutil.ignore_patterns("data_docs"))
-    for name in ("dvc.yaml", "dvc.lock"):
-        shutil.copy2(PROJECT_DIR / name, root / name)
-    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
-    params["governance"]["signoff"]["high"] = signoff
-    for name in (*APPROVERS, "mallory"):  # each person's own key; mallory's is registered nowhere
-        new_key(root / "keys" / name, comment=f"{name}@bank")
-    params["governance"]["approvers"] = {
-        name: {**approver, "keys": [(root / "keys" / f"{name}.pub").read_text().strip()]}
-        for name, approver in APPROVERS.items()
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    copy_usecases(root, params["usecase"])
-    engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
-    Registry(engine, ledger=Ledger(engine)).register(
-        name="credit-risk",
-        model_tag="credit-risk:test",
-        model_md5="m" * 32,
-        data_md5="d" * 32,
-        params_hash="p" * 64,
-        git_commit=None,
-        flow_run_id=None,
-        metrics={"auc": 0.8},
-    )
-    return root
 
 
 def _ledger(project: Path) -> Ledger:
@@ -83,19 +42,6 @@ def _digest(project: Path) -> str:
 
 def _state(project: Path) -> State:
     return Registry(make_engine(f"sqlite:///{project / '.steward/steward.db'}")).get("credit-risk:v1").state
-
-
-def _start(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    log = (project / "harness.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, str(HARNESS), *args],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, so stop_pid stops it and the flow runs it started
-    )
 
 
 def _runs(api_url: str, *, state_types: list[str]) -> list[dict]:
@@ -136,20 +82,20 @@ def _finish(process: subprocess.Popen[str], project: Path, *, timeout: float = 1
 
 @pytest.fixture
 def own_server(tmp_path):
-    """A Prefect server this test may stop and start again."""
+    """A Prefect server this test may stop and start again (asking for no auth string, like `prefect_server`)."""
     home = tmp_path / "prefect-server"
     home.mkdir()
     settings = Settings(project_dir=home, home=home, prefect_port=free_port())
-    server = start_server(settings)
+    server = start_server(settings, auth=False)
     state = {"settings": settings, "pid": server.pid, "url": server.api_url}
     yield state
     stop_pid(state["pid"])
 
 
 def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_roles_approve(tmp_path, own_server):
-    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
+    project = signoff_project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
     env = steward_env(project, api_url=own_server["url"], extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
-    harness = _start(project, env, "credit-risk:v1", "alice")
+    harness = start_harness(project, env, "credit-risk:v1", "alice")
     try:
         paused = _paused_run(own_server["url"])
         run_id = paused["id"]
@@ -159,8 +105,14 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
         keyset = paused["state"]["state_details"]["run_input_keyset"]
         form = httpx.get(f"{own_server['url']}/flow_runs/{run_id}/input/{keyset['description']}", timeout=10)
         description = json.loads(form.text)  # what the Prefect UI shows above the form
-        assert f"`{digest}`" in description and "/reports/evidence/index.html](file://" in description
+        assert f"`{digest}`" in description
         assert digest in listed.stdout and "may not approve): alice" in listed.stdout
+        body = {"artifacts": {"key": {"any_": [f"evidence-credit-risk-v1-{digest[:12]}"]}}, "limit": 5}
+        [artifact] = httpx.post(f"{own_server['url']}/artifacts/filter", json=body, timeout=10).json()
+        assert artifact["flow_run_id"] == run_id and artifact["type"] == "rich"
+        assert 'id="verdict"' in artifact["data"]["html"]  # the evidence page, over HTTP from the Prefect UI
+        link = f"{own_server['url'].removesuffix('/api')}/artifacts/artifact/{artifact['id']}"
+        assert f"[{link}]({link})" in description and f"evidence in the Prefect UI: {link}" in listed.stdout
 
         short = _steward(project, env, "approve", run_id, "--as", "carol", "--evidence", digest[:8])
         assert short.returncode == 1 and "at least 12 hex characters" in short.stderr  # never sent
@@ -188,7 +140,7 @@ def test_refused_answers_keep_the_run_waiting_through_a_server_restart_then_two_
 
         stop_pid(own_server["pid"])  # the server goes away while the run waits, and comes back
         time.sleep(3)
-        own_server["pid"] = start_server(own_server["settings"]).pid
+        own_server["pid"] = start_server(own_server["settings"], auth=False).pid
         assert _paused_run(own_server["url"])["id"] == run_id
 
         granted = _steward(
@@ -257,9 +209,9 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
     tmp_path, prefect_server, on_timeout
 ):
     signoff = {"approvers": 1, "timeout_hours": 4 / 3600, "on_timeout": on_timeout}  # 4 s
-    project = _project(tmp_path / "p", signoff=signoff)
+    project = signoff_project(tmp_path / "p", signoff=signoff)
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
-    harness = _start(project, env, "credit-risk:v1", "alice")
+    harness = start_harness(project, env, "credit-risk:v1", "alice")
     try:
         if on_timeout == "reject":
             log = _finish(harness, project)
@@ -298,7 +250,7 @@ def test_a_sign_off_nobody_answers_in_time_is_escalated_or_rejected_never_silent
 def _suspended(project: Path, env: dict[str, str], api_url: str) -> tuple[subprocess.Popen[str], dict]:
     """Serve the harness as a deployment, start a run of it, and return the server and the suspended run."""
     name = f"signoff-{uuid.uuid4().hex[:8]}"  # a deployment of its own: no other test's server may pick it up
-    server = _start(project, env, "--serve", name)
+    server = start_harness(project, env, "--serve", name)
     try:
         wait_until(
             lambda: httpx.get(f"{api_url}/deployments/name/signoff-harness/{name}", timeout=10).is_success,
@@ -319,7 +271,7 @@ def _suspended(project: Path, env: dict[str, str], api_url: str) -> tuple[subpro
 
 
 def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(tmp_path, prefect_server):
-    project = _project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
+    project = signoff_project(tmp_path / "p", signoff={"approvers": 2, "roles": ["model-risk", "compliance"]})
     env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     server, suspended = _suspended(project, env, prefect_server)
     try:
@@ -358,7 +310,7 @@ def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(
 
 def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep(tmp_path, prefect_server):
     signoff = {"approvers": 1, "timeout_hours": 1 / 3600, "on_timeout": "reject"}
-    project = _project(tmp_path / "p", signoff=signoff)
+    project = signoff_project(tmp_path / "p", signoff=signoff)
     env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     server, suspended = _suspended(project, env, prefect_server)
     try:
@@ -384,11 +336,11 @@ def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep
 
 
 def test_changes_requested_keep_the_candidate_for_a_new_run_and_a_rejection_rejects_it(tmp_path, prefect_server):
-    project = _project(tmp_path / "p", signoff={"approvers": 1})
+    project = signoff_project(tmp_path / "p", signoff={"approvers": 1})
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
     outcomes = []
     for args in (["--request-changes", "--reason", "add the under-25 slice"], ["--reason", "AUC too low for v1"]):
-        harness = _start(project, env, "credit-risk:v1", "alice")
+        harness = start_harness(project, env, "credit-risk:v1", "alice")
         try:
             paused = _paused_run(prefect_server)
             no_reason = _steward(project, env, "reject", paused["id"], "--as", "bob", "--evidence", _digest(project))

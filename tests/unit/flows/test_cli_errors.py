@@ -3,6 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
+from deployments.local.prefect_server import LocalServerError
 from flows.cli import app
 from steward.errors import StewardError
 from steward.ledger import LedgerError
@@ -33,6 +34,7 @@ RESOLVE = ["review", "resolve", "7", "--as", "rita", "--decision", "approve", "-
         (EvidenceError, ValueError),
         (AnswerError, ValueError),
         (DvcError, RuntimeError),
+        (LocalServerError, RuntimeError),
         (SuiteInvalid, ValueError),
     ],
 )
