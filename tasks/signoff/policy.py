@@ -69,7 +69,6 @@ class Approval(RunInput):
     comment: str = Field(default="", description="Why; required to reject or request changes")
     evidence_digest: str = Field(description="sha256 of the evidence you reviewed (shown with the request)")
     signature: str = Field(
-        default="",
         description="Your key's signature over this answer: `steward sign RUN --decision ... --evidence ...` prints it",
     )
 

@@ -126,7 +126,8 @@ def test_an_approver_logs_in_opens_the_evidence_from_the_form_and_approves_in_th
             field("Evidence Digest").locator("textarea").fill(digest)
             signed = _steward(project, env, "sign", run_id, "--evidence", digest, "--key", str(project / "keys/bob"))
             assert signed.returncode == 0, signed.stdout + signed.stderr
-            field("Signature").locator("textarea").fill(signed.stdout.strip())  # bob's key signed this answer
+            token = signed.stdout.strip().splitlines()[-1]  # the last line: above it, which server it used
+            field("Signature").locator("textarea").fill(token)  # bob's key signed this answer
             form.get_by_role("button", name="Submit").click()
             harness.wait(timeout=120)
             browser.close()
