@@ -16,6 +16,7 @@ import yaml
 from support import BIN, run, steward_env
 
 from steward.db import make_engine
+from steward.keys import new_key
 from steward.ledger import Ledger
 from usecases.german_credit.generator import generate_applications
 
@@ -41,7 +42,11 @@ def _granted(project) -> list:
 
 def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_approved(project, prefect_server, tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["governance"]["approvers"] |= {"alice": {"roles": ["model-risk"]}, "bob": {"roles": ["compliance"]}}
+    keys = {name: new_key(tmp_path / "keys" / name) for name in ("alice", "bob")}  # each approver's own key
+    params["governance"]["approvers"] |= {
+        "alice": {"roles": ["model-risk"], "keys": [keys["alice"].public.openssh]},
+        "bob": {"roles": ["compliance"], "keys": [keys["bob"].public.openssh]},
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     data = tmp_path / "applications.csv"
     generate_applications(100_000, seed=5, bias=0.0).to_csv(data, index=False)
@@ -59,7 +64,8 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
         paused = _paused(prefect_server)
         ledger = Ledger(make_engine(f"sqlite:///{project / '.steward/steward.db'}"))
         digest = ledger.records(actions=("approval.requested",))[0].payload["evidence_digest"]
-        first = run([steward, "approve", paused["name"], "--as", "alice", "--evidence", digest], cwd=project, env=env)
+        alice = ("--as", "alice", "--key", str(tmp_path / "keys/alice"))
+        first = run([steward, "approve", paused["name"], *alice, "--evidence", digest], cwd=project, env=env)
         assert "approval.granted by alice" in first.stdout, first.stdout + first.stderr
         _paused(prefect_server, key_after=paused["state"]["state_details"]["pause_key"])
         second = run(
@@ -69,6 +75,8 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
                 paused["id"],
                 "--as",
                 "bob",
+                "--key",
+                str(tmp_path / "keys/bob"),
                 "--comment",
                 "impact assessment read",
                 "--evidence",
