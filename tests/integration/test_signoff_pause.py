@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -309,12 +309,16 @@ def test_a_deployment_run_suspends_so_no_process_waits_and_resumes_from_the_top(
 
 
 def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep(tmp_path, prefect_server):
-    signoff = {"approvers": 1, "timeout_hours": 1 / 3600, "on_timeout": "reject"}
+    # 10 s: long enough for the run to suspend before its deadline on a loaded machine (1 s was not: the run
+    # then expired the sign-off itself), short enough to wait out here
+    signoff = {"approvers": 1, "timeout_hours": 10 / 3600, "on_timeout": "reject"}
     project = signoff_project(tmp_path / "p", signoff=signoff)
     env = steward_env(project, api_url=prefect_server, extra={"PREFECT_RUNNER_POLL_FREQUENCY": "1"})
     server, suspended = _suspended(project, env, prefect_server)
     try:
-        time.sleep(1.5)  # past the deadline; nothing is watching a suspended run but the sweep
+        requested = next(r for r in _ledger(project).records() if r.action == "approval.requested")
+        deadline = datetime.fromisoformat(requested.payload["requested_at"]) + timedelta(seconds=10.5)
+        time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))  # past it: only the sweep watches
         assert _state(project) is State.CANDIDATE
         swept = _steward(project, env, "approvals", "--sweep")
         assert swept.returncode == 0, swept.stdout + swept.stderr
@@ -330,7 +334,7 @@ def test_a_suspended_sign_off_past_its_deadline_is_expired_by_the_deadline_sweep
         stop_pid(server.pid)
     assert _state(project) is State.REJECTED
     expired = [r for r in _ledger(project).records() if r.action == "approval.expired"]
-    assert expired[0].payload["reason"] == "no complete sign-off within 0.000277778 h (0 of 1 approvals)"
+    assert expired[0].payload["reason"] == "no complete sign-off within 0.00277778 h (0 of 1 approvals)"
     final = httpx.get(f"{prefect_server}/flow_runs/{suspended['id']}", timeout=10).json()["state"]
     assert final["type"] == "CANCELLED" and "no complete sign-off" in final["message"]
 
