@@ -108,15 +108,20 @@ def own_key(path: Path, *, comment: str) -> SigningKey:
     return load_signing_key(path) if path.exists() else new_key(path, comment=comment)
 
 
-def fingerprints(lines: list[str]) -> list[str]:
-    """The fingerprints of the readable public keys among `lines`."""
+def readable(lines: list[str]) -> list[PublicKey]:
+    """The public keys among `lines` that can be read (an unreadable one verifies nothing)."""
     found = []
     for line in lines:
         try:
-            found.append(PublicKey.from_text(line).fingerprint)
+            found.append(PublicKey.from_text(line))
         except KeyFileError:
             continue
     return found
+
+
+def fingerprints(lines: list[str]) -> list[str]:
+    """The fingerprints of the readable public keys among `lines`."""
+    return [key.fingerprint for key in readable(lines)]
 
 
 def statement_bytes(kind: str, fields: dict[str, Any]) -> bytes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from steward.keys import KeyFileError, PublicKey
+from steward.keys import KeyFileError, PublicKey, readable
 from steward.ledger import (
     APPROVAL_DECLINED,
     APPROVAL_ESCALATED,
@@ -219,11 +219,7 @@ def parse_token(token: str) -> tuple[str, str]:
 
 def signer_of(request: Request, *, approver: str, statement: dict[str, Any], signature: str) -> str | None:
     """The fingerprint of the key pinned for `approver` that signed `statement`, or None."""
-    for line in request.keys.get(approver, []):
-        try:
-            key = PublicKey.from_text(line)
-        except KeyFileError:
-            continue
+    for key in readable(request.keys.get(approver, [])):
         if key.verifies(ANSWER, statement, signature):
             return key.fingerprint
     return None
