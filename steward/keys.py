@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from steward.canonical import canonical_json
 from steward.errors import StewardError
+
+if TYPE_CHECKING:
+    from steward.settings import Settings
 
 DOMAIN = "steward-statement-v1"
 NOT_A_PUBLIC_KEY = "{source}: not an Ed25519 public key (an `ssh-ed25519 AAAA...` line or a PEM block): {reason}"
@@ -106,6 +109,12 @@ class SigningKey:
 def own_key(path: Path, *, comment: str) -> SigningKey:
     """The key at `path`, created there on first use (an instance's key, a demo identity's)."""
     return load_signing_key(path) if path.exists() else new_key(path, comment=comment)
+
+
+def instance_key(settings: Settings) -> SigningKey:
+    """This Steward instance's own key (STEWARD_HOME/keys/instance, created on first use): it opens scheduled
+    runs' sign-offs, signs ledger checkpoints and model manifests, and is registered to no approver."""
+    return own_key(settings.keys_dir / "instance", comment=f"steward instance {settings.state_dir}")
 
 
 def readable(lines: list[str]) -> list[PublicKey]:

@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 from steward.canonical import canonical_json
-from steward.keys import SigningKey, load_signing_key, own_key
+from steward.keys import SigningKey, instance_key, load_signing_key, own_key
 from steward.params import GovernanceParams
 from steward.settings import Settings
 
@@ -21,7 +21,6 @@ NO_KEY = (
     "no signing key: give --key FILE or set STEWARD_KEY_FILE to your Ed25519 private key "
     "(its public line must be registered under your name in governance.approvers; `steward keys new FILE` makes one)"
 )
-INSTANCE = "instance"
 DEMO = "demo"
 
 
@@ -29,7 +28,7 @@ def opening_key(settings: Settings) -> SigningKey:
     """The key that opens a run's sign-off: its author's, else this instance's."""
     if settings.key_file is not None:
         return load_signing_key(settings.key_file)
-    return own_key(settings.keys_dir / INSTANCE, comment=f"steward instance {settings.state_dir}")
+    return instance_key(settings)
 
 
 def answering_key(settings: Settings, key: Path | None = None) -> SigningKey:
