@@ -21,7 +21,7 @@ from steward.ledger import Ledger
 from steward.registry import Registry, State
 from steward.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # about 11 minutes on 2 cores: CI runs it in make test-slow
 
 PARAMS = ("--param", "model_ref=credit-risk:v1", "--param", "author=alice")
 ANSWERING = ("approve", "reject", "sign")
