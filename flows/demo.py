@@ -27,8 +27,9 @@ from flows.rollout import RolloutResult, rollout_flow
 from flows.train import TrainResult
 from steward.db import make_engine
 from steward.feedback_auth import feedback_key
+from steward.governance import GovernanceParams
 from steward.ledger import Ledger
-from steward.params import GovernanceParams, load_params
+from steward.params import load_params
 from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
 from steward.usecase import UseCase

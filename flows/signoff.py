@@ -17,11 +17,13 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
+from steward.governance import GovernanceParams
 from steward.ledger import APPROVAL_ESCALATED, Ledger
-from steward.params import GovernanceParams
+from steward.policy_in_force import GovernanceError, governing
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
 from steward.signoff import Tally, latest, now, open_sign_offs
+from steward.usecase import UseCase
 from tasks.signoff.evidence_artifact import evidence_url, publish_evidence
 from tasks.signoff.policy import Approval, SignoffImpossible, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn, request_signoff, settle
@@ -88,15 +90,21 @@ def _reread(current: Tally, *, ledger: Ledger) -> Tally:
 def sign_off(
     model: ModelVersion,
     *,
-    governance: GovernanceParams,
+    run: GovernanceParams,
+    usecase: UseCase,
     author: str,
     settings: Settings,
     registry: Registry,
     ledger: Ledger,
     demo: bool = False,
 ) -> ModelVersion:
-    """Wait for the tier's approvers; every answer, refusal and timeout goes to the ledger first."""
+    """Wait for the approvers the policy in force names for the tier `run` (the run's own params.yaml section)
+    asks for; every answer, refusal and timeout goes to the ledger first."""
     logger = get_run_logger()
+    try:
+        governance, digest = governing(ledger.engine, run, usecase=usecase.name, declared=usecase.risk_tier, demo=demo)
+    except GovernanceError as exc:
+        raise SignoffImpossible(str(exc)) from None
     if why := unsatisfiable(governance, author=author, demo=demo):
         raise SignoffImpossible(why)
     run_id = str(flow_run.get_id())
@@ -107,7 +115,13 @@ def sign_off(
     current = latest(records, model=model.ref, flow_run_id=run_id)
     if current is None:
         current = request_signoff(
-            model, governance=governance, author=author, settings=settings, ledger=ledger, demo=demo
+            model,
+            governance=governance,
+            policy_digest=digest,
+            author=author,
+            settings=settings,
+            ledger=ledger,
+            demo=demo,
         )
         link = publish_evidence(current.request)
         logger.info("waiting for sign-off of %s: evidence %s", model.ref, link)

@@ -167,7 +167,8 @@ def train_flow(
     if model.state is State.CANDIDATE:
         model = sign_off(
             model,
-            governance=params.governance,
+            run=params.governance,
+            usecase=params.usecase,
             author=author,
             settings=settings,
             registry=registry,

@@ -15,8 +15,8 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from steward.governance import SignoffPolicy
 from steward.ledger import Ledger
-from steward.params import SignoffPolicy
 from steward.registry import State
 from steward.signoff import Request
 
@@ -34,12 +34,14 @@ def sign_off(
     approver: str = "tester",
     flow_run_id: str = "setup",
     requested_at: datetime | None = None,
+    demo: bool = False,
 ) -> None:
     """Record a complete sign-off of model `ref` in `ledger`, so the registry lets it move to `approved`.
 
     Two records, as a real sign-off leaves them: `approval.requested` (by `author`, a high-tier request
-    needing one approver, with a placeholder evidence digest) and `approval.granted` (by `approver`, as
-    model-risk). Nothing else is checked or written: walking the model through the registry is the caller's.
+    needing one approver, with a placeholder evidence digest; `demo`: a demo sign-off) and `approval.granted`
+    (by `approver`, as model-risk). Nothing else is checked or written: walking the model through the registry
+    is the caller's.
     """
     request = Request(
         model=ref,
@@ -50,6 +52,7 @@ def sign_off(
         evidence_digest="ab" * 32,
         evidence_page="-",
         requested_at=requested_at or datetime.now(UTC),
+        demo=demo,
     )
     ledger.append(actor=author, action="approval.requested", subject=ref, payload=request.payload())
     grant = {"flow_run_id": flow_run_id, "approver": approver, "roles": ["model-risk"], "pause_key": "k"}

@@ -41,6 +41,7 @@ Action = Literal[
     "review.decision",
     "retrain.requested",
     "decisions.batch",
+    "policy.adopted",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -57,6 +58,7 @@ ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
 RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, by whom, on what data
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
+POLICY_ADOPTED: Final = "policy.adopted"  # a governance policy put in force, signed by a policy owner
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64
@@ -219,6 +221,10 @@ class Ledger:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def append(
         self,

@@ -14,6 +14,7 @@ raising the weight only moves applicants from production to canary, never back.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,6 +32,10 @@ WRONG_STATE = "{role} must be a model in state {expected}; {ref} is {state}"
 # Which registry states may take which role: only what passed sign-off and the rollout's steps serves.
 ROLE_STATES = {"production": ("production",), "canary": ("canary",), "shadow": ("shadow",)}
 NO_CANARY = "a canary weight above 0 needs a canary model"
+DEMO_MODEL = (
+    "{ref} was signed off by demo identities: it serves only in a demo home, and this home's policy in force "
+    "is not a demo policy"
+)
 OTHER_MODEL = "the routing of {model_name} cannot name {ref}: a version of another model"
 
 
@@ -143,6 +148,7 @@ class RoutingTable:
                 row = RoutingRow(model_name=model_name, revision=0, updated_at=datetime.now(UTC))
                 session.add(row)
             before = _plain(row).as_dict()
+            _check_demo(session, routing, arriving={ref for ref in _refs(routing) if ref not in _refs(_plain(row))})
             row.production, row.canary, row.canary_weight = routing.production, routing.canary, routing.canary_weight
             row.shadow, row.mode, row.reason = routing.shadow, routing.mode, reason
             row.revision = (row.revision or 0) + 1
@@ -173,6 +179,27 @@ def _check_states(session: Session, routing: Routing) -> None:
             raise RegistryError(
                 WRONG_STATE.format(role=role, expected=" or ".join(allowed), ref=ref, state=state or "unknown")
             )
+
+
+def _refs(routing: Routing) -> set[str]:
+    return {ref for ref in (routing.production, routing.canary, routing.shadow) if ref}
+
+
+def _check_demo(session: Session, routing: Routing, *, arriving: set[str]) -> None:
+    """A model that demo identities signed off reaches routing only in a demo home (steward.governance)."""
+    from steward.ledger import APPROVAL_REQUESTED, LedgerRow
+    from steward.policy_in_force import in_force_within
+
+    if not arriving:
+        return
+    policy = in_force_within(session)
+    if policy is not None and policy.demo:
+        return
+    for ref in sorted(arriving):
+        query = select(LedgerRow.payload).where(LedgerRow.subject == ref, LedgerRow.action == APPROVAL_REQUESTED)
+        newest_request = session.scalar(query.order_by(LedgerRow.seq.desc()).limit(1))
+        if newest_request is not None and json.loads(newest_request).get("demo"):
+            raise RoutingError(DEMO_MODEL.format(ref=ref))
 
 
 def _plain(row: RoutingRow) -> Routing:

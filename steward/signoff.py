@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from steward.governance import SignoffPolicy
 from steward.keys import KeyFileError, PublicKey, readable
 from steward.ledger import (
     APPROVAL_DECLINED,
@@ -25,7 +26,6 @@ from steward.ledger import (
     APPROVAL_WITHDRAWN,
     Record,
 )
-from steward.params import SignoffPolicy
 
 Outcome = Literal["approved", "rejected", "changes_requested", "expired", "withdrawn"]
 ANSWER = "signoff-answer"  # the kind of statement an approver signs

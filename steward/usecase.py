@@ -201,6 +201,9 @@ class UseCase(Spec):
     name: str = Field(pattern=NAME_PATTERN)
     title: str
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="The name versions are registered as.")
+    risk_tier: Literal["minimal", "limited", "high"] = Field(
+        default="high", description="The lowest risk tier a run may ask for (EU AI Act Annex III: credit is high)."
+    )
     dataset: Dataset
     id_column: str
     label: Label

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import governance, lifecycle, review, server, serving, usecase
+from flows.cli import governance, lifecycle, policy, review, server, serving, usecase
 
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
@@ -19,6 +19,8 @@ ledger_app = typer.Typer(help="The tamper-evident ledger of verdicts, approvals 
 app.add_typer(ledger_app, name="ledger")
 keys_app = typer.Typer(help="Your signing key: answers to sign-offs count only signed by a registered key.")
 app.add_typer(keys_app, name="keys")
+policy_app = typer.Typer(help="The governance policy in force: tiers, thresholds, approvers, owners (signed).")
+app.add_typer(policy_app, name="policy")
 review_app = typer.Typer(help="Referred and contested decisions, for a person to resolve.")
 app.add_typer(review_app, name="review")
 usecase_app = typer.Typer(
@@ -49,6 +51,8 @@ server_app.command("start")(server.server_start)
 server_app.command("stop")(server.server_stop)
 ledger_app.command("verify")(governance.ledger_verify)
 keys_app.command("new")(governance.keys_new)
+policy_app.command("adopt")(policy.policy_adopt)
+policy_app.command("show")(policy.policy_show)
 ledger_app.command("export")(governance.ledger_export)
 review_app.command("list")(review.review_list)
 review_app.command("resolve")(review.review_resolve)

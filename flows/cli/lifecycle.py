@@ -105,9 +105,11 @@ def run(
     canary that makes the pattern a proxy of a group, and is rolled back by the analysis. See flows/demo.py.
     """
     from steward.db import make_engine
+    from steward.keys import instance_key
     from steward.layout import Layout
     from steward.ledger import Ledger
     from steward.params import load_params
+    from steward.policy_in_force import adopt_demo
 
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
     settings = Settings()
@@ -124,7 +126,12 @@ def run(
         params = load_params(layout.params_file)
     except StewardError as exc:
         _fail(exc)
-    since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
+    engine = make_engine(settings.db_url)
+    try:  # the demo's home is a demo home: its policy in force is the demo's, owned by the instance key
+        adopt_demo(engine, params.governance, instance_key(settings), actor="steward run")
+    except StewardError as exc:
+        _fail(exc)
+    since = max((r.seq for r in Ledger(engine).records()), default=0)
     with demo_approvers(settings, params.governance, since_seq=since):
         result = run_demo(
             settings,

@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from steward.params import GovernanceParams
+from steward.governance import GovernanceParams
 
 Bound = Literal["value", "ci_low", "ci_high"]
 Scope = Literal["auc", "fairness", "robustness", "proxies"]

@@ -25,9 +25,9 @@ from prefect.logging import get_logger
 from prefect.states import Cancelled
 
 from steward.errors import StewardError
+from steward.governance import GovernanceParams
 from steward.keys import SigningKey
 from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
-from steward.params import GovernanceParams
 from steward.registry import Registry, RegistryError, State
 from steward.settings import Settings
 from steward.signoff import ANSWER, Tally, answer_statement, latest, open_sign_offs, signature_token

@@ -1,5 +1,5 @@
-"""Whose keys a sign-off uses: the key that opens it, the keys it pins for each approver, and the digest of
-the governance it runs under.
+"""Whose keys a sign-off uses: the key that opens it, and the keys it pins for each approver (the policy it
+runs under is steward.governance's).
 
 A run is opened by its author's key (`STEWARD_KEY_FILE`), or, when none is set (a scheduled deployment run), by
 this instance's own key, created under STEWARD_HOME/keys on first use; an instance key is registered to no
@@ -9,12 +9,10 @@ approver, so it never approves. Demo identities (`demo: true`) have keys only in
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from steward.canonical import canonical_json
+from steward.governance import GovernanceParams
 from steward.keys import SigningKey, instance_key, load_signing_key, own_key
-from steward.params import GovernanceParams
 from steward.settings import Settings
 
 NO_KEY = (
@@ -54,8 +52,3 @@ def pinned_keys(governance: GovernanceParams, settings: Settings, *, demo: bool)
         else:
             pinned[name] = list(approver.public_keys)
     return pinned
-
-
-def policy_digest(governance: GovernanceParams) -> str:
-    """sha256 of the governance a sign-off runs under (tiers, sign-off policies, approvers and their keys)."""
-    return hashlib.sha256(canonical_json(governance.model_dump(mode="json", by_alias=True)).encode()).hexdigest()

@@ -22,8 +22,8 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from steward.errors import StewardError
+from steward.governance import GovernanceParams
 from steward.keys import fingerprints
-from steward.params import GovernanceParams
 from steward.signoff import Progress, Request, answer_statement, now, parse_token, signer_of
 
 Decision = Literal["approve", "reject", "request_changes"]

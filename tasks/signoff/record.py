@@ -13,6 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from steward.governance import GovernanceParams
+from steward.governance import policy_digest as digest_of
 from steward.layout import EVIDENCE_PAGE
 from steward.ledger import (
     APPROVAL_DECLINED,
@@ -25,21 +27,28 @@ from steward.ledger import (
     Ledger,
     Record,
 )
-from steward.params import GovernanceParams
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.signoff import OPENING, Request, Tally, now, parse_token
 from steward.storage import Storage
 from tasks.document import evidence
-from tasks.signoff.keys import opening_key, pinned_keys, policy_digest
+from tasks.signoff.keys import opening_key, pinned_keys
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource, signed_by
 
 
 @task(name="request-signoff", cache_policy=NO_CACHE)
 def request_signoff(
-    model: ModelVersion, *, governance: GovernanceParams, author: str, settings: Settings, ledger: Ledger, demo: bool
+    model: ModelVersion,
+    *,
+    governance: GovernanceParams,
+    author: str,
+    settings: Settings,
+    ledger: Ledger,
+    demo: bool,
+    policy_digest: str | None = None,
 ) -> Tally:
-    """Freeze the evidence, lay it out for reviewers, record the request and emit `steward.approval.requested`."""
+    """Freeze the evidence, lay it out for reviewers, record the request and emit `steward.approval.requested`.
+    `policy_digest`: the digest of the policy in force `governance` was drawn from (default: its own)."""
     storage = Storage.from_settings(settings)
     snap = evidence.snapshot(settings.project_dir, storage=storage)
     folder = settings.state_dir / "evidence" / f"{model.name}-v{model.version}-{snap.short}"
@@ -56,7 +65,7 @@ def request_signoff(
         requested_at=now().replace(microsecond=0),
         demo=demo,
         keys=pinned_keys(governance, settings, demo=demo),
-        policy_digest=policy_digest(governance),
+        policy_digest=policy_digest or digest_of(governance),
     )
     opener = opening_key(settings)
     request = replace(

@@ -29,7 +29,13 @@ def harness(model_ref: str, author: str) -> str:
     registry = Registry(engine, ledger=ledger)
     model = registry.get(model_ref)
     settled = sign_off(
-        model, governance=params.governance, author=author, settings=settings, registry=registry, ledger=ledger
+        model,
+        run=params.governance,
+        usecase=params.usecase,
+        author=author,
+        settings=settings,
+        registry=registry,
+        ledger=ledger,
     )
     print(f"sign-off ended: {settled.ref} is {settled.state.value}")
     return settled.state.value

@@ -145,11 +145,13 @@ APPROVERS = {
 
 def signoff_project(root: Path, *, signoff: dict[str, Any]) -> Path:
     """A project folder with the repository's reports (the evidence), dvc.yaml and a params.yaml whose
-    high tier's sign-off policy is `signoff` (approvers: APPROVERS, each with a key in root/keys/NAME), and a
-    registered candidate `credit-risk:v1`."""
+    high tier's sign-off policy is `signoff` (approvers: APPROVERS, each with a key in root/keys/NAME), put in
+    force by its owner olga (root/keys/olga), and a registered candidate `credit-risk:v1`."""
     from steward.db import make_engine
+    from steward.governance import GovernanceParams
     from steward.keys import new_key
     from steward.ledger import Ledger
+    from steward.policy_in_force import adopt
     from steward.registry import Registry
 
     root.mkdir(parents=True)
@@ -164,9 +166,12 @@ def signoff_project(root: Path, *, signoff: dict[str, Any]) -> Path:
         name: {**approver, "keys": [(root / "keys" / f"{name}.pub").read_text().strip()]}
         for name, approver in APPROVERS.items()
     }
+    owner = new_key(root / "keys" / "olga", comment="olga@bank (policy owner)")
+    params["governance"]["owners"] = [owner.public.openssh]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     copy_usecases(root, params["usecase"])
     engine = make_engine(f"sqlite:///{root / '.steward/steward.db'}")
+    adopt(engine, GovernanceParams.model_validate(params["governance"]), owner, actor="olga")  # the policy in force
     Registry(engine, ledger=Ledger(engine)).register(
         name="credit-risk",
         model_tag="credit-risk:test",

@@ -42,16 +42,21 @@ def _granted(project) -> list:
 
 def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_approved(project, prefect_server, tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
-    keys = {name: new_key(tmp_path / "keys" / name) for name in ("alice", "bob")}  # each approver's own key
+    keys = {name: new_key(tmp_path / "keys" / name) for name in ("alice", "bob", "olga")}  # each person's own key
     params["governance"]["approvers"] |= {
         "alice": {"roles": ["model-risk"], "keys": [keys["alice"].public.openssh]},
         "bob": {"roles": ["compliance"], "keys": [keys["bob"].public.openssh]},
     }
+    params["governance"]["owners"] = [keys["olga"].public.openssh]  # olga owns the policy; she approves nothing
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     data = tmp_path / "applications.csv"
     generate_applications(100_000, seed=5, bias=0.0).to_csv(data, index=False)
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
     steward = str(BIN / "steward")
+    adopted = run(
+        [steward, "policy", "adopt", "--key", str(tmp_path / "keys/olga"), "--as", "olga"], cwd=project, env=env
+    )
+    assert adopted.returncode == 0 and f"adopted by {keys['olga'].public.fingerprint}" in adopted.stdout, adopted.stderr
     train = subprocess.Popen(
         [steward, "train", "--data", str(data), "--author", "carol"],
         cwd=project,

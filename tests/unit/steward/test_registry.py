@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import event
 
 from steward.db import make_engine
+from steward.governance import SignoffPolicy
 from steward.ledger import Ledger
-from steward.params import SignoffPolicy
 from steward.registry import Registry, RegistryError, State
 from steward.signoff import Request
 

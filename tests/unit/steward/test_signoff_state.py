@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from steward.db import make_engine
+from steward.governance import SignoffPolicy
 from steward.ledger import Ledger, Record
-from steward.params import SignoffPolicy
 from steward.signoff import Progress, Request, Tally, latest, now, open_sign_offs, sign_offs
 
 MODEL = "credit-risk:v1"

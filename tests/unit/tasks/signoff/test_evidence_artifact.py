@@ -8,7 +8,7 @@ from uuid import UUID
 
 import pytest
 
-from steward.params import SignoffPolicy
+from steward.governance import SignoffPolicy
 from steward.signoff import Request
 from tasks.signoff.evidence_artifact import evidence_key, evidence_link, self_contained
 

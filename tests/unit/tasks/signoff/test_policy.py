@@ -5,9 +5,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from steward.db import make_engine
+from steward.governance import GovernanceParams, SignoffPolicy
 from steward.keys import SigningKey
 from steward.ledger import APPROVAL_REQUESTED, Ledger
-from steward.params import GovernanceParams, ParamsError, SignoffPolicy
+from steward.params import ParamsError
 from steward.signoff import ANSWER, OPENING, Progress, Request, Tally, answer_statement, signature_token, unverified
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, refusal, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn
