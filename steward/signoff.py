@@ -225,41 +225,87 @@ def signer_of(request: Request, *, approver: str, statement: dict[str, Any], sig
     return None
 
 
-def unverified(records: list[Record]) -> list[str]:
-    """Every sign-off record whose signature does not verify, offline, from the records alone: a request not
-    signed by its author's key, or an answer (granted or declined) not signed by a key its request pinned for
-    that approver, over exactly what the record says was answered."""
-    problems: list[str] = []
+@dataclass(frozen=True)
+class Signature:
+    """One signature in the sign-off records, checked offline: who signed what over which evidence, with which
+    key (its fingerprint), and the `problem` when it does not verify (None when it does)."""
+
+    seq: int
+    action: str
+    model: str
+    signer: str
+    fingerprint: str | None
+    evidence_digest: str
+    signed_at: str
+    problem: str | None
+
+
+def signatures(records: list[Record]) -> list[Signature]:
+    """Every sign-off signature in `records`, each verified from the records alone: a request must be signed by
+    its author's key, an answer (granted or declined) by a key its request pinned for that approver, over
+    exactly what the record says was answered."""
+    found: list[Signature] = []
     requests: dict[tuple[str, str], tuple[int, Request]] = {}
     for record in records:
+        p = record.payload
         if record.action == APPROVAL_REQUESTED:
-            request = Request.from_payload(record.subject, record.payload)
+            request = Request.from_payload(record.subject, p)
             requests[(record.subject, request.flow_run_id)] = (record.seq, request)
-            if not _opened_by_author(request):
-                problems.append(
-                    f"seq {record.seq}: {record.action} of {record.subject} is not signed by its author's key"
+            opened = _opened_by_author(request)
+            found.append(
+                Signature(
+                    seq=record.seq,
+                    action=record.action,
+                    model=record.subject,
+                    signer=request.author,
+                    fingerprint=request.author_fingerprint if opened else None,
+                    evidence_digest=request.evidence_digest,
+                    signed_at=request.requested_at.isoformat(),
+                    problem=None
+                    if opened
+                    else f"seq {record.seq}: {record.action} of {record.subject} is not signed by its author's key",
                 )
-        elif record.action in (APPROVAL_GRANTED, APPROVAL_DECLINED):
-            found = requests.get((record.subject, record.payload.get("flow_run_id", "")))
-            who = record.payload.get("approver", "?")
-            if found is None:
-                problems.append(f"seq {record.seq}: {record.action} by {who} answers no recorded request")
-                continue
-            seq, request = found
-            p = record.payload
-            statement = answer_statement(
-                request,
-                decision=p.get("decision", ""),
-                comment=p.get("comment", ""),
-                evidence_digest=p.get("evidence_digest", ""),
-                signed_at=p.get("signed_at", ""),
             )
-            key = signer_of(request, approver=who, statement=statement, signature=p.get("signature", ""))
-            if key is None or key != p.get("key"):
-                problems.append(
-                    f"seq {record.seq}: {record.action} by {who} is not signed by a key seq {seq} pinned for {who}"
+        elif record.action in (APPROVAL_GRANTED, APPROVAL_DECLINED):
+            who = p.get("approver", "?")
+            problem = None
+            key = None
+            pinned = requests.get((record.subject, p.get("flow_run_id", "")))
+            if pinned is None:
+                problem = f"seq {record.seq}: {record.action} by {who} answers no recorded request"
+            else:
+                seq, request = pinned
+                statement = answer_statement(
+                    request,
+                    decision=p.get("decision", ""),
+                    comment=p.get("comment", ""),
+                    evidence_digest=p.get("evidence_digest", ""),
+                    signed_at=p.get("signed_at", ""),
                 )
-    return problems
+                key = signer_of(request, approver=who, statement=statement, signature=p.get("signature", ""))
+                if key is None or key != p.get("key"):
+                    problem = (
+                        f"seq {record.seq}: {record.action} by {who} is not signed by a key seq {seq} pinned for {who}"
+                    )
+                    key = None
+            found.append(
+                Signature(
+                    seq=record.seq,
+                    action=record.action,
+                    model=record.subject,
+                    signer=who,
+                    fingerprint=key,
+                    evidence_digest=str(p.get("evidence_digest", "")),
+                    signed_at=str(p.get("signed_at", "")),
+                    problem=problem,
+                )
+            )
+    return found
+
+
+def unverified(records: list[Record]) -> list[str]:
+    """Every sign-off record whose signature does not verify, offline, from the records alone (`signatures`)."""
+    return [s.problem for s in signatures(records) if s.problem]
 
 
 def _opened_by_author(request: Request) -> bool:

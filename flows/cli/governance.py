@@ -196,11 +196,61 @@ def keys_new(
 
 
 def evidence(
-    model: str = typer.Argument(..., help="A model version: `name:vN`, `name` (its newest) or a registry id."),
-    out: Path = typer.Option(..., "--out", help="Folder to write; a zip of it is written beside it (DIR.zip)."),
+    model: str = typer.Argument(
+        ..., help="A model version (`name:vN`, `name` for its newest, or a registry id), or `verify`."
+    ),
+    pack: Path | None = typer.Argument(None, help="With `verify`: the pack to check (its folder or zip)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder to write; a zip of it is written beside it (DIR.zip)."),
 ) -> None:
-    """Write a model's evidence pack: its frozen evidence, sign-off and ledger excerpt mapped to EU AI Act
-    Annex IV points 1-9 and the Article 13 instructions for use, each file with its sha256."""
+    """Write a model's evidence pack (`steward evidence MODEL --out DIR`): its frozen evidence, sign-off and ledger
+    excerpt mapped to EU AI Act Annex IV points 1-9 and the Article 13 instructions for use, each file with its
+    sha256 and each report with the signatures that cover it. `steward evidence verify PACK` checks one offline."""
+    if model == "verify":
+        _verify_pack(pack)
+        return
+    if out is None or pack is not None:
+        _fail(
+            StewardError(
+                "write a pack with `steward evidence MODEL --out DIR`, check one with `steward evidence verify PACK`"
+            )
+        )
+        return
+    _write_pack(model, out)
+
+
+def _verify_pack(pack: Path | None) -> None:
+    from tasks.document.pack_check import verify_pack
+
+    if pack is None:
+        _fail(StewardError("`steward evidence verify PACK`: name the pack (its folder or its zip)"))
+        return
+    try:
+        check = verify_pack(pack)
+    except StewardError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"{pack}: {check.model}, {check.files} files, evidence digest {check.evidence_digest}", highlight=False
+    )
+    for s in check.signatures:
+        what = "signed" if s["verified"] else "NOT VERIFIED"
+        covers = f"covers {len(s['covers'])} evidence files" if s["covers"] else "covers none of this evidence"
+        console.print(
+            f"  seq {s['seq']} {s['action']} by {s['signer']} ({s['fingerprint'] or 'no valid key'}) {what} "
+            f"at {s['signed_at']}: {covers}",
+            markup=False,
+            highlight=False,
+        )
+    if check.problems:
+        for problem in check.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        _fail(StewardError(f"the pack does not verify: {len(check.problems)} problem(s)"))
+    console.print(
+        "pack verified: every file, the evidence digest, the ledger excerpt and every signature", highlight=False
+    )
+
+
+def _write_pack(model: str, out: Path) -> None:
     from steward.db import make_engine
     from steward.ledger import GATE_VERDICT, Ledger
     from steward.registry import Registry

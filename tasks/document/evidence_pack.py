@@ -7,7 +7,8 @@ temporary sibling renamed into place, so a failure leaves no half pack. Where St
 point, the pack says so as a gap rather than pointing at something that does not answer it.
 
 Layout of `DIR/`: `index.html` (the offline page), `manifest.json` (every other file's sha256 and size),
-`annex_iv.json`, `approvals.json`, `model.json` (the registry entry), `ledger/excerpt.jsonl`,
+`annex_iv.json`, `approvals.json`, `signatures.json` (which signature covers which report, pack_check.py),
+`model.json` (the registry entry), `ledger/excerpt.jsonl`,
 `ledger/verification.json`, and `evidence/` (the snapshot at its project-relative paths).
 """
 
@@ -45,16 +46,15 @@ from steward.signoff import latest
 from steward.storage import Storage, sha256_file
 from tasks.document.document import render
 from tasks.document.evidence import EvidenceError, Snapshot, materialize
+from tasks.document.pack_check import EXCERPT, MANIFEST, SIGNATURES, covered
 
 SCHEMA_VERSION = 1
 EVIDENCE = "evidence"
-EXCERPT = "ledger/excerpt.jsonl"
 VERIFICATION = "ledger/verification.json"
 APPROVALS = "approvals.json"
 MODEL = "model.json"
 ANNEX = "annex_iv.json"
 INDEX = "index.html"
-MANIFEST = "manifest.json"
 
 PACK_EXISTS = "{path} exists and is not empty: an evidence pack is never overwritten; choose a new --out"
 ZIP_EXISTS = "{path} exists: an evidence pack is never overwritten; choose a new --out"
@@ -122,6 +122,7 @@ POINTS: tuple[Point, ...] = (
             f"{_R}/data_docs/*/index.html",
             _LOCK,
             _PARAMS,
+            SIGNATURES,
         ),
     ),
     Point(
@@ -352,6 +353,8 @@ def _fill(
     _write(folder / VERIFICATION, canonical_json(head | checked))
     signoff = sign_off_story(records, digest=snapshot.digest)
     _write(folder / APPROVALS, canonical_json(head | signoff))
+    signed = covered(records, files=sorted(snapshot.files), digest=snapshot.digest)
+    _write(folder / SIGNATURES, canonical_json(head | {"signatures": signed}))
     points = annex_iv(_hashes(folder), monitored=_monitored(evidence))
     _write(folder / ANNEX, canonical_json(head | {"points": points}))
     page = render(

@@ -110,6 +110,14 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
     assert (tmp_path / "pack.zip").is_file() and (pack / "evidence/reports/gate.json").is_file()
     again = run([steward, "evidence", "credit-risk:v1", "--out", str(pack)], cwd=project, env=env)
     assert again.returncode == 1 and "never overwritten" in again.stderr
+    checked = run([steward, "evidence", "verify", str(tmp_path / "pack.zip")], cwd=project, env=env)
+    assert checked.returncode == 0 and "pack verified" in checked.stdout, checked.stdout + checked.stderr
+    for name, key in keys.items():
+        if name != "olga":  # each approver's signature, by their key's fingerprint, covers the gate's report
+            assert f"by {name} ({key.public.fingerprint}) signed" in checked.stdout, checked.stdout
+    (pack / "evidence/reports/gate.json").write_text('{"verdict": "pass"}')  # a report changed after signing
+    tampered = run([steward, "evidence", "verify", str(pack)], cwd=project, env=env)
+    assert tampered.returncode == 1 and "evidence/reports/gate.json: its sha256" in tampered.stderr, tampered.stderr
 
 
 @pytest.mark.slow
