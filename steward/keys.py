@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -91,6 +91,15 @@ class PublicKey:
         return True
 
 
+class Signer(Protocol):
+    """What signs a statement: a key file (`SigningKey`) or a key in ssh-agent (`steward.ssh_agent.AgentKey`)."""
+
+    @property
+    def public(self) -> PublicKey: ...
+
+    def sign(self, kind: str, fields: dict[str, Any]) -> str: ...
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """An Ed25519 private key: signs statements."""
@@ -138,6 +147,18 @@ def statement_bytes(kind: str, fields: dict[str, Any]) -> bytes:
     if not kind or "\n" in kind:
         raise ValueError(f"a statement kind is one non-empty line, not {kind!r}")
     return f"{DOMAIN}\n{kind}\n{canonical_json(fields)}".encode()
+
+
+def load_signer(path: Path) -> Signer:
+    """The key a person signs with: the private key in `path`, or, when `path` holds a public key (a `.pub`
+    line, as git's `user.signingKey` may name), that key in ssh-agent."""
+    if path.is_file() and path.stat().st_size < 16_384:
+        text = path.read_text(errors="replace").strip()
+        if text.startswith(("ssh-ed25519 ", "-----BEGIN PUBLIC KEY-----")):
+            from steward.ssh_agent import agent_key
+
+            return agent_key(PublicKey.from_text(text, source=str(path)), source=str(path))
+    return load_signing_key(path)
 
 
 def load_signing_key(path: Path) -> SigningKey:

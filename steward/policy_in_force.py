@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from steward.errors import StewardError
 from steward.governance import GovernanceParams, Tier, TierPolicy, policy_digest, rank
-from steward.keys import KeyFileError, PublicKey, SigningKey
+from steward.keys import KeyFileError, PublicKey, Signer
 from steward.ledger import POLICY_ADOPTED, Ledger, LedgerRow, Record
 
 POLICY_STATEMENT: Final = "governance-policy"
@@ -150,7 +150,7 @@ def in_force(engine: Engine) -> PolicyInForce | None:
 
 
 def adopt(
-    engine: Engine, governance: GovernanceParams, key: SigningKey, *, actor: str, demo: bool = False
+    engine: Engine, governance: GovernanceParams, key: Signer, *, actor: str, demo: bool = False
 ) -> PolicyInForce:
     """Put `governance` in force, signed by `key`: an owner of the policy in force (or, for the first policy,
     one of its own owners). A real policy never follows into a home whose policy is a demo's unless the
@@ -193,7 +193,7 @@ def governing(
     return policy.for_run(run, usecase=usecase, declared=declared, demo=demo), policy.digest
 
 
-def adopt_demo(engine: Engine, proposal: GovernanceParams, key: SigningKey, *, actor: str) -> PolicyInForce:
+def adopt_demo(engine: Engine, proposal: GovernanceParams, key: Signer, *, actor: str) -> PolicyInForce:
     """Make this home a demo home under `proposal` (its owner the instance `key`), or keep the demo policy in
     force if it is that already; refused where a real policy is in force."""
     governance = proposal.model_copy(update={"owners": [key.public.openssh]})

@@ -31,7 +31,7 @@ def policy_adopt(
 
     from steward.db import make_engine
     from steward.governance import GovernanceParams
-    from steward.keys import load_signing_key
+    from steward.keys import load_signer
     from steward.policy_in_force import adopt
 
     settings = Settings()
@@ -46,7 +46,7 @@ def policy_adopt(
         path = key or settings.key_file
         if path is None:
             raise StewardError("no signing key: give --key FILE or set STEWARD_KEY_FILE to a policy owner's key")
-        policy = adopt(make_engine(settings.db_url), governance, load_signing_key(path), actor=actor or settings.user)
+        policy = adopt(make_engine(settings.db_url), governance, load_signer(path), actor=actor or settings.user)
     except StewardError as exc:
         _fail(exc)
         return

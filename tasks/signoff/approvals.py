@@ -26,7 +26,7 @@ from prefect.states import Cancelled
 
 from steward.errors import StewardError
 from steward.governance import GovernanceParams
-from steward.keys import SigningKey
+from steward.keys import Signer
 from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
 from steward.registry import Registry, RegistryError, State
 from steward.settings import Settings
@@ -121,7 +121,7 @@ def resolve_digest(given: str, current: str) -> str:
     return current if current.startswith(given) else given
 
 
-def sign(item: Pending, *, key: SigningKey, decision: Decision, comment: str, evidence_digest: str) -> str:
+def sign(item: Pending, *, key: Signer, decision: Decision, comment: str, evidence_digest: str) -> str:
     """The signature token of an answer to `item`'s sign-off (what the form's signature field takes), signed now."""
     signed_at = datetime.now(UTC).isoformat(timespec="seconds")
     digest = resolve_digest(evidence_digest, item.tally.request.evidence_digest)
@@ -135,7 +135,7 @@ def answer(
     item: Pending,
     *,
     approver: str,
-    key: SigningKey,
+    key: Signer,
     decision: Decision,
     comment: str,
     evidence_digest: str,

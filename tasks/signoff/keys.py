@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steward.governance import GovernanceParams
-from steward.keys import SigningKey, instance_key, load_signing_key, own_key
+from steward.keys import Signer, SigningKey, instance_key, load_signer, own_key
 from steward.settings import Settings
 
 NO_KEY = (
@@ -22,19 +22,19 @@ NO_KEY = (
 DEMO = "demo"
 
 
-def opening_key(settings: Settings) -> SigningKey:
+def opening_key(settings: Settings) -> Signer:
     """The key that opens a run's sign-off: its author's, else this instance's."""
     if settings.key_file is not None:
-        return load_signing_key(settings.key_file)
+        return load_signer(settings.key_file)
     return instance_key(settings)
 
 
-def answering_key(settings: Settings, key: Path | None = None) -> SigningKey:
+def answering_key(settings: Settings, key: Path | None = None) -> Signer:
     """The approver's own key: `key`, else STEWARD_KEY_FILE; never the instance's."""
     path = key or settings.key_file
     if path is None:
         raise ValueError(NO_KEY)
-    return load_signing_key(path)
+    return load_signer(path)
 
 
 def demo_key(settings: Settings, name: str) -> SigningKey:
