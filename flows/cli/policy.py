@@ -18,8 +18,8 @@ PROPOSAL_NOT_FOUND = "{path} has no `governance:` section (a policy proposal is 
 
 
 def policy_adopt(
-    proposal: Path = typer.Option(
-        Path("params.yaml"), "--from", help="A YAML file whose `governance:` section is the policy to adopt."
+    proposal: Path | None = typer.Option(
+        None, "--from", help="A YAML file whose `governance:` section is the policy to adopt (default: params.yaml)."
     ),
     key: Path | None = typer.Option(
         None, "--key", help="Your private key as a policy owner (default: STEWARD_KEY_FILE)."
@@ -35,6 +35,7 @@ def policy_adopt(
     from steward.policy_in_force import adopt
 
     settings = Settings()
+    proposal = proposal or settings.project_dir / "params.yaml"
     try:
         document = yaml.safe_load(proposal.read_text()) if proposal.is_file() else None
         if not isinstance(document, dict) or not isinstance(document.get("governance"), dict):
