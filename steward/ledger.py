@@ -41,6 +41,7 @@ Action = Literal[
     "review.decision",
     "retrain.requested",
     "decisions.batch",
+    "model.refused",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -57,6 +58,7 @@ ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
 RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, by whom, on what data
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
+MODEL_REFUSED: Final = "model.refused"  # a model whose bytes or records did not verify, refused before loading
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64
