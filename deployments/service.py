@@ -51,7 +51,7 @@ from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
 from tasks.data.suites import read_suite, serving_suite
-from tasks.model.integrity import verified
+from tasks.model.integrity import verified_or_withdrawn
 from tasks.serving.attribution import Explainer, aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import actionable_spaces, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
@@ -143,10 +143,9 @@ class Steward:
     # --- routing -------------------------------------------------------------------------------------
 
     def _load(self, ref: str) -> Loaded:
-        """`ref`, loaded once its bytes and records verify (tasks/model/integrity.py). One that does not is never
-        unpickled: refused (one `model.refused` record per process), and if it is the canary or the shadow,
-        withdrawn from routing at once. A refused production model leaves the service on the last routing it
-        took up, whose models it loaded verified (`_refresh` takes up a routing only once all its models load)."""
+        """`ref`, loaded only once its bytes and records verify (tasks/model/integrity.py). A refused model is never
+        unpickled nor retried by this process; a refused canary or shadow is withdrawn, and a refused production
+        leaves the service on the last routing it took up (`_refresh` takes up one only once all its models load)."""
         if ref in self.models:
             return self.models[ref]
         with self._load_lock:
@@ -154,12 +153,9 @@ class Steward:
                 raise ModelRefused(self.refused[ref])
             if ref not in self.models:
                 try:
-                    version = verified(ref, registry=self.registry, ledger=self.ledger, settings=_settings, **_SERVING)
+                    version = verified_or_withdrawn(ref, moves=self.moves, settings=_settings, **_SERVING)
                 except ModelRefused as refused:
                     self.refused[ref] = str(refused)
-                    current = self.table.get(_params.usecase.model_name)
-                    if ref in (current.canary, current.shadow):
-                        self.moves.withdraw(ref, actor=_SERVING["actor"], reason=str(refused))
                     raise
                 model = bentoml.sklearn.load_model(version.model_tag)
                 explainer = build_explainer(model, background=self._background)
@@ -186,11 +182,9 @@ class Steward:
         self.routing = routing  # one assignment: a request sees the old table or the new one, whole
 
     def _first_routing(self) -> None:
-        """Take up the routing at start; a refused canary or shadow was withdrawn, so the routing is read again.
-        A refused production model is not replaced by an earlier one (the registry retires a replaced model for
-        good, and choosing what serves instead is a rollout's decision): the service starts refusing decisions
-        (503, referred) with the refusal in the ledger, and serves as soon as the routing names a model that
-        verifies."""
+        """The routing at start, read again if a refused canary or shadow was withdrawn. A refused production is not
+        replaced by an earlier version (a replaced model is retired for good, and what serves is a rollout's call):
+        the service refuses decisions (503, referred) until the routing names a model that verifies."""
         for _ in range(2):
             try:
                 return self._refresh(force=True)

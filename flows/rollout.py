@@ -32,7 +32,7 @@ from steward.registry import State
 from steward.routing import Rollouts, RoutingError, model_name_of
 from steward.settings import Settings
 from tasks.artifacts import publish
-from tasks.model.integrity import verified
+from tasks.model.integrity import verified_or_withdrawn
 from tasks.rollout.watch import StepResult, now_iso, verdict, watch
 from tasks.signoff.policy import resource
 
@@ -128,15 +128,11 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
 
 
 def _refused(moves: Rollouts, ref: str, *, step: str, settings: Settings) -> str | None:
-    """Why `ref` may not take `step` (None: it verifies). A refusal is in the ledger; a model already mirroring
-    or taking traffic is withdrawn first, then `steward.rollback` is emitted."""
+    """Why `ref` may not take `step` (None: it verifies); refused in the ledger, withdrawn if it already mirrors
+    or takes traffic, then `steward.rollback` is emitted."""
     try:
-        verified(
-            ref, registry=moves.registry, ledger=moves.ledger, settings=settings, where=f"rollout {step}", actor=ACTOR
-        )
+        verified_or_withdrawn(ref, moves=moves, settings=settings, where=f"rollout {step}", actor=ACTOR)
     except ModelRefused as refused:
-        if moves.registry.get(ref).state in (State.SHADOW, State.CANARY):
-            moves.withdraw(ref, actor=ACTOR, reason=f"{step}: {refused}")
         _event("steward.rollback", ref, {"step": step, "ending": "refused", "reason": str(refused)})
         get_run_logger().warning(f"{ref}: refused before {step}: {refused}")
         return str(refused)

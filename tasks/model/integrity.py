@@ -9,7 +9,8 @@ from pathlib import Path
 from steward.keys import instance_key
 from steward.ledger import Ledger
 from steward.model_integrity import REFUSED_ACTOR, Manifest, ModelRefused, check, manifest_of, refuse
-from steward.registry import ModelVersion, Registry
+from steward.registry import ModelVersion, Registry, State
+from steward.routing import Rollouts, model_name_of
 from steward.settings import Settings
 
 NO_STORE_DIR = "model tag {tag!r} is not in the BentoML model store"
@@ -44,4 +45,16 @@ def verified(
         return check(ref, registry=registry, key=instance_key(settings).public, directory_of=store_dir)
     except ModelRefused as refused:
         refuse(ledger, ref, reason=str(refused), where=where, actor=actor)
+        raise
+
+
+def verified_or_withdrawn(ref: str, *, moves: Rollouts, settings: Settings, where: str, actor: str) -> ModelVersion:
+    """As `verified`; a refused model that mirrors or takes traffic (the canary or shadow of its routing, or in
+    those states) is also withdrawn at once (routing first, then rolled_back), so nothing routes to it."""
+    try:
+        return verified(ref, registry=moves.registry, ledger=moves.ledger, settings=settings, where=where, actor=actor)
+    except ModelRefused as refused:
+        routing = moves.table.get(model_name_of(ref))
+        if ref in (routing.canary, routing.shadow) or moves.registry.get(ref).state in (State.SHADOW, State.CANARY):
+            moves.withdraw(ref, actor=actor, reason=f"{where}: {refused}")
         raise
