@@ -11,8 +11,9 @@ and compares it with both copies, and checks the signature with this instance's 
 
 - a file of the model swapped or edited in the store (another model's pickle, code, one byte) changes the
   manifest: refused, naming the file;
-- a registry row whose `model_tag` was UPDATEd to another model, or whose seal was rewritten, no longer
-  matches its ledger registration record (read by subject, through the ledger's index): refused;
+- a registry row whose `model_tag` was UPDATEd to another model (or its `model_md5` or `data_md5`, the
+  lineage a decision is logged with), or whose seal was rewritten, no longer matches its ledger registration
+  record (read by subject, through the ledger's index): refused;
 - a seal made with any other key (an attacker's, another instance's) does not verify: refused, naming both
   fingerprints.
 
@@ -50,10 +51,11 @@ REFUSED_ACTOR: Final = "steward-integrity"
 NO_SEAL = "model {ref} has no signed manifest (registered before model signing, or its seal was deleted): refused"
 NO_REGISTRATION = "model {ref} has no registration record in the ledger to check its registry row against: refused"
 EDITED_REGISTRATION = "model {ref}: its ledger registration record (seq {seq}) was edited (its hash no longer matches)"
-TAG_DIFFERS = (
-    "model {ref}: the registry names store tag {tag!r} but its ledger registration record names {recorded!r} "
+ROW_DIFFERS = (
+    "model {ref}: the registry's {field} is {value!r} but its ledger registration record's is {recorded!r} "
     "(the registry row was changed outside Steward)"
 )
+RECORDED_FIELDS: Final = ("model_tag", "model_md5", "data_md5")  # the row's lineage its registration record holds
 SEAL_DIFFERS = (
     "model {ref}: the registry's recorded {field} differs from its ledger registration record "
     "(the registry row was changed outside Steward)"
@@ -168,9 +170,11 @@ def verify(
         raise ModelRefused(NO_REGISTRATION.format(ref=ref))
     if not registered.intact():
         raise ModelRefused(EDITED_REGISTRATION.format(ref=ref, seq=registered.seq))
-    recorded_tag = registered.payload.get("model_tag")
-    if recorded_tag != version.model_tag:
-        raise ModelRefused(TAG_DIFFERS.format(ref=ref, tag=version.model_tag, recorded=recorded_tag))
+    for name in RECORDED_FIELDS:  # model_tag always; model_md5 from when registration recorded it too
+        if name not in registered.payload and name != "model_tag":
+            continue
+        if (recorded_value := registered.payload.get(name)) != (value := getattr(version, name)):
+            raise ModelRefused(ROW_DIFFERS.format(ref=ref, field=name, value=value, recorded=recorded_value))
     recorded = Seal.from_payload(registered.payload.get("seal") or {})
     for field in ("manifest", "files", "signature", "signer"):
         if recorded is None or getattr(recorded, field) != getattr(seal, field):

@@ -58,7 +58,7 @@ ALLOWED: dict[State, frozenset[State]] = {
 
 
 def _loads_or_none(text: str) -> Any:
-    """A stored payload, or None for text that no longer parses (an edited record: never a registration)."""
+    """A stored payload, or None for text that no longer parses (an edited record, whose hash never matches)."""
     try:
         return json.loads(text)
     except ValueError:
@@ -218,8 +218,8 @@ class Registry:
         with Session(self._engine) as session:
             for row in session.scalars(query.order_by(LedgerRow.seq)):
                 record = Record._of(row, _loads_or_none)
-                if isinstance(record.payload, dict) and record.payload.get("from") is None:
-                    return record
+                if not isinstance(record.payload, dict) or record.payload.get("from") is None:
+                    return record  # a payload that no longer parses was edited: the check names the record
         return None
 
     def find(self, *, name: str, model_md5: str, data_md5: str) -> ModelVersion | None:
@@ -293,7 +293,7 @@ class Registry:
     ) -> None:
         if self._ledger is None:
             return
-        seal_payload = {} if sealed is None else {"seal": sealed.payload()}
+        seal_payload = {} if sealed is None else {"model_md5": row.model_md5, "seal": sealed.payload()}
         self._ledger.append(
             actor=actor,
             action=REGISTRY_TRANSITION,

@@ -117,7 +117,7 @@ def test_attack_a_shadow_whose_model_tag_was_updated_in_the_database_is_refused(
         )
     world["table"].set(MODEL, Routing(production=production, shadow=shadow), actor="test", reason="shadow")
     found = wait_until(lambda: _refusals(world, shadow), timeout=60, what=f"{shadow} refused in the ledger")
-    assert "registry names store tag" in found[0]["reason"]
+    assert "the registry's model_tag is" in found[0]["reason"]
     wait_until(lambda: world["table"].get(MODEL).shadow is None, timeout=10, what="shadow withdrawn")
     assert set(_served_models(world, _applications(10, prefix="tag"))) == {production}
     assert _logged(world, shadow) == 0  # the shadow pool was never handed it

@@ -23,8 +23,8 @@ from steward.model_integrity import (
     NO_SEAL,
     NOT_IN_STORE,
     OTHER_SIGNER,
+    ROW_DIFFERS,
     SEAL_DIFFERS,
-    TAG_DIFFERS,
     Manifest,
     ModelRefused,
     Seal,
@@ -153,8 +153,8 @@ def test_attack_a_model_tag_updated_in_the_database_is_refused(world):
     _sql(world, "UPDATE model_versions SET model_tag = 'credit-risk:bbb' WHERE version = 1")
     with pytest.raises(ModelRefused) as refused:
         _check(world, "credit-risk:v1")
-    assert str(refused.value) == TAG_DIFFERS.format(
-        ref="credit-risk:v1", tag="credit-risk:bbb", recorded="credit-risk:aaa"
+    assert str(refused.value) == ROW_DIFFERS.format(
+        ref="credit-risk:v1", field="model_tag", value="credit-risk:bbb", recorded="credit-risk:aaa"
     )
 
 
@@ -171,7 +171,15 @@ def test_attack_a_model_tag_and_seal_copied_from_another_version_are_refused(wor
         s=other.signature,
         id=v1.id,
     )
-    with pytest.raises(ModelRefused, match="registry names store tag"):
+    with pytest.raises(ModelRefused, match="registry's model_tag is 'credit-risk:bbb'"):
+        _check(world, "credit-risk:v1")
+
+
+@pytest.mark.parametrize(("column", "value"), [("model_md5", "ffff"), ("data_md5", "other-data")])
+def test_attack_the_lineage_of_a_row_updated_in_the_database_is_refused(world, column, value):
+    """The hash of the model file and the data version a decision is logged with are the ledger's too."""
+    _sql(world, f"UPDATE model_versions SET {column} = :v WHERE version = 1", v=value)
+    with pytest.raises(ModelRefused, match=re.escape(f"the registry's {column} is {value!r}")):
         _check(world, "credit-risk:v1")
 
 
