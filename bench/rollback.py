@@ -77,7 +77,9 @@ def main() -> None:
     from scripts.serving_fixture import sign_off
     from steward.db import make_engine
     from steward.feedback_auth import feedback_key
+    from steward.keys import instance_key
     from steward.ledger import ROLLBACK, Ledger
+    from steward.model_integrity import Manifest
     from steward.params import load_params
     from steward.predictions import window
     from steward.registry import State
@@ -98,6 +100,8 @@ def main() -> None:
         ledger = Ledger(engine)
         moves = Rollouts(engine, ledger)
         unfair = moves.registry.get(refs["unfair"])
+        seals = moves.registry.seal(unfair.id)
+        assert seals is not None, f"{unfair.ref} was registered unsigned"
         production = refs["production"]
         yardstick = expected_sample_size(p0, p1, alpha=0.05, beta=0.05)
         rows = []
@@ -118,6 +122,8 @@ def main() -> None:
                         git_commit=None,
                         flow_run_id=None,
                         metrics={},
+                        manifest=Manifest(seals.files),  # the same stored bytes, sealed again as this version
+                        signer=instance_key(settings),
                     )
                     ref = version.ref
                     sign_off(ledger, ref)

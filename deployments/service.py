@@ -42,6 +42,7 @@ from steward.db import make_engine
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
 from steward.ledger import Ledger
+from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.predictions import ERROR, PredictionLog
 from steward.predictions import Decision as Logged
@@ -50,6 +51,7 @@ from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import Rollouts, Routing, RoutingTable, newest
 from steward.settings import Settings
 from tasks.data.suites import read_suite, serving_suite
+from tasks.model.integrity import verified_or_withdrawn
 from tasks.serving.attribution import Explainer, aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import actionable_spaces, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
@@ -82,6 +84,7 @@ COUNTERFACTUAL_NOTE = (
 )
 REFERRAL = "P(favourable) {probability:.3f} in band"
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
+_SERVING = {"where": "service", "actor": "steward-serving"}  # who refuses a model that does not verify here
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 _usecase = _params.usecase  # the one use case this process serves
@@ -128,8 +131,10 @@ class Steward:
         self.reviews = ReviewQueue(self.engine)
         self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
         self.models: dict[str, Loaded] = {}
+        self.refused: dict[str, str] = {}  # refs refused this process, and why: never loaded, never retried
+        self._load_lock = threading.Lock()
         self.routing = Routing()
-        self._refresh(force=True)
+        self._first_routing()
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         threading.Thread(target=self._watch, name="routing-watch", daemon=True).start()
@@ -138,10 +143,23 @@ class Steward:
     # --- routing -------------------------------------------------------------------------------------
 
     def _load(self, ref: str) -> Loaded:
-        if ref not in self.models:
-            version = self.registry.get(ref)
-            model = bentoml.sklearn.load_model(version.model_tag)
-            self.models[ref] = Loaded(ref, model, version.data_md5, build_explainer(model, background=self._background))
+        """`ref`, loaded only once its bytes and records verify (tasks/model/integrity.py). A refused model is never
+        unpickled nor retried by this process; a refused canary or shadow is withdrawn, and a refused production
+        leaves the service on the last routing it took up (`_refresh` takes up one only once all its models load)."""
+        if ref in self.models:
+            return self.models[ref]
+        with self._load_lock:
+            if ref in self.refused:
+                raise ModelRefused(self.refused[ref])
+            if ref not in self.models:
+                try:
+                    version = verified_or_withdrawn(ref, moves=self.moves, settings=_settings, **_SERVING)
+                except ModelRefused as refused:
+                    self.refused[ref] = str(refused)
+                    raise
+                model = bentoml.sklearn.load_model(version.model_tag)
+                explainer = build_explainer(model, background=self._background)
+                self.models[ref] = Loaded(ref, model, version.data_md5, explainer)
         return self.models[ref]
 
     @property
@@ -162,6 +180,16 @@ class Steward:
             if ref:
                 self._load(ref)
         self.routing = routing  # one assignment: a request sees the old table or the new one, whole
+
+    def _first_routing(self) -> None:
+        """The routing at start, read again if a refused canary or shadow was withdrawn. A refused production is not
+        replaced by an earlier version (a replaced model is retired for good, and what serves is a rollout's call):
+        the service refuses decisions (503, referred) until the routing names a model that verifies."""
+        for _ in range(2):
+            try:
+                return self._refresh(force=True)
+            except ModelRefused:
+                continue
 
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

@@ -7,6 +7,10 @@ took out of routing rolls it back at once: weight 0, state rolled_back, a ledger
 With no production model to compare against, an approved model becomes production directly (the
 ledger says so).
 
+Before each move (shadow, each canary weight, production) the model's bytes and records are verified
+(tasks/model/integrity.py): one that does not verify is refused in the ledger, withdrawn if it already mirrors
+or takes traffic, and the rollout ends `refused`; production stays the model it was.
+
 A rollout acts on one use case (`usecase`, default params.yaml's): its model's routing row, its label and
 sensitive attributes; other use cases' routing is untouched.
 """
@@ -22,11 +26,13 @@ from prefect.events import emit_event
 from steward.db import make_engine
 from steward.layout import Layout
 from steward.ledger import ROLLOUT_ANALYSIS, Ledger
+from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.registry import State
 from steward.routing import Rollouts, RoutingError, model_name_of
 from steward.settings import Settings
 from tasks.artifacts import publish
+from tasks.model.integrity import verified_or_withdrawn
 from tasks.rollout.watch import StepResult, now_iso, verdict, watch
 from tasks.signoff.policy import resource
 
@@ -38,7 +44,7 @@ OTHER_USECASE = "model {ref} is not a version of use case {usecase}'s model {mod
 @dataclass
 class RolloutResult:
     model: str
-    outcome: str  # production | rolled_back
+    outcome: str  # production | rolled_back | refused
     steps: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
 
@@ -63,6 +69,9 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
     production = moves.table.get(version.name).production
     result = RolloutResult(model=ref, outcome="production")
     if not production:
+        if why := _refused(moves, ref, step="production", settings=settings):
+            result.outcome, result.reason = "refused", why
+            return result
         reason = f"{ref} is the first production model: nothing to compare it with"
         moves.promote(ref, actor=ACTOR, reason=reason)
         _event("steward.rollout.promoted", ref, {"reason": reason})
@@ -74,6 +83,9 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
         (f"canary {w:.0%}", w) for w in params.rollout.weights
     ]
     for name, weight in steps:
+        if why := _refused(moves, ref, step=name, settings=settings):
+            result.outcome, result.reason = "refused", f"{name}: {why}"
+            return result
         since = now_iso()
         if weight is None:
             moves.to_shadow(ref, actor=ACTOR)
@@ -105,11 +117,26 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
             result.outcome, result.reason = "rolled_back", f"{name}: {why}"
             return result
 
+    if why := _refused(moves, ref, step="production", settings=settings):
+        result.outcome, result.reason = "refused", f"production: {why}"
+        return result
     reason = f"{ref} passed shadow and {len(params.rollout.weights)} canary step(s)"
     moves.promote(ref, actor=ACTOR, reason=reason)
     _event("steward.rollout.promoted", ref, {"reason": reason, "replaced": production})
     result.reason = reason
     return result
+
+
+def _refused(moves: Rollouts, ref: str, *, step: str, settings: Settings) -> str | None:
+    """Why `ref` may not take `step` (None: it verifies); refused in the ledger, withdrawn if it already mirrors
+    or takes traffic, then `steward.rollback` is emitted."""
+    try:
+        verified_or_withdrawn(ref, moves=moves, settings=settings, where=f"rollout {step}", actor=ACTOR)
+    except ModelRefused as refused:
+        _event("steward.rollback", ref, {"step": step, "ending": "refused", "reason": str(refused)})
+        get_run_logger().warning(f"{ref}: refused before {step}: {refused}")
+        return str(refused)
+    return None
 
 
 def _event(name: str, ref: str, payload: dict[str, Any]) -> None:

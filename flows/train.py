@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from flows.signoff import sign_off
 from steward.db import make_engine
+from steward.keys import instance_key
 from steward.layout import CANDIDATE_FILE, Layout
 from steward.ledger import Ledger
 from steward.params import load_params
@@ -161,6 +162,7 @@ def train_flow(
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         metrics={**read_report(layout.report("evaluate")).get("metrics", {}), "gate": gate.get("verdict")},
         reference_file=layout / REFERENCE_FILE,
+        signer=instance_key(settings),
     )
     storage = Storage.from_settings(settings)
     model = act_on_verdict(model, gate, registry=registry, ledger=ledger, storage=storage, settings=settings)

@@ -79,6 +79,7 @@ def build(
 def main() -> None:
     from scripts.serving_fixture import sign_off
     from steward.db import make_engine
+    from steward.keys import instance_key
     from steward.layout import Layout
     from steward.ledger import Ledger
     from steward.params import load_params
@@ -86,6 +87,7 @@ def main() -> None:
     from steward.routing import Rollouts
     from steward.settings import Settings
     from tasks.data.features import to_feature_frame
+    from tasks.model.integrity import stored_manifest
     from tasks.model.reference import reference_of
     from tasks.model.register import save_to_model_store
     from tasks.model.train import fit
@@ -124,6 +126,8 @@ def main() -> None:
             git_commit=None,
             flow_run_id=None,
             metrics={},
+            manifest=stored_manifest(tag),
+            signer=instance_key(settings),
         )
         sign_off(ledger, version.ref)
         moves.registry.transition(version.ref, State.APPROVED)

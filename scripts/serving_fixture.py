@@ -78,11 +78,13 @@ def approved(moves: Rollouts, name: str, n: int) -> str:
 
 def main() -> None:
     from steward.db import make_engine
+    from steward.keys import instance_key
     from steward.layout import Layout
     from steward.params import load_params
     from steward.registry import Registry
     from steward.settings import Settings
     from tasks.data.features import read_snapshot, to_feature_frame
+    from tasks.model.integrity import stored_manifest
     from tasks.model.register import save_to_model_store
     from tasks.model.train import fit
 
@@ -114,6 +116,8 @@ def main() -> None:
             git_commit=None,
             flow_run_id=None,
             metrics={},
+            manifest=stored_manifest(tag),
+            signer=instance_key(settings),
         )
         sign_off(ledger, version.ref)
         for step in WALK[: WALK.index(state) + 1]:

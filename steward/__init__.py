@@ -18,6 +18,8 @@ _HOMES = {
     "verify_records": "steward.ledger",
     "S3Export": "steward.ledger_export",
     "export_to_s3": "steward.ledger_export",
+    "Manifest": "steward.model_integrity",
+    "ModelRefused": "steward.model_integrity",
     "Params": "steward.params",
     "ParamsError": "steward.params",
     "load_params": "steward.params",

@@ -16,6 +16,7 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
     ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
     ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary
+    ├── ModelRefused (RuntimeError)         steward.model_integrity: model bytes or records that do not verify
     ├── ReviewError (ValueError)            steward.reviews: an unknown or resolved case, a resolution without a note,
     │                                       a contest past the open cases one request may have
     ├── FeedbackKeyError (ValueError)       steward.feedback_auth: a feedback key file others may read, or empty

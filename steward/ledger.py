@@ -42,6 +42,7 @@ Action = Literal[
     "retrain.requested",
     "decisions.batch",
     "policy.adopted",
+    "model.refused",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -59,6 +60,7 @@ REVIEW_DECISION: Final = "review.decision"
 RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, by whom, on what data
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
 POLICY_ADOPTED: Final = "policy.adopted"  # a governance policy put in force, signed by a policy owner
+MODEL_REFUSED: Final = "model.refused"  # a model whose bytes or records did not verify, refused before loading
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64

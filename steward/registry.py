@@ -7,6 +7,7 @@ A transition the machine does not allow is refused, whoever asks.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
 from steward.errors import StewardError
+from steward.keys import SigningKey
 from steward.ledger import REGISTRY_TRANSITION, Ledger, LedgerRow, Record
+from steward.model_integrity import Manifest, ModelSealRow, Seal, seal
 from steward.signoff import latest
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
@@ -26,6 +29,7 @@ BAD_NAME = (
     "so that its versions' refs name:vN can be told apart"
 )
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+UNSIGNED = "model {ref}: a manifest is registered with the key that signs it, never alone"
 NOT_SIGNED_OFF = "model {ref} has no completed sign-off in the ledger: only the approvals its tier asks for approve it"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
 
@@ -51,6 +55,14 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.RETIRED: frozenset(),
     State.ROLLED_BACK: frozenset({State.RETIRED}),
 }
+
+
+def _loads_or_none(text: str) -> Any:
+    """A stored payload, or None for text that no longer parses (an edited record, whose hash never matches)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -142,10 +154,19 @@ class Registry:
         flow_run_id: str | None,
         metrics: dict[str, Any],
         actor: str = "steward",
+        manifest: Manifest | None = None,
+        signer: SigningKey | None = None,
     ) -> ModelVersion:
-        """Enter a new version of `name` as a candidate; versions count up from 1 per name."""
+        """Enter a new version of `name` as a candidate; versions count up from 1 per name.
+
+        With the `manifest` of its directory in the model store, `signer` (the instance key) seals it: the
+        signed manifest is kept with the version and in its ledger registration record, and the model is loaded
+        only while both agree with its bytes (steward.model_integrity). A version registered without one is
+        never loaded."""
         if not NAME_PATTERN.fullmatch(name):
             raise RegistryError(BAD_NAME.format(name=name))
+        if (manifest is None) != (signer is None):
+            raise RegistryError(UNSIGNED.format(ref=name))
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
             self._lock(session)
@@ -166,8 +187,40 @@ class Registry:
             )
             session.add(row)
             session.flush()
-            self._record(session, row, previous=None, actor=actor)
+            sealed = None
+            if manifest is not None and signer is not None:
+                ref = f"{row.name}:v{row.version}"
+                sealed = seal(ref=ref, model_tag=model_tag, manifest=manifest, key=signer)
+                session.add(
+                    ModelSealRow(
+                        version_id=row.id,
+                        manifest=sealed.manifest,
+                        files=sealed.files,
+                        signature=sealed.signature,
+                        signer=sealed.signer,
+                    )
+                )
+            self._record(session, row, previous=None, actor=actor, sealed=sealed)
             return ModelVersion._of(row)
+
+    def seal(self, version_id: int) -> Seal | None:
+        """The signed manifest recorded with a version (None: registered unsigned, or its seal deleted)."""
+        with Session(self._engine) as session:
+            row = session.get(ModelSealRow, version_id)
+            if row is None:
+                return None
+            files = {str(k): str(v) for k, v in dict(row.files or {}).items()}
+            return Seal(manifest=row.manifest, files=files, signature=row.signature, signer=row.signer)
+
+    def registration(self, ref: str) -> Record | None:
+        """The ledger record that entered `ref` (by subject, through the ledger's index; the first if several)."""
+        query = select(LedgerRow).where(LedgerRow.subject == ref, LedgerRow.action == REGISTRY_TRANSITION)
+        with Session(self._engine) as session:
+            for row in session.scalars(query.order_by(LedgerRow.seq)):
+                record = Record._of(row, _loads_or_none)
+                if not isinstance(record.payload, dict) or record.payload.get("from") is None:
+                    return record  # a payload that no longer parses was edited: the check names the record
+        return None
 
     def find(self, *, name: str, model_md5: str, data_md5: str) -> ModelVersion | None:
         """The version of `name` holding exactly these model bytes trained on this data, if any."""
@@ -235,9 +288,12 @@ class Registry:
         if self._ledger is not None:
             self._ledger.lock(session)
 
-    def _record(self, session: Session, row: ModelVersionRow, *, previous: State | None, actor: str) -> None:
+    def _record(
+        self, session: Session, row: ModelVersionRow, *, previous: State | None, actor: str, sealed: Seal | None = None
+    ) -> None:
         if self._ledger is None:
             return
+        seal_payload = {} if sealed is None else {"model_md5": row.model_md5, "seal": sealed.payload()}
         self._ledger.append(
             actor=actor,
             action=REGISTRY_TRANSITION,
@@ -247,7 +303,8 @@ class Registry:
                 "to": row.state,
                 "model_tag": row.model_tag,
                 "data_md5": row.data_md5,
-            },
+            }
+            | seal_payload,
             session=session,
         )
 

@@ -1,5 +1,6 @@
-"""Register: put a trained model in the BentoML model store with its lineage, and in the registry; record the
-gate's verdict on it, and reject it there when the gate failed."""
+"""Register: put a trained model in the BentoML model store with its lineage, and in the registry with its
+manifest signed by this instance's key (tasks/model/integrity.py); record the gate's verdict on it, and reject
+it there when the gate failed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from steward.keys import SigningKey
 from steward.ledger import GATE_VERDICT, Ledger
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
 from steward.storage import Storage
 from tasks.document import evidence
+from tasks.model.integrity import stored_manifest
 from tasks.signoff.policy import resource
 
 GATE_ACTOR = "steward-gate"  # the ledger's actor for what the gate decides
@@ -70,10 +73,12 @@ def register_candidate(
     git_commit: str | None,
     flow_run_id: str | None,
     metrics: dict[str, Any],
+    signer: SigningKey,
     reference_file: Path | None = None,
 ) -> ModelVersion:
     """Store the model with its lineage (and its monitoring reference, if the file is given) and enter it in
-    the registry as a candidate.
+    the registry as a candidate, its stored files' manifest signed by `signer` (the instance key): every
+    loader checks the bytes against it before unpickling them.
 
     The same model bytes trained on the same data are registered once: a re-run that changed
     nothing returns the existing version.
@@ -95,6 +100,8 @@ def register_candidate(
         git_commit=git_commit,
         flow_run_id=flow_run_id,
         metrics=metrics,
+        manifest=stored_manifest(tag),
+        signer=signer,
     )
 
 

@@ -25,10 +25,13 @@ from scipy.spatial.distance import jensenshannon
 
 from steward.db import make_engine
 from steward.layout import Layout
+from steward.ledger import Ledger
+from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.predictions import ERROR, served_window
 from steward.registry import Registry
 from steward.settings import Settings
+from tasks.model.integrity import verified
 from tasks.model.reference import PROBABILITY
 from tasks.model.register import stored_reference
 from tasks.monitor.drift import Thresholds, column_drift, drift
@@ -36,6 +39,7 @@ from tasks.monitor.drift import Thresholds, column_drift, drift
 NO_OUTCOMES = "no outcomes yet"
 FEW = "{n} decision(s), fewer than {minimum}"
 NO_REFERENCE = "model {ref} was stored without a monitoring reference (registered before the reference stage)"
+REFUSED = "model refused, not monitored: {reason}"
 SHAP_SAMPLE = 200  # rows of the window explained for attribution drift
 
 
@@ -235,12 +239,18 @@ def monitor_window(
     ref: str, *, since: str, until: str, usecase: str | None = None, settings: Settings
 ) -> dict[str, Any]:
     """The report of one window (see `report`) of `ref`, a model of `usecase` (default: params.yaml's), with
-    the model's attributions on a sample of it."""
+    the model's attributions on a sample of it. A model whose bytes or records do not verify is never unpickled
+    (its reference included): it is refused in the ledger and its report is one breach, so the breach event
+    and its automations (a canary's rollback) follow."""
     import bentoml
 
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     engine = make_engine(settings.db_url)
-    version = Registry(engine).get(ref)
+    try:
+        version = verified(ref, registry=Registry(engine), ledger=Ledger(engine), settings=settings, where="monitor")
+    except ModelRefused as refused:
+        breach = REFUSED.format(reason=refused)
+        return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [breach], "refused": str(refused)}
     reference = stored_reference(version.model_tag)
     if reference is None:
         raise ValueError(NO_REFERENCE.format(ref=ref))

@@ -19,10 +19,14 @@ from support import BIN, PROJECT_DIR, feedback_key_of, run, steward_env, wait_un
 
 from deployments.local.bento_server import served
 from scripts.rollout_fixture import build
+from scripts.serving_fixture import sign_off
 from steward.db import make_engine
-from steward.ledger import ROLLBACK, ROLLOUT_ANALYSIS, Ledger
-from steward.registry import Registry
+from steward.keys import instance_key
+from steward.ledger import MODEL_REFUSED, ROLLBACK, ROLLOUT_ANALYSIS, Ledger
+from steward.model_integrity import Manifest
+from steward.registry import Registry, State
 from steward.routing import Rollouts, RoutingTable
+from steward.settings import Settings
 from tasks.demo.traffic import Traffic, requests_of
 from tests.usecases import usecase
 from usecases.german_credit.generator import generate_applications
@@ -255,3 +259,45 @@ def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(
     while not httpx.post(f"{live['api']}/events/filter", json=body, timeout=10).json()["events"]:
         assert time.monotonic() < deadline, "no steward.monitor.breach event"
         time.sleep(1)
+
+
+def test_a_model_whose_bytes_changed_is_refused_by_the_rollout_and_the_monitor(live):
+    """An approved version whose stored pickle lost one byte after registration: `steward rollout` refuses it
+    before the shadow step (routing untouched, the model still approved) and `steward monitor` refuses to
+    load it (a breach), each with a `model.refused` ledger record."""
+    engine, steward = live["engine"], str(BIN / "steward")
+    ledger = Ledger(engine)
+    registry = Registry(engine, ledger=ledger)
+    broken = registry.get(live["refs"]["broken"])  # its stored bytes, sealed again as a new approved version
+    seal = registry.seal(broken.id)
+    assert seal is not None
+    home = Settings(project_dir=live["project"], home=live["project"] / ".steward")
+    ref = registry.register(
+        name=MODEL_NAME,
+        model_tag=broken.model_tag,
+        model_md5="tampered",
+        data_md5=broken.data_md5,
+        params_hash=broken.params_hash,
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+        manifest=Manifest(seal.files),
+        signer=instance_key(home),
+    ).ref
+    sign_off(ledger, ref)
+    registry.transition(ref, State.APPROVED)
+    name, _, version = broken.model_tag.partition(":")
+    pickle = live["project"] / ".steward/bentoml/models" / name / version / "saved_model.pkl"
+    data = bytearray(pickle.read_bytes())
+    data[-2] ^= 0x01
+    pickle.write_bytes(bytes(data))
+    before = RoutingTable(engine, ledger).get(MODEL_NAME)
+
+    done = _rollout(live, ref)
+    assert done.returncode == 4 and f"{ref}: refused" in done.stdout, done.stdout + done.stderr
+    assert RoutingTable(engine, ledger).get(MODEL_NAME) == before and registry.get(ref).state is State.APPROVED
+    monitored = run([steward, "monitor", "--model", ref], cwd=live["project"], env=live["env"], timeout=300)
+    assert monitored.returncode == 4 and "model refused" in monitored.stdout, monitored.stdout + monitored.stderr
+    refusals = [r.payload for r in ledger.records(subject=ref, actions=(MODEL_REFUSED,))]
+    assert [r["where"] for r in refusals] == ["rollout shadow", "monitor"], refusals
+    assert all("saved_model.pkl changed" in r["reason"] for r in refusals)
