@@ -23,6 +23,7 @@ answered by production.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -38,10 +39,10 @@ from scipy.special import expit
 
 from deployments.guards import Guards
 from deployments.openapi import OpenAPIDocument
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
-from steward.ledger import Ledger
 from steward.params import load_params
 from steward.predictions import ERROR, PredictionLog
 from steward.predictions import Decision as Logged
@@ -82,6 +83,7 @@ COUNTERFACTUAL_NOTE = (
 )
 REFERRAL = "P(favourable) {probability:.3f} in band"
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
+logger = logging.getLogger("steward.serving")
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 _usecase = _params.usecase  # the one use case this process serves
@@ -120,7 +122,7 @@ class Loaded:
 class Steward:
     def __init__(self) -> None:
         self.engine = make_engine(_settings.db_url)
-        self.ledger = Ledger(self.engine)
+        self.ledger = anchored(self.engine, _settings)  # checkpoints of the head: steward/anchor.py
         self.registry = Registry(self.engine, ledger=self.ledger)
         self.table = RoutingTable(self.engine, self.ledger)
         self.moves = Rollouts(self.engine, self.ledger)
@@ -129,6 +131,8 @@ class Steward:
         self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
         self.models: dict[str, Loaded] = {}
         self.routing = Routing()
+        self._row_revision = 0  # the routing row's revision last checked
+        self._refused: str | None = None  # why that row was refused, if it was (recorded once)
         self._refresh(force=True)
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
@@ -154,14 +158,24 @@ class Steward:
         return frame.sample(n=min(len(frame), _params.explain.background_size), random_state=_params.explain.seed)
 
     def _refresh(self, *, force: bool = False) -> None:
-        """Take up the routing table's newest revision (`force`: re-read it even if the revision is known)."""
-        if not force and newest(self.engine, _params.usecase.model_name) == self.routing.revision:
+        """Take up the routing table's newest revision (`force`: re-read it even if the revision is known).
+
+        Only a routing the ledger recorded is served: a row changed around `RoutingTable.set` (no matching
+        ledger record) is refused, once logged and recorded, and the last recorded routing stays served."""
+        name = _params.usecase.model_name  # this service serves params.yaml's use case
+        if not force and newest(self.engine, name) == self._row_revision:
             return
-        routing = self.table.get(_params.usecase.model_name)  # this service serves params.yaml's use case
+        checked = self.table.checked(name)
+        if checked.refused and checked.refused != self._refused:
+            logger.error(checked.refused)
+            self.table.refuse(name, checked, actor="steward-serving")
+        self._refused = checked.refused
+        routing = checked.routing
         for ref in (routing.production, routing.canary, routing.shadow):
             if ref:
                 self._load(ref)
         self.routing = routing  # one assignment: a request sees the old table or the new one, whole
+        self._row_revision = checked.row_revision
 
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

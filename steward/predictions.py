@@ -189,6 +189,7 @@ class PredictionLog:
         while not self._stop.wait(self._flush_seconds):
             try:
                 self.flush()
+                self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
             except Exception:
                 continue
 
