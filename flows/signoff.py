@@ -17,6 +17,7 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
+from steward.anchor import anchored
 from steward.ledger import APPROVAL_ESCALATED, Ledger
 from steward.params import GovernanceParams
 from steward.registry import ModelVersion, Registry
@@ -139,7 +140,7 @@ def signoff_sweep_flow() -> list[str]:
 
     settings = Settings()
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
+    ledger = anchored(engine, settings)
     records = sweep(ledger=ledger, registry=Registry(engine, ledger=ledger), at=now())
     for record in records:
         get_run_logger().info("%s: %s %s", record.subject, record.action, record.payload.get("reason", ""))

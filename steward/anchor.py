@@ -52,7 +52,7 @@ TRIGGERS: Final = frozenset(ACTIONS) - NOT_TRIGGERING
 NOT_WRITTEN = "ledger checkpoint not written to {anchor}: {error} (the ledger record stands; the next one retries)"
 BAD_LINE = "{anchor}: entry {where} is not a checkpoint: {error}"
 BAD_ANCHOR = "not a ledger anchor: {uri!r} (an s3://BUCKET/PREFIX URI or a file path)"
-NO_VERIFYING_KEY = "no public key to check checkpoints with: {path} is missing (pass --key FILE)"
+NO_VERIFYING_KEY = "no public key to check checkpoints with: {path} is missing"
 EMPTY_ANCHOR = "{anchor} holds no checkpoint: nothing outside the database vouches for the ledger"
 GAP = "checkpoint(s) {number} missing from {anchor} (deleted): checkpoint {found} follows checkpoint {before}"
 BROKEN_LINK = "checkpoint {number} does not follow checkpoint {before} (its prev digest differs): one was replaced"
@@ -66,12 +66,12 @@ TRUNCATED = (
 CHAIN_BROKEN = "the chain breaks at record {seq}: {problem}"
 REWRITTEN = (
     "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
-    "records {first}..{seq} were rewritten and the chain after them recomputed (record {good} still matches "
-    "checkpoint {good_number})"
+    "a record in {first}..{seq} was changed and every hash after it recomputed (record {good} still matches "
+    "checkpoint {good_number}, so the first divergence is at or after seq {first})"
 )
 REWRITTEN_FROM_START = (
     "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
-    "records 1..{seq} were rewritten and the chain recomputed"
+    "a record in 1..{seq} was changed and every hash after it recomputed"
 )
 LOCKED_UNTIL = "{uri}: COMPLIANCE retention until {until}"
 UNLOCKED = "{uri}: NOT locked: bucket {bucket} has no Object Lock, so whoever can write it can delete checkpoints"
@@ -370,9 +370,10 @@ def anchored(engine: Engine, settings: Settings) -> Ledger:
     return Ledger(engine, checkpoints=Checkpoints.from_settings(settings, engine))
 
 
-def verifying_key(settings: Settings, path: Path | None = None) -> PublicKey:
-    """The public key checkpoints must be signed by: `path`, or this instance's (never created here)."""
-    path = path or settings.keys_dir / "instance.pub"
-    if not path.is_file():
+def verifying_key(settings: Settings, path: Path | None = None) -> PublicKey | None:
+    """The public key checkpoints must be signed by: `path` (which must exist), or this instance's, None if
+    this instance never made one (it is never created here: verifying signs nothing)."""
+    if path is not None and not path.is_file():
         raise AnchorError(NO_VERIFYING_KEY.format(path=path))
-    return PublicKey.from_text(path.read_text(), source=str(path))
+    path = path or settings.keys_dir / "instance.pub"
+    return PublicKey.from_text(path.read_text(), source=str(path)) if path.is_file() else None

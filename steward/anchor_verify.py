@@ -40,6 +40,7 @@ from steward.keys import PublicKey
 from steward.ledger import Record, VerifyResult, verify_records
 
 ANCHORED_OK = "anchored: {count} checkpoint(s) verified; the newest ({ts}) covers records 1..{seq} of {head}"
+NO_KEY = "{anchor} holds {count} checkpoint(s) but there is no public key to check them with (pass --key FILE)"
 NOT_YET = "; records {first}..{head} are newer than it (the next checkpoint covers them)"
 
 
@@ -72,22 +73,27 @@ class Exported:
 
 @dataclass(frozen=True)
 class AnchorReport:
-    """What `verify` found: `first_divergence` is the first seq the anchor does not vouch for as stored."""
+    """What `verify` found: `first_divergence` is the first seq the anchor does not vouch for as stored;
+    `chain` is the hash chain's own check (steward.ledger.verify_records)."""
 
     ok: bool
     checkpoints: int
     first_divergence: int | None
     problems: list[str]
     summary: str
+    chain: VerifyResult
 
 
-def verify(chain: Chain, anchor: Anchor, key: PublicKey) -> AnchorReport:
+def verify(chain: Chain, anchor: Anchor, key: PublicKey | None) -> AnchorReport:
     """Check the anchor's checkpoints (signed by `key`, numbered without gaps, each linked to the one before),
     then the ledger against them: intact, not rewritten, not truncated. Problems are listed by the seq where
-    each begins; the first is the first divergence."""
+    each begins; the first is the first divergence. Without a key no checkpoint counts (an anchor that holds
+    some is then a problem, not a pass)."""
     contents = anchor.read()
     problems = list(contents.problems)
-    checkpoints = _trusted(contents.checkpoints, key, anchor.uri, problems)
+    if key is None and contents.checkpoints:
+        problems.append(NO_KEY.format(count=len(contents.checkpoints), anchor=anchor.uri))
+    checkpoints = _trusted(contents.checkpoints, key, anchor.uri, problems) if key else []
     result = chain.verify()
     head = chain.head()
     divergences: list[tuple[int, str]] = []
@@ -127,14 +133,14 @@ def verify(chain: Chain, anchor: Anchor, key: PublicKey) -> AnchorReport:
     problems = [message for _, message in divergences] + problems
     first_divergence = divergences[0][0] if divergences else None
     if problems:
-        return AnchorReport(False, len(checkpoints), first_divergence, problems, problems[0])
+        return AnchorReport(False, len(checkpoints), first_divergence, problems, problems[0], result)
     if not checkpoints:
-        return AnchorReport(True, 0, None, [], "the ledger and its anchor are both empty")
+        return AnchorReport(True, 0, None, [], "the ledger and its anchor are both empty", result)
     newest = checkpoints[-1]
     summary = ANCHORED_OK.format(count=len(checkpoints), ts=newest.ts, seq=newest.seq, head=head_seq)
     if head_seq > newest.seq:
         summary += NOT_YET.format(first=newest.seq + 1, head=head_seq)
-    return AnchorReport(True, len(checkpoints), None, [], summary)
+    return AnchorReport(True, len(checkpoints), None, [], summary, result)
 
 
 def _trusted(checkpoints: list[Checkpoint], key: PublicKey, where: str, problems: list[str]) -> list[Checkpoint]:
