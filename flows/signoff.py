@@ -22,7 +22,7 @@ from steward.ledger import APPROVAL_ESCALATED, Ledger
 from steward.params import GovernanceParams
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
-from steward.signoff import Tally, latest, now, open_sign_offs
+from steward.signoff import SIGNOFF_ACTIONS, Tally, latest, now, open_sign_offs
 from tasks.signoff.evidence_artifact import evidence_url, publish_evidence
 from tasks.signoff.policy import Approval, SignoffImpossible, resource, unsatisfiable
 from tasks.signoff.record import record_answer, record_timeout, record_withdrawn, request_signoff, settle
@@ -82,7 +82,7 @@ def _wait(current: Tally, *, settings: Settings) -> Approval | None:
 
 def _reread(current: Tally, *, ledger: Ledger) -> Tally:
     """The sign-off as the ledger now has it (the ledger, not memory, is the record)."""
-    records = ledger.records(subject=current.request.model, since_seq=current.request_seq - 1)
+    records = ledger.records(subject=current.request.model, since_seq=current.request_seq - 1, actions=SIGNOFF_ACTIONS)
     return latest(records, model=current.request.model, flow_run_id=current.request.flow_run_id) or current
 
 
@@ -101,7 +101,7 @@ def sign_off(
     if why := unsatisfiable(governance, author=author, demo=demo):
         raise SignoffImpossible(why)
     run_id = str(flow_run.get_id())
-    records = ledger.records()
+    records = ledger.records(actions=SIGNOFF_ACTIONS)  # the action index: never the whole table
     for stale in open_sign_offs(records, flow_run_id=run_id):
         if stale.request.model != model.ref:  # resumed after the project changed: it trained another model
             record_withdrawn(stale, ledger=ledger, reason=SUPERSEDED.format(model=model.ref))

@@ -124,7 +124,7 @@ def run(
         params = load_params(layout.params_file)
     except StewardError as exc:
         _fail(exc)
-    since = max((r.seq for r in Ledger(make_engine(settings.db_url)).records()), default=0)
+    since = (Ledger(make_engine(settings.db_url)).head() or (0, ""))[0]
     with demo_approvers(settings, params.governance, since_seq=since):
         result = run_demo(
             settings,
