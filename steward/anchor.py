@@ -56,7 +56,7 @@ NO_VERIFYING_KEY = "no public key to check checkpoints with: {path} is missing"
 EMPTY_ANCHOR = "{anchor} holds no checkpoint: nothing outside the database vouches for the ledger"
 GAP = "checkpoint(s) {number} missing from {anchor} (deleted): checkpoint {found} follows checkpoint {before}"
 BROKEN_LINK = "checkpoint {number} does not follow checkpoint {before} (its prev digest differs): one was replaced"
-BAD_SIGNATURE = "checkpoint {number} (seq {seq}) is not signed by the instance key {fingerprint}"
+BAD_SIGNATURE = "checkpoint {number} (seq {seq}) is not signed by the instance key(s) {fingerprint}"
 BACKWARDS = "checkpoint {number} covers seq {seq}, before checkpoint {before}'s seq {earlier}: forged order"
 HIDDEN = "checkpoint object {key} was deleted (a delete marker hides it; {versions} retained version(s) remain)"
 TRUNCATED = (
@@ -370,10 +370,12 @@ def anchored(engine: Engine, settings: Settings) -> Ledger:
     return Ledger(engine, checkpoints=Checkpoints.from_settings(settings, engine))
 
 
-def verifying_key(settings: Settings, path: Path | None = None) -> PublicKey | None:
-    """The public key checkpoints must be signed by: `path` (which must exist), or this instance's, None if
-    this instance never made one (it is never created here: verifying signs nothing)."""
-    if path is not None and not path.is_file():
-        raise AnchorError(NO_VERIFYING_KEY.format(path=path))
-    path = path or settings.keys_dir / "instance.pub"
-    return PublicKey.from_text(path.read_text(), source=str(path)) if path.is_file() else None
+def verifying_keys(settings: Settings, paths: list[Path] | None = None) -> list[PublicKey]:
+    """The public keys checkpoints may be signed by: `paths` (each must exist; the instances that write to
+    one anchor), else this instance's, if it ever made one (it is never created here: verifying signs nothing)."""
+    for path in paths or []:
+        if not path.is_file():
+            raise AnchorError(NO_VERIFYING_KEY.format(path=path))
+    own = settings.keys_dir / "instance.pub"
+    chosen = paths or ([own] if own.is_file() else [])
+    return [PublicKey.from_text(path.read_text(), source=str(path)) for path in chosen]

@@ -84,16 +84,17 @@ class AnchorReport:
     chain: VerifyResult
 
 
-def verify(chain: Chain, anchor: Anchor, key: PublicKey | None) -> AnchorReport:
-    """Check the anchor's checkpoints (signed by `key`, numbered without gaps, each linked to the one before),
+def verify(chain: Chain, anchor: Anchor, keys: list[PublicKey]) -> AnchorReport:
+    """Check the anchor's checkpoints (signed by one of `keys`, numbered without gaps, each linked to the one
+    before: every instance writing to one anchor signs with its own key),
     then the ledger against them: intact, not rewritten, not truncated. Problems are listed by the seq where
     each begins; the first is the first divergence. Without a key no checkpoint counts (an anchor that holds
     some is then a problem, not a pass)."""
     contents = anchor.read()
     problems = list(contents.problems)
-    if key is None and contents.checkpoints:
+    if not keys and contents.checkpoints:
         problems.append(NO_KEY.format(count=len(contents.checkpoints), anchor=anchor.uri))
-    checkpoints = _trusted(contents.checkpoints, key, anchor.uri, problems) if key else []
+    checkpoints = _trusted(contents.checkpoints, keys, anchor.uri, problems) if keys else []
     result = chain.verify()
     head = chain.head()
     divergences: list[tuple[int, str]] = []
@@ -143,15 +144,16 @@ def verify(chain: Chain, anchor: Anchor, key: PublicKey | None) -> AnchorReport:
     return AnchorReport(True, len(checkpoints), None, [], summary, result)
 
 
-def _trusted(checkpoints: list[Checkpoint], key: PublicKey, where: str, problems: list[str]) -> list[Checkpoint]:
-    """The checkpoints signed by `key`, in order; every gap, broken link, bad signature or step back in
+def _trusted(checkpoints: list[Checkpoint], keys: list[PublicKey], where: str, problems: list[str]) -> list[Checkpoint]:
+    """The checkpoints signed by one of `keys`, in order; every gap, broken link, bad signature or step back in
     `problems`. A checkpoint that is not signed is not used to judge the ledger."""
     trusted: list[Checkpoint] = []
     before: Checkpoint | None = None
     for checkpoint in checkpoints:
-        if not key.verifies(KIND, checkpoint.statement(), checkpoint.signature):
+        if not any(key.verifies(KIND, checkpoint.statement(), checkpoint.signature) for key in keys):
+            fingerprints = ", ".join(key.fingerprint for key in keys)
             problems.append(
-                BAD_SIGNATURE.format(number=checkpoint.number, seq=checkpoint.seq, fingerprint=key.fingerprint)
+                BAD_SIGNATURE.format(number=checkpoint.number, seq=checkpoint.seq, fingerprint=fingerprints)
             )
             continue
         expected = before.number + 1 if before else 1

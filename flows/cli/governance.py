@@ -239,15 +239,18 @@ def ledger_verify(
         help="The anchor to check against: s3://BUCKET/PREFIX or a checkpoint file "
         "(default: STEWARD_LEDGER_ANCHOR, else STEWARD_HOME/ledger-checkpoints.jsonl).",
     ),
-    key: Path | None = typer.Option(
-        None, "--key", help="The public key the checkpoints are signed by (default: this instance's)."
+    keys: list[Path] = typer.Option(
+        [],
+        "--key",
+        help="A public key checkpoints may be signed by, once per instance writing to the anchor "
+        "(default: this instance's).",
     ),
 ) -> None:
     """Check the hash chain against the signed checkpoints of its anchor, re-verify every sign-off signature
     and every batch of decisions against the prediction log, offline; name the first point where the ledger
     diverges (exit 1) if a record was edited, the chain rewritten and recomputed, its tail cut, or a
     checkpoint deleted."""
-    from steward.anchor import anchor_from, verifying_key
+    from steward.anchor import anchor_from, verifying_keys
     from steward.anchor_verify import Exported, verify
     from steward.db import make_engine
     from steward.ledger import APPROVAL_DECLINED, APPROVAL_GRANTED, APPROVAL_REQUESTED, Ledger, read_jsonl
@@ -259,7 +262,7 @@ def ledger_verify(
     batches: tuple[int, list[str]] | None = None
     try:
         anchor = anchor_from(against, settings=settings)
-        public = verifying_key(settings, key)
+        public = verifying_keys(settings, keys)
         if file:
             exported = read_jsonl(file)
             report = verify(Exported(exported), anchor, public)

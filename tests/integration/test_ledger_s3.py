@@ -84,7 +84,7 @@ def test_export_to_a_bucket_without_object_lock_is_a_plain_upload(tmp_path, requ
 
 def _anchored(tmp_path, s3_endpoint, bucket):
     """A home whose ledger checkpoints to s3://bucket/steward; five records, each a checkpoint."""
-    from steward.anchor import anchor_from, anchored, verifying_key
+    from steward.anchor import anchor_from, anchored, verifying_keys
     from steward.settings import Settings
 
     settings = Settings(
@@ -98,7 +98,7 @@ def _anchored(tmp_path, s3_endpoint, bucket):
     for n in range(1, 6):
         ledger.append(actor="rollout", action="rollout.step", subject="credit-risk:v1", payload={"n": n})
     assert ledger.checkpoints.last_error is None
-    return ledger, engine, anchor_from(None, settings=settings), verifying_key(settings)
+    return ledger, engine, anchor_from(None, settings=settings), verifying_keys(settings)
 
 
 def test_checkpoints_in_a_locked_bucket_are_retained_and_a_rewrite_is_caught(tmp_path, request, client, s3_endpoint):

@@ -15,7 +15,7 @@ from steward.anchor import (
     FileAnchor,
     anchor_from,
     sign_checkpoint,
-    verifying_key,
+    verifying_keys,
 )
 from steward.anchor_verify import Exported, verify
 from steward.db import make_engine
@@ -95,7 +95,7 @@ def history(ledger, engine):
 
 
 def test_an_untouched_ledger_verifies_against_its_checkpoints(history, anchor, settings):
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert report.ok and report.checkpoints == 3 and report.first_divergence is None, report.problems
     assert "covers records 1..7 of 7" in report.summary
     lines = (settings.state_dir / "ledger-checkpoints.jsonl").read_text().splitlines()
@@ -104,7 +104,7 @@ def test_an_untouched_ledger_verifies_against_its_checkpoints(history, anchor, s
 
 def test_an_edited_record_is_named(history, anchor, settings, engine):
     _sql(engine, "UPDATE ledger SET payload = '{\"n\": 99}' WHERE seq = 4")
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and report.first_divergence == 4
     assert report.problems[0].startswith("the chain breaks at record 4")
 
@@ -113,7 +113,7 @@ def test_a_recomputed_chain_is_caught_by_the_first_checkpoint_after_the_edit(his
     _recompute_from(engine, 4, payload={"n": 99})
     assert history.verify().ok  # the chain alone is fooled: that is the attack
 
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
 
     assert not report.ok and report.first_divergence == 3  # record 2 still matches checkpoint 1: 3..5 diverge
     assert report.problems[0].startswith("rewritten: record 5's hash differs from checkpoint 2 of ")
@@ -123,7 +123,7 @@ def test_a_recomputed_chain_is_caught_by_the_first_checkpoint_after_the_edit(his
 
 def test_a_recomputed_chain_from_the_first_record_is_named_from_the_start(history, anchor, settings, engine):
     _recompute_from(engine, 1, payload={"n": 0})
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and report.first_divergence == 1
     assert "a record in 1..2 was changed" in report.problems[0]
 
@@ -132,7 +132,7 @@ def test_a_recomputed_chain_from_the_first_record_is_named_from_the_start(histor
 def test_a_truncated_tail_is_named(history, anchor, settings, engine, cut_after, first):
     _sql(engine, "DELETE FROM ledger WHERE seq > :n", n=cut_after)
     assert history.verify().ok  # a shorter chain is a valid chain
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and report.first_divergence == first
     assert report.problems[0].startswith(f"truncated: records {first}..")
 
@@ -141,7 +141,7 @@ def test_a_truncated_tail_with_new_records_in_its_place_is_a_rewrite(history, an
     _sql(engine, "DELETE FROM ledger WHERE seq > 5")
     Ledger(engine).append(actor="mallory", action="gate.verdict", subject="credit-risk:v1", payload={"n": 6})
     Ledger(engine).append(actor="mallory", action="gate.verdict", subject="credit-risk:v1", payload={"n": 7})
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and report.first_divergence == 6
     assert report.problems[0].startswith("rewritten: record 7's hash differs from checkpoint 3")
 
@@ -152,13 +152,13 @@ def test_a_deleted_checkpoint_is_detected(history, anchor, settings, deleted, me
     lines = path.read_text().splitlines()
     del lines[deleted]
     path.write_text("\n".join(lines) + "\n")
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and any(p.startswith(message) for p in report.problems), report.problems
 
 
 def test_all_checkpoints_deleted_leaves_a_ledger_nothing_vouches_for(history, anchor, settings):
     (settings.state_dir / "ledger-checkpoints.jsonl").unlink()
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok and "holds no checkpoint" in report.problems[0]
 
 
@@ -170,7 +170,7 @@ def test_a_replaced_or_forged_checkpoint_is_detected(history, anchor, settings, 
     forged = sign_checkpoint(other, number=2, seq=second.seq, head="f" * 64, prev=second.prev, ts=second.ts)
     lines[1] = forged.to_json()
     path.write_text("\n".join(lines) + "\n")
-    report = verify(history, anchor, verifying_key(settings))
+    report = verify(history, anchor, verifying_keys(settings))
     assert not report.ok
     assert any(p.startswith("checkpoint 2 (seq 5) is not signed by the instance key") for p in report.problems)
     assert any(p.startswith("checkpoint(s) 2 missing") for p in report.problems)  # the forged one is not counted
@@ -238,8 +238,22 @@ def test_an_exported_copy_is_checked_against_the_same_anchor(history, anchor, se
 
     path = tmp_path / "ledger.jsonl"
     history.export_jsonl(path)
-    assert verify(Exported(read_jsonl(path)), anchor, verifying_key(settings)).ok
+    assert verify(Exported(read_jsonl(path)), anchor, verifying_keys(settings)).ok
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:4]) + "\n")
-    report = verify(Exported(read_jsonl(path)), anchor, verifying_key(settings))
+    report = verify(Exported(read_jsonl(path)), anchor, verifying_keys(settings))
     assert report.first_divergence == 5 and report.problems[0].startswith("truncated: records 5..7")
+
+
+def test_instances_sharing_an_anchor_each_sign_and_all_their_keys_are_needed(engine, anchor, key, tmp_path):
+    other = new_key(tmp_path / "replica")  # a second instance (another STEWARD_HOME) writing to the same anchor
+    ours, theirs = Checkpoints(engine, anchor, key), Checkpoints(engine, anchor, other)
+    for n, writer in enumerate((ours, theirs, ours), start=1):
+        _note(Ledger(engine), n)
+        writer.write()
+    ours_print, theirs_print = key.public.fingerprint, other.public.fingerprint
+    assert [c.signer for c in anchor.read().checkpoints] == [ours_print, theirs_print, ours_print]
+    assert verify(Ledger(engine), anchor, [key.public, other.public]).ok
+    alone = verify(Ledger(engine), anchor, [key.public])
+    assert not alone.ok and alone.problems[0].startswith("checkpoint 2 (seq 2) is not signed by the instance key(s)")
+    assert not verify(Ledger(engine), anchor, []).ok  # no key: no checkpoint counts
