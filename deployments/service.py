@@ -168,7 +168,10 @@ class Steward:
         checked = self.table.checked(name)
         if checked.refused and checked.refused != self._refused:
             logger.error(checked.refused)
-            self.table.refuse(name, checked, actor="steward-serving")
+            try:
+                self.table.refuse(name, checked, actor="steward-serving")
+            except Exception:  # a busy database must not stop the recorded routing being served
+                logger.exception("the refusal of routing revision %s was not recorded", checked.row_revision)
         self._refused = checked.refused
         routing = checked.routing
         for ref in (routing.production, routing.canary, routing.shadow):

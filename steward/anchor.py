@@ -59,6 +59,7 @@ BROKEN_LINK = "checkpoint {number} does not follow checkpoint {before} (its prev
 BAD_SIGNATURE = "checkpoint {number} (seq {seq}) is not signed by the instance key(s) {fingerprint}"
 BACKWARDS = "checkpoint {number} covers seq {seq}, before checkpoint {before}'s seq {earlier}: forged order"
 HIDDEN = "checkpoint object {key} was deleted (a delete marker hides it; {versions} retained version(s) remain)"
+OVERWRITTEN = "checkpoint object {key} was overwritten ({versions} versions): its first version is the one read"
 TRUNCATED = (
     "truncated: records {first}..{last} are missing (checkpoint {number} of {ts} covers seq {last}; "
     "the ledger ends at seq {head})"
@@ -256,6 +257,8 @@ class S3Anchor:
         for key in sorted(versions):
             if key in hidden:
                 problems.append(HIDDEN.format(key=key, versions=len(versions[key])))
+            elif len(versions[key]) > 1:
+                problems.append(OVERWRITTEN.format(key=key, versions=len(versions[key])))
             # the oldest version is the one written; a later one under the same key is an overwrite
             first = min(versions[key], key=lambda v: v["LastModified"])
             try:
