@@ -257,3 +257,23 @@ def test_instances_sharing_an_anchor_each_sign_and_all_their_keys_are_needed(eng
     alone = verify(Ledger(engine), anchor, [key.public])
     assert not alone.ok and alone.problems[0].startswith("checkpoint 2 (seq 2) is not signed by the instance key(s)")
     assert not verify(Ledger(engine), anchor, []).ok  # no key: no checkpoint counts
+
+
+def test_the_prediction_logs_flush_thread_is_the_heartbeat_of_a_quiet_service(engine, anchor, key):
+    import time
+
+    from steward.predictions import PredictionLog
+
+    ledger = Ledger(engine, checkpoints=Checkpoints(engine, anchor, key, every_seconds=0.05))
+    _note(ledger, 1)
+    assert anchor.newest().seq == 1
+    _note(Ledger(engine), 2)  # a record no hook anchored (another process, without an anchor)
+    log = PredictionLog(engine, ledger, flush_seconds=0.01)
+    log.start()
+    try:
+        deadline = time.monotonic() + 10
+        while anchor.newest().seq < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        log.stop()
+    assert anchor.newest().seq == 2  # written by the idle flush loop, with no decision served
