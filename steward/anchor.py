@@ -33,7 +33,16 @@ from sqlalchemy.orm import Session
 from steward.canonical import canonical_json
 from steward.errors import StewardError
 from steward.keys import PublicKey, SigningKey
-from steward.ledger import ACTIONS, DECISIONS_BATCH, GATE_VERDICT, ROLLOUT_ANALYSIS, Ledger, now_ts
+from steward.ledger import (
+    ACTIONS,
+    DECISIONS_BATCH,
+    GATE_VERDICT,
+    RETRAIN_REQUESTED,
+    REVIEW_DECISION,
+    ROLLOUT_ANALYSIS,
+    Ledger,
+    now_ts,
+)
 
 if TYPE_CHECKING:
     from steward.settings import Settings
@@ -44,36 +53,15 @@ LOCAL_FILE: Final = "ledger-checkpoints.jsonl"  # under STEWARD_HOME
 # Written after these commit: every sign-off answer, model state change, routing change and rollback. The
 # frequent or advisory ones (served decision batches, analyses, verdicts, reviews, retraining requests) are
 # covered by the time-based checkpoint instead.
-NOT_TRIGGERING: Final = frozenset(
-    {DECISIONS_BATCH, ROLLOUT_ANALYSIS, GATE_VERDICT, "review.decision", "retrain.requested"}
-)
+NOT_TRIGGERING: Final = frozenset({DECISIONS_BATCH, ROLLOUT_ANALYSIS, GATE_VERDICT, REVIEW_DECISION, RETRAIN_REQUESTED})
 TRIGGERS: Final = frozenset(ACTIONS) - NOT_TRIGGERING
 
 NOT_WRITTEN = "ledger checkpoint not written to {anchor}: {error} (the ledger record stands; the next one retries)"
 BAD_LINE = "{anchor}: entry {where} is not a checkpoint: {error}"
 BAD_ANCHOR = "not a ledger anchor: {uri!r} (an s3://BUCKET/PREFIX URI or a file path)"
 NO_VERIFYING_KEY = "no public key to check checkpoints with: {path} is missing"
-EMPTY_ANCHOR = "{anchor} holds no checkpoint: nothing outside the database vouches for the ledger"
-GAP = "checkpoint(s) {number} missing from {anchor} (deleted): checkpoint {found} follows checkpoint {before}"
-BROKEN_LINK = "checkpoint {number} does not follow checkpoint {before} (its prev digest differs): one was replaced"
-BAD_SIGNATURE = "checkpoint {number} (seq {seq}) is not signed by the instance key(s) {fingerprint}"
-BACKWARDS = "checkpoint {number} covers seq {seq}, before checkpoint {before}'s seq {earlier}: forged order"
 HIDDEN = "checkpoint object {key} was deleted (a delete marker hides it; {versions} retained version(s) remain)"
 OVERWRITTEN = "checkpoint object {key} was overwritten ({versions} versions): its first version is the one read"
-TRUNCATED = (
-    "truncated: records {first}..{last} are missing (checkpoint {number} of {ts} covers seq {last}; "
-    "the ledger ends at seq {head})"
-)
-CHAIN_BROKEN = "the chain breaks at record {seq}: {problem}"
-REWRITTEN = (
-    "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
-    "a record in {first}..{seq} was changed and every hash after it recomputed (record {good} still matches "
-    "checkpoint {good_number}, so the first divergence is at or after seq {first})"
-)
-REWRITTEN_FROM_START = (
-    "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
-    "a record in 1..{seq} was changed and every hash after it recomputed"
-)
 LOCKED_UNTIL = "{uri}: COMPLIANCE retention until {until}"
 UNLOCKED = "{uri}: NOT locked: bucket {bucket} has no Object Lock, so whoever can write it can delete checkpoints"
 

@@ -21,24 +21,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from steward.anchor import (
-    BACKWARDS,
-    BAD_SIGNATURE,
-    BROKEN_LINK,
-    CHAIN_BROKEN,
-    EMPTY_ANCHOR,
-    GAP,
-    GENESIS,
-    KIND,
-    REWRITTEN,
-    REWRITTEN_FROM_START,
-    TRUNCATED,
-    Anchor,
-    Checkpoint,
-)
+from steward.anchor import GENESIS, KIND, Anchor, Checkpoint
 from steward.keys import PublicKey
 from steward.ledger import Record, VerifyResult, verify_records
 
+EMPTY_ANCHOR = "{anchor} holds no checkpoint: nothing outside the database vouches for the ledger"
+GAP = "checkpoint(s) {number} missing from {anchor} (deleted): checkpoint {found} follows checkpoint {before}"
+BROKEN_LINK = "checkpoint {number} does not follow checkpoint {before} (its prev digest differs): one was replaced"
+BAD_SIGNATURE = "checkpoint {number} (seq {seq}) is not signed by the instance key(s) {fingerprint}"
+BACKWARDS = "checkpoint {number} covers seq {seq}, before checkpoint {before}'s seq {earlier}: forged order"
+TRUNCATED = (
+    "truncated: records {first}..{last} are missing (checkpoint {number} of {ts} covers seq {last}; "
+    "the ledger ends at seq {head})"
+)
+CHAIN_BROKEN = "the chain breaks at record {seq}: {problem}"
+REWRITTEN = (
+    "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
+    "a record in {first}..{seq} was changed and every hash after it recomputed (record {good} still matches "
+    "checkpoint {good_number}, so the first divergence is at or after seq {first})"
+)
+REWRITTEN_FROM_START = (
+    "rewritten: record {seq}'s hash differs from checkpoint {number} of {ts} ({found}... vs {signed}...); "
+    "a record in 1..{seq} was changed and every hash after it recomputed"
+)
 ANCHORED_OK = "anchored: {count} checkpoint(s) verified; the newest ({ts}) covers records 1..{seq} of {head}"
 NO_KEY = "{anchor} holds {count} checkpoint(s) but there is no public key to check them with (pass --key FILE)"
 NOT_YET = "; records {first}..{head} are newer than it (the next checkpoint covers them)"
