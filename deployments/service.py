@@ -23,6 +23,7 @@ answered by production.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -38,10 +39,10 @@ from scipy.special import expit
 
 from deployments.guards import Guards
 from deployments.openapi import OpenAPIDocument
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
-from steward.ledger import Ledger
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.predictions import ERROR, PredictionLog
@@ -85,6 +86,7 @@ COUNTERFACTUAL_NOTE = (
 REFERRAL = "P(favourable) {probability:.3f} in band"
 CANARY_TRIPPED = "circuit breaker: canary {model} raised {error}"
 _SERVING = {"where": "service", "actor": "steward-serving"}  # who refuses a model that does not verify here
+logger = logging.getLogger("steward.serving")
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 _usecase = _params.usecase  # the one use case this process serves
@@ -123,7 +125,7 @@ class Loaded:
 class Steward:
     def __init__(self) -> None:
         self.engine = make_engine(_settings.db_url)
-        self.ledger = Ledger(self.engine)
+        self.ledger = anchored(self.engine, _settings)  # checkpoints of the head: steward/anchor.py
         self.registry = Registry(self.engine, ledger=self.ledger)
         self.table = RoutingTable(self.engine, self.ledger)
         self.moves = Rollouts(self.engine, self.ledger)
@@ -134,6 +136,8 @@ class Steward:
         self.refused: dict[str, str] = {}  # refs refused this process, and why: never loaded, never retried
         self._load_lock = threading.Lock()
         self.routing = Routing()
+        self._row_revision = 0  # the routing row's revision last checked
+        self._routing_refused: str | None = None  # why that row was refused, if it was (recorded once)
         self._first_routing()
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
@@ -172,14 +176,27 @@ class Steward:
         return frame.sample(n=min(len(frame), _params.explain.background_size), random_state=_params.explain.seed)
 
     def _refresh(self, *, force: bool = False) -> None:
-        """Take up the routing table's newest revision (`force`: re-read it even if the revision is known)."""
-        if not force and newest(self.engine, _params.usecase.model_name) == self.routing.revision:
+        """Take up the routing table's newest revision (`force`: re-read it even if the revision is known).
+
+        Only a routing the ledger recorded is served: a row changed around `RoutingTable.set` (no matching
+        ledger record) is refused, once logged and recorded, and the last recorded routing stays served."""
+        name = _params.usecase.model_name  # this service serves params.yaml's use case
+        if not force and newest(self.engine, name) == self._row_revision:
             return
-        routing = self.table.get(_params.usecase.model_name)  # this service serves params.yaml's use case
+        checked = self.table.checked(name)
+        if checked.refused and checked.refused != self._routing_refused:
+            logger.error(checked.refused)
+            try:
+                self.table.refuse(name, checked, actor="steward-serving")
+            except Exception:  # a busy database must not stop the recorded routing being served
+                logger.exception("the refusal of routing revision %s was not recorded", checked.row_revision)
+        self._routing_refused = checked.refused
+        routing = checked.routing
         for ref in (routing.production, routing.canary, routing.shadow):
             if ref:
                 self._load(ref)
         self.routing = routing  # one assignment: a request sees the old table or the new one, whole
+        self._row_revision = checked.row_revision
 
     def _first_routing(self) -> None:
         """The routing at start, read again if a refused canary or shadow was withdrawn. A refused production is not

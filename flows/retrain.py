@@ -12,9 +12,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.train import TrainResult, train_flow
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.layout import Layout
-from steward.ledger import RETRAIN_REQUESTED, Ledger
+from steward.ledger import RETRAIN_REQUESTED
 from steward.params import load_params
 from steward.settings import Settings
 from tasks.retrain.assemble import assemble_task
@@ -36,7 +37,7 @@ def retrain_flow(
     settings = Settings()
     author = author or settings.user
     chosen = load_params(Layout(settings.project_dir).params_file, usecase=usecase).usecase
-    ledger = Ledger(make_engine(settings.db_url))
+    ledger = anchored(make_engine(settings.db_url), settings)
     assembled = assemble_task(data, usecase=chosen.name, settings=settings)
     ledger.append(
         actor=author,

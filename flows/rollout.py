@@ -23,9 +23,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.layout import Layout
-from steward.ledger import ROLLOUT_ANALYSIS, Ledger
+from steward.ledger import ROLLOUT_ANALYSIS
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.registry import State
@@ -56,7 +57,7 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     logger = get_run_logger()
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
+    ledger = anchored(engine, settings)
     moves = Rollouts(engine, ledger)
     version = moves.registry.get(model)
     ref = version.ref
@@ -166,7 +167,7 @@ def rollback_flow(model: str, reason: str) -> dict[str, Any]:
     of a canary); a production model is left serving, since only the kill switch takes production out."""
     settings = Settings()
     engine = make_engine(settings.db_url)
-    moves = Rollouts(engine, Ledger(engine))
+    moves = Rollouts(engine, anchored(engine, settings))
     routing = moves.table.get(model_name_of(model))  # the routing row of the model's own use case
     if model not in (routing.canary, routing.shadow):
         get_run_logger().info(f"{model} is neither canary nor shadow now: nothing to roll back")

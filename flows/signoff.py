@@ -17,12 +17,13 @@ from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
+from steward.anchor import anchored
 from steward.governance import GovernanceParams
 from steward.ledger import APPROVAL_ESCALATED, Ledger
 from steward.policy_in_force import GovernanceError, governing
 from steward.registry import ModelVersion, Registry
 from steward.settings import Settings
-from steward.signoff import Tally, latest, now, open_sign_offs
+from steward.signoff import SIGNOFF_ACTIONS, Tally, latest, now, open_sign_offs
 from steward.usecase import UseCase
 from tasks.signoff.evidence_artifact import evidence_url, publish_evidence
 from tasks.signoff.policy import Approval, SignoffImpossible, resource, unsatisfiable
@@ -83,7 +84,7 @@ def _wait(current: Tally, *, settings: Settings) -> Approval | None:
 
 def _reread(current: Tally, *, ledger: Ledger) -> Tally:
     """The sign-off as the ledger now has it (the ledger, not memory, is the record)."""
-    records = ledger.records(subject=current.request.model, since_seq=current.request_seq - 1)
+    records = ledger.records(subject=current.request.model, since_seq=current.request_seq - 1, actions=SIGNOFF_ACTIONS)
     return latest(records, model=current.request.model, flow_run_id=current.request.flow_run_id) or current
 
 
@@ -108,7 +109,7 @@ def sign_off(
     if why := unsatisfiable(governance, author=author, demo=demo):
         raise SignoffImpossible(why)
     run_id = str(flow_run.get_id())
-    records = ledger.records()
+    records = ledger.records(actions=SIGNOFF_ACTIONS)  # the action index: never the whole table
     for stale in open_sign_offs(records, flow_run_id=run_id):
         if stale.request.model != model.ref:  # resumed after the project changed: it trained another model
             record_withdrawn(stale, ledger=ledger, reason=SUPERSEDED.format(model=model.ref))
@@ -153,7 +154,7 @@ def signoff_sweep_flow() -> list[str]:
 
     settings = Settings()
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
+    ledger = anchored(engine, settings)
     records = sweep(ledger=ledger, registry=Registry(engine, ledger=ledger), at=now())
     for record in records:
         get_run_logger().info("%s: %s %s", record.subject, record.action, record.payload.get("reason", ""))

@@ -16,10 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.signoff import sign_off
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.keys import instance_key
 from steward.layout import CANDIDATE_FILE, Layout
-from steward.ledger import Ledger
 from steward.params import load_params
 from steward.registry import ModelVersion, Registry, State
 from steward.settings import Settings
@@ -148,7 +148,7 @@ def train_flow(
         ran += [stage for stage in reproduce_pipeline(layout, settings=settings, server=server) if stage not in ran]
 
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
+    ledger = anchored(engine, settings)
     registry = Registry(engine, ledger=ledger)
     gate = read_report(layout.report("gate"))
     model = register_candidate(

@@ -10,6 +10,12 @@ import importlib
 from typing import Any
 
 _HOMES = {
+    "AnchorError": "steward.anchor",
+    "Checkpoint": "steward.anchor",
+    "Checkpoints": "steward.anchor",
+    "anchor_from": "steward.anchor",
+    "anchored": "steward.anchor",
+    "AnchorReport": "steward.anchor_verify",
     "Layout": "steward.layout",
     "Ledger": "steward.ledger",
     "LedgerError": "steward.ledger",

@@ -14,6 +14,7 @@ built-in exception its callers have always caught (ValueError, FileNotFoundError
     ├── DataError (ValueError)              steward.usecase: a dataset file not in its documented format
     ├── UseCaseError (ValueError)           steward.usecase: a use case that does not load or match its data
     ├── LedgerError (ValueError)            steward.ledger: a record refused, an export misconfigured
+    ├── AnchorError (ValueError)            steward.anchor: a malformed anchor URI, an unreadable checkpoint
     ├── RegistryError (ValueError)          steward.registry: an unknown model, a forbidden transition
     ├── RoutingError (ValueError)           steward.routing: a canary weight outside [0, 1], a weight with no canary
     ├── ModelRefused (RuntimeError)         steward.model_integrity: model bytes or records that do not verify

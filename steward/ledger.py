@@ -2,8 +2,9 @@
 
 Record `n` carries `hash = sha256(prev_hash || canonical JSON of {seq, ts, actor, action, subject, payload})`
 and `prev_hash` = the hash of record `n - 1` (64 zeros for record 1), so editing, deleting or reordering
-any record breaks the chain from that record on. Removing records from the *end* leaves a shorter valid
-chain: an exported copy under Object Lock (`steward.ledger_export`) is the anchor that catches that.
+any record breaks the chain from that record on. Removing records from the *end*, or recomputing every hash after an
+edit, leaves a valid chain: signed checkpoints of the head kept outside the database (`steward.anchor`) are
+what catch that.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, get_args
 
-from sqlalchemy import Engine, Integer, String, Text, select
+from sqlalchemy import Engine, Integer, String, Text, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.canonical import canonical_json
@@ -43,6 +44,7 @@ Action = Literal[
     "decisions.batch",
     "policy.adopted",
     "model.refused",
+    "routing.refused",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -61,6 +63,7 @@ RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, 
 DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
 POLICY_ADOPTED: Final = "policy.adopted"  # a governance policy put in force, signed by a policy owner
 MODEL_REFUSED: Final = "model.refused"  # a model whose bytes or records did not verify, refused before loading
+ROUTING_REFUSED: Final = "routing.refused"  # a service refused a routing row no ledger record vouches for
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64
@@ -183,19 +186,24 @@ class VerifyResult:
     problem: str
 
 
-def verify_records(records: list[Record]) -> VerifyResult:
-    """Check a chain in the order given: seq counts 1, 2, 3 ..., each prev_hash links, each hash matches."""
-    prev_hash = GENESIS_HASH
+def verify_records(records: Iterable[Record]) -> VerifyResult:
+    """Check a chain in the order given: seq counts 1, 2, 3 ..., each prev_hash links, each hash matches.
+    Reads to the end (`count` is every record), and reports the first bad one."""
+    prev_hash, count, first = GENESIS_HASH, 0, None
     for expected, record in enumerate(records, start=1):
+        count = expected
+        if first is not None:
+            continue
         if record.seq != expected:
-            return VerifyResult(False, len(records), expected, SEQ_BROKEN.format(seq=expected, found=record.seq))
-        if record.prev_hash != prev_hash:
-            return VerifyResult(False, len(records), expected, PREV_HASH_BROKEN.format(seq=expected))
-        if not record.intact():
-            return VerifyResult(False, len(records), expected, HASH_BROKEN.format(seq=expected))
+            first = VerifyResult(False, 0, expected, SEQ_BROKEN.format(seq=expected, found=record.seq))
+        elif record.prev_hash != prev_hash:
+            first = VerifyResult(False, 0, expected, PREV_HASH_BROKEN.format(seq=expected))
+        elif not record.intact():
+            first = VerifyResult(False, 0, expected, HASH_BROKEN.format(seq=expected))
         prev_hash = record.hash
-    problem = CHAIN_OK.format(count=len(records)) if records else EMPTY_CHAIN
-    return VerifyResult(True, len(records), None, problem)
+    if first is not None:
+        return replace(first, count=count)
+    return VerifyResult(True, count, None, CHAIN_OK.format(count=count) if count else EMPTY_CHAIN)
 
 
 def read_jsonl(path: Path) -> list[Record]:
@@ -218,11 +226,24 @@ def now_ts() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class Ledger:
-    """The hash-chained `ledger` table in Steward's database."""
+PAGE: Final = 1000  # records per read when walking the whole chain: memory stays flat however long it is
 
-    def __init__(self, engine: Engine) -> None:
+
+class CheckpointHook(Protocol):
+    """What the ledger tells after a commit (`steward.anchor.Checkpoints`): it may anchor the new head."""
+
+    def after_commit(self, action: str) -> None: ...
+
+    def if_due(self) -> None: ...
+
+
+class Ledger:
+    """The hash-chained `ledger` table in Steward's database; with `checkpoints`, its head is anchored outside
+    it after each commit that calls for it (steward.anchor)."""
+
+    def __init__(self, engine: Engine, *, checkpoints: CheckpointHook | None = None) -> None:
         self._engine = engine
+        self.checkpoints = checkpoints
 
     @property
     def engine(self) -> Engine:
@@ -247,9 +268,20 @@ class Ledger:
         except (TypeError, ValueError) as exc:
             raise LedgerError(BAD_PAYLOAD.format(error=exc)) from None
         if session is not None:
+            if self.checkpoints is not None:  # after the caller's commit: a rolled-back record is never anchored
+                hook = self.checkpoints
+                event.listen(session, "after_commit", lambda _session: hook.after_commit(action), once=True)
             return self._append(session, actor, action, subject, payload_text)
         with Session(self._engine) as own, own.begin():
-            return self._append(own, actor, action, subject, payload_text)
+            record = self._append(own, actor, action, subject, payload_text)
+        if self.checkpoints is not None:
+            self.checkpoints.after_commit(action)
+        return record
+
+    def checkpoint_if_due(self) -> None:
+        """Anchor the head if the newest checkpoint is older than its interval (a quiet system's heartbeat)."""
+        if self.checkpoints is not None:
+            self.checkpoints.if_due()
 
     def _append(self, session: Session, actor: str, action: str, subject: str, payload_text: str) -> Record:
         self.lock(session)
@@ -304,12 +336,42 @@ class Ledger:
         with Session(self._engine) as session:
             return [Record._of(row) for row in session.scalars(query)]
 
-    def verify(self) -> VerifyResult:
-        """Check the whole stored chain (see `verify_records`). A payload edited into text that is no longer
-        JSON is named as an edit of its record, like any other edit, instead of failing the read."""
+    @staticmethod
+    def head_of(session: Session) -> tuple[int, str] | None:
+        """The newest record's (seq, hash) as `session` sees it (None: empty); one primary-key lookup."""
+        last = session.execute(select(LedgerRow.seq, LedgerRow.hash).order_by(LedgerRow.seq.desc()).limit(1)).first()
+        return None if last is None else (last.seq, last.hash)
+
+    def head(self) -> tuple[int, str] | None:
+        """The newest record's (seq, hash), or None when the ledger is empty."""
         with Session(self._engine) as session:
-            rows = session.scalars(select(LedgerRow).order_by(LedgerRow.seq))
-            return verify_records([Record._of(row, _payload_or_unhashable) for row in rows])
+            return self.head_of(session)
+
+    def hashes_at(self, seqs: Iterable[int]) -> dict[int, str]:
+        """The stored hash of each of `seqs` that exists (primary-key lookups, a few hundred per query)."""
+        wanted, found = sorted(set(seqs)), {}
+        with Session(self._engine) as session:
+            for start in range(0, len(wanted), 500):
+                query = select(LedgerRow.seq, LedgerRow.hash).where(LedgerRow.seq.in_(wanted[start : start + 500]))
+                found.update({row.seq: row.hash for row in session.execute(query)})
+        return found
+
+    def _pages(self) -> Iterator[Record]:
+        """Every record in seq order, read a page at a time by seq range (never the whole table at once)."""
+        after = 0
+        while True:
+            with Session(self._engine) as session:
+                query = select(LedgerRow).where(LedgerRow.seq > after).order_by(LedgerRow.seq).limit(PAGE)
+                page = [Record._of(row, _payload_or_unhashable) for row in session.scalars(query)]
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].seq
+
+    def verify(self) -> VerifyResult:
+        """Check the whole stored chain (see `verify_records`), a page at a time. A payload edited into text that
+        is no longer JSON is named as an edit of its record, like any other edit, instead of failing the read."""
+        return verify_records(self._pages())
 
     def export_jsonl(self, path: Path) -> int:
         """Write every record as one JSON line to `path` (atomically); returns the number of records."""

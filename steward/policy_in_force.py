@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from steward.errors import StewardError
 from steward.governance import GovernanceParams, Tier, TierPolicy, policy_digest, rank
-from steward.keys import KeyFileError, PublicKey, Signer
-from steward.ledger import POLICY_ADOPTED, Ledger, LedgerRow, Record
+from steward.keys import KeyFileError, PublicKey, Signer, readable
+from steward.ledger import APPROVAL_REQUESTED, POLICY_ADOPTED, Ledger, LedgerRow, Record
 
 POLICY_STATEMENT: Final = "governance-policy"
 POLICY_SUBJECT: Final = "governance"
@@ -150,14 +150,20 @@ def in_force(engine: Engine) -> PolicyInForce | None:
 
 
 def adopt(
-    engine: Engine, governance: GovernanceParams, key: Signer, *, actor: str, demo: bool = False
+    engine: Engine,
+    governance: GovernanceParams,
+    key: Signer,
+    *,
+    actor: str,
+    demo: bool = False,
+    ledger: Ledger | None = None,
 ) -> PolicyInForce:
     """Put `governance` in force, signed by `key`: an owner of the policy in force (or, for the first policy,
     one of its own owners). A real policy never follows into a home whose policy is a demo's unless the
     demo's owner (the instance key) signs it; a demo policy never replaces a real one."""
     if not governance.owners:
         raise GovernanceError(NO_OWNERS)
-    ledger = Ledger(engine)
+    ledger = ledger or Ledger(engine)  # an anchored one (steward.anchor) checkpoints the adoption at once
     with Session(engine) as session, session.begin():
         ledger.lock(session)  # the policy read and the adoption after it are one step: no two owners interleave
         current = in_force_within(session)
@@ -193,11 +199,52 @@ def governing(
     return policy.for_run(run, usecase=usecase, declared=declared, demo=demo), policy.digest
 
 
-def adopt_demo(engine: Engine, proposal: GovernanceParams, key: Signer, *, actor: str) -> PolicyInForce:
+def adopt_demo(
+    engine: Engine, proposal: GovernanceParams, key: Signer, *, actor: str, ledger: Ledger | None = None
+) -> PolicyInForce:
     """Make this home a demo home under `proposal` (its owner the instance `key`), or keep the demo policy in
     force if it is that already; refused where a real policy is in force."""
     governance = proposal.model_copy(update={"owners": [key.public.openssh]})
     current = in_force(engine)
     if current is not None and current.demo and current.digest == policy_digest(governance):
         return current
-    return adopt(engine, governance, key, actor=actor, demo=True)
+    return adopt(engine, governance, key, actor=actor, demo=True, ledger=ledger)
+
+
+def policy_problems(records: list[Record]) -> list[str]:
+    """What `steward ledger verify` says of the governance in `records` (policy adoptions and sign-off requests,
+    in seq order): each adoption that does not verify, and each sign-off request not opened under the policy in
+    force at its seq, or pinning a key that policy does not register for that approver (a request someone
+    wrote into the database with keys of their own choosing). A demo identity's key, in a demo policy, is the
+    demo home's own and not in the policy."""
+    problems: list[str] = []
+    current: PolicyInForce | None = None
+    for record in records:
+        if record.action == POLICY_ADOPTED:
+            try:
+                current = _accept(record.seq, record.payload, current)
+            except GovernanceError as exc:
+                problems.append(str(exc))
+        elif record.action == APPROVAL_REQUESTED:
+            problems += _request_problems(record, current)
+    return problems
+
+
+def _request_problems(record: Record, policy: PolicyInForce | None) -> list[str]:
+    where = f"seq {record.seq}: the sign-off of {record.subject}"
+    if policy is None:
+        return [f"{where} was opened with no governance policy in force"]
+    named = str(record.payload.get("policy_digest"))
+    if named != policy.digest:
+        return [f"{where} names policy {named[:16]}, not the one in force ({policy.digest[:16]}, seq {policy.seq})"]
+    found = []
+    for name, keys in dict(record.payload.get("keys") or {}).items():
+        approver = policy.governance.approvers.get(name)
+        if approver is None:
+            found.append(f"{where} pins keys for {name}, who is no approver in the policy in force")
+        elif not (approver.demo and policy.demo):
+            registered = {PublicKey.from_text(text).fingerprint for text in approver.public_keys}
+            pinned = {key.fingerprint for key in readable(list(keys))}
+            if pinned - registered:
+                found.append(f"{where} pins a key for {name} the policy in force does not register")
+    return found

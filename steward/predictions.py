@@ -189,6 +189,7 @@ class PredictionLog:
         while not self._stop.wait(self._flush_seconds):
             try:
                 self.flush()
+                self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
             except Exception:
                 continue
 
@@ -209,6 +210,40 @@ def batch_rows(engine: Engine, batch: int) -> list[Decision]:
             )
             for row, inputs in session.execute(query)
         ]
+
+
+BATCH_CHANGED = (
+    "decisions batch {batch} (ledger seq {seq}): the prediction log holds {count} decision(s) with digest "
+    "{found}..., the ledger recorded {recorded} with digest {digest}...: the log was edited"
+)
+BATCH_UNRECORDED = "prediction log batch {batch} has no decisions.batch ledger record: written around the ledger"
+
+
+def unmatched_batches(engine: Engine, ledger: Ledger) -> tuple[int, list[str]]:
+    """Recompute each recorded batch's digest from the prediction log (`steward ledger verify`): how many
+    batches were checked, and every one whose decisions no longer match its ledger record, or that has none.
+    Reads go through the action and batch indexes, one batch at a time."""
+    problems, recorded = [], set()
+    for record in ledger.records(actions=(DECISIONS_BATCH,)):
+        number = int(record.payload.get("batch", 0))
+        recorded.add(number)
+        rows = batch_rows(engine, number)
+        found = batch_digest(rows) if rows else ""
+        if found != record.payload.get("digest") or len(rows) != record.payload.get("count"):
+            problems.append(
+                BATCH_CHANGED.format(
+                    batch=number,
+                    seq=record.seq,
+                    count=len(rows),
+                    found=found[:12],
+                    recorded=record.payload.get("count"),
+                    digest=str(record.payload.get("digest"))[:12],
+                )
+            )
+    with Session(engine) as session:
+        logged = set(session.scalars(select(PredictionRow.batch).distinct()))
+    problems += [BATCH_UNRECORDED.format(batch=number) for number in sorted(logged - recorded)]
+    return len(recorded), problems
 
 
 def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:

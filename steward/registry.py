@@ -21,7 +21,7 @@ from steward.errors import StewardError
 from steward.keys import SigningKey
 from steward.ledger import REGISTRY_TRANSITION, Ledger, LedgerRow, Record
 from steward.model_integrity import Manifest, ModelSealRow, Seal, seal
-from steward.signoff import latest
+from steward.signoff import SIGNOFF_ACTIONS, latest
 
 UNKNOWN_MODEL = "no model version {ref!r} in the registry"
 BAD_NAME = (
@@ -279,7 +279,8 @@ class Registry:
         nothing ending it otherwise first. (A registry without a ledger approves nothing.)"""
         if self._ledger is None:
             return False
-        rows = session.scalars(select(LedgerRow).where(LedgerRow.subject == ref).order_by(LedgerRow.seq))
+        query = select(LedgerRow).where(LedgerRow.subject == ref, LedgerRow.action.in_(SIGNOFF_ACTIONS))
+        rows = session.scalars(query.order_by(LedgerRow.seq))  # the subject's sign-off records, not its history
         found = latest([Record._of(row) for row in rows], model=ref)
         return found is not None and found.outcome == "approved"
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.db import Base
 from steward.errors import StewardError
-from steward.ledger import ROLLBACK, ROLLOUT_STEP, Ledger
+from steward.ledger import ROLLBACK, ROLLOUT_STEP, ROUTING_REFUSED, Ledger, LedgerRow
 
 Mode = Literal["serve", "refuse"]
 BAD_WEIGHT = "a canary weight must be in [0, 1], got {weight}"
@@ -37,6 +37,10 @@ DEMO_MODEL = (
     "is not a demo policy"
 )
 OTHER_MODEL = "the routing of {model_name} cannot name {ref}: a version of another model"
+UNRECORDED = (
+    "routing revision {revision} of {model_name} has no matching ledger record (the newest, {newest}, says "
+    "{recorded}): it was written around the ledger; serving the last recorded routing instead"
+)
 
 
 class RoutingError(StewardError, ValueError):
@@ -112,6 +116,43 @@ class RoutingTable:
             row = session.get(RoutingRow, model_name)
             return Routing() if row is None else _plain(row)
 
+    def checked(self, model_name: str) -> Checked:
+        """What a service may serve for `model_name`: the routing row when the ledger's newest routing record
+        of that model set exactly it, else the routing that record set (the last recorded), with why the row
+        was refused. A row changed around `set` (a direct UPDATE) is thus never served.
+
+        The row is read before the record: `set` commits both at once, so a record newer than the row is a
+        change committed in between, and the row is read again (a few times) before it is refused."""
+        for _ in range(3):
+            row = self.get(model_name)
+            found = recorded(self._engine, model_name)
+            last = found[0] if found else Routing()
+            if last == row:
+                return Checked(last, None, row.revision)
+            if last.revision <= row.revision:
+                break
+        problem = UNRECORDED.format(
+            revision=row.revision,
+            model_name=model_name,
+            newest=f"seq {found[1]}" if found else "none",
+            recorded=f"revision {last.revision}" if found else "nothing",
+        )
+        return Checked(last, problem, row.revision)
+
+    def refuse(self, model_name: str, checked: Checked, *, actor: str) -> None:
+        """Record that a service refused `model_name`'s routing row (and serves the last recorded routing)."""
+        self._ledger.append(
+            actor=actor,
+            action=ROUTING_REFUSED,
+            subject=f"routing:{model_name}",
+            payload={
+                "model_name": model_name,
+                "row_revision": checked.row_revision,
+                "serving": checked.routing.as_dict(),
+                "reason": checked.refused or "",
+            },
+        )
+
     def all(self) -> dict[str, Routing]:
         """Every model name's routing, by name (what `steward status` shows)."""
         with Session(self._engine) as session:
@@ -159,10 +200,61 @@ class RoutingTable:
                 actor=actor,
                 action=ROLLBACK if rollback else ROLLOUT_STEP,
                 subject=subject or routing.canary or routing.production or f"routing:{model_name}",
-                payload={"before": before, "after": after.as_dict(), "reason": reason},
+                payload={"model_name": model_name, "before": before, "after": after.as_dict(), "reason": reason},
                 session=session,
             )
             return after
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The routing a service may serve, and why the row was refused if it was (`refused`)."""
+
+    routing: Routing
+    refused: str | None = None
+    row_revision: int = 0
+
+
+def recorded(engine: Engine, model_name: str) -> tuple[Routing, int] | None:
+    """The routing the newest `rollout.step` or `rollback` record of `model_name` set, and that record's seq.
+
+    Walks those records newest first through the action index and stops at the first of this model: the
+    newest routing change of the one model is normally among the last few."""
+    query = (
+        select(LedgerRow.seq, LedgerRow.subject, LedgerRow.payload)
+        .where(LedgerRow.action.in_((ROLLOUT_STEP, ROLLBACK)))
+        .order_by(LedgerRow.seq.desc())
+        .execution_options(yield_per=50)
+    )
+    with Session(engine) as session:
+        for row in session.execute(query):
+            payload = json.loads(row.payload)
+            if _model_of(row.subject, payload) == model_name and isinstance(payload.get("after"), dict):
+                return _routing_of(payload["after"]), row.seq
+    return None
+
+
+def _model_of(subject: str, payload: dict[str, Any]) -> str | None:
+    """The model name a routing record is about (records before `model_name` was in the payload: its refs)."""
+    if isinstance(payload.get("model_name"), str):
+        return str(payload["model_name"])
+    after: dict[str, Any] = payload["after"] if isinstance(payload.get("after"), dict) else {}
+    refs = [after.get(role) for role in ("production", "canary", "shadow")] + subject.split(", ")
+    names = {model_name_of(ref) for ref in refs if isinstance(ref, str) and ":v" in ref}
+    names |= {subject.removeprefix("routing:")} if subject.startswith("routing:") else set()
+    return names.pop() if len(names) == 1 else None
+
+
+def _routing_of(after: dict[str, Any]) -> Routing:
+    return Routing(
+        production=after.get("production"),
+        canary=after.get("canary"),
+        canary_weight=float(after.get("canary_weight") or 0.0),
+        shadow=after.get("shadow"),
+        mode="refuse" if after.get("mode") == "refuse" else "serve",
+        revision=int(after.get("revision") or 0),
+        reason=str(after.get("reason") or ""),
+    )
 
 
 def _check_states(session: Session, routing: Routing) -> None:

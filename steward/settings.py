@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     signoff_poll_seconds: float = Field(
         default=5.0, gt=0, le=300, description="How often a paused sign-off asks Prefect whether it was answered"
     )
+    # --- the ledger's anchor (steward/anchor.py) ---
+    ledger_anchor: str | None = Field(
+        default=None,
+        description="Where signed checkpoints of the ledger's head go: s3://BUCKET/PREFIX (COMPLIANCE retention "
+        "when the bucket has Object Lock); unset: the append-only file STEWARD_HOME/ledger-checkpoints.jsonl",
+    )
+    ledger_checkpoint_seconds: float = Field(
+        default=300.0, gt=0, description="A checkpoint at least this often while the ledger grows"
+    )
+    ledger_anchor_retain_days: int = Field(
+        default=365, ge=1, description="Object Lock retention of each checkpoint in an s3:// anchor"
+    )
     # --- serving trust (deployments/guards.py, steward/feedback_auth.py) ---
     feedback_key: SecretStr | None = Field(
         default=None,
@@ -132,4 +144,6 @@ class Settings(BaseSettings):
             env["STEWARD_S3_BUCKET"] = self.s3_bucket
         if self.prefect_api_url:
             env["PREFECT_API_URL"] = self.prefect_api_url
+        if self.ledger_anchor:
+            env["STEWARD_LEDGER_ANCHOR"] = self.ledger_anchor
         return env

@@ -30,6 +30,16 @@ from steward.ledger import (
 Outcome = Literal["approved", "rejected", "changes_requested", "expired", "withdrawn"]
 ANSWER = "signoff-answer"  # the kind of statement an approver signs
 OPENING = "signoff-opening"  # the kind of statement the author's key signs
+# Every record a sign-off's tally reads: its readers ask the ledger for these (the action index), not for all.
+SIGNOFF_ACTIONS = (
+    APPROVAL_REQUESTED,
+    APPROVAL_GRANTED,
+    APPROVAL_DECLINED,
+    APPROVAL_REFUSED,
+    APPROVAL_ESCALATED,
+    APPROVAL_EXPIRED,
+    APPROVAL_WITHDRAWN,
+)
 NOT_A_TOKEN = "the signature is not `TIME SIGNATURE` as `steward sign` prints it"
 
 

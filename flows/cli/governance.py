@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 
 
 def _approver_context() -> tuple[Settings, Ledger]:
+    from steward.anchor import anchored
     from steward.db import make_engine
-    from steward.ledger import Ledger
 
     settings = Settings()
     _environment(settings, server=True)
-    return settings, Ledger(make_engine(settings.db_url))
+    return settings, anchored(make_engine(settings.db_url), settings)
 
 
 def approvals(
@@ -283,31 +283,86 @@ def _write_pack(model: str, out: Path) -> None:
 
 def ledger_verify(
     file: Path | None = typer.Option(None, "--file", help="Verify an exported JSONL copy instead of the database."),
+    against: str | None = typer.Option(
+        None,
+        "--against",
+        help="The anchor to check against: s3://BUCKET/PREFIX or a checkpoint file "
+        "(default: STEWARD_LEDGER_ANCHOR, else STEWARD_HOME/ledger-checkpoints.jsonl).",
+    ),
+    keys: list[Path] = typer.Option(
+        [],
+        "--key",
+        help="A public key checkpoints may be signed by, once per instance writing to the anchor "
+        "(default: this instance's).",
+    ),
 ) -> None:
-    """Check the hash chain and re-verify every sign-off signature, offline; name the first bad record (exit 1)
-    if one was edited, deleted or moved, and every request or answer whose signature does not verify."""
+    """Check the hash chain against the signed checkpoints of its anchor, re-verify every sign-off signature
+    and every batch of decisions against the prediction log, offline; name the first point where the ledger
+    diverges (exit 1) if a record was edited, the chain rewritten and recomputed, its tail cut, or a
+    checkpoint deleted."""
+    from steward.anchor import anchor_from, verifying_keys
+    from steward.anchor_verify import Exported, verify
     from steward.db import make_engine
-    from steward.ledger import Ledger, read_jsonl, verify_records
+    from steward.ledger import (
+        APPROVAL_DECLINED,
+        APPROVAL_GRANTED,
+        APPROVAL_REQUESTED,
+        POLICY_ADOPTED,
+        Ledger,
+        read_jsonl,
+    )
+    from steward.policy_in_force import policy_problems
+    from steward.predictions import unmatched_batches
     from steward.signoff import unverified
 
+    signed = (POLICY_ADOPTED, APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DECLINED)
+    settings = Settings()
+    batches: tuple[int, list[str]] | None = None
     try:
+        anchor = anchor_from(against, settings=settings)
+        public = verifying_keys(settings, keys)
         if file:
-            records = read_jsonl(file)
-            result = verify_records(records)
+            exported = read_jsonl(file)
+            report = verify(Exported(exported), anchor, public)
+            sign_offs = [r for r in exported if r.action in signed]
         else:
-            ledger = Ledger(make_engine(Settings().db_url))
-            result, records = ledger.verify(), ledger.records()
+            engine = make_engine(settings.db_url)
+            ledger = Ledger(engine)
+            report = verify(ledger, anchor, public)
+            sign_offs = ledger.records(actions=signed)  # through the action index: never the whole table
+            batches = unmatched_batches(engine, ledger)
     except StewardError as exc:
         _fail(exc)
         return
-    if not result.ok:
-        err.print(f"ledger broken at seq {result.first_bad_seq}: {escape(result.problem)}", highlight=False)
+    failed = False
+    if not report.chain.ok:
+        err.print(f"ledger broken at seq {report.chain.first_bad_seq}: {escape(report.chain.problem)}", highlight=False)
+        failed = True
+    if not report.ok:
+        where = f" at seq {report.first_divergence}" if report.first_divergence else ""
+        err.print(f"ledger diverges from its anchor {escape(anchor.uri)}{where}:", highlight=False)
+        for problem in report.problems:
+            err.print(f"  {escape(problem)}", highlight=False)
+        failed = True
+    for problem in unverified(sign_offs):
+        err.print(f"signature broken: {escape(problem)}", highlight=False)
+        failed = True
+    for problem in policy_problems(sign_offs):
+        err.print(f"governance broken: {escape(problem)}", highlight=False)
+        failed = True
+    for problem in batches[1] if batches else []:
+        err.print(f"decisions broken: {escape(problem)}", highlight=False)
+        failed = True
+    if failed:
         raise typer.Exit(code=1)
-    if problems := unverified(records):
-        for problem in problems:
-            err.print(f"signature broken: {escape(problem)}", highlight=False)
-        raise typer.Exit(code=1)
-    console.print(f"ledger ok: {result.count} records, chain intact, sign-off signatures verified", highlight=False)
+    console.print(
+        f"ledger ok: {report.chain.count} records, chain intact, sign-off signatures verified, "
+        "every sign-off under the policy in force",
+        highlight=False,
+    )
+    console.print(f"anchor {anchor.uri}: {report.summary}", markup=False, highlight=False)
+    if batches is not None:
+        console.print(f"{batches[0]} decision batches match the prediction log", highlight=False)
 
 
 def ledger_export(

@@ -104,6 +104,7 @@ def run(
     traffic; the third, trained on a snapshot with a spurious pattern, meets a campaign during its
     canary that makes the pattern a proxy of a group, and is rolled back by the analysis. See flows/demo.py.
     """
+    from steward.anchor import anchored
     from steward.db import make_engine
     from steward.keys import instance_key
     from steward.layout import Layout
@@ -128,10 +129,11 @@ def run(
         _fail(exc)
     engine = make_engine(settings.db_url)
     try:  # the demo's home is a demo home: its policy in force is the demo's, owned by the instance key
-        adopt_demo(engine, params.governance, instance_key(settings), actor="steward run")
+        key = instance_key(settings)
+        adopt_demo(engine, params.governance, key, actor="steward run", ledger=anchored(engine, settings))
     except StewardError as exc:
         _fail(exc)
-    since = max((r.seq for r in Ledger(engine).records()), default=0)
+    since = (Ledger(engine).head() or (0, ""))[0]
     with demo_approvers(settings, params.governance, since_seq=since):
         result = run_demo(
             settings,
@@ -142,7 +144,7 @@ def run(
     _where_everything_went(last, settings, layout)
     ledger = Ledger(make_engine(settings.db_url))
     for trained in result.trained.values():
-        _signoff_story(trained, ledger, since=since)
+        _signoff_story(trained, ledger, since=since, settings=settings)
     console.print("\nsteward status:", style="bold")
     from flows.cli.serving import status
 
@@ -178,7 +180,10 @@ def _where_everything_went(result: TrainResult, settings: Settings, layout: Layo
     console.print(Verdict.from_dict(result.gate).message(), markup=False, highlight=False)
 
 
-def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int) -> None:
+def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int, settings: Settings) -> None:
+    from steward.anchor import anchor_from, verifying_keys
+    from steward.anchor_verify import verify
+
     records = [r for r in ledger.records(subject=result.model.ref, since_seq=since) if r.action.startswith("approval.")]
     if records:
         console.print("\nSign-off (ledger):", style="bold")
@@ -187,8 +192,9 @@ def _signoff_story(result: TrainResult, ledger: Ledger, *, since: int) -> None:
         detail = payload.get("reason") or payload.get("comment") or payload.get("evidence_digest", "")
         kind = f" ({payload['approver_kind']})" if "approver_kind" in payload else ""
         console.print(f"  seq {record.seq}: {record.action} by {record.actor}{kind}: {detail}", markup=False)
-    verified = ledger.verify()
-    console.print(f"ledger: {verified.problem}", markup=False, highlight=False)
+    anchor = anchor_from(None, settings=settings)
+    report = verify(ledger, anchor, verifying_keys(settings))  # the chain, and against its checkpoints
+    console.print(f"ledger: {report.chain.problem}; {anchor.uri}: {report.summary}", markup=False, highlight=False)
     state = "[red]rejected[/]" if result.rejected else f"[green]{result.model.state.value}[/]"
     console.print(f"{result.model.ref}: {state}")
 

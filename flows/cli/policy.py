@@ -29,6 +29,7 @@ def policy_adopt(
     """Put a governance policy in force, signed by an owner of the one in force (the first: by an owner it names)."""
     from pydantic import ValidationError
 
+    from steward.anchor import anchored
     from steward.db import make_engine
     from steward.governance import GovernanceParams
     from steward.keys import load_signer
@@ -47,7 +48,9 @@ def policy_adopt(
         path = key or settings.key_file
         if path is None:
             raise StewardError("no signing key: give --key FILE or set STEWARD_KEY_FILE to a policy owner's key")
-        policy = adopt(make_engine(settings.db_url), governance, load_signer(path), actor=actor or settings.user)
+        engine = make_engine(settings.db_url)
+        signer = load_signer(path)
+        policy = adopt(engine, governance, signer, actor=actor or settings.user, ledger=anchored(engine, settings))
     except StewardError as exc:
         _fail(exc)
         return

@@ -40,16 +40,19 @@ def review_resolve(
     note: str = typer.Option(..., "--note", help="What the reviewer saw: recorded in the ledger."),
 ) -> None:
     """Resolve a case with the decision that stands; the ledger records it and it becomes a label."""
+    from steward.anchor import anchored
     from steward.db import make_engine
-    from steward.ledger import Ledger
     from steward.reviews import Outcome, ReviewQueue
 
     if decision not in DECISIONS:
         _fail(ValueError(f"--decision must be one of {', '.join(DECISIONS)}, got {decision!r}"))
-    engine = make_engine(Settings().db_url)
+    settings = Settings()
+    engine = make_engine(settings.db_url)
     try:
         outcome = cast(Outcome, decision)
-        done = ReviewQueue(engine).resolve(case, decision=outcome, reviewer=reviewer, note=note, ledger=Ledger(engine))
+        done = ReviewQueue(engine).resolve(
+            case, decision=outcome, reviewer=reviewer, note=note, ledger=anchored(engine, settings)
+        )
     except StewardError as exc:
         _fail(exc)
         return

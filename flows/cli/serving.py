@@ -62,15 +62,15 @@ def rollback(
     """The kill switch of one use case: its canary and shadow out of routing (rolled back); with no canary,
     production too, and its service refuses decisions (503, `referred`) until a model is restored. Other use
     cases keep serving. Audited in the ledger."""
+    from steward.anchor import anchored
     from steward.db import make_engine
-    from steward.ledger import Ledger
     from steward.routing import Rollouts
 
     settings = Settings()
     try:
         model_name = _model_name(settings, usecase)
         engine = make_engine(settings.db_url)
-        pulled, done = Rollouts(engine, Ledger(engine)).kill_switch(
+        pulled, done = Rollouts(engine, anchored(engine, settings)).kill_switch(
             model_name, actor=actor or settings.user, reason=reason
         )
     except StewardError as exc:

@@ -16,8 +16,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from steward.anchor import anchored
 from steward.db import make_engine
-from steward.ledger import Ledger
 from steward.params import Params, StepParams
 from steward.predictions import window
 from steward.routing import RoutingTable, model_name_of
@@ -106,7 +106,7 @@ def watch(
     except MissingContextError:
         log = None
     engine = make_engine(settings.db_url)
-    table = RoutingTable(engine, Ledger(engine))
+    table = RoutingTable(engine, anchored(engine, settings))
     model_name = model_name_of(candidate)  # the routing row of the candidate's use case
     label = params.usecase.label
     started = time.monotonic()

@@ -30,7 +30,7 @@ from steward.keys import Signer
 from steward.ledger import APPROVAL_DECLINED, APPROVAL_EXPIRED, APPROVAL_GRANTED, APPROVAL_REFUSED, Ledger, Record
 from steward.registry import Registry, RegistryError, State
 from steward.settings import Settings
-from steward.signoff import ANSWER, Tally, answer_statement, latest, open_sign_offs, signature_token
+from steward.signoff import ANSWER, SIGNOFF_ACTIONS, Tally, answer_statement, latest, open_sign_offs, signature_token
 from tasks.signoff.keys import demo_key
 from tasks.signoff.policy import SIGNOFF_ACTOR, Approval, Decision, resource
 from tasks.signoff.record import record_timeout, record_withdrawn
@@ -92,7 +92,7 @@ def pending(*, ledger: Ledger) -> list[Pending]:
     runs = _paused_runs()
     return [
         Pending(t, runs[t.request.flow_run_id])
-        for t in open_sign_offs(ledger.records())
+        for t in open_sign_offs(ledger.records(actions=SIGNOFF_ACTIONS))
         if t.request.flow_run_id in runs
     ]
 
@@ -154,7 +154,7 @@ def answer(
     digest = resolve_digest(evidence_digest, item.tally.request.evidence_digest)
     token = sign(item, key=key, decision=decision, comment=comment, evidence_digest=digest)
     form = Approval(decision=decision, approver=approver, comment=comment, evidence_digest=digest, signature=token)
-    head = max((r.seq for r in ledger.records(subject=item.tally.request.model)), default=0)
+    head = (ledger.head() or (0, ""))[0]  # its answer is recorded after this
     try:
         with get_client(sync_client=True) as client:
             result = client.resume_flow_run(item.run.id, run_input=form.model_dump(mode="json"))
@@ -181,7 +181,7 @@ def sweep(*, ledger: Ledger, registry: Registry, at: datetime) -> list[Record]:
     waiting) or expired (model rejected, run cancelled with the reason), and an open sign-off whose run has
     ended (crashed, cancelled, failed) is withdrawn. Each sign-off is handled on its own: one that fails is
     reported in the log and does not stop the others."""
-    open_ = open_sign_offs(ledger.records())
+    open_ = open_sign_offs(ledger.records(actions=SIGNOFF_ACTIONS))
     if not open_:
         return []
     with get_client(sync_client=True) as client:
@@ -213,7 +213,9 @@ def _sweep_one(
     if not (state.type is StateType.PAUSED and state.state_details.pause_reschedule) or at < current.deadline:
         return None  # running, or paused in place (that process watches its own deadline), or not yet due
     model = current.request.model
-    now_ = latest(ledger.records(subject=model), model=model, flow_run_id=current.request.flow_run_id)
+    now_ = latest(
+        ledger.records(subject=model, actions=SIGNOFF_ACTIONS), model=model, flow_run_id=current.request.flow_run_id
+    )
     if now_ is None or now_.outcome is not None or now_.escalations != current.escalations:
         return None  # the run (or another sweep) moved it on meanwhile
     record = record_timeout.fn(current, ledger=ledger, pause_key=None)
@@ -256,7 +258,7 @@ def answer_as_demo(
     while not stop.is_set():
         ours = {
             t.request.flow_run_id
-            for t in open_sign_offs(ledger.records(since_seq=since_seq))
+            for t in open_sign_offs(ledger.records(since_seq=since_seq, actions=SIGNOFF_ACTIONS))
             if t.request.demo and t.request.author == author
         }
         for item in pending(ledger=ledger) if ours else []:

@@ -12,9 +12,9 @@ import sys
 from prefect import flow
 
 from flows.signoff import sign_off
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.layout import Layout
-from steward.ledger import Ledger
 from steward.params import load_params
 from steward.registry import Registry
 from steward.settings import Settings
@@ -25,7 +25,7 @@ def harness(model_ref: str, author: str) -> str:
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file)
     engine = make_engine(settings.db_url)
-    ledger = Ledger(engine)
+    ledger = anchored(engine, settings)  # as the training flow's: its head is checkpointed
     registry = Registry(engine, ledger=ledger)
     model = registry.get(model_ref)
     settled = sign_off(

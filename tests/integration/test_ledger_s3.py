@@ -77,3 +77,65 @@ def test_export_to_a_bucket_without_object_lock_is_a_plain_upload(tmp_path, requ
     head = client.head_object(Bucket=bucket, Key="ledger.jsonl")
     assert "ObjectLockMode" not in head
     assert verify_records(_records(client, bucket, "ledger.jsonl")).ok
+
+
+# --- the ledger's anchor: signed checkpoints in S3 -----------------------------------------------------------
+
+
+def _anchored(tmp_path, s3_endpoint, bucket):
+    """A home whose ledger checkpoints to s3://bucket/steward; five records, each a checkpoint."""
+    from steward.anchor import anchor_from, anchored, verifying_keys
+    from steward.settings import Settings
+
+    settings = Settings(
+        project_dir=tmp_path,
+        home=tmp_path / "home",
+        s3_endpoint_url=s3_endpoint,
+        ledger_anchor=f"s3://{bucket}/steward",
+    )
+    engine = make_engine(settings.db_url)
+    ledger = anchored(engine, settings)
+    for n in range(1, 6):
+        ledger.append(actor="rollout", action="rollout.step", subject="credit-risk:v1", payload={"n": n})
+    assert ledger.checkpoints.last_error is None
+    return ledger, engine, anchor_from(None, settings=settings), verifying_keys(settings)
+
+
+def test_checkpoints_in_a_locked_bucket_are_retained_and_a_rewrite_is_caught(tmp_path, request, client, s3_endpoint):
+    from steward.anchor_verify import verify
+
+    bucket = _bucket_name(request, "anchor-locked")
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    ledger, engine, anchor, key = _anchored(tmp_path, s3_endpoint, bucket)
+
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="steward/")["Contents"]]
+    assert keys == [f"steward/checkpoints/{n:012d}.json" for n in range(1, 6)]
+    head = client.head_object(Bucket=bucket, Key=keys[-1])
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert verify(ledger, anchor, key).ok
+
+    # truncation, then a recomputed chain in its place: both named against the locked checkpoints
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM ledger WHERE seq > 3")
+    report = verify(ledger, anchor, key)
+    assert report.first_divergence == 4 and report.problems[0].startswith("truncated: records 4..5 are missing")
+    Ledger(engine).append(actor="mallory", action="rollout.step", subject="credit-risk:v1", payload={"n": 4})
+    report = verify(ledger, anchor, key)
+    assert report.first_divergence == 4 and report.problems[0].startswith("rewritten: record 4's hash differs")
+
+
+def test_a_deleted_checkpoint_is_caught_whether_the_bucket_is_locked_or_not(tmp_path, request, client, s3_endpoint):
+    from steward.anchor_verify import verify
+
+    locked, plain = _bucket_name(request, "del-locked"), _bucket_name(request, "del-plain")
+    client.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+    client.create_bucket(Bucket=plain)
+    for bucket in (locked, plain):
+        ledger, _, anchor, key = _anchored(tmp_path / bucket, s3_endpoint, bucket)
+        client.delete_object(Bucket=bucket, Key="steward/checkpoints/000000000003.json")  # no version: allowed
+        report = verify(ledger, anchor, key)
+        assert not report.ok, bucket
+        if bucket == locked:  # the locked version survives under a delete marker, and is named
+            assert "checkpoint object steward/checkpoints/000000000003.json was deleted" in " ".join(report.problems)
+        else:
+            assert any(p.startswith("checkpoint(s) 3 missing from s3://") for p in report.problems), report.problems

@@ -621,6 +621,37 @@ def test_a_body_that_is_not_json_gets_415_and_one_streamed_past_the_limit_413(se
     assert streamed.status_code == 413 and "larger than" in streamed.json()["error"]
 
 
+def test_a_routing_row_updated_around_the_ledger_is_refused_and_the_recorded_routing_kept(service):
+    refs = service["refs"]
+    _route(service, Routing(production=refs["production"]))
+    recorded = service["table"].get("credit-risk")
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "operator"}
+    with service["engine"].begin() as connection:  # the attack: SQL straight into the routing table, no record
+        connection.exec_driver_sql(
+            "UPDATE routing SET canary = ?, canary_weight = 1.0, revision = revision + 1 WHERE model_name = ?",
+            (refs["canary"], "credit-risk"),
+        )
+
+    def refusals() -> list:
+        return service["table"]._ledger.records(subject="routing:credit-risk", actions=("routing.refused",))
+
+    deadline = time.monotonic() + 10
+    while not refusals() and time.monotonic() < deadline:  # the watch thread re-reads every 250 ms
+        time.sleep(0.25)
+    (refusal,) = refusals()
+    assert refusal.payload["row_revision"] == recorded.revision + 1
+    assert refusal.payload["serving"] == recorded.as_dict()
+    assert "has no matching ledger record" in refusal.payload["reason"]
+    served = httpx.post(f"{service['url']}/admin/routing", json={}, headers=headers).json()
+    assert (served["revision"], served["canary"], served["canary_weight"]) == (recorded.revision, None, 0.0)
+    for application in _applications(5, prefix="around-"):
+        answer = _patiently(lambda a=application: httpx.post(f"{service['url']}/predict", json=a, headers=headers))
+        assert answer.status_code == 200 and answer.json()["model_version"] == refs["production"], answer.text
+    assert len(refusals()) == 1  # said once, not every 250 ms
+
+    _route(service, Routing(production=refs["production"]))  # a recorded change is served again
+
+
 def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuses_safely(service):
     refs = service["refs"]
     _route(

@@ -2,6 +2,7 @@
 run may ask of it. Each attack here must be refused or detected."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from scripts.serving_fixture import WALK, sign_off
 from steward.db import make_engine
-from steward.governance import GovernanceParams, TierPolicy, policy_digest
+from steward.governance import GovernanceParams, SignoffPolicy, TierPolicy, policy_digest
 from steward.keys import SigningKey
 from steward.ledger import Ledger, LedgerRow
 from steward.policy_in_force import (
@@ -20,9 +21,11 @@ from steward.policy_in_force import (
     adopt_demo,
     governing,
     in_force,
+    policy_problems,
 )
 from steward.registry import Registry, State
 from steward.routing import Rollouts, RoutingError
+from steward.signoff import Request
 
 OWNER = SigningKey(Ed25519PrivateKey.generate())
 MALLORY = SigningKey(Ed25519PrivateKey.generate())
@@ -30,12 +33,14 @@ APPROVER = SigningKey(Ed25519PrivateKey.generate())
 
 
 def _policy(owners=(OWNER,), **changes) -> GovernanceParams:
-    base = GovernanceParams(
-        approvers={"alice": {"roles": ["model-risk", "compliance"], "keys": [APPROVER.public.openssh]}},
-        signoff={"minimal": {}, "limited": {}, "high": {"approvers": 1}},
-        owners=[key.public.openssh for key in owners],
-    )
-    return base.model_copy(update=changes)
+    base = {
+        "approvers": {"alice": {"roles": ["model-risk", "compliance"], "keys": [APPROVER.public.openssh]}},
+        "signoff": {"minimal": {}, "limited": {}, "high": {"approvers": 1}},
+        "owners": [key.public.openssh for key in owners],
+    }
+    tiers = changes.pop("tiers", None)
+    policy = GovernanceParams.model_validate(base | changes)
+    return policy if tiers is None else policy.model_copy(update={"tiers": tiers})
 
 
 @pytest.fixture
@@ -200,3 +205,59 @@ def test_a_demo_approved_model_serves_in_a_demo_home_and_a_real_one_anywhere(eng
     adopt(real, _policy(), OWNER, actor="olga")
     moves, ref = _demo_approved(real, demo=False)
     assert moves.to_shadow(ref, actor="steward").shadow == ref
+
+
+def _request_record(ledger, *, digest, alice_key, demo=False, name="alice"):
+    request = Request(
+        model="m:v1",
+        flow_run_id="run-1",
+        author="carol",
+        tier="high",
+        policy=SignoffPolicy(),
+        evidence_digest="ab" * 32,
+        evidence_page="-",
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
+        demo=demo,
+        keys={name: [alice_key.public.openssh]},
+        policy_digest=digest,
+    )
+    ledger.append(actor="carol", action="approval.requested", subject="m:v1", payload=request.payload())
+
+
+def test_ledger_verify_finds_every_sign_off_under_the_policy_in_force(engine):
+    ledger = Ledger(engine)
+    policy = adopt(engine, _policy(), OWNER, actor="olga")
+    _request_record(ledger, digest=policy.digest, alice_key=APPROVER)
+    assert policy_problems(ledger.records()) == []
+
+
+def test_attack_a_sign_off_written_with_keys_of_ones_own_choosing_is_named(engine):
+    ledger = Ledger(engine)
+    _request_record(ledger, digest="9f" * 32, alice_key=APPROVER)  # before any policy
+    policy = adopt(engine, _policy(), OWNER, actor="olga")
+    _request_record(ledger, digest=policy.digest, alice_key=MALLORY)  # mallory's key pinned as alice's
+    _request_record(ledger, digest="9f" * 32, alice_key=APPROVER)  # another policy named
+    _request_record(ledger, digest=policy.digest, alice_key=MALLORY, name="mallory")  # no approver at all
+    assert policy_problems(ledger.records()) == [
+        "seq 1: the sign-off of m:v1 was opened with no governance policy in force",
+        "seq 3: the sign-off of m:v1 pins a key for alice the policy in force does not register",
+        f"seq 4: the sign-off of m:v1 names policy {'9f' * 8}, not the one in force ({policy.digest[:16]}, seq 2)",
+        "seq 5: the sign-off of m:v1 pins keys for mallory, who is no approver in the policy in force",
+    ]
+
+
+def test_a_forged_adoption_is_named_by_ledger_verify_too(engine):
+    first = adopt(engine, _policy(), OWNER, actor="olga")
+    _forge(engine, _policy(owners=(MALLORY,)), MALLORY, previous=first.digest)
+    assert policy_problems(Ledger(engine).records()) == [
+        f"ledger record 2: the policy is signed by {MALLORY.public.fingerprint}, not by an owner of the policy it "
+        "replaces"
+    ]
+
+
+def test_a_demo_identitys_key_comes_from_the_demo_home(engine):
+    ledger = Ledger(engine)
+    demo = _policy(approvers={"demo-risk": {"roles": ["model-risk", "compliance"], "demo": True}})
+    policy = adopt_demo(engine, demo, SigningKey(Ed25519PrivateKey.generate()), actor="steward run")
+    _request_record(ledger, digest=policy.digest, alice_key=MALLORY, demo=True, name="demo-risk")
+    assert policy_problems(ledger.records()) == []

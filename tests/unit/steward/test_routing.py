@@ -192,6 +192,7 @@ def test_the_first_record_shows_the_never_set_routing_before_and_the_new_one_aft
 
     (record,) = table._ledger.records()[table.count :]
     assert record.payload == {
+        "model_name": "m",  # what a service looks the record of its routing up by
         "before": NEVER_SET,
         "after": {**NEVER_SET, "production": prod, "revision": 1, "reason": "first production"},
         "reason": "first production",
@@ -595,3 +596,79 @@ def test_a_routing_table_of_an_older_steward_is_refused_with_a_message(tmp_path)
         old.execute("CREATE TABLE routing (id INTEGER PRIMARY KEY, production VARCHAR(300), revision INTEGER)")
     with pytest.raises(SchemaError, match=r"created by an older Steward: table routing lacks model_name"):
         make_engine(f"sqlite:///{path}")
+
+
+# --- only a recorded routing is served ----------------------------------------------------------------------
+
+
+def _update_directly(engine, statement):
+    """The attack: a routing row written with SQL, around RoutingTable.set, so no ledger record goes with it."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(statement)
+
+
+def test_a_routing_set_through_the_table_is_served_as_recorded(table):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
+    table.set("m", Routing(production=prod), actor="rollout", reason="first")
+    done = table.set("m", Routing(production=prod, canary=canary, canary_weight=0.1), actor="rollout", reason="5%")
+    checked = table.checked("m")
+    assert checked.refused is None and checked.routing == done == table.get("m")
+    assert routing_module.recorded(table._engine, "m")[0] == done
+    assert table.checked("other") == routing_module.Checked(Routing(), None, 0)  # never set: nothing to serve
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "UPDATE routing SET canary_weight = 1.0, revision = revision + 1 WHERE model_name = 'm'",
+        "UPDATE routing SET canary_weight = 1.0 WHERE model_name = 'm'",  # same revision, other fields
+        "UPDATE routing SET production = canary, canary = NULL, canary_weight = 0, revision = 7",
+        "UPDATE routing SET revision = revision - 1 WHERE model_name = 'm'",  # back to an older revision's number
+    ],
+    ids=["new-revision", "same-revision", "jumped-revision", "older-revision"],
+)
+def test_a_routing_row_updated_directly_in_the_database_is_refused_and_the_recorded_one_served(table, attack):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
+    table.set("m", Routing(production=prod), actor="rollout", reason="first")
+    recorded = table.set("m", Routing(production=prod, canary=canary, canary_weight=0.05), actor="r", reason="5%")
+
+    _update_directly(table._engine, attack)
+    checked = table.checked("m")
+
+    assert checked.routing == recorded  # the last recorded routing, not the row
+    assert checked.refused is not None and checked.refused.startswith(
+        f"routing revision {checked.row_revision} of m has no matching ledger record"
+    )
+    table.refuse("m", checked, actor="steward-serving")
+    refusal = table._ledger.records(actions=("routing.refused",))[-1]
+    assert refusal.payload["serving"] == recorded.as_dict() and refusal.payload["reason"] == checked.refused
+    assert table._ledger.verify().ok
+
+
+def test_a_routing_row_with_no_record_at_all_serves_nothing(table):
+    prod = table.models[State.PRODUCTION]
+    with Session(table._engine) as session, session.begin():
+        session.add(RoutingRow(model_name="m", production=prod, revision=1, updated_at=datetime.now(UTC)))
+    checked = table.checked("m")
+    assert checked.routing == Routing() and "the newest, none, says nothing" in checked.refused
+
+
+def test_a_change_committed_between_reading_the_row_and_the_record_is_served_not_refused(table, monkeypatch):
+    prod, canary = table.models[State.PRODUCTION], table.models[State.CANARY]
+    table.set("m", Routing(production=prod), actor="rollout", reason="first")
+    stale = table.get("m")
+    newer = table.set("m", Routing(production=prod, canary=canary, canary_weight=0.2), actor="r", reason="20%")
+    reads = iter([stale])  # the first read of the row sees it as it was just before that commit
+    real = RoutingTable.get
+    monkeypatch.setattr(RoutingTable, "get", lambda self, name: next(reads, None) or real(self, name))
+    assert table.checked("m") == routing_module.Checked(newer, None, newer.revision)
+
+
+def test_a_routing_record_written_before_records_named_their_model_is_still_found(table):
+    prod = table.models[State.PRODUCTION]
+    done = table.set("m", Routing(production=prod), actor="rollout", reason="first")
+    with table._engine.begin() as connection:  # as an older Steward wrote it (no model_name); chain not rehashed
+        connection.exec_driver_sql(
+            "UPDATE ledger SET payload = json_remove(payload, '$.model_name') WHERE action = 'rollout.step'"
+        )
+    assert routing_module.recorded(table._engine, "m")[0] == done
