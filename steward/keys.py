@@ -149,18 +149,6 @@ def statement_bytes(kind: str, fields: dict[str, Any]) -> bytes:
     return f"{DOMAIN}\n{kind}\n{canonical_json(fields)}".encode()
 
 
-def load_signer(path: Path) -> Signer:
-    """The key a person signs with: the private key in `path`, or, when `path` holds a public key (a `.pub`
-    line, as git's `user.signingKey` may name), that key in ssh-agent."""
-    if path.is_file() and path.stat().st_size < 16_384:
-        text = path.read_text(errors="replace").strip()
-        if text.startswith(("ssh-ed25519 ", "-----BEGIN PUBLIC KEY-----")):
-            from steward.ssh_agent import agent_key
-
-            return agent_key(PublicKey.from_text(text, source=str(path)), source=str(path))
-    return load_signing_key(path)
-
-
 def load_signing_key(path: Path) -> SigningKey:
     """The private key in `path` (OpenSSH, as `ssh-keygen -t ed25519 -N ''` writes it, or PKCS#8 PEM)."""
     if not path.is_file():

@@ -15,9 +15,10 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from steward.keys import KeyFileError, PublicKey, statement_bytes
+from steward.keys import KeyFileError, PublicKey, Signer, load_signing_key, statement_bytes
 
 REQUEST_IDENTITIES, IDENTITIES_ANSWER, SIGN_REQUEST, SIGN_RESPONSE = 11, 12, 13, 14
 TIMEOUT_SECONDS = 10.0
@@ -118,3 +119,13 @@ def agent_key(public: PublicKey, *, source: str, socket_path: str | None = None)
     if _blob(public) not in _identities(path):
         raise KeyFileError(NOT_IN_AGENT.format(path=path, fingerprint=public.fingerprint))
     return AgentKey(public=public, socket_path=path)
+
+
+def load_signer(path: Path) -> Signer:
+    """The key a person signs with: the private key in `path`, or, when `path` holds a public key (a `.pub`
+    line, as git's `user.signingKey` may name), that key in ssh-agent."""
+    if path.is_file() and path.stat().st_size < 16_384:
+        text = path.read_text(errors="replace").strip()
+        if text.startswith(("ssh-ed25519 ", "-----BEGIN PUBLIC KEY-----")):
+            return agent_key(PublicKey.from_text(text, source=str(path)), source=str(path))
+    return load_signing_key(path)

@@ -32,8 +32,8 @@ def policy_adopt(
     from steward.anchor import anchored
     from steward.db import make_engine
     from steward.governance import GovernanceParams
-    from steward.keys import load_signer
     from steward.policy_in_force import adopt
+    from steward.ssh_agent import load_signer
 
     settings = Settings()
     proposal = proposal or settings.project_dir / "params.yaml"

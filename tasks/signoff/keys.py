@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from steward.governance import GovernanceParams
-from steward.keys import Signer, SigningKey, instance_key, load_signer, own_key
+from steward.keys import Signer, SigningKey, instance_key, own_key
 from steward.settings import Settings
+from steward.ssh_agent import load_signer
 
 NO_KEY = (
     "no signing key: give --key FILE or set STEWARD_KEY_FILE to your Ed25519 private key "
