@@ -45,7 +45,7 @@ from steward.feedback_auth import feedback_key
 from steward.layout import Layout
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
-from steward.predictions import ERROR, PredictionLog
+from steward.predictions import ERROR, LogUnavailable, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
 from steward.reviews import ReviewError, ReviewQueue
@@ -75,6 +75,7 @@ from tasks.serving.responses import (
 from tasks.serving.schema import request_model, to_frame
 
 REFRESH_SECONDS = 0.25
+RETRY_AFTER = "2"  # seconds, when the decision log cannot take a decision
 FEEDBACK = "/feedback"  # the route whose requests must be signed (deployments/guards.py checks them)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
@@ -131,7 +132,14 @@ class Steward:
         self.moves = Rollouts(self.engine, self.ledger)
         self._trip_lock = threading.Lock()
         self.reviews = ReviewQueue(self.engine)
-        self.log = PredictionLog(self.engine, self.ledger, flush_seconds=_params.serve.log_flush_seconds)
+        self.log = PredictionLog(
+            self.engine,
+            self.ledger,
+            flush_seconds=_params.serve.log_flush_seconds,
+            journal=_settings.journal_dir(_usecase.model_name),  # answered only once journalled: steward/journal.py
+            backlog=_params.serve.log_backlog,
+            stall_seconds=_params.serve.log_stall_seconds,
+        )
         self.models: dict[str, Loaded] = {}
         self.refused: dict[str, str] = {}  # refs refused this process, and why: never loaded, never retried
         self._load_lock = threading.Lock()
@@ -232,25 +240,33 @@ class Steward:
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
         assigned = assign(routing, application[_usecase.id_column])
-        if assigned is None:
+        behind = self.log.unready()
+        if assigned is None or behind is not None:
             ctx.response.status_code = 503
-            return Refusal(error=refusal(routing), decision=REFERRED)
+            if behind is not None:
+                ctx.response.headers["Retry-After"] = RETRY_AFTER
+            return Refusal(error=behind or refusal(routing), decision=REFERRED)
         frame = _frame(application)
         role, chosen = assigned.role, self._load(assigned.ref)
         request_id = uuid.uuid4().hex
         try:
             probability, contributions = chosen.decide(frame)
         except Exception as error:
-            self._log(request_id, role, chosen, application, ERROR, 0.0, started)  # monitoring counts errors
+            # monitoring counts errors; nobody is answered this one, so it need not wait for the disk
+            self._log(request_id, role, chosen, application, ERROR, 0.0, started, durable=False)
             if role != "canary":
                 raise
             self._trip(routing, error)
             role, chosen = "production", self._load(assigned.production)
             probability, contributions = chosen.decide(frame)
         decision, reasons = _decision(probability), _reasons(contributions, frame, probability)
-        if decision == REFERRED:
-            self.reviews.open(kind="referral", request_id=request_id, reason=REFERRAL.format(probability=probability))
-        self._log(request_id, role, chosen, application, decision, probability, started)
+        review = REFERRAL.format(probability=probability) if decision == REFERRED else None  # opened as it is written
+        try:
+            self._log(request_id, role, chosen, application, decision, probability, started, review=review)
+        except LogUnavailable as unrecorded:  # never answer a decision that is not on record
+            ctx.response.status_code = 503
+            ctx.response.headers["Retry-After"] = RETRY_AFTER
+            return Refusal(error=str(unrecorded), decision=REFERRED)
         if routing.shadow and routing.shadow != chosen.ref:
             self._shadow_pool.submit(self._shadow, routing.shadow, request_id, application, frame)
         return Prediction(
@@ -267,9 +283,10 @@ class Steward:
         try:
             shadow = self._load(ref)
             probability = shadow.score(frame)
-        except Exception:  # a shadow's failure is logged by its absence, never surfaced
+            decision = _decision(probability)
+            self._log(request_id, "shadow", shadow, application, decision, probability, started, durable=False)
+        except Exception:  # a shadow's failure (or a log that cannot take it) is logged by its absence, never surfaced
             return
-        self._log(request_id, "shadow", shadow, application, _decision(probability), probability, started)
 
     def _log(
         self,
@@ -280,7 +297,11 @@ class Steward:
         decision: str,
         probability: float,
         started: float,
+        *,
+        review: str | None = None,
+        durable: bool = True,
     ) -> None:
+        """Log one answer; `durable`: return only once it is journalled (LogUnavailable if it cannot be)."""
         groups = _usecase.logged_groups(application)
         hidden = {*_usecase.protected, _usecase.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
@@ -298,7 +319,9 @@ class Steward:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 groups=groups,
                 inputs=inputs,
-            )
+            ),
+            review=review,
+            durable=durable,
         )
 
     @bentoml.api(route=FEEDBACK, input_spec=Outcome, output_spec=OutcomeRecorded)
@@ -395,7 +418,9 @@ class Steward:
         self.log.stop()
 
     def __is_ready__(self) -> bool:
-        return bool(self.routing.production) and self.routing.production in self.models
+        """Ready when production is loaded and the decision log can take decisions."""
+        served = bool(self.routing.production) and self.routing.production in self.models
+        return served and self.log.unready() is None
 
 
 def _frame(application: dict[str, Any]) -> pd.DataFrame:

@@ -152,6 +152,12 @@ class ServeParams(Section):
     burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
     max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
     log_flush_seconds: float = Field(default=0.1, gt=0, le=10, description="Prediction log batch interval.")
+    log_backlog: int = Field(
+        default=20_000, ge=1, description="Decisions that may wait for the database; past it /predict answers 503."
+    )
+    log_stall_seconds: float = Field(
+        default=5.0, gt=0, description="Seconds decisions may wait with nothing reaching the database before 503s."
+    )
     max_open_contests: int = Field(
         default=3, ge=1, description="Open contest cases one decision may have at once; /contest refuses more (409)."
     )

@@ -5,16 +5,21 @@ Rows are keyed by model name (`model_name`, the use case's `usecase.model_name`)
 decisions of every use case, and each reader (monitoring, the rollout's analysis, retraining) reads one
 model name's rows. `subject_id` is the value of the use case's id column (who the decision is about).
 
-Durability: a decision is acknowledged to the client before its batch is written, so a process killed
-with SIGKILL loses at most the decisions of the last `flush_seconds` (plus one batch in flight). A clean
-stop (SIGTERM) flushes what is buffered. `bench/` and the tests measure the window.
+Durability: the service logs with a journal (steward/journal.py), so a decision is answered only once it is
+fsync'd on local disk, and a batch reaches the database within `flush_seconds` when the database is there.
+A kill (SIGKILL, out of memory) loses nothing acknowledged: the next start ships what the database lacks, exactly
+once. When the database falls behind or away, `unready` says so and the service refuses decisions (503) rather
+than answer what it cannot record. bench/log_loss.py measures it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,11 +28,16 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.canonical import canonical_json
 from steward.db import Base
+from steward.errors import StewardError
+from steward.journal import Journal, JournalError
 from steward.ledger import DECISIONS_BATCH, Ledger, Record
-from steward.reviews import ReviewQueue  # its tables too: the windows join review decisions
+from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"
 ERROR = "error"  # the decision of a request the model raised on: logged for monitoring, never answered
+BEHIND = "the decision log is {waiting} decisions behind the database (at most {most} may wait)"
+STALLED = "the decision log has not reached the database for {seconds:.1f} s"
+logger = logging.getLogger("steward.predictions")
 
 
 class OutcomeRow(Base):
@@ -89,26 +99,94 @@ def batch_digest(decisions: list[Decision]) -> str:
     return hashlib.sha256(canonical_json([asdict(d) for d in ordered]).encode("utf-8")).hexdigest()
 
 
-class PredictionLog:
-    """A thread-safe buffer flushed as batches by a background thread (`start`/`stop`) or by `flush`."""
+class JournalPositionRow(Base):
+    """The last sequence number of each decision journal (steward/journal.py) shipped into this database:
+    written in the same transaction as the rows it covers."""
 
-    def __init__(self, engine: Engine, ledger: Ledger, *, flush_seconds: float = 0.1) -> None:
+    __tablename__ = "journal_positions"
+
+    journal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+
+
+class LogUnavailable(StewardError, RuntimeError):
+    """The log cannot take a decision now (behind, cut off from the database, or its journal failed): the
+    service answers 503 with Retry-After rather than a decision it cannot record."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    seq: int  # in the journal (0 without one)
+    decision: Decision
+    review: str | None  # why a review case opens for it (a referral), in the transaction that writes it
+
+
+class PredictionLog:
+    """Decisions buffered and written as batches by a background thread (`start`/`stop`) or by `flush`.
+
+    With a `journal` folder, `add` returns only once the decision is fsync'd to the journal (steward/journal.py):
+    the service answers only what is durable, and what the database has not yet received is shipped from the
+    journal after a crash, exactly once (the journal position is written with the rows). `unready` says why
+    the log cannot take decisions now: more than `backlog` not yet in the database, or nothing shipped for
+    `stall_seconds` while decisions wait."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ledger: Ledger,
+        *,
+        flush_seconds: float = 0.1,
+        journal: Path | None = None,
+        backlog: int = 20_000,
+        stall_seconds: float = 5.0,
+    ) -> None:
         self._engine = engine
         self._ledger = ledger
         self._flush_seconds = flush_seconds
-        self._buffer: list[Decision] = []
+        self._backlog = backlog
+        self._stall_seconds = stall_seconds
+        self._buffer: list[_Pending] = []
+        self._behind_since: float | None = None  # since when decisions have waited with nothing shipped
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.journal = None if journal is None else Journal(journal, durable=self._durable)
+        self._recovering = [] if self.journal is None else [_pending(s, e) for s, e in self.journal.recovered]
 
-    def add(self, decision: Decision) -> None:
+    def add(self, decision: Decision, *, review: str | None = None, durable: bool = True) -> None:
+        """Log `decision` (and open a review case for it, saying `review`, when it is written). With a journal and
+        `durable`, returns once it is on disk; LogUnavailable if the log cannot take it."""
+        if self.journal is None:
+            self._durable([(0, {"decision": asdict(decision), "review": review})])
+            return
+        problem = self.unready() if durable else None
+        if problem is not None:
+            raise LogUnavailable(problem)
+        try:
+            self.journal.append([{"decision": asdict(decision), "review": review}], wait=durable)
+        except JournalError as failed:
+            raise LogUnavailable(str(failed)) from failed
+
+    def _durable(self, numbered: list[tuple[int, dict[str, Any]]]) -> None:
         with self._lock:
-            self._buffer.append(decision)
+            if not self._buffer and self._behind_since is None:
+                self._behind_since = time.monotonic()
+            self._buffer += [_pending(seq, entry) for seq, entry in numbered]
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._buffer)
+            return len(self._buffer) + len(self._recovering)
+
+    def unready(self) -> str | None:
+        """Why the log cannot take a decision now, or None."""
+        with self._lock:
+            waiting, since = len(self._buffer), self._behind_since
+        if waiting >= self._backlog:
+            return BEHIND.format(waiting=waiting, most=self._backlog)
+        if since is not None and time.monotonic() - since > self._stall_seconds:
+            return STALLED.format(seconds=time.monotonic() - since)
+        return None
 
     def served(self, request_id: str) -> bool:
         """Whether `request_id` was answered (buffered or written) by production or canary.
@@ -116,8 +194,9 @@ class PredictionLog:
         Holds the write lock, so a batch is never between the buffer and the database while it looks."""
         with self._write_lock:
             with self._lock:
-                if any(d.request_id == request_id and d.role != "shadow" and d.decision != ERROR for d in self._buffer):
-                    return True
+                waiting = [p.decision for p in (*self._recovering, *self._buffer)]
+            if any(d.request_id == request_id and d.role != "shadow" and d.decision != ERROR for d in waiting):
+                return True
             with Session(self._engine) as session:
                 query = select(PredictionRow.request_id).where(
                     PredictionRow.request_id == request_id,
@@ -138,27 +217,51 @@ class PredictionLog:
     def flush(self) -> Record | None:
         """Write what is buffered as one batch and its ledger record; returns that record (None if empty)."""
         with self._write_lock:
+            if self._recovering:
+                self._recover()
             with self._lock:
                 taken, self._buffer = self._buffer, []
             if not taken:
                 return None
             try:
-                return self._write(taken)
+                record = self._write(taken)
             except BaseException:
                 with self._lock:  # keep them for the next attempt, in order
                     self._buffer[:0] = taken
                 raise
+            with self._lock:
+                self._behind_since = time.monotonic() if self._buffer else None
+            if self.journal is not None:
+                self.journal.shipped(taken[-1].seq)
+            return record
 
-    def _write(self, decisions: list[Decision]) -> Record:
+    def _recover(self) -> None:
+        """Put back in front of the buffer what the journal holds and the database does not (after a crash)."""
+        assert self.journal is not None
+        with Session(self._engine) as session:
+            row = session.get(JournalPositionRow, self.journal.id)
+        shipped = row.seq if row is not None else 0
+        with self._lock:
+            self._buffer[:0] = [p for p in self._recovering if p.seq > shipped]
+            self._recovering = []
+            if self._buffer and self._behind_since is None:
+                self._behind_since = time.monotonic()
+
+    def _write(self, pending: list[_Pending]) -> Record:
+        decisions = [p.decision for p in pending]
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             number = (session.scalar(select(func.max(PredictionRow.batch))) or 0) + 1
-            for d in decisions:
-                row = asdict(d)
+            for p in pending:
+                row = asdict(p.decision)
                 inputs = row.pop("inputs")
                 session.add(PredictionRow(**row, batch=number))
                 if inputs:
-                    session.merge(PredictionInputRow(request_id=d.request_id, inputs=inputs))
+                    session.merge(PredictionInputRow(request_id=p.decision.request_id, inputs=inputs))
+                if p.review is not None:
+                    open_in(session, kind="referral", request_id=p.decision.request_id, reason=p.review)
+            if self.journal is not None:
+                session.merge(JournalPositionRow(journal=self.journal.id, seq=pending[-1].seq))
             return self._ledger.append(
                 actor=LOG_ACTOR,
                 action=DECISIONS_BATCH,
@@ -179,11 +282,20 @@ class PredictionLog:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and write whatever is still buffered."""
+        """Stop the thread and write whatever is still buffered; with a journal, what the database does not
+        take now stays in the journal for the next start."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            if self.journal is None:
+                raise
+            logger.exception("the database did not take the last decisions; they wait in %s", self.journal.path)
+        finally:
+            if self.journal is not None:
+                self.journal.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_seconds):
@@ -192,6 +304,10 @@ class PredictionLog:
                 self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
             except Exception:
                 continue
+
+
+def _pending(seq: int, entry: dict[str, Any]) -> _Pending:
+    return _Pending(seq, Decision(**entry["decision"]), entry.get("review"))
 
 
 def batch_rows(engine: Engine, batch: int) -> list[Decision]:

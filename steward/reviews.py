@@ -77,6 +77,13 @@ class Review:
     status: str
 
 
+def open_in(session: Session, *, kind: Kind, request_id: str, reason: str) -> ReviewRow:
+    """A new open case, added to `session` (whose transaction writes it, e.g. with the decision it is about)."""
+    row = ReviewRow(kind=kind, request_id=request_id, reason=reason, status="open", opened_at=datetime.now(UTC))
+    session.add(row)
+    return row
+
+
 class ReviewQueue:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -93,8 +100,7 @@ class ReviewQueue:
                 count = session.scalar(opened) or 0
                 if count >= at_most:
                     raise ReviewError(TOO_MANY_OPEN.format(request_id=request_id, open=count, kind=kind, limit=at_most))
-            row = ReviewRow(kind=kind, request_id=request_id, reason=reason, status="open", opened_at=datetime.now(UTC))
-            session.add(row)
+            row = open_in(session, kind=kind, request_id=request_id, reason=reason)
             session.flush()
             return Review(row.id, row.kind, row.request_id, row.reason, row.status)
 

@@ -89,6 +89,14 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
+LOG_BEHIND = {
+    "Retry-After": {
+        "description": "Seconds to wait: sent when the decision log cannot record a decision now (not for the kill "
+        "switch, which lasts until a person restores a model)",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 BEARER = {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}}
 SIGNATURE_CHALLENGE = {
     "WWW-Authenticate": {
@@ -118,12 +126,15 @@ ADMIN: dict[int, Answer] = {
     401: Answer("No `Authorization: Bearer <admin token>`, or the wrong token", Error, BEARER, ADMIN_TOKEN),
     503: Answer("Admin endpoints are disabled: the service has no admin token (STEWARD_ADMIN_TOKEN)", Error),
 }
-REFUSING = "Steward refuses decisions (kill switch, or no production model): a person decides"
+REFUSING = (
+    "Steward refuses decisions (kill switch, or no production model: a person decides; or a decision log that "
+    "cannot record them now: Retry-After)"
+)
 UNKNOWN_REQUEST = Answer("No decision with this request id was served here", Error)
 ROUTING = Answer("The routing this process serves", RoutingState)
 
 ANSWERS: dict[str, dict[int, Answer]] = {
-    "/predict": {200: Answer("The decision", Prediction), 503: Answer(REFUSING, Refusal), **GUARDED},
+    "/predict": {200: Answer("The decision", Prediction), 503: Answer(REFUSING, Refusal, LOG_BEHIND), **GUARDED},
     "/explain": {200: Answer("The explanation", Explanation), 503: Answer(REFUSING, Error), **GUARDED},
     "/feedback": {
         200: Answer("The outcome, recorded", OutcomeRecorded),
@@ -147,8 +158,11 @@ ANSWERS: dict[str, dict[int, Answer]] = {
     "/admin/routing": {200: ROUTING, **ADMIN, **GUARDED},
     "/admin/reload": {200: ROUTING, **ADMIN, **GUARDED},
     "/admin/rollback": {200: Answer("What was rolled back", RollbackResult), **ADMIN, **GUARDED},
-    # BentoML's readiness probe (exempt from the guards): 503 in plain text while no production model is loaded.
-    "/readyz": {200: Answer("Ready to serve", None), 503: Answer("Not ready (no production model)", None)},
+    # BentoML's readiness probe (exempt from the guards): 503 in plain text while it cannot decide and record.
+    "/readyz": {
+        200: Answer("Ready to serve", None),
+        503: Answer("Not ready (no production model, or a decision log that cannot record decisions)", None),
+    },
 }
 
 

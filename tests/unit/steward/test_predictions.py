@@ -11,7 +11,7 @@ import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.predictions import Decision, PredictionLog, batch_digest, batch_rows, served_window, window
+from steward.predictions import Decision, LogUnavailable, PredictionLog, batch_digest, batch_rows, served_window, window
 from steward.reviews import ReviewQueue
 
 
@@ -429,3 +429,96 @@ def test_a_prediction_log_of_an_older_steward_is_refused_with_a_message(tmp_path
         old.execute("CREATE TABLE predictions (request_id VARCHAR(64), role VARCHAR(12), applicant_id VARCHAR(200))")
     with pytest.raises(SchemaError, match=r"table predictions lacks ts, model_name, model, data_md5, subject_id"):
         make_engine(f"sqlite:///{path}")
+
+
+# --- with a journal: answered only once durable, shipped exactly once ---------------------------------------
+
+
+def _logged(engine):
+    with engine.connect() as db:
+        return sorted(r for (r,) in db.exec_driver_sql("SELECT request_id FROM predictions"))
+
+
+def test_a_journalled_decision_survives_a_crash_before_its_batch_and_is_shipped_once(engine, tmp_path):
+    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal")
+    for i in range(5):
+        log.add(_decision(i))
+    log.flush()
+    for i in range(5, 8):
+        log.add(_decision(i))  # acknowledged; the process dies before its batch
+    log.journal.close()  # what a kill leaves: the journal's lock let go, nothing flushed
+    assert _logged(engine) == [f"r{i:04d}" for i in range(5)]
+    after = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal")
+    assert after.pending() == 8  # everything the journal holds, until the database says what it has
+    after.flush()
+    assert _logged(engine) == [f"r{i:04d}" for i in range(8)] and after.pending() == 0
+    after.stop()
+    third = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal")
+    assert third.flush() is None and len(_logged(engine)) == 8  # the position was written with the rows
+    third.stop()
+
+
+def test_a_referral_opens_its_review_case_with_its_batch_not_on_the_response_path(engine, tmp_path):
+    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal")
+    log.add(_decision(1), review="P(favourable) 0.500 in band")
+    assert ReviewQueue(engine).list() == []
+    log.flush()
+    [case] = ReviewQueue(engine).list()
+    assert (case.kind, case.request_id, case.reason) == ("referral", "r0001", "P(favourable) 0.500 in band")
+    log.stop()
+
+
+class _Down(Ledger):
+    down = True
+
+    def append(self, **kwargs):
+        if self.down:
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("INSERT", {}, Exception("could not connect to server"))
+        return super().append(**kwargs)
+
+
+def test_a_database_out_of_reach_makes_the_log_refuse_until_it_is_back_and_loses_nothing(engine, tmp_path):
+    ledger = _Down(engine)
+    log = PredictionLog(engine, ledger, journal=tmp_path / "journal", stall_seconds=0.2)
+    log.add(_decision(1))
+    with pytest.raises(Exception, match="could not connect"):
+        log.flush()
+    assert log.unready() is None  # a short outage: the journal holds it
+    time.sleep(0.25)
+    assert "has not reached the database for" in log.unready()
+    with pytest.raises(LogUnavailable, match="has not reached the database"):
+        log.add(_decision(2))
+    log.add(_decision(3, role="shadow"), durable=False)  # nobody waits for a shadow's answer
+    deadline = time.monotonic() + 5
+    while log.pending() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ledger.down = False
+    log.flush()
+    assert log.unready() is None and _logged(engine) == ["r0001", "r0003"]
+    log.stop()
+
+
+def test_past_its_backlog_the_log_refuses_naming_how_far_behind_it_is(engine, tmp_path):
+    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", backlog=3)
+    for i in range(3):
+        log.add(_decision(i))
+    with pytest.raises(LogUnavailable, match="3 decisions behind the database \\(at most 3 may wait\\)"):
+        log.add(_decision(3))
+    log.flush()
+    log.add(_decision(3))
+    log.stop()
+    assert len(_logged(engine)) == 4
+
+
+def test_a_stop_with_the_database_away_keeps_the_decisions_in_the_journal(engine, tmp_path):
+    ledger = _Down(engine)
+    log = PredictionLog(engine, ledger, journal=tmp_path / "journal")
+    log.add(_decision(1))
+    log.stop()  # SIGTERM during an outage: nothing raised, nothing lost
+    ledger.down = False
+    after = PredictionLog(engine, ledger, journal=tmp_path / "journal")
+    after.flush()
+    after.stop()
+    assert _logged(engine) == ["r0001"]

@@ -1,0 +1,251 @@
+"""The decision journal: a local append-only file each decision is written to, and fsync'd, before the service
+answers it. The prediction log (steward/predictions.py) ships the journal into the database.
+
+Group commit: callers hand their entries to one writer thread, which appends everything waiting as one write,
+fsyncs once and only then hands the entries on (in sequence order) and wakes the callers. A caller waits at most
+`commit_seconds`; a write that fails is cut back off the file, and its callers are told so (never answered).
+
+A journal is a folder, written by one process at a time (an exclusive lock on `lock`):
+
+- `journal.id`: the journal's name, made once; the database stores, per journal id, the last sequence number
+  shipped, in the same transaction as the rows, so a crash between the two repeats nothing and loses nothing;
+- `<first seq, 20 digits>.jsonl`: segments of lines `seq<TAB>crc32<TAB>json`. A new segment starts once the
+  current one passes `segment_bytes`; a segment wholly shipped is deleted.
+
+Opening a journal reads every segment back. A torn last line (a kill in the middle of a write) was never
+acknowledged: it is cut off. A bad line anywhere else is corruption: the journal refuses to open, naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steward.errors import StewardError
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+IN_USE = (
+    "the decision journal {path} is in use by another process: each serving replica of a use case needs a "
+    "journal of its own (STEWARD_REPLICA)"
+)
+CORRUPT = "the decision journal {path} is damaged at line {line}: {why}; it is kept as it is for a person to inspect"
+NOT_WRITTEN = "the decision journal {path} could not be written: {error}"
+TOO_SLOW = "the decision journal {path} did not confirm the write within {seconds:g} s"
+CLOSED = "the decision journal {path} is closed"
+BROKEN = "the decision journal {path} stopped taking decisions ({error}); a restart ships what it holds"
+logger = logging.getLogger("steward.journal")
+
+Entry = dict[str, Any]
+Durable = Callable[[list[tuple[int, Entry]]], None]
+
+
+class JournalError(StewardError, RuntimeError):
+    """The journal cannot take an entry, or cannot be opened: the caller must not acknowledge the decision."""
+
+
+@dataclass
+class _Waiting:
+    entries: list[Entry]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+class Journal:
+    """One process's decision journal in `directory`. `durable` is called by the writer thread, in sequence
+    order, with each group once it is on disk (before any caller hears so)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        durable: Durable,
+        commit_seconds: float = 2.0,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        self.path = directory
+        self._durable = durable
+        self._commit_seconds = commit_seconds
+        self._segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise JournalError(IN_USE.format(path=directory)) from None
+        self.id = self._identity()
+        self.recovered = self._read_back()  # every entry on disk, shipped or not: the log keeps what it lacks
+        self._segments = self._segment_starts()
+        self._next = max([self.recovered[-1][0] + 1 if self.recovered else 1, *self._segments[-1:]])
+        if not self._segments or self._segment_size() >= segment_bytes:
+            self._segments.append(self._next)
+        self._fd = os.open(self._segment(self._segments[-1]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fsync_directory()
+        self._queue: list[_Waiting] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._broken: str | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="decision-journal", daemon=True)
+        self._writer.start()
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def append(self, entries: list[Entry], *, wait: bool = True) -> None:
+        """Append `entries`; with `wait`, return only once they are on disk (JournalError if they are not)."""
+        waiting = _Waiting(entries)
+        with self._cond:
+            if self._closed or self._broken:
+                raise JournalError(self._broken or CLOSED.format(path=self.path))
+            self._queue.append(waiting)
+            self._cond.notify()
+        if not wait:
+            return
+        if not waiting.done.wait(self._commit_seconds):
+            raise JournalError(TOO_SLOW.format(path=self.path, seconds=self._commit_seconds))
+        if waiting.error is not None:
+            raise JournalError(waiting.error)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                group, self._queue = self._queue, []
+                if not group and self._closed:
+                    return
+            self._commit(group)
+
+    def _commit(self, group: list[_Waiting]) -> None:
+        numbered = [(self._next + i, entry) for i, entry in enumerate(e for w in group for e in w.entries)]
+        blob = "".join(_line(seq, entry) for seq, entry in numbered).encode("utf-8")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            os.write(self._fd, blob)
+            os.fsync(self._fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)  # nothing of a failed group stays to be shipped
+            for waiting in group:
+                waiting.error = NOT_WRITTEN.format(path=self.path, error=error)
+                waiting.done.set()
+            return
+        self._next += len(numbered)
+        try:
+            self._durable(numbered)
+        except Exception as error:  # on disk but not handed on: stop taking entries (shipped at the next start)
+            logger.exception("the decision journal %s stops: its entries could not be handed on", self.path)
+            with self._cond:
+                self._broken = BROKEN.format(path=self.path, error=error)
+            for waiting in group:
+                waiting.error = self._broken
+        for waiting in group:
+            waiting.done.set()
+        if start + len(blob) >= self._segment_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._segments.append(self._next)
+        self._fd = os.open(self._segment(self._next), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fsync_directory()
+
+    def shipped(self, seq: int) -> None:
+        """Everything through `seq` is in the database: delete the segments that hold nothing newer."""
+        while len(self._segments) > 1 and self._segments[1] <= seq + 1:
+            with contextlib.suppress(FileNotFoundError):
+                self._segment(self._segments[0]).unlink()
+            self._segments.pop(0)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer and let the folder go."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._writer.join(timeout=10)
+        os.close(self._fd)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    def _identity(self) -> str:
+        named = self.path / "journal.id"
+        if named.is_file():
+            return named.read_text().strip()
+        made = uuid.uuid4().hex
+        partial = self.path / "journal.id.partial"
+        partial.write_text(made)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        partial.replace(named)
+        self._fsync_directory()
+        return made
+
+    def _segment(self, first: int) -> Path:
+        return self.path / f"{first:020d}.jsonl"
+
+    def _segment_starts(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.path.glob("*.jsonl") if p.stem.isdigit())
+
+    def _segment_size(self) -> int:
+        return self._segment(self._segments[-1]).stat().st_size
+
+    def _read_back(self) -> list[tuple[int, Entry]]:
+        found: list[tuple[int, Entry]] = []
+        starts = self._segment_starts()
+        for index, first in enumerate(starts):
+            path = self._segment(first)
+            data = path.read_bytes()
+            good = 0
+            for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+                parsed = _parse(raw)
+                last = index == len(starts) - 1 and good + len(raw) + 1 == len(data)
+                if isinstance(parsed, str):
+                    if last:  # a torn tail: never acknowledged
+                        break
+                    raise JournalError(CORRUPT.format(path=path, line=number, why=parsed))
+                expected = found[-1][0] + 1 if found else first
+                if parsed[0] != expected:
+                    raise JournalError(CORRUPT.format(path=path, line=number, why=f"seq {parsed[0]}, not {expected}"))
+                found.append(parsed)
+                good += len(raw) + 1
+            if good < len(data):
+                if index != len(starts) - 1:
+                    raise JournalError(CORRUPT.format(path=path, line="end", why="an unfinished line"))
+                os.truncate(path, good)
+        return found
+
+    def _fsync_directory(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _line(seq: int, entry: Entry) -> str:
+    text = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+    return f"{seq}\t{zlib.crc32(text.encode('utf-8')):08x}\t{text}\n"
+
+
+def _parse(raw: bytes) -> tuple[int, Entry] | str:
+    """(seq, entry), or why the line is not one."""
+    parts = raw.split(b"\t", 2)
+    if len(parts) != 3 or not parts[0].isdigit():
+        return "not a journal line"
+    if f"{zlib.crc32(parts[2]):08x}".encode() != parts[1]:
+        return "its checksum does not match"
+    try:
+        return int(parts[0]), json.loads(parts[2])
+    except ValueError:
+        return "its entry is not JSON"
