@@ -137,6 +137,7 @@ class Steward:
             self.ledger,
             flush_seconds=_params.serve.log_flush_seconds,
             journal=_settings.journal_dir(_usecase.model_name),  # answered only once journalled: steward/journal.py
+            replica=_settings.replica,
             backlog=_params.serve.log_backlog,
             stall_seconds=_params.serve.log_stall_seconds,
         )

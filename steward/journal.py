@@ -5,7 +5,8 @@ Group commit: callers hand their entries to one writer thread, which appends eve
 fsyncs once and only then hands the entries on (in sequence order) and wakes the callers. A caller waits at most
 `commit_seconds`; a write that fails is cut back off the file, and its callers are told so (never answered).
 
-A journal is a folder, written by one process at a time (an exclusive lock on `lock`):
+A journal is a folder, written by one process at a time (an exclusive lock on `lock`, let go when the process
+dies), one per serving replica under `STEWARD_HOME/journal/<model name>/` (`claim`):
 
 - `journal.id`: the journal's name, made once; the database stores, per journal id, the last sequence number
   shipped, in the same transaction as the rows, so a crash between the two repeats nothing and loses nothing;
@@ -34,6 +35,7 @@ from typing import Any
 from steward.errors import StewardError
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_REPLICAS = 64  # journals one use case's replicas may hold under one home
 IN_USE = (
     "the decision journal {path} is in use by another process: each serving replica of a use case needs a "
     "journal of its own (STEWARD_REPLICA)"
@@ -51,6 +53,10 @@ Durable = Callable[[list[tuple[int, Entry]]], None]
 
 class JournalError(StewardError, RuntimeError):
     """The journal cannot take an entry, or cannot be opened: the caller must not acknowledge the decision."""
+
+
+class JournalInUse(JournalError):
+    """Another live process writes this journal."""
 
 
 @dataclass
@@ -82,7 +88,7 @@ class Journal:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise JournalError(IN_USE.format(path=directory)) from None
+            raise JournalInUse(IN_USE.format(path=directory)) from None
         self.id = self._identity()
         self.recovered = self._read_back()  # every entry on disk, shipped or not: the log keeps what it lacks
         self._segments = self._segment_starts()
@@ -231,6 +237,19 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def claim(base: Path, name: str | None, *, durable: Durable, **options: Any) -> Journal:
+    """The journal `base/name`, or without a name the first one under `base` no live process holds ("0", "1",
+    ...): a replica restarted after a crash takes up, and ships, the journal its predecessor left."""
+    if name is not None:
+        return Journal(base / name, durable=durable, **options)
+    for slot in range(MAX_REPLICAS):
+        try:
+            return Journal(base / str(slot), durable=durable, **options)
+        except JournalInUse:
+            continue
+    raise JournalInUse(IN_USE.format(path=base / f"0..{MAX_REPLICAS - 1}"))
 
 
 def _line(seq: int, entry: Entry) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from steward.canonical import canonical_json
 from steward.db import Base
 from steward.errors import StewardError
-from steward.journal import Journal, JournalError
+from steward.journal import JournalError, JournalInUse, claim
 from steward.ledger import DECISIONS_BATCH, Ledger, Record
 from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
 
@@ -37,6 +37,7 @@ LOG_ACTOR = "steward-serving"
 ERROR = "error"  # the decision of a request the model raised on: logged for monitoring, never answered
 BEHIND = "the decision log is {waiting} decisions behind the database (at most {most} may wait)"
 STALLED = "the decision log has not reached the database for {seconds:.1f} s"
+ADOPT_SECONDS = 30.0  # how often a replica ships the journals of replicas that died and did not come back
 logger = logging.getLogger("steward.predictions")
 
 
@@ -124,7 +125,8 @@ class _Pending:
 class PredictionLog:
     """Decisions buffered and written as batches by a background thread (`start`/`stop`) or by `flush`.
 
-    With a `journal` folder, `add` returns only once the decision is fsync'd to the journal (steward/journal.py):
+    With a `journal` folder (the use case's, `Settings.journal_dir`; the replica's journal in it is `replica`'s, or
+    the first free one), `add` returns only once the decision is fsync'd to the journal (steward/journal.py):
     the service answers only what is durable, and what the database has not yet received is shipped from the
     journal after a crash, exactly once (the journal position is written with the rows). `unready` says why
     the log cannot take decisions now: more than `backlog` not yet in the database, or nothing shipped for
@@ -137,6 +139,7 @@ class PredictionLog:
         *,
         flush_seconds: float = 0.1,
         journal: Path | None = None,
+        replica: str | None = None,
         backlog: int = 20_000,
         stall_seconds: float = 5.0,
     ) -> None:
@@ -151,7 +154,7 @@ class PredictionLog:
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.journal = None if journal is None else Journal(journal, durable=self._durable)
+        self.journal = None if journal is None else claim(journal, replica, durable=self._durable)
         self._recovering = [] if self.journal is None else [_pending(s, e) for s, e in self.journal.recovered]
 
     def add(self, decision: Decision, *, review: str | None = None, durable: bool = True) -> None:
@@ -298,12 +301,33 @@ class PredictionLog:
                 self.journal.close()
 
     def _run(self) -> None:
+        adopted = 0.0
         while not self._stop.wait(self._flush_seconds):
             try:
                 self.flush()
                 self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
+                if self.journal is not None and time.monotonic() - adopted > ADOPT_SECONDS:
+                    adopted = time.monotonic()
+                    ship_journals(self._engine, self._ledger, self.journal.path.parent)  # replicas that died
             except Exception:
                 continue
+
+
+def ship_journals(engine: Engine, ledger: Ledger, base: Path) -> int:
+    """Ship every journal under `base` that no live replica holds (left by a replica that died and did not come
+    back) into the database; returns how many decisions that wrote."""
+    shipped = 0
+    for folder in sorted(p for p in base.glob("*") if p.is_dir()):
+        try:
+            orphan = PredictionLog(engine, ledger, journal=base, replica=folder.name)
+        except JournalInUse:
+            continue
+        try:
+            record = orphan.flush()
+        finally:
+            orphan.stop()
+        shipped += int(record.payload["count"]) if record is not None else 0
+    return shipped
 
 
 def _pending(seq: int, entry: dict[str, Any]) -> _Pending:

@@ -56,10 +56,11 @@ class Settings(BaseSettings):
         description="Your Ed25519 private key (OpenSSH or PEM): signs your sign-off answers and the runs you open; "
         "unset: a run is opened by this instance's key (STEWARD_HOME/keys/instance)",
     )
-    replica: str = Field(
-        default="0",
+    replica: str | None = Field(
+        default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="This serving replica's name among its use case's replicas: its decision journal's folder",
+        description="This serving replica's name among its use case's replicas (its decision journal's folder); "
+        "unset: the first journal no running replica holds",
     )
     admin_token: str | None = Field(
         default=None, description="Bearer token for the service's /admin endpoints; unset: they answer 503"
@@ -108,8 +109,8 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.state_dir / 'steward.db'}"
 
     def journal_dir(self, model_name: str) -> Path:
-        """Where this replica journals the decisions of `model_name` before answering them (steward/journal.py)."""
-        return self.state_dir / "journal" / model_name / self.replica
+        """Where the replicas serving `model_name` journal its decisions before answering them (steward/journal.py)."""
+        return self.state_dir / "journal" / model_name
 
     @property
     def keys_dir(self) -> Path:

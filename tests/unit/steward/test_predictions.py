@@ -10,8 +10,18 @@ import pandas as pd
 import pytest
 
 from steward.db import make_engine
+from steward.journal import JournalInUse
 from steward.ledger import Ledger
-from steward.predictions import Decision, LogUnavailable, PredictionLog, batch_digest, batch_rows, served_window, window
+from steward.predictions import (
+    Decision,
+    LogUnavailable,
+    PredictionLog,
+    batch_digest,
+    batch_rows,
+    served_window,
+    ship_journals,
+    window,
+)
 from steward.reviews import ReviewQueue
 
 
@@ -522,3 +532,17 @@ def test_a_stop_with_the_database_away_keeps_the_decisions_in_the_journal(engine
     after.flush()
     after.stop()
     assert _logged(engine) == ["r0001"]
+
+
+def test_replicas_take_journals_of_their_own_and_a_dead_ones_is_shipped_by_a_live_one(engine, tmp_path):
+    base = tmp_path / "journal"
+    first = PredictionLog(engine, Ledger(engine), journal=base)
+    second = PredictionLog(engine, Ledger(engine), journal=base)
+    assert (first.journal.path.name, second.journal.path.name) == ("0", "1")
+    with pytest.raises(JournalInUse, match="needs a journal of its own \\(STEWARD_REPLICA\\)"):
+        PredictionLog(engine, Ledger(engine), journal=base, replica="1")
+    second.add(_decision(1))
+    second.journal.close()  # replica 1 dies and does not come back
+    assert ship_journals(engine, Ledger(engine), base) == 1  # replica 0's own journal is held: left alone
+    assert _logged(engine) == ["r0001"] and ship_journals(engine, Ledger(engine), base) == 0
+    first.stop()
