@@ -10,7 +10,8 @@ from steward.keys import instance_key
 from steward.ledger import Ledger
 from steward.model_integrity import REFUSED_ACTOR, Manifest, ModelRefused, check, manifest_of, refuse
 from steward.registry import ModelVersion, Registry, State
-from steward.routing import Rollouts, model_name_of
+from steward.rollouts import Rollouts
+from steward.routing import model_name_of
 from steward.settings import Settings
 
 NO_STORE_DIR = "model tag {tag!r} is not in the BentoML model store"
