@@ -4,7 +4,10 @@ refusal in the ledger before it raises."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from steward.keys import instance_key
 from steward.ledger import Ledger
@@ -59,3 +62,12 @@ def verified_or_withdrawn(ref: str, *, moves: Rollouts, settings: Settings, wher
         if ref in (routing.canary, routing.shadow) or moves.registry.get(ref).state in (State.SHADOW, State.CANARY):
             moves.withdraw(ref, actor=actor, reason=f"{where}: {refused}")
         raise
+
+
+def verifying_rollouts(engine: Engine, ledger: Ledger, settings: Settings, *, where: str, actor: str) -> Rollouts:
+    """The rollout moves with this instance's byte check for the models a rollback restores: one that does not
+    verify is refused in the ledger (`where`: who refused it) before it goes back into routing."""
+    check_bytes = partial(
+        verified, registry=Registry(engine, ledger=ledger), ledger=ledger, settings=settings, where=where, actor=actor
+    )
+    return Rollouts(engine, ledger, verify=check_bytes)
