@@ -26,16 +26,15 @@ def _model_name(settings: Settings, usecase: str | None) -> str:
 
 
 def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -> None:
-    """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says."""
-    import subprocess
-
-    from deployments.local.bento_server import SERVICE, serve_command
+    """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says. SIGTERM or
+    SIGINT (Ctrl+C) stops it and every worker it started, each flushing its prediction log, then exits 0."""
+    from deployments.local.bento_server import SERVICE, serve_command, serve_until_stopped
 
     settings = Settings()
     _environment(settings, server=False)
     command = serve_command(SERVICE, port=port)
     console.print(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs.json); Ctrl+C stops it", highlight=False)
-    raise typer.Exit(subprocess.call(command, cwd=settings.project_dir))
+    raise typer.Exit(serve_until_stopped(command, cwd=settings.project_dir))
 
 
 def rollout(
