@@ -30,7 +30,8 @@ from steward.ledger import ROLLOUT_ANALYSIS
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.registry import State
-from steward.routing import Rollouts, RoutingError, model_name_of
+from steward.rollouts import Rollouts
+from steward.routing import RoutingError, model_name_of
 from steward.settings import Settings
 from tasks.artifacts import publish
 from tasks.model.integrity import verified_or_withdrawn

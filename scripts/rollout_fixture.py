@@ -84,7 +84,7 @@ def main() -> None:
     from steward.ledger import Ledger
     from steward.params import load_params
     from steward.registry import State
-    from steward.routing import Rollouts
+    from steward.rollouts import Rollouts
     from steward.settings import Settings
     from tasks.data.features import to_feature_frame
     from tasks.model.integrity import stored_manifest

@@ -21,7 +21,7 @@ from steward.registry import State
 from steward.signoff import Request
 
 if TYPE_CHECKING:
-    from steward.routing import Rollouts
+    from steward.rollouts import Rollouts
 
 WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
 

@@ -1,7 +1,17 @@
 """The model registry: every model version with its lineage and its place in the state machine.
 
-States: candidate → rejected | approved → shadow → canary → production → retired, plus rolled_back.
+States: candidate → rejected | approved → shadow → canary → production → standby → retired, plus rolled_back.
 A transition the machine does not allow is refused, whoever asks.
+
+When a promotion replaces a production model that was verified good (no `model.refused` record about it
+since it became production), it becomes the `standby`: the one model a rollback swaps production back to.
+There is at most one standby per model name; the standby it replaces retires. A production model that was
+refused, or replaced otherwise, retires (or is rolled back).
+
+Production is reached along the rollout (canary → production) or by a restore (`Registry.restore`), and only
+a restore leaves the terminal-looking states: a standby, retired or rolled-back version goes back to
+production only if the ledger shows it in production before and its sign-off is still complete (its newest
+sign-off approved). Its bytes are checked by the caller (steward.rollouts) before it is restored.
 """
 
 from __future__ import annotations
@@ -32,6 +42,17 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 UNSIGNED = "model {ref}: a manifest is registered with the key that signs it, never alone"
 NOT_SIGNED_OFF = "model {ref} has no completed sign-off in the ledger: only the approvals its tier asks for approve it"
 TRANSITION_REFUSED = "model {ref} is {current}; it cannot become {target} (allowed from {current}: {allowed})"
+NOT_RESTORABLE = (
+    "model {ref} is {current}: only a former production model (standby, retired or rolled back) is restored"
+)
+NEVER_IN_PRODUCTION = (
+    "model {ref} was never in production (no registry transition of it to production in the ledger): only a "
+    "former production model is restored; roll it out instead"
+)
+SIGNOFF_LAPSED = (
+    "model {ref}: its newest sign-off in the ledger is not complete ({outcome}): it is not restored until a "
+    "sign-off approves it again"
+)
 
 
 class State(enum.StrEnum):
@@ -41,6 +62,7 @@ class State(enum.StrEnum):
     SHADOW = "shadow"
     CANARY = "canary"
     PRODUCTION = "production"
+    STANDBY = "standby"
     RETIRED = "retired"
     ROLLED_BACK = "rolled_back"
 
@@ -50,11 +72,14 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.APPROVED: frozenset({State.SHADOW, State.RETIRED}),
     State.SHADOW: frozenset({State.CANARY, State.ROLLED_BACK, State.RETIRED}),
     State.CANARY: frozenset({State.PRODUCTION, State.ROLLED_BACK}),
-    State.PRODUCTION: frozenset({State.RETIRED, State.ROLLED_BACK}),
+    State.PRODUCTION: frozenset({State.STANDBY, State.RETIRED, State.ROLLED_BACK}),
+    State.STANDBY: frozenset({State.RETIRED}),
     State.REJECTED: frozenset(),
     State.RETIRED: frozenset(),
     State.ROLLED_BACK: frozenset({State.RETIRED}),
 }
+# The states a restore (and only a restore) takes back to production, after its checks.
+RESTORABLE: frozenset[State] = frozenset({State.STANDBY, State.RETIRED, State.ROLLED_BACK})
 
 
 def _loads_or_none(text: str) -> Any:
@@ -274,15 +299,66 @@ class Registry:
             self._record(session, row, previous=current, actor=actor)
             return ModelVersion._of(row)
 
+    def restore(self, ref: str | int, *, actor: str = "steward") -> ModelVersion:
+        """Put a former production version (standby, retired or rolled back) back in production, once the ledger
+        shows it in production before and its newest sign-off complete; refused otherwise, naming why."""
+        with Session(self._engine) as session, session.begin():
+            self._lock(session)
+            row = session.scalar(self._select(ref).with_for_update())
+            if row is None:
+                raise RegistryError(UNKNOWN_MODEL.format(ref=ref))
+            self._check_restorable(session, row)
+            current = State(row.state)
+            row.state = State.PRODUCTION.value
+            row.updated_at = datetime.now(UTC)
+            session.flush()
+            self._record(session, row, previous=current, actor=actor, restored=True)
+            return ModelVersion._of(row)
+
+    def restorable(self, ref: str | int) -> ModelVersion:
+        """`ref`'s version if `restore` would take it back to production now; raises `RegistryError` naming why not."""
+        with Session(self._engine) as session:
+            row = session.scalar(self._select(ref))
+            if row is None:
+                raise RegistryError(UNKNOWN_MODEL.format(ref=ref))
+            self._check_restorable(session, row)
+            return ModelVersion._of(row)
+
+    def was_production(self, ref: str) -> bool:
+        """Whether the ledger shows `ref` moved to production at some time (by the rollout or a restore)."""
+        with Session(self._engine) as session:
+            return self._was_production(session, ref)
+
+    def _check_restorable(self, session: Session, row: ModelVersionRow) -> None:
+        ref, current = f"{row.name}:v{row.version}", State(row.state)
+        if current not in RESTORABLE:
+            raise RegistryError(NOT_RESTORABLE.format(ref=ref, current=current))
+        if not self._was_production(session, ref):
+            raise RegistryError(NEVER_IN_PRODUCTION.format(ref=ref))
+        outcome = self._signoff_outcome(session, ref)
+        if outcome != "approved":
+            raise RegistryError(SIGNOFF_LAPSED.format(ref=ref, outcome=outcome or "no sign-off on record"))
+
+    def _was_production(self, session: Session, ref: str) -> bool:
+        query = select(LedgerRow.payload).where(LedgerRow.subject == ref, LedgerRow.action == REGISTRY_TRANSITION)
+        return any(
+            isinstance(payload, dict) and payload.get("to") == State.PRODUCTION.value
+            for payload in map(_loads_or_none, session.scalars(query))
+        )
+
     def _signed_off(self, session: Session, ref: str) -> bool:
         """Whether the ledger shows the newest sign-off of `ref` complete: every approval its tier asked for,
         nothing ending it otherwise first. (A registry without a ledger approves nothing.)"""
+        return self._signoff_outcome(session, ref) == "approved"
+
+    def _signoff_outcome(self, session: Session, ref: str) -> str | None:
+        """How the newest sign-off of `ref` stands in the ledger (None: none, or no ledger; "open": undecided)."""
         if self._ledger is None:
-            return False
+            return None
         query = select(LedgerRow).where(LedgerRow.subject == ref, LedgerRow.action.in_(SIGNOFF_ACTIONS))
         rows = session.scalars(query.order_by(LedgerRow.seq))  # the subject's sign-off records, not its history
         found = latest([Record._of(row) for row in rows], model=ref)
-        return found is not None and found.outcome == "approved"
+        return None if found is None else (found.outcome or "still open")
 
     def _lock(self, session: Session) -> None:
         # Taken before reading the row, so the state read and the ledger head are both current.
@@ -290,7 +366,14 @@ class Registry:
             self._ledger.lock(session)
 
     def _record(
-        self, session: Session, row: ModelVersionRow, *, previous: State | None, actor: str, sealed: Seal | None = None
+        self,
+        session: Session,
+        row: ModelVersionRow,
+        *,
+        previous: State | None,
+        actor: str,
+        sealed: Seal | None = None,
+        restored: bool = False,
     ) -> None:
         if self._ledger is None:
             return
@@ -305,7 +388,8 @@ class Registry:
                 "model_tag": row.model_tag,
                 "data_md5": row.data_md5,
             }
-            | seal_payload,
+            | seal_payload
+            | ({"restored": True} if restored else {}),
             session=session,
         )
 

@@ -9,15 +9,19 @@ without a restart.
 A request goes to the canary when the applicant's bucket (a hash of the applicant id, uniform in [0, 1))
 is below the canary weight: the same applicant always meets the same model while the weight stands, and
 raising the weight only moves applicants from production to canary, never back.
+
+A canary or a shadow is compared with production and falls back to it, so no routing names one without a
+production model (`set` refuses it). The moves that write routing rows (rollout steps, rollbacks, restores,
+the refusal mode) are `steward.rollouts.Rollouts`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import DateTime, Engine, Float, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -26,12 +30,16 @@ from steward.db import Base
 from steward.errors import StewardError
 from steward.ledger import ROLLBACK, ROLLOUT_STEP, ROUTING_REFUSED, Ledger, LedgerRow
 
+if TYPE_CHECKING:
+    from steward.rollouts import Rollouts as Rollouts
+
 Mode = Literal["serve", "refuse"]
 BAD_WEIGHT = "a canary weight must be in [0, 1], got {weight}"
 WRONG_STATE = "{role} must be a model in state {expected}; {ref} is {state}"
 # Which registry states may take which role: only what passed sign-off and the rollout's steps serves.
 ROLE_STATES = {"production": ("production",), "canary": ("canary",), "shadow": ("shadow",)}
 NO_CANARY = "a canary weight above 0 needs a canary model"
+NO_PRODUCTION = "a {role} needs a production model behind it: the routing of {model_name} names none"
 DEMO_MODEL = (
     "{ref} was signed off by demo identities: it serves only in a demo home, and this home's policy in force "
     "is not a demo policy"
@@ -44,7 +52,8 @@ UNRECORDED = (
 
 
 class RoutingError(StewardError, ValueError):
-    """A routing Steward refuses: a canary weight outside [0, 1], a weight with no canary."""
+    """A routing Steward refuses: a canary weight outside [0, 1], a weight with no canary, a canary or shadow with
+    no production model behind it."""
 
 
 class RoutingRow(Base):
@@ -168,16 +177,20 @@ class RoutingTable:
         reason: str,
         rollback: bool = False,
         subject: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Routing:
-        """Replace `model_name`'s routing (a new revision) and record why; refuses a weight without a canary
-        and a version of another model.
+        """Replace `model_name`'s routing (a new revision) and record why; refuses a weight without a canary,
+        a canary or shadow without production, and a version of another model.
 
         The ledger record is about `subject` (a rollback: the model taken out), else the canary or production,
-        else `routing:<model name>`."""
+        else `routing:<model name>`; `details` (a rollback's request, what it restored) join its payload."""
         if not 0.0 <= routing.canary_weight <= 1.0:
             raise RoutingError(BAD_WEIGHT.format(weight=routing.canary_weight))
         if routing.canary_weight > 0 and not routing.canary:
             raise RoutingError(NO_CANARY)
+        for role in ("canary", "shadow"):
+            if getattr(routing, role) and not routing.production:
+                raise RoutingError(NO_PRODUCTION.format(role=role, model_name=model_name))
         for ref in (routing.production, routing.canary, routing.shadow):
             if ref and model_name_of(ref) != model_name:
                 raise RoutingError(OTHER_MODEL.format(model_name=model_name, ref=ref))
@@ -200,7 +213,8 @@ class RoutingTable:
                 actor=actor,
                 action=ROLLBACK if rollback else ROLLOUT_STEP,
                 subject=subject or routing.canary or routing.production or f"routing:{model_name}",
-                payload={"model_name": model_name, "before": before, "after": after.as_dict(), "reason": reason},
+                payload={"model_name": model_name, "before": before, "after": after.as_dict(), "reason": reason}
+                | (details or {}),
                 session=session,
             )
             return after
@@ -216,12 +230,27 @@ class Checked:
 
 
 def recorded(engine: Engine, model_name: str) -> tuple[Routing, int] | None:
-    """The routing the newest `rollout.step` or `rollback` record of `model_name` set, and that record's seq.
+    """The routing the newest `rollout.step` or `rollback` record of `model_name` set, and that record's seq."""
+    found = last_change(engine, model_name)
+    return None if found is None else (_routing_of(found.payload["after"]), found.seq)
+
+
+@dataclass(frozen=True)
+class Change:
+    """The newest ledger record that changed a model name's routing: its seq, action and payload."""
+
+    seq: int
+    action: str
+    payload: dict[str, Any]
+
+
+def last_change(engine: Engine, model_name: str) -> Change | None:
+    """The newest `rollout.step` or `rollback` record of `model_name` (None: its routing was never set).
 
     Walks those records newest first through the action index and stops at the first of this model: the
     newest routing change of the one model is normally among the last few."""
     query = (
-        select(LedgerRow.seq, LedgerRow.subject, LedgerRow.payload)
+        select(LedgerRow.seq, LedgerRow.action, LedgerRow.subject, LedgerRow.payload)
         .where(LedgerRow.action.in_((ROLLOUT_STEP, ROLLBACK)))
         .order_by(LedgerRow.seq.desc())
         .execution_options(yield_per=50)
@@ -230,7 +259,7 @@ def recorded(engine: Engine, model_name: str) -> tuple[Routing, int] | None:
         for row in session.execute(query):
             payload = json.loads(row.payload)
             if _model_of(row.subject, payload) == model_name and isinstance(payload.get("after"), dict):
-                return _routing_of(payload["after"]), row.seq
+                return Change(row.seq, row.action, payload)
     return None
 
 
@@ -312,102 +341,10 @@ def newest(engine: Engine, model_name: str) -> int:
         return session.scalar(select(RoutingRow.revision).where(RoutingRow.model_name == model_name)) or 0
 
 
-class Rollouts:
-    """The moves a rollout makes, each a registry transition and a routing change (both in the ledger).
+def __getattr__(name: str) -> Any:
+    """`Rollouts` lives in steward.rollouts (which imports this module); older imports from here still find it."""
+    if name == "Rollouts":
+        from steward.rollouts import Rollouts
 
-    Traffic moves first when a model leaves (the routing row, then its state), and last when one arrives
-    (its state, then the routing row), so the routing table never names a model in the wrong state. A move
-    changes only the routing row of the model's own name (`name` of `name:vN`).
-    """
-
-    def __init__(self, engine: Engine, ledger: Ledger) -> None:
-        from steward.registry import Registry
-
-        self.ledger = ledger
-        self.table = RoutingTable(engine, ledger)
-        self.registry = Registry(engine, ledger=ledger)
-
-    def to_shadow(self, ref: str, *, actor: str) -> Routing:
-        from steward.registry import State
-
-        self.registry.transition(ref, State.SHADOW, actor=actor)
-        name = model_name_of(ref)
-        current = self.table.get(name)
-        return self.table.set(name, replace(current, shadow=ref), actor=actor, reason=f"{ref} mirrors production")
-
-    def to_canary(self, ref: str, weight: float, *, actor: str) -> Routing:
-        from steward.registry import State
-
-        if not 0.0 <= weight <= 1.0:  # before the state changes: else a shadow would be left named in state canary
-            raise RoutingError(BAD_WEIGHT.format(weight=weight))
-        if self.registry.get(ref).state is not State.CANARY:
-            self.registry.transition(ref, State.CANARY, actor=actor)
-        name = model_name_of(ref)
-        current = self.table.get(name)
-        shadow = None if current.shadow == ref else current.shadow
-        routing = replace(current, canary=ref, canary_weight=weight, shadow=shadow)
-        return self.table.set(name, routing, actor=actor, reason=f"{ref} takes {weight:.0%} of applicants")
-
-    def promote(self, ref: str, *, actor: str, reason: str) -> Routing:
-        """`ref` (canary) becomes production; the production it replaces retires."""
-        from steward.registry import State
-
-        name = model_name_of(ref)
-        current = self.table.get(name)
-        for state in _path_to_production(self.registry.get(ref).state):
-            self.registry.transition(ref, state, actor=actor)
-        after = replace(current, production=ref, canary=None, canary_weight=0.0, mode="serve")
-        done = self.table.set(
-            name, replace(after, shadow=None if current.shadow == ref else current.shadow), actor=actor, reason=reason
-        )
-        if current.production and current.production != ref:
-            self.registry.transition(current.production, State.RETIRED, actor=actor)
-        return done
-
-    def withdraw(self, ref: str, *, actor: str, reason: str) -> Routing:
-        """Take `ref` (canary or shadow) out of routing at once and mark it rolled back."""
-        from steward.registry import State
-
-        name = model_name_of(ref)
-        current = self.table.get(name)
-        routing = current
-        if current.canary == ref:
-            routing = replace(routing, canary=None, canary_weight=0.0)
-        if current.shadow == ref:
-            routing = replace(routing, shadow=None)
-        changed = routing != current
-        done = (
-            self.table.set(name, routing, actor=actor, reason=reason, rollback=True, subject=ref)
-            if changed
-            else current
-        )
-        if self.registry.get(ref).state in (State.SHADOW, State.CANARY):
-            self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
-        return done
-
-    def kill_switch(self, model_name: str, *, actor: str, reason: str) -> tuple[list[str], Routing]:
-        """Everything but production out of `model_name`'s routing (rolled back); with nothing else to pull,
-        production too, and its service refuses decisions (503, `referred`) until a model is restored. Other
-        model names' routing is untouched."""
-        from steward.registry import State
-
-        current = self.table.get(model_name)
-        pulled = [ref for ref in (current.canary, current.shadow) if ref]
-        if not pulled and current.production:
-            pulled, after = [current.production], Routing(mode="refuse")
-        else:
-            after = Routing(production=current.production, mode="serve" if current.production else "refuse")
-        subject = ", ".join(pulled) or None
-        done = self.table.set(model_name, after, actor=actor, reason=reason, rollback=True, subject=subject)
-        for ref in pulled:
-            if self.registry.get(ref).state in (State.SHADOW, State.CANARY, State.PRODUCTION):
-                self.registry.transition(ref, State.ROLLED_BACK, actor=actor)
-        return pulled, done
-
-
-def _path_to_production(state: Any) -> list[Any]:
-    """The states a model walks from `state` to production (an approved first model walks them all)."""
-    from steward.registry import State
-
-    walk = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
-    return walk[walk.index(state) + 1 :] if state in walk else [State.PRODUCTION]
+        return Rollouts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,8 @@
-"""`steward serve`, `rollback` and `status`: what serves decisions, and the kill switch."""
+"""`steward serve`, `rollback` and `status`: what serves decisions, rolling back, and the kill switch."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -8,6 +10,9 @@ from rich.table import Table
 from flows.cli.common import _environment, _fail, console
 from steward.errors import StewardError
 from steward.settings import Settings
+
+if TYPE_CHECKING:
+    from steward.rollouts import RollbackDone
 
 USECASE_HELP = "The use case (a folder under usecases/; default: params.yaml's)."
 
@@ -21,16 +26,15 @@ def _model_name(settings: Settings, usecase: str | None) -> str:
 
 
 def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -> None:
-    """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says."""
-    import subprocess
-
-    from deployments.local.bento_server import SERVICE, serve_command
+    """Serve decisions: `bentoml serve` of deployments/service.py, routing as the routing table says. SIGTERM or
+    SIGINT (Ctrl+C) stops it and every worker it started, each flushing its prediction log, then exits 0."""
+    from deployments.local.bento_server import SERVICE, serve_command, serve_until_stopped
 
     settings = Settings()
     _environment(settings, server=False)
     command = serve_command(SERVICE, port=port)
     console.print(f"serving on http://127.0.0.1:{port} (OpenAPI at /docs.json); Ctrl+C stops it", highlight=False)
-    raise typer.Exit(subprocess.call(command, cwd=settings.project_dir))
+    raise typer.Exit(serve_until_stopped(command, cwd=settings.project_dir))
 
 
 def rollout(
@@ -54,32 +58,56 @@ def rollout(
         raise typer.Exit(code=4)
 
 
+ROLLBACK_BOTH = "--to restores a model and --refuse-all refuses every decision: give one of them"
+NOTHING_SERVES = "nobody: every decision is refused (503, referred to people)"
+
+
 def rollback(
-    reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger."),
-    actor: str | None = typer.Option(None, "--as", help="Who pulls the switch (default STEWARD_USER or the OS user)."),
+    reason: str = typer.Option(..., "--reason", help="Why: recorded in the ledger (and the request's key)."),
+    to: str | None = typer.Option(None, "--to", help="A former production model to restore (`name:vN`)."),
+    refuse_all: bool = typer.Option(False, "--refuse-all", help="The kill switch: refuse every decision."),
+    actor: str | None = typer.Option(None, "--as", help="Who rolls back (default STEWARD_USER or the OS user)."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
-    """The kill switch of one use case: its canary and shadow out of routing (rolled back); with no canary,
-    production too, and its service refuses decisions (503, `referred`) until a model is restored. Other use
-    cases keep serving. Audited in the ledger."""
+    """Roll one use case back: its canary and shadow out of routing (rolled back); with neither, production back
+    to the standby (the last production model a promotion replaced, verified good); `--to MODEL` restores that
+    former production model. A restored model's sign-off and bytes are checked first. The same request twice
+    changes nothing the second time. `--refuse-all` takes every model out and refuses decisions until a model is
+    restored. Other use cases keep serving. Audited in the ledger."""
     from steward.anchor import anchored
     from steward.db import make_engine
-    from steward.routing import Rollouts
+    from steward.routing import RoutingError
+    from tasks.model.integrity import verifying_rollouts
 
     settings = Settings()
+    who = actor or settings.user
     try:
+        if to is not None and refuse_all:
+            raise RoutingError(ROLLBACK_BOTH)
         model_name = _model_name(settings, usecase)
         engine = make_engine(settings.db_url)
-        pulled, done = Rollouts(engine, anchored(engine, settings)).kill_switch(
-            model_name, actor=actor or settings.user, reason=reason
-        )
+        moves = verifying_rollouts(engine, anchored(engine, settings), settings, where="steward rollback", actor=who)
+        if refuse_all:
+            done = moves.refuse_all(model_name, actor=who, reason=reason)
+        else:
+            done = moves.rollback(model_name, actor=who, reason=reason, to=to)
     except StewardError as exc:
         _fail(exc)
         return
-    target = done.production or "nobody: decisions are refused and referred to people"
-    console.print(
-        f"{model_name}: rolled back {', '.join(pulled) or 'nothing'}; all traffic to {target}", highlight=False
-    )
+    console.print(rollback_summary(model_name, done), highlight=False, markup=False)
+
+
+def rollback_summary(model_name: str, done: RollbackDone) -> str:
+    """What a rollback did and what now serves, in a line an operator reads."""
+    routing = done.routing
+    serving = f"all traffic to {routing.production}" if routing.production else NOTHING_SERVES
+    if done.repeated is not None:
+        return f"{model_name}: already done (ledger record {done.repeated}), nothing changed; now serving: {serving}"
+    if not done.pulled and done.restored is None and routing.mode != "refuse":
+        return f"{model_name}: nothing to change; now serving: {serving}"
+    moved = f"rolled back {', '.join(done.pulled) or 'nothing'}"
+    moved += f"; restored {done.restored}" if done.restored else ""
+    return f"{model_name}: {moved}; now serving: {serving}"
 
 
 def status() -> None:
@@ -91,7 +119,7 @@ def status() -> None:
     from steward.db import make_engine
     from steward.ledger import ROLLOUT_ANALYSIS, Ledger
     from steward.predictions import PredictionRow
-    from steward.registry import Registry, RegistryError
+    from steward.registry import Registry, RegistryError, State
     from steward.routing import RoutingTable
 
     settings = Settings()
@@ -119,6 +147,10 @@ def status() -> None:
             highlight=False,
         )
         console.print(table)
+        standby = registry.list(state=State.STANDBY, name=model_name)
+        console.print(
+            f"  standby (what `steward rollback` restores): {standby[0].ref if standby else 'none'}", highlight=False
+        )
     with Session(engine) as session:
         rows = session.execute(
             select(PredictionRow.model, PredictionRow.role, func.count()).group_by(

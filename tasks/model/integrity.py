@@ -4,13 +4,17 @@ refusal in the ledger before it raises."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from steward.keys import instance_key
 from steward.ledger import Ledger
 from steward.model_integrity import REFUSED_ACTOR, Manifest, ModelRefused, check, manifest_of, refuse
 from steward.registry import ModelVersion, Registry, State
-from steward.routing import Rollouts, model_name_of
+from steward.rollouts import Rollouts
+from steward.routing import model_name_of
 from steward.settings import Settings
 
 NO_STORE_DIR = "model tag {tag!r} is not in the BentoML model store"
@@ -58,3 +62,12 @@ def verified_or_withdrawn(ref: str, *, moves: Rollouts, settings: Settings, wher
         if ref in (routing.canary, routing.shadow) or moves.registry.get(ref).state in (State.SHADOW, State.CANARY):
             moves.withdraw(ref, actor=actor, reason=f"{where}: {refused}")
         raise
+
+
+def verifying_rollouts(engine: Engine, ledger: Ledger, settings: Settings, *, where: str, actor: str) -> Rollouts:
+    """The rollout moves with this instance's byte check for the models a rollback restores: one that does not
+    verify is refused in the ledger (`where`: who refused it) before it goes back into routing."""
+    check_bytes = partial(
+        verified, registry=Registry(engine, ledger=ledger), ledger=ledger, settings=settings, where=where, actor=actor
+    )
+    return Rollouts(engine, ledger, verify=check_bytes)

@@ -16,7 +16,7 @@ from scripts.serving_fixture import approved
 from steward.db import make_engine
 from steward.ledger import ROLLBACK, Ledger
 from steward.registry import State
-from steward.routing import Rollouts
+from steward.rollouts import Rollouts
 
 pytestmark = pytest.mark.integration
 EMIT = """

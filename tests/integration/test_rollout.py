@@ -25,7 +25,8 @@ from steward.keys import instance_key
 from steward.ledger import MODEL_REFUSED, ROLLBACK, ROLLOUT_ANALYSIS, Ledger
 from steward.model_integrity import Manifest
 from steward.registry import Registry, State
-from steward.routing import Rollouts, RoutingTable
+from steward.rollouts import Rollouts
+from steward.routing import RoutingTable
 from steward.settings import Settings
 from tasks.demo.traffic import Traffic, requests_of
 from tests.usecases import usecase

@@ -652,43 +652,50 @@ def test_a_routing_row_updated_around_the_ledger_is_refused_and_the_recorded_rou
     _route(service, Routing(production=refs["production"]))  # a recorded change is served again
 
 
-def test_the_kill_switch_pulls_the_canary_then_production_and_the_service_refuses_safely(service):
+def test_a_rollback_pulls_the_canary_once_and_only_refuse_all_stops_decisions(service):
     refs = service["refs"]
     _route(
         service, Routing(production=refs["production"], canary=refs["canary"], canary_weight=0.2, shadow=refs["shadow"])
     )
     env = steward_env(service["project"], extra={"BENTOML_HOME": str(service["project"] / ".steward/bentoml")})
     steward = str(BIN / "steward")
-    pulled = subprocess.run(
-        [steward, "rollback", "--reason", "selection rate for women fell", "--as", "oncall"],
-        cwd=service["project"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    reason = "selection rate for women fell"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [steward, "rollback", *args, "--as", "oncall"]
+        return subprocess.run(
+            command, cwd=service["project"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    pulled = cli("--reason", reason)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    assert f"all traffic to {refs['production']}" in pulled.stdout
+    assert f"now serving: all traffic to {refs['production']}" in " ".join(pulled.stdout.split())
     status = subprocess.run(
         [steward, "status"], cwd=service["project"], env=env, capture_output=True, text=True, timeout=60
     )
     assert refs["production"] in status.stdout and refs["canary"] not in status.stdout.split("logged:")[0]
     rollback = [r for r in service["table"]._ledger.records() if r.action == "rollback"][-1]
-    assert (rollback.actor, rollback.payload["reason"]) == ("oncall", "selection rate for women fell")
+    assert (rollback.actor, rollback.payload["reason"]) == ("oncall", reason)
     states = {
         r.subject: r.payload["to"] for r in service["table"]._ledger.records() if r.action == "registry.transition"
     }
     assert states[refs["canary"]] == states[refs["shadow"]] == "rolled_back"
 
-    # the same switch over HTTP: refused without the admin token (nothing pulled), pulled with it
-    body = {"reason": "production misbehaves too", "actor": "oncall-http"}
+    # the same request over HTTP: refused without the admin token, and with it a repeat that changes nothing
+    body = {"reason": reason, "actor": "oncall-http"}
     refused = httpx.post(f"{service['url']}/admin/rollback", json=body, headers={"X-Client-Id": "oncall"})
     assert refused.status_code == 401 and service["table"].get("credit-risk").production == refs["production"]
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "oncall"}
     again = httpx.post(f"{service['url']}/admin/rollback", json=body, headers=headers, timeout=30)
     assert again.status_code == 200, again.text
-    assert again.json()["rolled_back"] == [refs["production"]] and again.json()["routing"]["mode"] == "refuse"
+    assert again.json()["rolled_back"] == [] and again.json()["routing"]["production"] == refs["production"]
+    kept = _applications(1, prefix="kept")[0]
+    answer = _patiently(lambda: httpx.post(f"{service['url']}/predict", json=kept, headers=headers))
+    assert answer.status_code == 200 and answer.json()["model_version"] == refs["production"]
+
+    # refusing every decision is its own, explicit command
+    stopped = cli("--refuse-all", "--reason", "production misbehaves too")
+    assert stopped.returncode == 0 and "now serving: nobody" in " ".join(stopped.stdout.split())
     deadline = time.monotonic() + 1.0
     while True:
         answer = httpx.post(

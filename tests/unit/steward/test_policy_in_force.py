@@ -24,7 +24,8 @@ from steward.policy_in_force import (
     policy_problems,
 )
 from steward.registry import Registry, State
-from steward.routing import Rollouts, RoutingError
+from steward.rollouts import Rollouts
+from steward.routing import RoutingError
 from steward.signoff import Request
 
 OWNER = SigningKey(Ed25519PrivateKey.generate())
@@ -194,17 +195,17 @@ def test_attack_a_demo_approved_model_never_reaches_a_real_homes_routing(engine)
     adopt(engine, _policy(), OWNER, actor="olga")
     moves, ref = _demo_approved(engine, demo=True)
     with pytest.raises(RoutingError, match="signed off by demo identities"):
-        moves.to_shadow(ref, actor="eve")
+        moves.promote(ref, actor="eve", reason="the first production model")
 
 
 def test_a_demo_approved_model_serves_in_a_demo_home_and_a_real_one_anywhere(engine, tmp_path):
     adopt_demo(engine, _policy(owners=()), SigningKey(Ed25519PrivateKey.generate()), actor="steward run")
     moves, ref = _demo_approved(engine, demo=True)
-    assert moves.to_shadow(ref, actor="steward").shadow == ref
+    assert moves.promote(ref, actor="steward", reason="first").production == ref
     real = make_engine(f"sqlite:///{tmp_path / 'real.db'}")
     adopt(real, _policy(), OWNER, actor="olga")
     moves, ref = _demo_approved(real, demo=False)
-    assert moves.to_shadow(ref, actor="steward").shadow == ref
+    assert moves.promote(ref, actor="steward", reason="first").production == ref
 
 
 def _request_record(ledger, *, digest, alice_key, demo=False, name="alice"):

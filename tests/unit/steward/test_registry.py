@@ -97,7 +97,8 @@ CONTRACT = {
     "approved": {"shadow", "retired"},
     "shadow": {"canary", "rolled_back", "retired"},
     "canary": {"production", "rolled_back"},
-    "production": {"retired", "rolled_back"},
+    "production": {"standby", "retired", "rolled_back"},
+    "standby": {"retired"},
     "rolled_back": {"retired"},
     "rejected": set(),
     "retired": set(),
@@ -171,6 +172,7 @@ PATHS = {
     State.SHADOW: [State.APPROVED, State.SHADOW],
     State.CANARY: [State.APPROVED, State.SHADOW, State.CANARY],
     State.PRODUCTION: [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION],
+    State.STANDBY: [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION, State.STANDBY],
     State.RETIRED: [State.APPROVED, State.RETIRED],
     State.ROLLED_BACK: [State.APPROVED, State.SHADOW, State.ROLLED_BACK],
 }
@@ -301,3 +303,72 @@ def test_a_name_its_refs_could_not_tell_apart_is_refused(registry, name):
 @pytest.mark.parametrize("name", ["credit-risk", "adult_income", "m", "m.v2", "7eleven"])
 def test_ordinary_names_register(registry, name):
     assert _register(registry, name=name).ref == f"{name}:v1"
+
+
+# --- restores: a former production model back to production ----------------------------------------------------
+
+
+def _former_production(registry, state):
+    """credit-risk:v1 signed off, walked to production and on to `state` (standby, retired or rolled back)."""
+    version = _register(registry)
+    _grant(registry)
+    _walk_to(registry, version.id, State.PRODUCTION)
+    registry.transition(version.id, state)
+    return version
+
+
+@pytest.mark.parametrize("state", [State.STANDBY, State.RETIRED, State.ROLLED_BACK])
+def test_a_former_production_model_is_restored_only_through_restore_and_the_ledger_says_so(registry, state):
+    version = _former_production(registry, state)
+    with pytest.raises(RegistryError, match=f"is {state.value}; it cannot become production"):
+        registry.transition(version.id, State.PRODUCTION)  # the ordinary machine never goes back
+
+    restored = registry.restore(version.ref, actor="oncall")
+
+    assert restored.state is State.PRODUCTION and registry.get(version.id).state is State.PRODUCTION
+    record = registry._ledger.records(subject=version.ref, actions=("registry.transition",))[-1]
+    assert (record.actor, record.payload["from"], record.payload["to"], record.payload["restored"]) == (
+        "oncall",
+        state.value,
+        "production",
+        True,
+    )
+
+
+@pytest.mark.parametrize("path", [[State.APPROVED, State.RETIRED], [State.APPROVED, State.SHADOW, State.ROLLED_BACK]])
+def test_a_model_that_never_served_as_production_is_not_restored(registry, path):
+    version = _register(registry)
+    _grant(registry)
+    for step in path:
+        registry.transition(version.id, step)
+    records = len(registry._ledger.records())
+
+    with pytest.raises(RegistryError, match=f"model {version.ref} was never in production"):
+        registry.restore(version.ref)
+
+    assert registry.get(version.id).state is path[-1] and len(registry._ledger.records()) == records
+
+
+@pytest.mark.parametrize("state", [State.CANDIDATE, State.APPROVED, State.CANARY, State.PRODUCTION, State.REJECTED])
+def test_only_standby_retired_or_rolled_back_models_are_restored(registry, state):
+    version = _register(registry)
+    _grant(registry)
+    _walk_to(registry, version.id, state)
+    with pytest.raises(RegistryError, match=f"model {version.ref} is {state.value}: only a former production"):
+        registry.restore(version.ref)
+
+
+@pytest.mark.parametrize(
+    ("approvers", "grants", "shown"), [(2, ["alice"], "still open"), (1, [], "still open")], ids=["half", "none"]
+)
+def test_a_former_production_model_whose_newest_sign_off_is_incomplete_is_not_restored(
+    registry, approvers, grants, shown
+):
+    version = _former_production(registry, State.STANDBY)
+    _grant(registry, approvers=approvers, grants=grants)  # a new sign-off opened about it, not completed
+
+    with pytest.raises(RegistryError, match=rf"newest sign-off in the ledger is not complete \({shown}\)"):
+        registry.restorable(version.ref)
+    with pytest.raises(RegistryError, match="is not restored until a sign-off approves it again"):
+        registry.restore(version.ref)
+    assert registry.get(version.id).state is State.STANDBY

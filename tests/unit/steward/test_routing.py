@@ -11,7 +11,7 @@ from scripts.serving_fixture import WALK, sign_off
 from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.registry import Registry, RegistryError, State
-from steward.routing import BAD_WEIGHT, NO_CANARY, Rollouts, Routing, RoutingRow, RoutingTable, bucket, newest
+from steward.routing import BAD_WEIGHT, NO_CANARY, Routing, RoutingError, RoutingRow, RoutingTable, bucket, newest
 
 IDS = [f"applicant-{i}" for i in range(2000)]
 # The routing row as it reads before anything was ever set.
@@ -280,310 +280,35 @@ def test_a_refusal_names_every_state_a_role_allows(table, monkeypatch):
 
 def test_a_model_that_was_never_approved_cannot_take_any_role(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
-    ref = _candidate(Registry(engine, ledger=Ledger(engine)))
+    ledger = Ledger(engine)
+    production = _model_in(Registry(engine, ledger=ledger), ledger, State.PRODUCTION)
+    ref = _candidate(Registry(engine, ledger=ledger))
     for role in ("production", "canary", "shadow"):
-        routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0})
-        with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; m:v1 is candidate"):
-            RoutingTable(engine, Ledger(engine)).set("m", routing, actor="anyone", reason="try")
-
-
-# --- rollouts -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def moves(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
-    return Rollouts(engine, Ledger(engine))
-
-
-def _approved(moves, name="m"):
-    return _model_in(moves.registry, moves.ledger, State.APPROVED, name=name)
-
-
-def _transitions(moves, ref):
-    """(actor, from, to) of every registry transition of `ref` after its approval."""
-    records = moves.ledger.records(subject=ref, actions=("registry.transition",))
-    moves_made = [(r.actor, r.payload["from"], r.payload["to"]) for r in records]
-    return moves_made[moves_made.index(("steward", "candidate", "approved")) + 1 :]
-
-
-def test_a_first_model_walks_to_production_and_a_second_retires_it_after_shadow_and_canary(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    assert moves.table.get("m").production == first and moves.registry.get(first).state is State.PRODUCTION
-    moves.to_shadow(second, actor="t")
-    assert moves.table.get("m").shadow == second
-    moves.to_canary(second, 0.2, actor="t")
-    routing = moves.table.get("m")
-    assert (routing.canary, routing.canary_weight, routing.shadow) == (second, 0.2, None)
-    moves.to_canary(second, 0.5, actor="t")  # a later weight: the state stays canary
-    moves.promote(second, actor="t", reason="passed")
-    routing = moves.table.get("m")
-    assert (routing.production, routing.canary, routing.canary_weight) == (second, None, 0.0)
-    assert moves.registry.get(first).state is State.RETIRED
-    assert moves.registry.get(second).state is State.PRODUCTION
-
-
-def test_every_registry_move_of_a_rollout_is_recorded_as_its_actor(moves):
-    first, second, third = _approved(moves), _approved(moves), _approved(moves)
-    moves.promote(first, actor="alice", reason="first")
-    moves.to_shadow(second, actor="bob")
-    moves.to_canary(second, 0.2, actor="carol")
-    moves.promote(second, actor="dave", reason="passed")
-    moves.to_shadow(third, actor="erin")
-    moves.withdraw(third, actor="frank", reason="drift")
-    moves.kill_switch("m", actor="grace", reason="stop")
-
-    assert _transitions(moves, first) == [
-        ("alice", "approved", "shadow"),
-        ("alice", "shadow", "canary"),
-        ("alice", "canary", "production"),
-        ("dave", "production", "retired"),
-    ]
-    assert _transitions(moves, second) == [
-        ("bob", "approved", "shadow"),
-        ("carol", "shadow", "canary"),
-        ("dave", "canary", "production"),
-        ("grace", "production", "rolled_back"),
-    ]
-    assert _transitions(moves, third) == [("erin", "approved", "shadow"), ("frank", "shadow", "rolled_back")]
-
-
-@pytest.mark.parametrize(("weight", "shown"), [(1.5, "1.5"), (-0.1, "-0.1"), (float("nan"), "nan")])
-def test_a_canary_weight_out_of_range_is_refused_before_the_model_changes_state(moves, weight, shown):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    before = moves.table.get("m")
-
-    with pytest.raises(ValueError, match=rf"^a canary weight must be in \[0, 1\], got {shown}$"):
-        moves.to_canary(second, weight, actor="t")
-
-    assert moves.registry.get(second).state is State.SHADOW  # the routing still names it as the shadow
-    assert moves.table.get("m") == before
-    moves.to_canary(second, 0.1, actor="t")  # and the rollout can go on
-    assert moves.table.get("m").canary == second
-
-
-@pytest.mark.parametrize("weight", [0.0, 1.0])
-def test_a_canary_takes_weights_zero_and_one(moves, weight):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-
-    done = moves.to_canary(second, weight, actor="t")
-
-    assert (done.canary, done.canary_weight, done.shadow) == (second, weight, None)
-    assert moves.registry.get(second).state is State.CANARY
-
-
-def test_a_canary_and_a_promotion_keep_another_models_shadow(moves):
-    first, second, third = _approved(moves), _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    moves.to_canary(second, 0.2, actor="t")
-    moves.to_shadow(third, actor="t")
-
-    moves.to_canary(second, 0.4, actor="t")
-    assert moves.table.get("m").shadow == third
-    done = moves.promote(second, actor="t", reason="passed")
-    assert (done.production, done.canary, done.shadow) == (second, None, third)
-    assert moves.table.get("m") == done
-
-
-def test_promoting_the_shadow_itself_takes_it_out_of_the_shadow_role(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-
-    done = moves.promote(second, actor="t", reason="straight from shadow")
-
-    assert (done.production, done.canary, done.shadow) == (second, None, None)
-    assert moves.registry.get(second).state is State.PRODUCTION
-    assert moves.registry.get(first).state is State.RETIRED
-
-
-def test_a_promotion_after_the_kill_switch_serves_again(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.kill_switch("m", actor="t", reason="stop everything")
-    assert moves.table.get("m").mode == "refuse"
-
-    done = moves.promote(second, actor="t", reason="restore")
-
-    assert (done.production, done.mode) == (second, "serve")
-    assert _stored(moves.table._engine).mode == "serve"
-
-
-@pytest.mark.parametrize("state", [State.CANDIDATE, State.ROLLED_BACK])
-def test_a_model_off_the_road_to_production_cannot_be_promoted(moves, state):
-    first, ref = _approved(moves), _candidate(moves.registry)
-    moves.promote(first, actor="t", reason="first")
-    if state is State.ROLLED_BACK:
-        ref = _approved(moves)
-        moves.to_shadow(ref, actor="t")
-        moves.withdraw(ref, actor="t", reason="bad")
-    before = moves.table.get("m")
-
-    with pytest.raises(RegistryError, match=f"model {ref} is {state.value}; it cannot become production"):
-        moves.promote(ref, actor="t", reason="skip the steps")
-
-    assert moves.table.get("m") == before
-
-
-def test_withdraw_takes_the_canary_out_first_and_records_the_rollback_about_it(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    moves.to_canary(second, 0.2, actor="t")
-    done = moves.withdraw(second, actor="t", reason="breach")
-    assert (done.production, done.canary, done.canary_weight) == (first, None, 0.0)
-    assert moves.registry.get(second).state is State.ROLLED_BACK
-    record = moves.ledger.records(subject=second, actions=("rollback",))[-1]
-    assert record.payload["before"]["canary"] == second and record.payload["reason"] == "breach"
-    again = moves.withdraw(second, actor="t", reason="again")  # a second call finds it done
-    assert again.revision == done.revision
-
-
-def test_withdraw_takes_a_shadow_out_and_leaves_the_rest(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-
-    done = moves.withdraw(second, actor="t", reason="drift")
-
-    assert (done.production, done.canary, done.shadow) == (first, None, None)
-    assert moves.table.get("m") == done
-    assert moves.registry.get(second).state is State.ROLLED_BACK
-    record = moves.ledger.records(subject=second, actions=("rollback",))[-1]
-    assert record.payload["before"]["shadow"] == second and record.payload["after"]["shadow"] is None
-
-
-def test_withdrawing_the_canary_keeps_another_models_shadow(moves):
-    first, second, third = _approved(moves), _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    moves.to_canary(second, 0.2, actor="t")
-    moves.to_shadow(third, actor="t")
-
-    done = moves.withdraw(second, actor="t", reason="breach")
-
-    assert (done.production, done.canary, done.shadow) == (first, None, third)
-    assert moves.registry.get(third).state is State.SHADOW
-
-
-def test_the_kill_switch_pulls_the_canary_then_production(moves):
-    first, second = _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    moves.to_canary(second, 0.2, actor="t")
-    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
-    assert pulled == [second] and done.production == first and done.mode == "serve"
-    assert _stored(moves.table._engine).mode == "serve"
-    pulled, done = moves.kill_switch("m", actor="t", reason="stop everything")
-    assert pulled == [first] and done.production is None and done.mode == "refuse"
-    assert _stored(moves.table._engine).mode == "refuse"
-    assert moves.registry.get(first).state is State.ROLLED_BACK
-    records = moves.ledger.records(actions=("rollback", "rollout.step"))[-2:]
-    assert [(r.actor, r.action, r.subject, r.payload["reason"]) for r in records] == [
-        ("t", "rollback", second, "stop"),
-        ("t", "rollback", first, "stop everything"),
-    ]
-
-
-def test_the_kill_switch_pulls_canary_and_shadow_together_and_names_both(moves):
-    first, second, third = _approved(moves), _approved(moves), _approved(moves)
-    moves.promote(first, actor="t", reason="first")
-    moves.to_shadow(second, actor="t")
-    moves.to_canary(second, 0.2, actor="t")
-    moves.to_shadow(third, actor="t")
-
-    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
-
-    assert pulled == [second, third]
-    assert (done.production, done.canary, done.shadow, done.mode) == (first, None, None, "serve")
-    record = moves.ledger.records(actions=("rollback",))[-1]
-    assert (record.action, record.subject) == ("rollback", f"{second}, {third}")
-    assert (
-        moves.registry.get(second).state is State.ROLLED_BACK and moves.registry.get(third).state is State.ROLLED_BACK
-    )
-
-
-def test_the_kill_switch_without_production_refuses_even_when_it_pulls_a_shadow(moves):
-    lone = _approved(moves)
-    moves.to_shadow(lone, actor="t")
-
-    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
-
-    assert pulled == [lone] and (done.production, done.shadow, done.mode) == (None, None, "refuse")
-    assert _stored(moves.table._engine).mode == "refuse"
-    assert moves.registry.get(lone).state is State.ROLLED_BACK
-    record = moves.ledger.records(actions=("rollback",))[-1]
-    assert record.subject == lone
-
-
-def test_the_kill_switch_with_nothing_routed_refuses_and_records_it_about_routing(moves):
-    pulled, done = moves.kill_switch("m", actor="t", reason="stop")
-
-    assert pulled == [] and (done.production, done.mode, done.revision) == (None, "refuse", 1)
-    (record,) = moves.ledger.records(actions=("rollback", "rollout.step"))
-    assert (record.action, record.subject) == ("rollback", "routing:m")
-
-
-def test_an_unapproved_model_cannot_enter_shadow(moves):
-    candidate = _candidate(moves.registry)
-    with pytest.raises(RegistryError):
-        moves.to_shadow(candidate, actor="t")
-    assert moves.table.get("m").shadow is None
-
-
-# --- one routing row per model name (one per use case) ------------------------------------------------------
-
-
-def _two_use_cases(moves):
-    """Two model names, each with a production model and a canary at 20%."""
-    served = {}
-    for name in ("credit-risk", "adult-income"):
-        production, canary = _approved(moves, name=name), _approved(moves, name=name)
-        moves.promote(production, actor="t", reason="first")
-        moves.to_shadow(canary, actor="t")
-        moves.to_canary(canary, 0.2, actor="t")
-        served[name] = (production, canary)
-    return served
-
-
-def test_two_model_names_have_independent_routing_rows(moves):
-    served = _two_use_cases(moves)
-    for name, (production, canary) in served.items():
-        routing = moves.table.get(name)
-        assert (routing.production, routing.canary, routing.canary_weight) == (production, canary, 0.2)
-        assert routing.revision == 3 and newest(moves.table._engine, name) == 3
-    assert set(moves.table.all()) == {"credit-risk", "adult-income"}
-    assert moves.table.get("hiring") == Routing() and newest(moves.table._engine, "hiring") == 0
-
-
-def test_a_rollback_of_one_model_name_leaves_the_other_untouched(moves):
-    served = _two_use_cases(moves)
-    before = moves.table.get("adult-income")
-    production, canary = served["credit-risk"]
-
-    pulled, done = moves.kill_switch("credit-risk", actor="t", reason="stop credit")
-    moves.kill_switch("credit-risk", actor="t", reason="stop credit entirely")
-
-    assert pulled == [canary] and done.production == production
-    assert moves.table.get("credit-risk").mode == "refuse"
-    assert moves.table.get("adult-income") == before
-    for ref in served["adult-income"]:
-        assert moves.registry.get(ref).state in (State.PRODUCTION, State.CANARY)
-    assert moves.registry.get(production).state is State.ROLLED_BACK
-
-
-def test_withdrawing_a_canary_changes_only_its_own_model_names_row(moves):
-    served = _two_use_cases(moves)
-    before = moves.table.get("credit-risk")
-    moves.withdraw(served["adult-income"][1], actor="t", reason="breach")
-    assert moves.table.get("adult-income").canary is None
-    assert moves.table.get("credit-risk") == before
+        behind = {} if role == "production" else {"production": production}
+        routing = Routing(**{role: ref, "canary_weight": 0.1 if role == "canary" else 0.0, **behind})
+        with pytest.raises(RegistryError, match=f"{role} must be a model in state {role}; {ref} is candidate"):
+            RoutingTable(engine, ledger).set("m", routing, actor="anyone", reason="try")
+
+
+@pytest.mark.parametrize(
+    ("role", "routing"),
+    [
+        ("canary", lambda m: Routing(canary=m[State.CANARY], canary_weight=0.2)),
+        ("canary", lambda m: Routing(canary=m[State.CANARY], canary_weight=0.0)),
+        ("shadow", lambda m: Routing(shadow=m[State.SHADOW])),
+        ("canary", lambda m: Routing(canary=m[State.CANARY], canary_weight=1.0, shadow=m[State.SHADOW])),
+    ],
+)
+def test_a_canary_or_shadow_without_a_production_model_behind_it_is_refused(table, role, routing):
+    prod = table.models[State.PRODUCTION]
+    before = table.set("m", Routing(production=prod), actor="rollout", reason="first")
+    records = len(table._ledger.records())
+
+    refused = f"^a {role} needs a production model behind it: the routing of m names none$"
+    with pytest.raises(RoutingError, match=refused):
+        table.set("m", routing(table.models), actor="x", reason="drop production", rollback=True)
+
+    assert table.get("m") == before and len(table._ledger.records()) == records
 
 
 def test_a_routing_table_of_an_older_steward_is_refused_with_a_message(tmp_path):

@@ -6,7 +6,7 @@ from steward.db import make_engine
 from steward.ledger import Ledger
 from steward.params import AnalysisParams, RolloutParams, StepParams
 from steward.predictions import Decision, PredictionLog
-from steward.routing import Rollouts
+from steward.rollouts import Rollouts
 from steward.settings import Settings
 from tasks.rollout.canary import Analysis
 from tasks.rollout.watch import StepResult, verdict, watch

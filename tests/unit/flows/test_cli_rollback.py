@@ -1,0 +1,116 @@
+"""`steward rollback` on a real database in a fresh STEWARD_HOME: it says what it did and what now serves,
+restores a model only through the instance's own byte check, and refuses rather than stop serving."""
+
+import pickle
+
+import pytest
+from typer.testing import CliRunner
+
+import tasks.model.integrity as integrity
+from flows.cli import app
+from scripts.serving_fixture import sign_off
+from steward.db import make_engine
+from steward.keys import instance_key
+from steward.ledger import Ledger
+from steward.model_integrity import manifest_of
+from steward.registry import State
+from steward.rollouts import Rollouts
+from steward.settings import Settings
+
+NAME = "credit-risk"  # the model name of params.yaml's use case (german_credit)
+
+
+@pytest.fixture
+def home(steward_home, tmp_path, monkeypatch):
+    """credit-risk v1 then v2 rolled out (v1 the standby) and v3 in canary; the store a plain folder."""
+    settings = Settings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    moves = Rollouts(engine, Ledger(engine))
+    store = tmp_path / "store"
+    monkeypatch.setattr(integrity, "store_dir", lambda tag: store / tag.replace(":", "/"))
+    refs = []
+    for n in (1, 2, 3):
+        directory = store / NAME / f"t{n}"
+        directory.mkdir(parents=True)
+        (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
+        version = moves.registry.register(
+            name=NAME,
+            model_tag=f"{NAME}:t{n}",
+            model_md5=str(n),
+            data_md5="d",
+            params_hash="p",
+            git_commit=None,
+            flow_run_id=None,
+            metrics={},
+            manifest=manifest_of(directory),
+            signer=instance_key(settings),
+        )
+        sign_off(moves.ledger, version.ref)
+        moves.registry.transition(version.ref, State.APPROVED)
+        refs.append(version.ref)
+    moves.promote(refs[0], actor="rollout", reason="first")
+    for ref in refs[1:]:
+        moves.to_shadow(ref, actor="rollout")
+        moves.to_canary(ref, 0.2, actor="rollout")
+        if ref == refs[1]:
+            moves.promote(ref, actor="rollout", reason="passed")  # v1 becomes the standby; v3 stays in canary
+    return {"moves": moves, "refs": refs, "store": store}
+
+
+def _rollback(*args):
+    result = CliRunner().invoke(app, ["rollback", *args, "--as", "oncall"])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_pressing_rollback_twice_withdraws_the_canary_once_and_keeps_production(home):
+    v1, v2, v3 = home["refs"]
+    first = _rollback("--reason", "canary breach")
+    second = _rollback("--reason", "canary breach")
+
+    record = home["moves"].ledger.records(actions=("rollback",))[-1]
+    assert first == (0, f"{NAME}: rolled back {v3}; now serving: all traffic to {v2}")
+    assert second == (
+        0,
+        f"{NAME}: already done (ledger record {record.seq}), nothing changed; now serving: all traffic to {v2}",
+    )
+    assert home["moves"].table.get(NAME).production == v2 and home["moves"].standby(NAME) == v1
+
+
+def test_rollback_without_a_canary_restores_the_standby_verified_then_refuses_to_go_further(home):
+    v1, v2, _v3 = home["refs"]
+    _rollback("--reason", "canary breach")
+
+    restored = _rollback("--reason", "v2 is wrong too")
+    further = _rollback("--reason", "v1 as well")
+
+    assert restored == (0, f"{NAME}: rolled back {v2}; restored {v1}; now serving: all traffic to {v1}")
+    assert further[0] == 1 and f"error: {NAME}: nothing to roll back to" in further[1]
+    assert f"Name one with --to: {v2}" in further[1]  # v3 was never production: not offered
+    assert home["moves"].table.get(NAME).mode == "serve"
+
+
+def test_a_restore_whose_bytes_were_swapped_in_the_store_is_refused(home):
+    v1, v2, _v3 = home["refs"]
+    (home["store"] / NAME / "t1" / "saved_model.pkl").write_bytes(pickle.dumps("an attacker's model"))
+
+    code, output = _rollback("--to", v1, "--reason", "back to v1")
+
+    assert code == 1 and f"error: model {v1} ({NAME}:t1) differs from what was signed" in output
+    (refused,) = home["moves"].ledger.records(subject=v1, actions=("model.refused",))
+    assert (refused.actor, refused.payload["where"]) == ("oncall", "steward rollback")
+    assert home["moves"].table.get(NAME).production == v2
+
+
+def test_refuse_all_is_explicit_and_excludes_to(home):
+    v1, v2, v3 = home["refs"]
+    both = _rollback("--to", v1, "--refuse-all", "--reason", "x")
+    refused = _rollback("--refuse-all", "--reason", "incident")
+
+    assert both[0] == 1 and "give one of them" in both[1]
+    assert refused == (
+        0,
+        f"{NAME}: rolled back {v3}, {v2}; now serving: nobody: every decision is refused (503, referred to people)",
+    )
+    back = _rollback("--to", v2, "--reason", "incident over")
+    assert back == (0, f"{NAME}: rolled back nothing; restored {v2}; now serving: all traffic to {v2}")
