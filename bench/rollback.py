@@ -83,7 +83,7 @@ def main() -> None:
     from steward.params import load_params
     from steward.predictions import window
     from steward.registry import State
-    from steward.routing import Rollouts
+    from steward.rollouts import Rollouts
     from steward.settings import Settings
     from tasks.demo.traffic import Traffic, requests_of
     from tasks.rollout.canary import expected_sample_size

@@ -41,6 +41,7 @@ from deployments.guards import Guards
 from deployments.openapi import OpenAPIDocument
 from steward.anchor import anchored
 from steward.db import make_engine
+from steward.errors import StewardError
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
 from steward.model_integrity import ModelRefused
@@ -49,10 +50,10 @@ from steward.predictions import ERROR, LogUnavailable, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
 from steward.reviews import ReviewError, ReviewQueue
-from steward.routing import Rollouts, Routing, RoutingTable, newest
+from steward.routing import Routing, RoutingTable, newest
 from steward.settings import Settings
 from tasks.data.suites import read_suite, serving_suite
-from tasks.model.integrity import verified_or_withdrawn
+from tasks.model.integrity import verified_or_withdrawn, verifying_rollouts
 from tasks.serving.attribution import Explainer, aggregate, build_explainer, encoded_sources, explain_rows
 from tasks.serving.counterfactual import actionable_spaces, counterfactual
 from tasks.serving.decision import REFERRED, Decision, assign, decide, refusal
@@ -129,7 +130,9 @@ class Steward:
         self.ledger = anchored(self.engine, _settings)  # checkpoints of the head: steward/anchor.py
         self.registry = Registry(self.engine, ledger=self.ledger)
         self.table = RoutingTable(self.engine, self.ledger)
-        self.moves = Rollouts(self.engine, self.ledger)
+        self.moves = verifying_rollouts(
+            self.engine, self.ledger, _settings, where="service /admin/rollback", actor="steward-serving"
+        )
         self._trip_lock = threading.Lock()
         self.reviews = ReviewQueue(self.engine)
         self.log = PredictionLog(
@@ -406,11 +409,32 @@ class Steward:
         return RoutingState(**self.routing.as_dict())
 
     @bentoml.api(route="/admin/rollback", input_spec=Rollback, output_spec=RollbackResult)
-    def admin_rollback(self, reason: str, actor: str = "admin-api") -> RollbackResult:
-        """The kill switch, as `steward rollback`: canary and shadow out; with neither, production too (refusal)."""
-        pulled, done = self.moves.kill_switch(_params.usecase.model_name, actor=actor, reason=reason)
+    def admin_rollback(
+        self,
+        ctx: bentoml.Context,
+        reason: str,
+        actor: str = "admin-api",
+        to: str | None = None,
+        refuse_all: bool = False,
+    ) -> RollbackResult | Error:
+        """`steward rollback` (steward/rollouts.py): canary and shadow out; with neither, production back to the standby
+        (or `to`, re-verified); `refuse_all`: every model out. A rollback Steward refuses answers 409 naming why."""
+        name = _usecase.model_name
+        try:
+            if refuse_all:
+                done = self.moves.refuse_all(name, actor=actor, reason=reason)
+            else:
+                done = self.moves.rollback(name, actor=actor, reason=reason, to=to)
+        except StewardError as refused:
+            ctx.response.status_code = 409
+            return Error(error=str(refused))
         self._refresh(force=True)
-        return RollbackResult(rolled_back=pulled, routing=RoutingState(**done.as_dict()))
+        return RollbackResult(
+            rolled_back=list(done.pulled),
+            restored=done.restored,
+            repeated=done.repeated,
+            routing=RoutingState(**done.routing.as_dict()),
+        )
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:

@@ -154,16 +154,22 @@ class Journal:
                 self._broken = BROKEN.format(path=self.path, error=error)
             for waiting in group:
                 waiting.error = self._broken
-        for waiting in group:
-            waiting.done.set()
         if start + len(blob) >= self._segment_bytes:
             self._rotate()
+        for waiting in group:
+            waiting.done.set()
 
     def _rotate(self) -> None:
+        """Start the next segment (a failure leaves the current one growing: nothing is lost either way)."""
+        try:
+            fd = os.open(self._segment(self._next), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fsync_directory()
+        except OSError:
+            logger.exception("the decision journal %s could not start a new segment", self.path)
+            return
         os.close(self._fd)
+        self._fd = fd
         self._segments.append(self._next)
-        self._fd = os.open(self._segment(self._next), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._fsync_directory()
 
     def shipped(self, seq: int) -> None:
         """Everything through `seq` is in the database: delete the segments that hold nothing newer."""

@@ -195,12 +195,6 @@ class Rollouts:
         self._roll_back(pulled, actor=actor)
         return RollbackDone(done, pulled=pulled)
 
-    def kill_switch(self, model_name: str, *, actor: str, reason: str) -> tuple[list[str], Routing]:
-        """`rollback(model_name)` as (models taken out, routing now): the name deployments/service.py's
-        /admin/rollback calls. It never refuses every decision: that is `refuse_all`."""
-        done = self.rollback(model_name, actor=actor, reason=reason)
-        return list(done.pulled), done.routing
-
     def _withdraw_all(
         self, model_name: str, current: Routing, *, actor: str, reason: str, request: dict[str, Any]
     ) -> RollbackDone:

@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import DateTime, Engine, Float, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -29,9 +29,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from steward.db import Base
 from steward.errors import StewardError
 from steward.ledger import ROLLBACK, ROLLOUT_STEP, ROUTING_REFUSED, Ledger, LedgerRow
-
-if TYPE_CHECKING:
-    from steward.rollouts import Rollouts as Rollouts
 
 Mode = Literal["serve", "refuse"]
 BAD_WEIGHT = "a canary weight must be in [0, 1], got {weight}"
@@ -339,12 +336,3 @@ def newest(engine: Engine, model_name: str) -> int:
     """`model_name`'s routing revision (0 when never set): cheap enough to poll."""
     with Session(engine) as session:
         return session.scalar(select(RoutingRow.revision).where(RoutingRow.model_name == model_name)) or 0
-
-
-def __getattr__(name: str) -> Any:
-    """`Rollouts` lives in steward.rollouts (which imports this module); older imports from here still find it."""
-    if name == "Rollouts":
-        from steward.rollouts import Rollouts
-
-        return Rollouts
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

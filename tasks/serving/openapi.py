@@ -157,7 +157,16 @@ ANSWERS: dict[str, dict[int, Answer]] = {
     },
     "/admin/routing": {200: ROUTING, **ADMIN, **GUARDED},
     "/admin/reload": {200: ROUTING, **ADMIN, **GUARDED},
-    "/admin/rollback": {200: Answer("What was rolled back", RollbackResult), **ADMIN, **GUARDED},
+    "/admin/rollback": {
+        200: Answer(
+            "What was rolled back or restored (or, for a repeated request, that nothing changed)", RollbackResult
+        ),
+        409: Answer(
+            "A rollback Steward refuses: nothing to restore, or a model that may not or does not verify", Error
+        ),
+        **ADMIN,
+        **GUARDED,
+    },
     # BentoML's readiness probe (exempt from the guards): 503 in plain text while it cannot decide and record.
     "/readyz": {
         200: Answer("Ready to serve", None),

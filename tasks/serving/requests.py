@@ -56,7 +56,10 @@ class Contest(Request):
 
 
 class Rollback(Request):
-    """The kill switch: canary and shadow out; with neither, production too (refusal)."""
+    """`steward rollback`: the canary and shadow out; with neither, production back to the standby; `to`: that former
+    production model instead; `refuse_all`: the kill switch into refusal mode. A repeated request changes nothing."""
 
     reason: str = Field(min_length=1, max_length=500)
     actor: str = Field(default="admin-api", min_length=1, max_length=200)
+    to: str | None = Field(default=None, min_length=1, max_length=300, description="A former production model")
+    refuse_all: bool = Field(default=False, description="Take every model out: decisions are refused (503)")

@@ -102,9 +102,12 @@ class RoutingState(Body):
 
 
 class RollbackResult(Body):
-    """What the kill switch took out of routing, and the routing it left."""
+    """What a rollback took out of routing, the model it restored, and the routing it left; `repeated`: the ledger
+    seq of the same request done before (nothing changed this time)."""
 
     rolled_back: list[str]
+    restored: str | None = None
+    repeated: int | None = None
     routing: RoutingState
 
 

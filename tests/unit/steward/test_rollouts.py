@@ -278,10 +278,10 @@ def test_a_rollback_of_one_model_name_leaves_the_other_untouched(moves):
     before = moves.table.get("adult-income")
     production, canary = served["credit-risk"]
 
-    pulled, done = moves.kill_switch("credit-risk", actor="t", reason="stop credit")
+    done = moves.rollback("credit-risk", actor="t", reason="stop credit")
     moves.refuse_all("credit-risk", actor="t", reason="stop credit entirely")
 
-    assert pulled == [canary] and done.production == production
+    assert done.pulled == (canary,) and done.routing.production == production
     assert moves.table.get("credit-risk").mode == "refuse"
     assert moves.table.get("adult-income") == before
     for ref in served["adult-income"]:
@@ -413,12 +413,12 @@ def test_a_second_rollback_withdraws_nothing_more_and_never_leaves_the_service_r
     first = sealed.rollback("m", actor="oncall", reason="canary breach")
     records = len(sealed.ledger.records())
     second = sealed.rollback("m", actor="oncall", reason="canary breach")  # the button pressed twice
-    pulled, via_api = sealed.kill_switch("m", actor="oncall", reason="canary breach")  # /admin/rollback retried
+    via_api = sealed.rollback("m", actor="oncall", reason="canary breach")  # /admin/rollback retried
 
     assert first.pulled == (v3,) and first.routing.production == v2 and first.routing.mode == "serve"
     record = sealed.ledger.records(actions=("rollback",))[-1]
     assert second.repeated == record.seq and second.routing == first.routing and second.pulled == ()
-    assert (pulled, via_api) == ([], first.routing)
+    assert (via_api.pulled, via_api.routing) == ((), first.routing)
     assert sealed.registry.get(v2).state is State.PRODUCTION and sealed.standby("m") == v1
     assert len(sealed.ledger.records()) == records
 
@@ -540,8 +540,9 @@ def test_without_a_verifier_a_rollback_withdraws_but_never_restores_unverified_b
     sealed.to_shadow(v3, actor="rollout")
     bare = Rollouts(sealed.engine, sealed.ledger)
 
-    assert bare.kill_switch("m", actor="api", reason="shadow out") == ([v3], sealed.table.get("m"))
+    done = bare.rollback("m", actor="api", reason="shadow out")
+    assert (done.pulled, done.routing) == ((v3,), sealed.table.get("m"))
     before, records = sealed.table.get("m"), sealed.ledger.records()[-1].seq
     with pytest.raises(RollbackError, match=f"^restoring {v1} needs its bytes verified"):
-        bare.kill_switch("m", actor="api", reason="production out")
+        bare.rollback("m", actor="api", reason="production out")
     _unchanged(sealed, before, records)

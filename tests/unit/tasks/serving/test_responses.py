@@ -93,7 +93,16 @@ def test_the_routing_state_is_the_routing_tables_dict_and_the_rollback_wraps_it(
     assert _json(RoutingState(**state)) == state
     assert _json(RollbackResult(rolled_back=["m:v2"], routing=RoutingState(**state))) == {
         "rolled_back": ["m:v2"],
+        "restored": None,
+        "repeated": None,
         "routing": state,
+    }
+    restored = RollbackResult(rolled_back=[], restored="m:v1", repeated=12, routing=RoutingState(**state))
+    assert _json(restored) | {"routing": None} == {
+        "rolled_back": [],
+        "restored": "m:v1",
+        "repeated": 12,
+        "routing": None,
     }
 
 
