@@ -36,6 +36,7 @@ from steward.keys import PublicKey, SigningKey
 from steward.ledger import (
     ACTIONS,
     DECISIONS_BATCH,
+    DECISIONS_INTERVAL,
     GATE_VERDICT,
     RETRAIN_REQUESTED,
     REVIEW_DECISION,
@@ -53,7 +54,9 @@ LOCAL_FILE: Final = "ledger-checkpoints.jsonl"  # under STEWARD_HOME
 # Written after these commit: every sign-off answer, model state change, routing change and rollback. The
 # frequent or advisory ones (served decision batches, analyses, verdicts, reviews, retraining requests) are
 # covered by the time-based checkpoint instead.
-NOT_TRIGGERING: Final = frozenset({DECISIONS_BATCH, ROLLOUT_ANALYSIS, GATE_VERDICT, REVIEW_DECISION, RETRAIN_REQUESTED})
+NOT_TRIGGERING: Final = frozenset(
+    {DECISIONS_BATCH, DECISIONS_INTERVAL, ROLLOUT_ANALYSIS, GATE_VERDICT, REVIEW_DECISION, RETRAIN_REQUESTED}
+)
 TRIGGERS: Final = frozenset(ACTIONS) - NOT_TRIGGERING
 
 NOT_WRITTEN = "ledger checkpoint not written to {anchor}: {error} (the ledger record stands; the next one retries)"

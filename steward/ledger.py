@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, get_args
 
-from sqlalchemy import Engine, Integer, String, Text, event, select
+from sqlalchemy import Engine, Index, Integer, String, Text, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.canonical import canonical_json
@@ -42,6 +42,7 @@ Action = Literal[
     "review.decision",
     "retrain.requested",
     "decisions.batch",
+    "decisions.interval",
     "policy.adopted",
     "model.refused",
     "routing.refused",
@@ -60,7 +61,8 @@ ROLLOUT_ANALYSIS: Final = "rollout.analysis"  # a rollout step's analysis: its e
 ROLLBACK: Final = "rollback"
 REVIEW_DECISION: Final = "review.decision"
 RETRAIN_REQUESTED: Final = "retrain.requested"  # why a retraining run started, by whom, on what data
-DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest
+DECISIONS_BATCH: Final = "decisions.batch"  # a batch of served decisions: its count and digest (before intervals)
+DECISIONS_INTERVAL: Final = "decisions.interval"  # an interval's decision batches: their count and Merkle root
 POLICY_ADOPTED: Final = "policy.adopted"  # a governance policy put in force, signed by a policy owner
 MODEL_REFUSED: Final = "model.refused"  # a model whose bytes or records did not verify, refused before loading
 ROUTING_REFUSED: Final = "routing.refused"  # a service refused a routing row no ledger record vouches for
@@ -101,13 +103,20 @@ def record_hash(*, prev_hash: str, seq: int, ts: str, actor: str, action: str, s
 
 
 class LedgerRow(Base):
+    """Every read filters by action, or by subject and action, then orders by seq: the two composite indexes
+    answer each without touching other records (`make_engine` adds them to a database made before them)."""
+
     __tablename__ = "ledger"
+    __table_args__ = (
+        Index("ix_ledger_action_seq", "action", "seq"),
+        Index("ix_ledger_subject_action_seq", "subject", "action", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(String(40))  # text, not DateTime: the hashed string must come back verbatim
     actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(50), index=True)
-    subject: Mapped[str] = mapped_column(String(300), index=True)
+    action: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(String(300))
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -326,15 +335,34 @@ class Ledger:
         self, *, subject: str | None = None, since_seq: int | None = None, actions: tuple[str, ...] = ()
     ) -> list[Record]:
         """Records in seq order, optionally about one subject, after `since_seq`, of some actions."""
-        query = select(LedgerRow).order_by(LedgerRow.seq)
-        if subject is not None:
-            query = query.where(LedgerRow.subject == subject)
-        if actions:
-            query = query.where(LedgerRow.action.in_(actions))
-        if since_seq is not None:
-            query = query.where(LedgerRow.seq > since_seq)
-        with Session(self._engine) as session:
-            return [Record._of(row) for row in session.scalars(query)]
+        return list(self.iter_records(subject=subject, since_seq=since_seq, actions=actions))
+
+    def iter_records(
+        self,
+        *,
+        subject: str | None = None,
+        since_seq: int | None = None,
+        actions: tuple[str, ...] = (),
+        until_seq: int | None = None,
+        loads: Callable[[str], Any] = json.loads,
+    ) -> Iterator[Record]:
+        """`records`, streamed a page at a time by seq (keyset: each page starts after the last seq read), so
+        memory stays flat however many match; with `until_seq`, none after it."""
+        after = since_seq or 0
+        while True:
+            query = select(LedgerRow).where(LedgerRow.seq > after).order_by(LedgerRow.seq).limit(PAGE)
+            if subject is not None:
+                query = query.where(LedgerRow.subject == subject)
+            if actions:
+                query = query.where(LedgerRow.action.in_(actions))
+            if until_seq is not None:
+                query = query.where(LedgerRow.seq <= until_seq)
+            with Session(self._engine) as session:
+                page = [Record._of(row, loads) for row in session.scalars(query)]
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].seq
 
     @staticmethod
     def head_of(session: Session) -> tuple[int, str] | None:
@@ -358,15 +386,7 @@ class Ledger:
 
     def _pages(self) -> Iterator[Record]:
         """Every record in seq order, read a page at a time by seq range (never the whole table at once)."""
-        after = 0
-        while True:
-            with Session(self._engine) as session:
-                query = select(LedgerRow).where(LedgerRow.seq > after).order_by(LedgerRow.seq).limit(PAGE)
-                page = [Record._of(row, _payload_or_unhashable) for row in session.scalars(query)]
-            yield from page
-            if len(page) < PAGE:
-                return
-            after = page[-1].seq
+        return self.iter_records(loads=_payload_or_unhashable)
 
     def verify(self) -> VerifyResult:
         """Check the whole stored chain (see `verify_records`), a page at a time. A payload edited into text that
@@ -374,15 +394,21 @@ class Ledger:
         return verify_records(self._pages())
 
     def export_jsonl(self, path: Path) -> int:
-        """Write every record as one JSON line to `path` (atomically); returns the number of records."""
-        records = self.records()
+        """Write every record as one JSON line to `path` (atomically, streamed); returns the number of records."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        count = 0
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.writelines(record.to_json() + "\n" for record in records)
+            with os.fdopen(fd, "wb") as handle:
+                for count, line in enumerate(self.jsonl_lines(), start=1):  # noqa: B007
+                    handle.write(line)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return len(records)
+        return count
+
+    def jsonl_lines(self, *, until_seq: int | None = None) -> Iterator[bytes]:
+        """The export's bytes, one UTF-8 JSON line per record in seq order (through `until_seq`), streamed."""
+        for record in self.iter_records(until_seq=until_seq):
+            yield (record.to_json() + "\n").encode("utf-8")

@@ -1,5 +1,19 @@
 """The prediction log: every decision served (and every shadow answer), written in batches off the
-response path, each batch's digest a ledger record written in the same transaction.
+response path; the ledger vouches for them once per interval, not once per batch.
+
+Sealing: each batch (every `flush_seconds`) is written with an `unsealed_batches` row (its count, the Merkle root
+of its decisions, and the time by which it is due to be sealed) in one transaction. The first write or tick
+at least `ledger_interval_seconds` after the oldest unsealed batch seals every unsealed batch, from any replica,
+in one `decisions.interval` ledger record (first and last batch, count, Merkle root over the batch roots:
+steward/merkle.py) and deletes their rows, in the same transaction as the last batch (or on its own when the
+log is quiet). So the ledger grows by one record per interval whatever the traffic, and a crash between batch
+and seal loses nothing: the rows and their unsealed entries are in the database together, and the next
+write, tick or stop of any replica seals them. `steward ledger verify` (`unmatched_batches`) recomputes every
+interval's root from the log, calls batches with an unsealed entry "not yet sealed" while they are within
+their interval (a problem once overdue), and any other batch not in a sealed range "written around the ledger".
+Between write and seal (at most an interval, 60 s by default, shorter than the anchor's 300 s checkpoint), a
+batch is vouched for by the database and the replica's journal only, as the ledger's own unanchored tail is.
+`proof` gives one decision's Merkle path to its interval's record.
 
 Rows are keyed by model name (`model_name`, the use case's `usecase.model_name`): one database holds the
 decisions of every use case, and each reader (monitoring, the rollout's analysis, retraining) reads one
@@ -14,29 +28,36 @@ than answer what it cannot record. bench/log_loss.py measures it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
-from sqlalchemy import JSON, Engine, Float, Integer, String, func, select
+from sqlalchemy import JSON, Engine, Float, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from steward.canonical import canonical_json
 from steward.db import Base
-from steward.errors import StewardError
+from steward.errors import NotFound, StewardError
 from steward.journal import JournalError, JournalInUse, claim
-from steward.ledger import DECISIONS_BATCH, Ledger, Record
+from steward.ledger import DECISIONS_BATCH, DECISIONS_INTERVAL, Ledger, LedgerRow, Record, now_ts
+from steward.merkle import TREE, Step, leaf_hash, merkle_path, merkle_root, root_of_path
 from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"
 ERROR = "error"  # the decision of a request the model raised on: logged for monitoring, never answered
 BEHIND = "the decision log is {waiting} decisions behind the database (at most {most} may wait)"
 STALLED = "the decision log has not reached the database for {seconds:.1f} s"
+LEDGER_INTERVAL_SECONDS = 60.0  # serve.ledger_interval_seconds: one decisions.interval record per this, at most
+SEAL_GRACE_SECONDS = 30.0  # past its interval and this, an unsealed batch is overdue in `steward ledger verify`
 ADOPT_SECONDS = 30.0  # how often a replica ships the journals of replicas that died and did not come back
 logger = logging.getLogger("steward.predictions")
 
@@ -94,6 +115,21 @@ class Decision:
     inputs: dict[str, Any] = field(default_factory=dict)  # the request's non-protected fields (not the shadow's)
 
 
+def batch_root(decisions: list[Decision]) -> str:
+    """The Merkle root of a batch's decisions ordered by (request id, role) (steward/merkle.py)."""
+    return merkle_root(_ordered_leaves([asdict(d) for d in decisions]))
+
+
+def _ordered_leaves(decisions: list[dict[str, Any]]) -> list[str]:
+    return [leaf_hash(d) for d in sorted(decisions, key=lambda d: (d["request_id"], d["role"]))]
+
+
+def interval_subject(last_batch: int) -> str:
+    """An interval record's subject: named by its last batch, zero-padded so subjects sort like batch numbers
+    (`proof` finds a batch's interval with one index seek)."""
+    return f"predictions:interval-{last_batch:012d}"
+
+
 def batch_digest(decisions: list[Decision]) -> str:
     """sha256 of the canonical JSON list of the batch's decisions, ordered by (request id, role)."""
     ordered = sorted(decisions, key=lambda d: (d.request_id, d.role))
@@ -108,6 +144,28 @@ class JournalPositionRow(Base):
 
     journal: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
+
+
+class UnsealedBatchRow(Base):
+    """A written batch no `decisions.interval` record covers yet: written with its rows, deleted by the seal."""
+
+    __tablename__ = "unsealed_batches"
+
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40))  # when written
+    seal_by: Mapped[str] = mapped_column(String(40))  # ts + its writer's ledger interval
+    count: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(64))  # batch_root of its decisions
+
+
+@dataclass(frozen=True)
+class Written:
+    """One batch `flush` wrote, and the interval record sealed with it (None while its interval is open)."""
+
+    batch: int
+    count: int
+    root: str
+    sealed: Record | None
 
 
 class LogUnavailable(StewardError, RuntimeError):
@@ -142,8 +200,10 @@ class PredictionLog:
         replica: str | None = None,
         backlog: int = 20_000,
         stall_seconds: float = 5.0,
+        ledger_interval_seconds: float = LEDGER_INTERVAL_SECONDS,
     ) -> None:
         self._engine = engine
+        self._interval = ledger_interval_seconds
         self._ledger = ledger
         self._flush_seconds = flush_seconds
         self._backlog = backlog
@@ -217,8 +277,8 @@ class PredictionLog:
             session.add(OutcomeRow(request_id=request_id, outcome=outcome, ts=ts))
             return outcome
 
-    def flush(self) -> Record | None:
-        """Write what is buffered as one batch and its ledger record; returns that record (None if empty)."""
+    def flush(self) -> Written | None:
+        """Write what is buffered as one batch, sealing the interval if it is due; None if nothing was buffered."""
         with self._write_lock:
             if self._recovering:
                 self._recover()
@@ -227,7 +287,7 @@ class PredictionLog:
             if not taken:
                 return None
             try:
-                record = self._write(taken)
+                written = self._write(taken)
             except BaseException:
                 with self._lock:  # keep them for the next attempt, in order
                     self._buffer[:0] = taken
@@ -236,7 +296,49 @@ class PredictionLog:
                 self._behind_since = time.monotonic() if self._buffer else None
             if self.journal is not None:
                 self.journal.shipped(taken[-1].seq)
-            return record
+            return written
+
+    def seal(self, *, force: bool = True) -> Record | None:
+        """Seal every unsealed batch in one `decisions.interval` record (only if the interval is due, unless
+        `force`); returns it, or None when nothing was sealed."""
+        with self._write_lock:
+            if not force and not self._due_without_lock():
+                return None
+            with Session(self._engine) as session, session.begin():
+                self._ledger.lock(session)
+                return self._seal_in(session, force=force)
+
+    def _due_without_lock(self) -> bool:
+        with Session(self._engine) as session:
+            oldest = session.scalar(select(func.min(UnsealedBatchRow.ts)))
+        return oldest is not None and self._due(oldest)
+
+    def _due(self, oldest: str) -> bool:
+        return (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds() >= self._interval
+
+    def _seal_in(self, session: Session, *, force: bool) -> Record | None:
+        """Inside a transaction holding the ledger lock: the interval record over every unsealed batch."""
+        rows = list(session.scalars(select(UnsealedBatchRow).order_by(UnsealedBatchRow.batch)))
+        if not rows or not (force or self._due(min(r.ts for r in rows))):
+            return None
+        first, last = rows[0].batch, rows[-1].batch
+        record = self._ledger.append(
+            actor=LOG_ACTOR,
+            action=DECISIONS_INTERVAL,
+            subject=interval_subject(last),
+            payload={
+                "first_batch": first,
+                "last_batch": last,
+                "batches": len(rows),
+                "count": sum(r.count for r in rows),
+                "root": merkle_root([r.root for r in rows]),
+                "opened": min(r.ts for r in rows),
+                "tree": TREE,
+            },
+            session=session,
+        )
+        session.execute(delete(UnsealedBatchRow).where(UnsealedBatchRow.batch <= last))
+        return record
 
     def _recover(self) -> None:
         """Put back in front of the buffer what the journal holds and the database does not (after a crash)."""
@@ -250,7 +352,7 @@ class PredictionLog:
             if self._buffer and self._behind_since is None:
                 self._behind_since = time.monotonic()
 
-    def _write(self, pending: list[_Pending]) -> Record:
+    def _write(self, pending: list[_Pending]) -> Written:
         decisions = [p.decision for p in pending]
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
@@ -265,19 +367,12 @@ class PredictionLog:
                     open_in(session, kind="referral", request_id=p.decision.request_id, reason=p.review)
             if self.journal is not None:
                 session.merge(JournalPositionRow(journal=self.journal.id, seq=pending[-1].seq))
-            return self._ledger.append(
-                actor=LOG_ACTOR,
-                action=DECISIONS_BATCH,
-                subject=f"predictions:batch-{number}",
-                payload={
-                    "batch": number,
-                    "count": len(decisions),
-                    "digest": batch_digest(decisions),
-                    "first_request_id": decisions[0].request_id,
-                    "last_request_id": decisions[-1].request_id,
-                },
-                session=session,
-            )
+            root, ts = batch_root(decisions), now_ts()
+            due = datetime.fromisoformat(ts) + timedelta(seconds=self._interval)
+            seal_by = due.isoformat(timespec="microseconds")
+            session.add(UnsealedBatchRow(batch=number, ts=ts, seal_by=seal_by, count=len(decisions), root=root))
+            session.flush()
+            return Written(number, len(decisions), root, self._seal_in(session, force=False))
 
     def start(self) -> None:
         if self._thread is None:
@@ -292,6 +387,7 @@ class PredictionLog:
             self._thread.join(timeout=10)
         try:
             self.flush()
+            self.seal()  # the open interval ends with the process; the next start opens a new one
         except Exception:
             if self.journal is None:
                 raise
@@ -304,7 +400,8 @@ class PredictionLog:
         adopted = 0.0
         while not self._stop.wait(self._flush_seconds):
             try:
-                self.flush()
+                if self.flush() is None:
+                    self.seal(force=False)  # a quiet log still seals its last batches when their interval ends
                 self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
                 if self.journal is not None and time.monotonic() - adopted > ADOPT_SECONDS:
                     adopted = time.monotonic()
@@ -323,10 +420,10 @@ def ship_journals(engine: Engine, ledger: Ledger, base: Path) -> int:
         except JournalInUse:
             continue
         try:
-            record = orphan.flush()
+            written = orphan.flush()
         finally:
             orphan.stop()
-        shipped += int(record.payload["count"]) if record is not None else 0
+        shipped += written.count if written is not None else 0
     return shipped
 
 
@@ -356,34 +453,213 @@ BATCH_CHANGED = (
     "decisions batch {batch} (ledger seq {seq}): the prediction log holds {count} decision(s) with digest "
     "{found}..., the ledger recorded {recorded} with digest {digest}...: the log was edited"
 )
-BATCH_UNRECORDED = "prediction log batch {batch} has no decisions.batch ledger record: written around the ledger"
+INTERVAL_CHANGED = (
+    "decisions interval of batches {first}..{last} (ledger seq {seq}): the prediction log holds {count} decision(s) "
+    "in {batches} batch(es) with root {found}..., the ledger recorded {recorded} in {recorded_batches} with root "
+    "{root}...: the log was edited"
+)
+INTERVAL_OVERLAPS = "decisions interval of batches {first}..{last} (ledger seq {seq}) overlaps batches sealed before it"
+BATCH_UNRECORDED = (
+    "prediction log batch {batch} is in no decisions.interval (or decisions.batch) ledger record and is not "
+    "waiting for its seal: written around the ledger"
+)
+UNSEALED_CHANGED = "unsealed batch {batch}: its decisions do not match the root written with them: the log was edited"
+OVERDUE = (
+    "{count} batch(es) from {first} (written {ts}) were due to be sealed by {seal_by} and are not: the writer "
+    "stopped before sealing them (its next start, or any replica's next write, seals them) or they were written "
+    "around the ledger"
+)
+NOT_YET_SEALED = "{count} decision(s) in {batches} batch(es) from {first} are not yet sealed (their interval is open)"
+NOT_SEALED = "decision {request_id} ({role}) is logged but not yet sealed in a ledger record: ask again after {seal_by}"
+NO_DECISION = "no logged decision {request_id} ({role})"
+
+_FIELDS = [name for name in Decision.__dataclass_fields__ if name != "inputs"]
 
 
-def unmatched_batches(engine: Engine, ledger: Ledger) -> tuple[int, list[str]]:
-    """Recompute each recorded batch's digest from the prediction log (`steward ledger verify`): how many
-    batches were checked, and every one whose decisions no longer match its ledger record, or that has none.
-    Reads go through the action and batch indexes, one batch at a time."""
-    problems, recorded = [], set()
-    for record in ledger.records(actions=(DECISIONS_BATCH,)):
-        number = int(record.payload.get("batch", 0))
-        recorded.add(number)
-        rows = batch_rows(engine, number)
-        found = batch_digest(rows) if rows else ""
-        if found != record.payload.get("digest") or len(rows) != record.payload.get("count"):
-            problems.append(
-                BATCH_CHANGED.format(
-                    batch=number,
-                    seq=record.seq,
-                    count=len(rows),
-                    found=found[:12],
-                    recorded=record.payload.get("count"),
-                    digest=str(record.payload.get("digest"))[:12],
-                )
-            )
+def _decision_rows(session: Session, first: int, last: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(batch, decision as logged) for every decision of batches first..last, through the batch index; the
+    decision as `asdict(Decision)` gives it (a shadow's inputs are never stored: {})."""
+    table = PredictionRow.__table__
+    query = (
+        select(*(table.c[name] for name in _FIELDS), table.c.batch, PredictionInputRow.__table__.c.inputs)
+        .select_from(table.outerjoin(PredictionInputRow.__table__, PredictionInputRow.request_id == table.c.request_id))
+        .where(table.c.batch >= first, table.c.batch <= last)
+    )
+    width = len(_FIELDS)
+    for row in session.execute(query.execution_options(yield_per=5000)):
+        decision = dict(zip(_FIELDS, row[:width], strict=True))
+        decision["inputs"] = (row[width + 1] or {}) if decision["role"] != "shadow" else {}
+        yield row[width], decision
+
+
+def _batch_leaves(session: Session, first: int, last: int) -> dict[int, list[str]]:
+    """Each batch's leaves in first..last, in tree order: (request id, role)."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for batch, decision in _decision_rows(session, first, last):
+        grouped.setdefault(batch, []).append(decision)
+    return {batch: _ordered_leaves(grouped[batch]) for batch in sorted(grouped)}
+
+
+class BatchCheck(NamedTuple):
+    """What `unmatched_batches` found: `checked` sealed batches, every problem, and what waits to be sealed."""
+
+    checked: int
+    problems: list[str]
+    intervals: int = 0
+    decisions: int = 0
+    unsealed: str | None = None
+
+
+def unmatched_batches(engine: Engine, ledger: Ledger, *, now: datetime | None = None) -> BatchCheck:
+    """Recompute each interval's Merkle root (and each older per-batch record's digest) from the prediction log
+    (`steward ledger verify`). Streams: interval records a page at a time through the action index, the decisions
+    of one interval at a time through the batch index; memory holds one interval and the batch numbers.
+
+    A logged batch that no record covers is "not yet sealed" when it has its unsealed entry and is within its
+    interval (reported, not a problem), "overdue" when its seal time has passed by SEAL_GRACE_SECONDS, and
+    "written around the ledger" when it has no entry (or lies inside the sealed ranges)."""
+    problems: list[str] = []
+    covered: list[tuple[int, int]] = []
+    checked = intervals = decisions = 0
     with Session(engine) as session:
-        logged = set(session.scalars(select(PredictionRow.batch).distinct()))
-    problems += [BATCH_UNRECORDED.format(batch=number) for number in sorted(logged - recorded)]
-    return len(recorded), problems
+        for record in ledger.iter_records(actions=(DECISIONS_BATCH, DECISIONS_INTERVAL)):
+            if record.action == DECISIONS_BATCH:
+                problems += _legacy_batch(engine, record)
+                number = int(record.payload.get("batch", 0))
+                covered.append((number, number))
+                checked += 1
+                continue
+            first, last = int(record.payload.get("first_batch", 0)), int(record.payload.get("last_batch", -1))
+            if covered and first <= covered[-1][1]:
+                problems.append(INTERVAL_OVERLAPS.format(first=first, last=last, seq=record.seq))
+            covered.append((first, last))
+            leaves = _batch_leaves(session, first, last)
+            count = sum(len(v) for v in leaves.values())
+            found = merkle_root([merkle_root(v) for v in leaves.values()])
+            payload = record.payload
+            if (found, count, len(leaves)) != (payload.get("root"), payload.get("count"), payload.get("batches")):
+                problems.append(
+                    INTERVAL_CHANGED.format(
+                        first=first,
+                        last=last,
+                        seq=record.seq,
+                        count=count,
+                        batches=len(leaves),
+                        found=found[:12],
+                        recorded=payload.get("count"),
+                        recorded_batches=payload.get("batches"),
+                        root=str(payload.get("root"))[:12],
+                    )
+                )
+            checked, intervals, decisions = checked + len(leaves), intervals + 1, decisions + count
+        logged = session.scalars(select(PredictionRow.batch).distinct().order_by(PredictionRow.batch))
+        outside = [b for b in logged if not _within(b, covered)]
+        unsealed = {row.batch: row for row in session.scalars(select(UnsealedBatchRow))}
+        waiting = [b for b in outside if b in unsealed]
+        problems += [BATCH_UNRECORDED.format(batch=b) for b in outside if b not in unsealed]
+        for batch in waiting:
+            own = _batch_leaves(session, batch, batch).get(batch, [])
+            if merkle_root(own) != unsealed[batch].root or len(own) != unsealed[batch].count:
+                problems.append(UNSEALED_CHANGED.format(batch=batch))
+    note = None
+    if waiting:
+        now = now or datetime.now(UTC)
+        late = [b for b in waiting if datetime.fromisoformat(unsealed[b].seal_by) + GRACE < now]
+        if late:
+            row = unsealed[late[0]]
+            problems.append(OVERDUE.format(count=len(late), first=row.batch, ts=row.ts, seal_by=row.seal_by))
+        count = sum(unsealed[b].count for b in waiting)
+        note = NOT_YET_SEALED.format(count=count, batches=len(waiting), first=waiting[0])
+    return BatchCheck(checked, problems, intervals, decisions, note)
+
+
+GRACE = timedelta(seconds=SEAL_GRACE_SECONDS)
+
+
+def _within(batch: int, covered: list[tuple[int, int]]) -> bool:
+    # covered is in seq order, and seals cover increasing batch numbers: bisect on the first batch
+    at = bisect.bisect_right(covered, (batch, float("inf"))) - 1
+    return at >= 0 and covered[at][0] <= batch <= covered[at][1]
+
+
+def _legacy_batch(engine: Engine, record: Record) -> list[str]:
+    """A `decisions.batch` record (one per batch, before intervals): its digest recomputed from the log."""
+    number = int(record.payload.get("batch", 0))
+    rows = batch_rows(engine, number)
+    found = batch_digest(rows) if rows else ""
+    if found == record.payload.get("digest") and len(rows) == record.payload.get("count"):
+        return []
+    return [
+        BATCH_CHANGED.format(
+            batch=number,
+            seq=record.seq,
+            count=len(rows),
+            found=found[:12],
+            recorded=record.payload.get("count"),
+            digest=str(record.payload.get("digest"))[:12],
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class DecisionProof:
+    """That one decision is in the ledger: the decision as logged, its Merkle path to the root of its interval's
+    `decisions.interval` record, and that record. Showable to the person it concerns without any other decision."""
+
+    decision: dict[str, Any]
+    path: list[Step]
+    root: str
+    record: Record
+
+    def verify(self) -> bool:
+        """The path leads from the decision to the root, the record names that root, and the record is intact."""
+        return (
+            root_of_path(leaf_hash(self.decision), self.path) == self.root == self.record.payload.get("root")
+            and self.record.intact()
+        )
+
+    def to_json(self) -> str:
+        return canonical_json(
+            {
+                "decision": self.decision,
+                "path": [list(step) for step in self.path],
+                "root": self.root,
+                "record": json.loads(self.record.to_json()),
+            }
+        )
+
+
+def proof(engine: Engine, request_id: str, role: str = "production") -> DecisionProof:
+    """The Merkle proof of one logged decision: one primary-key read for its batch, one index seek for its
+    interval record (subjects sort like batches), and the interval's decisions to rebuild the tree from the log."""
+    with Session(engine) as session:
+        batch = session.scalar(
+            select(PredictionRow.batch).where(PredictionRow.request_id == request_id, PredictionRow.role == role)
+        )
+        if batch is None:
+            raise NotFound(NO_DECISION.format(request_id=request_id, role=role))
+        row = session.scalars(
+            select(LedgerRow)
+            .where(LedgerRow.action == DECISIONS_INTERVAL, LedgerRow.subject >= interval_subject(batch))
+            .order_by(LedgerRow.subject)
+            .limit(1)
+        ).first()
+        record = Record._of(row) if row is not None else None
+        first = int(record.payload["first_batch"]) if record is not None else batch + 1
+        if record is None or first > batch:
+            pending = session.get(UnsealedBatchRow, batch)
+            seal_by = pending.seal_by if pending is not None else "its seal"
+            raise NotFound(NOT_SEALED.format(request_id=request_id, role=role, seal_by=seal_by))
+        grouped: dict[int, list[dict[str, Any]]] = {}
+        for number, decision in _decision_rows(session, first, int(record.payload["last_batch"])):
+            grouped.setdefault(number, []).append(decision)
+    batches = sorted(grouped)
+    ordered = sorted(grouped[batch], key=lambda d: (d["request_id"], d["role"]))
+    index = next(i for i, d in enumerate(ordered) if (d["request_id"], d["role"]) == (request_id, role))
+    leaves = [leaf_hash(d) for d in ordered]
+    roots = [merkle_root(_ordered_leaves(grouped[b])) for b in batches]
+    path = merkle_path(leaves, index) + merkle_path(roots, batches.index(batch))
+    return DecisionProof(ordered[index], path, merkle_root(roots), record)
 
 
 def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:

@@ -312,12 +312,12 @@ def ledger_verify(
         read_jsonl,
     )
     from steward.policy_in_force import policy_problems
-    from steward.predictions import unmatched_batches
+    from steward.predictions import BatchCheck, unmatched_batches
     from steward.signoff import unverified
 
     signed = (POLICY_ADOPTED, APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DECLINED)
     settings = Settings()
-    batches: tuple[int, list[str]] | None = None
+    batches: BatchCheck | None = None
     try:
         anchor = anchor_from(against, settings=settings)
         public = verifying_keys(settings, keys)
@@ -350,7 +350,7 @@ def ledger_verify(
     for problem in policy_problems(sign_offs):
         err.print(f"governance broken: {escape(problem)}", highlight=False)
         failed = True
-    for problem in batches[1] if batches else []:
+    for problem in batches.problems if batches else []:
         err.print(f"decisions broken: {escape(problem)}", highlight=False)
         failed = True
     if failed:
@@ -362,7 +362,13 @@ def ledger_verify(
     )
     console.print(f"anchor {anchor.uri}: {report.summary}", markup=False, highlight=False)
     if batches is not None:
-        console.print(f"{batches[0]} decision batches match the prediction log", highlight=False)
+        console.print(
+            f"{batches.checked} decision batches match the prediction log "
+            f"({batches.decisions} decisions in {batches.intervals} sealed intervals)",
+            highlight=False,
+        )
+        if batches.unsealed:
+            console.print(batches.unsealed, highlight=False)
 
 
 def ledger_export(

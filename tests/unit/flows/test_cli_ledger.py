@@ -30,6 +30,7 @@ def home(steward_home):
             Decision(f"r{n}", "production", "2026-12-01T00:00:00+00:00", "m", "m:v1", "d", f"s{n}", "approve", 0.8, 1.0)
         )
     log.flush()
+    log.seal()  # the interval's record (seq 5), as its end or the service's stop writes it
     ledger.append(actor="oncall", action="rollback", subject="m:v1", payload={"n": 6})
     return settings, engine
 
@@ -86,7 +87,7 @@ def test_an_edited_decision_in_the_prediction_log_exits_1(home):
     with engine.begin() as connection:
         connection.execute(text("UPDATE predictions SET decision = 'decline' WHERE request_id = 'r1'"))
     code, output = _verify()
-    assert code == 1 and "decisions broken: decisions batch 1 (ledger seq 5)" in output
+    assert code == 1 and "decisions broken: decisions interval of batches 1..1 (ledger seq 5)" in output
 
 
 def test_a_batch_written_around_the_ledger_exits_1(home):
@@ -94,7 +95,40 @@ def test_a_batch_written_around_the_ledger_exits_1(home):
     with engine.begin() as connection:
         connection.execute(text("UPDATE predictions SET batch = 9 WHERE request_id = 'r2'"))
     code, output = _verify()
-    assert code == 1 and "prediction log batch 9 has no decisions.batch ledger record" in output
+    assert code == 1 and "prediction log batch 9 is in no decisions.interval" in output
+    assert "written around the ledger" in output
+
+
+def _unsealed(engine, *, interval):
+    log = PredictionLog(engine, Ledger(engine), ledger_interval_seconds=interval)
+    log.add(Decision("r9", "production", "2026-12-01T00:00:09+00:00", "m", "m:v1", "d", "s9", "approve", 0.7, 1.0))
+    log.flush()  # written; its interval is open, nothing seals it
+
+
+def test_a_batch_within_its_interval_is_reported_as_not_yet_sealed_and_verifies(home):
+    _, engine = home
+    _unsealed(engine, interval=3600)
+    code, output = _verify()
+    assert code == 0, output
+    assert "1 decision(s) in 1 batch(es) from 2 are not yet sealed" in output
+
+
+def test_a_batch_past_its_seal_time_exits_1_as_overdue(home):
+    _, engine = home
+    _unsealed(engine, interval=3600)
+    with engine.begin() as connection:  # a writer that died before sealing, an hour ago
+        connection.execute(text("UPDATE unsealed_batches SET seal_by = '2026-01-01T00:00:00+00:00'"))
+    code, output = _verify()
+    assert code == 1 and "1 batch(es) from 2" in output and "are not" in output and "around the ledger" in output
+
+
+def test_an_edited_unsealed_decision_exits_1(home):
+    _, engine = home
+    _unsealed(engine, interval=3600)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE predictions SET decision = 'decline' WHERE request_id = 'r9'"))
+    code, output = _verify()
+    assert code == 1 and "unsealed batch 2: its decisions do not match the root written with them" in output
 
 
 def test_a_malformed_anchor_uri_is_a_message(home):

@@ -46,20 +46,40 @@ def engine(tmp_path):
     return make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
 
 
-def test_each_batch_is_written_with_a_ledger_record_of_its_count_and_digest(engine):
+def _leaf(decision):
+    text = json.dumps(asdict(decision), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _root(hashes):
+    """The Merkle root recomputed here with hashlib alone: node = sha256(0x01 || left || right), odd carried up."""
+    while len(hashes) > 1:
+        hashes = [
+            hashlib.sha256(b"\x01" + bytes.fromhex(hashes[i]) + bytes.fromhex(hashes[i + 1])).hexdigest()
+            if i + 1 < len(hashes)
+            else hashes[i]
+            for i in range(0, len(hashes), 2)
+        ]
+    return hashes[0]
+
+
+def _expected_root(decisions):
+    return _root([_leaf(d) for d in sorted(decisions, key=lambda d: (d.request_id, d.role))])
+
+
+def test_each_batch_is_written_with_its_merkle_root_and_sealed_by_an_interval_record(engine):
     ledger = Ledger(engine)
-    log = PredictionLog(engine, ledger)
+    log = PredictionLog(engine, ledger, ledger_interval_seconds=0)  # every batch its own interval
     for i in range(5):
         log.add(_decision(i))
     log.add(_decision(4, role="shadow"))
-    record = log.flush()
+    written = log.flush()
     assert log.flush() is None and log.pending() == 0
     rows = sorted(batch_rows(engine, 1), key=lambda d: (d.request_id, d.role))
-    expected = hashlib.sha256(
-        json.dumps([asdict(d) for d in rows], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
-    assert record.action == "decisions.batch" and record.payload["count"] == 6
-    assert record.payload["digest"] == expected == batch_digest(rows)
+    record = written.sealed
+    assert (written.batch, written.count, written.root) == (1, 6, _expected_root(rows))
+    assert record.action == "decisions.interval" and record.payload["count"] == 6
+    assert record.payload["root"] == written.root  # one batch: the interval's root is the batch's
     assert len(rows) == 6 and rows[0] == _decision(0)
 
 
@@ -73,14 +93,14 @@ def test_a_failed_write_keeps_the_batch_for_the_next_flush(engine):
             return super().append(**kwargs)
 
     ledger = Broken(engine)
-    log = PredictionLog(engine, ledger)
+    log = PredictionLog(engine, ledger, ledger_interval_seconds=0)
     log.add(_decision(1))
     with pytest.raises(RuntimeError):
         log.flush()
     assert log.pending() == 1 and batch_rows(engine, 1) == []
     ledger.fail = False
     log.add(_decision(2))
-    assert log.flush().payload["count"] == 2
+    assert log.flush().sealed.payload["count"] == 2
 
 
 def test_the_background_thread_writes_within_its_interval_and_stop_writes_the_rest(engine):
@@ -113,10 +133,10 @@ def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engi
     sent = {"duration_months": 12, "purpose": "education"}
     log.add(Decision(**{**asdict(_decision(1)), "inputs": sent}))
     log.add(_decision(1, role="shadow"))
-    record = log.flush()
+    written = log.flush()
     rows = batch_rows(engine, 1)
     assert {d.role: d.inputs for d in rows} == {"production": sent, "shadow": {}}
-    assert record.payload["digest"] == _expected_digest(rows)
+    assert written.root == _expected_root(rows)
     window = served_window(engine, model="credit-risk:v1")
     assert window[["duration_months", "purpose", "sex", "decision"]].to_dict("records") == [
         {"duration_months": 12, "purpose": "education", "sex": "female", "decision": "approve"}
@@ -172,28 +192,35 @@ def test_the_digest_tells_which_answer_was_production_and_which_the_shadow():
     assert batch_digest(served) != batch_digest(swapped)
 
 
-def test_batches_are_numbered_and_their_ledger_record_names_count_digest_and_ends(engine):
-    log = PredictionLog(engine, Ledger(engine))
+def test_batches_are_numbered_and_one_interval_record_seals_them_with_count_range_and_root(engine):
+    ledger = Ledger(engine)
+    log = PredictionLog(engine, ledger)  # a 60 s interval: these batches wait for their seal
     log.add(_decision(1))
-    assert log.flush().payload["batch"] == 1
+    first = log.flush()
+    assert (first.batch, first.sealed) == (1, None)
     second = [_decision(5), _decision(3, role="shadow"), _decision(4)]
     for d in second:
         log.add(d)
-    record = log.flush()
+    assert log.flush().sealed is None and ledger.records() == []
+    assert log.seal(force=False) is None  # not due yet
+    record = log.seal()
     assert (record.actor, record.action, record.subject) == (
         "steward-serving",
-        "decisions.batch",
-        "predictions:batch-2",
+        "decisions.interval",
+        "predictions:interval-000000000002",
     )
+    opened = record.payload.pop("opened")
     assert record.payload == {
-        "batch": 2,
-        "count": 3,
-        "digest": _expected_digest(second),
-        "first_request_id": "r0005",
-        "last_request_id": "r0004",
+        "first_batch": 1,
+        "last_batch": 2,
+        "batches": 2,
+        "count": 4,
+        "root": _root([_expected_root([_decision(1)]), _expected_root(second)]),
+        "tree": "sha256-merkle/v1",
     }
+    assert opened <= record.ts and log.seal() is None  # nothing left to seal
     assert sorted(d.request_id for d in batch_rows(engine, 2)) == ["r0003", "r0004", "r0005"]
-    assert Ledger(engine).verify().ok
+    assert Ledger(engine).verify().ok and [r.seq for r in ledger.records()] == [1]
 
 
 def test_a_failed_write_keeps_its_batch_ahead_of_decisions_added_meanwhile(engine):
@@ -202,13 +229,13 @@ def test_a_failed_write_keeps_its_batch_ahead_of_decisions_added_meanwhile(engin
             log.add(_decision(9))  # served while the batch was being written
             raise RuntimeError("database is locked")
 
-    log = PredictionLog(engine, AddsThenFails(engine))
+    log = PredictionLog(engine, AddsThenFails(engine), ledger_interval_seconds=0)
     log.add(_decision(1))
     log.add(_decision(2))
     with pytest.raises(RuntimeError, match="database is locked"):
         log.flush()
     log._ledger = Ledger(engine)
-    assert log.flush().payload["count"] == 3
+    assert log.flush().count == 3
     assert [d.request_id for d in batch_rows(engine, 1)] == ["r0001", "r0002", "r0009"]
 
 
@@ -261,7 +288,7 @@ def test_the_flush_loop_runs_every_interval_survives_a_failed_write_and_stop_joi
     with monkeypatch.context() as patch:
         patch.setattr(threading, "Thread", _FakeThread)
         patch.setattr(threading, "Event", _ScriptedStop)
-        log = PredictionLog(engine, FailsOnce(engine))
+        log = PredictionLog(engine, FailsOnce(engine), ledger_interval_seconds=0)  # each write appends
         log.start()
         log.start()
     [thread] = _FakeThread.made
@@ -491,7 +518,7 @@ class _Down(Ledger):
 
 def test_a_database_out_of_reach_makes_the_log_refuse_until_it_is_back_and_loses_nothing(engine, tmp_path):
     ledger = _Down(engine)
-    log = PredictionLog(engine, ledger, journal=tmp_path / "journal", stall_seconds=0.2)
+    log = PredictionLog(engine, ledger, journal=tmp_path / "journal", stall_seconds=0.2, ledger_interval_seconds=0)
     log.add(_decision(1))
     with pytest.raises(Exception, match="could not connect"):
         log.flush()
@@ -546,3 +573,81 @@ def test_replicas_take_journals_of_their_own_and_a_dead_ones_is_shipped_by_a_liv
     assert ship_journals(engine, Ledger(engine), base) == 1  # replica 0's own journal is held: left alone
     assert _logged(engine) == ["r0001"] and ship_journals(engine, Ledger(engine), base) == 0
     first.stop()
+
+
+def test_a_decision_proves_its_place_in_its_interval_record_without_the_other_decisions(engine):
+    from steward.merkle import verify_proof
+    from steward.predictions import proof
+
+    ledger = Ledger(engine)
+    log = PredictionLog(engine, ledger)
+    sent = {"duration_months": 12}
+    for batch in range(3):  # three batches, one interval: the tree of trees
+        for i in range(batch * 5, batch * 5 + 2 + batch):
+            log.add(Decision(**{**asdict(_decision(i)), "inputs": sent}))
+            log.add(_decision(i, role="shadow"))
+        log.flush()
+    record = log.seal()
+    for request_id, role in [("r0000", "production"), ("r0006", "shadow"), ("r0013", "production")]:
+        shown = proof(engine, request_id, role)
+        assert shown.verify() and shown.record == record and shown.root == record.payload["root"]
+        # recomputed here with hashlib alone: the leaf from the decision, then up the path
+        value = hashlib.sha256(
+            json.dumps(shown.decision, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()
+        for side, sibling in shown.path:
+            pair = (sibling, value) if side == "left" else (value, sibling)
+            value = hashlib.sha256(b"\x01" + bytes.fromhex(pair[0]) + bytes.fromhex(pair[1])).hexdigest()
+        assert value == record.payload["root"]
+        assert verify_proof(json.loads(json.dumps(shown.decision)), shown.path, record.payload["root"])
+        assert not verify_proof({**shown.decision, "decision": "approve!"}, shown.path, record.payload["root"])
+    decisions = [d for b in (1, 2, 3) for d in batch_rows(engine, b)]
+    by_batch = [_expected_root(batch_rows(engine, b)) for b in (1, 2, 3)]
+    assert len(decisions) == 18 and record.payload["root"] == _root(by_batch)
+
+
+def test_a_proof_of_a_decision_not_yet_sealed_says_so(engine):
+    from steward.errors import NotFound
+    from steward.predictions import proof
+
+    log = PredictionLog(engine, Ledger(engine))
+    log.add(_decision(1))
+    log.flush()
+    with pytest.raises(NotFound, match="logged but not yet sealed"):
+        proof(engine, "r0001")
+    with pytest.raises(NotFound, match="no logged decision r0002"):
+        proof(engine, "r0002")
+
+
+def test_batches_a_crash_left_unsealed_are_sealed_by_the_next_write_once_due_and_verify_meanwhile(engine, tmp_path):
+    from steward.predictions import unmatched_batches
+
+    ledger = Ledger(engine)
+    crashed = PredictionLog(engine, ledger, journal=tmp_path / "journal", ledger_interval_seconds=0.2)
+    crashed.add(_decision(1))
+    crashed.flush()  # written with its unsealed entry; the process dies before the interval ends
+    crashed.journal.close()
+    check = unmatched_batches(engine, ledger)
+    assert check.problems == [] and "1 decision(s) in 1 batch(es) from 1 are not yet sealed" in check.unsealed
+    other = PredictionLog(engine, ledger, ledger_interval_seconds=0.2)  # another replica, or the next start
+    other.add(_decision(2))
+    assert other.flush().sealed is None  # the first batch's interval is still open
+    time.sleep(0.25)
+    other.add(_decision(3))
+    record = other.flush().sealed
+    assert (record.payload["first_batch"], record.payload["last_batch"], record.payload["count"]) == (1, 3, 3)
+    check = unmatched_batches(engine, ledger)
+    assert check.problems == [] and check.unsealed is None and (check.checked, check.intervals) == (3, 1)
+
+
+def test_a_quiet_log_seals_when_its_interval_ends_and_stop_seals_the_rest(engine):
+    ledger = Ledger(engine)
+    log = PredictionLog(engine, ledger, ledger_interval_seconds=0.1)
+    log.add(_decision(1))
+    log.flush()
+    assert log.seal(force=False) is None
+    time.sleep(0.12)
+    assert log.seal(force=False).payload["last_batch"] == 1  # what the flush loop's quiet tick does
+    log.add(_decision(2))
+    log.stop()
+    assert [r.payload["last_batch"] for r in ledger.records()] == [1, 2]
