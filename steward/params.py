@@ -152,6 +152,13 @@ class ServeParams(Section):
     burst: int = Field(default=100, ge=1, description="Requests a client may send at once.")
     max_body_bytes: int = Field(default=16384, ge=512, le=1_048_576)
     log_flush_seconds: float = Field(default=0.1, gt=0, le=10, description="Prediction log batch interval.")
+    ledger_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=300,
+        description="Decision batches are sealed in one decisions.interval ledger record this often (at most the "
+        "anchor's checkpoint interval, so no decision waits longer than the ledger's own tail to be vouched for).",
+    )
     log_backlog: int = Field(
         default=20_000, ge=1, description="Decisions that may wait for the database; past it /predict answers 503."
     )

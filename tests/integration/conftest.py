@@ -40,6 +40,8 @@ def s3_endpoint() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        # multipart parts of a few KiB (S3's 5 MiB minimum otherwise): the ledger export's resume is tested small
+        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

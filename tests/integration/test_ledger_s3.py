@@ -139,3 +139,84 @@ def test_a_deleted_checkpoint_is_caught_whether_the_bucket_is_locked_or_not(tmp_
             assert "checkpoint object steward/checkpoints/000000000003.json was deleted" in " ".join(report.problems)
         else:
             assert any(p.startswith("checkpoint(s) 3 missing from s3://") for p in report.problems), report.problems
+
+
+def _grown(ledger, records):
+    for n in range(records):
+        ledger.append(
+            actor="rollout", action="rollout.step", subject=f"credit-risk:v{n}", payload={"n": n, "pad": "x" * 80}
+        )
+    return ledger
+
+
+def test_a_multipart_export_interrupted_after_two_parts_resumes_to_the_bytes_of_a_one_shot_export(
+    tmp_path, request, client, s3_endpoint, ledger, monkeypatch
+):
+    from steward.ledger import LedgerError
+
+    _grown(ledger, 60)  # about 23 KiB: six parts of 4 KiB
+    bucket = _bucket_name(request, "multipart")
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    storage = Storage(local_root=tmp_path / "unused", bucket=bucket, endpoint_url=s3_endpoint)
+    ledger.export_jsonl(tmp_path / "one-shot.jsonl")
+    expected = (tmp_path / "one-shot.jsonl").read_bytes()
+    real, calls = storage.s3.upload_part, []
+
+    def fails_after_two(**kwargs):
+        calls.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] > 2:
+            raise ConnectionError("connection reset by peer")
+        return real(**kwargs)
+
+    monkeypatch.setattr(storage.s3, "upload_part", fails_after_two)
+    with pytest.raises(LedgerError, match="stopped after 2 part\\(s\\): part 3 failed 3 times") as stopped:
+        export_to_s3(ledger, storage=storage, key="ledger/full.jsonl", retain_days=30, part_size=4096)
+    assert calls == [1, 2, 3, 3, 3]  # bounded retries
+    assert "Run the same export again to resume" in str(stopped.value)
+    with pytest.raises(ClientError):  # nothing under the final key
+        client.head_object(Bucket=bucket, Key="ledger/full.jsonl")
+    [upload] = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert len(client.list_parts(Bucket=bucket, Key="ledger/full.jsonl", UploadId=upload["UploadId"])["Parts"]) == 2
+
+    calls.clear()
+    monkeypatch.setattr(
+        storage.s3, "upload_part", lambda **kwargs: calls.append(kwargs["PartNumber"]) or real(**kwargs)
+    )
+    result = export_to_s3(ledger, storage=storage, key="ledger/full.jsonl", retain_days=30, part_size=4096)
+    body = client.get_object(Bucket=bucket, Key="ledger/full.jsonl")["Body"].read()
+    assert body == expected and len(expected) > 4 * 4096 and calls == [3, 4, 5, 6]  # parts 1 and 2 were kept
+    assert result.count == 62 and result.sha256 == hashlib.sha256(expected).hexdigest()
+    assert result.locked and "resumed upload" in result.message and "2 part(s) already uploaded" in result.message
+    assert client.head_object(Bucket=bucket, Key="ledger/full.jsonl")["ObjectLockMode"] == "COMPLIANCE"
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+    unbroken = export_to_s3(ledger, storage=storage, key="ledger/again.jsonl", retain_days=None, part_size=4096)
+    assert client.get_object(Bucket=bucket, Key="ledger/again.jsonl")["Body"].read() == expected
+    assert unbroken.sha256 == result.sha256 and not unbroken.locked
+
+
+def test_a_resumed_export_of_a_ledger_that_grew_meanwhile_keeps_the_parts_that_still_match(
+    tmp_path, request, client, s3_endpoint, ledger, monkeypatch
+):
+    from steward.ledger import LedgerError
+
+    _grown(ledger, 40)
+    bucket = _bucket_name(request, "grew")
+    client.create_bucket(Bucket=bucket)
+    storage = Storage(local_root=tmp_path / "unused", bucket=bucket, endpoint_url=s3_endpoint)
+    real = storage.s3.upload_part
+
+    def fails_at_four(**kwargs):
+        if kwargs["PartNumber"] == 4:
+            raise ConnectionError("reset")
+        return real(**kwargs)
+
+    monkeypatch.setattr(storage.s3, "upload_part", fails_at_four)
+    with pytest.raises(LedgerError):
+        export_to_s3(ledger, storage=storage, key="l.jsonl", retain_days=None, part_size=4096, tries=1)
+    monkeypatch.setattr(storage.s3, "upload_part", real)
+    _grown(ledger, 20)  # new records: the parts already sent are still the export's first bytes
+    result = export_to_s3(ledger, storage=storage, key="l.jsonl", retain_days=None, part_size=4096)
+    ledger.export_jsonl(tmp_path / "now.jsonl")
+    assert client.get_object(Bucket=bucket, Key="l.jsonl")["Body"].read() == (tmp_path / "now.jsonl").read_bytes()
+    assert result.count == 62 and "3 part(s) already uploaded were kept" in result.message
