@@ -233,6 +233,16 @@ def export_to_s3(
     )
     found = client.head_object(Bucket=bucket, Key=key)
     retain_until = found.get("ObjectLockRetainUntilDate") if found.get("ObjectLockMode") == "COMPLIANCE" else None
+    if retain_days is not None and retain_until is None and object_lock_enabled(client, bucket):
+        # resumed (the retention was fixed when the upload opened) or a server that did not apply it: set it on
+        # the version just completed, before anyone can have a reason to delete it
+        retain_until = (datetime.now(UTC) + timedelta(days=retain_days)).replace(microsecond=0)
+        client.put_object_retention(
+            Bucket=bucket,
+            Key=key,
+            VersionId=found.get("VersionId"),
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": retain_until},
+        )
     if retain_until is not None:
         message = LOCKED.format(count=counted[0], until=retain_until.isoformat())
     elif not object_lock_enabled(client, bucket):
