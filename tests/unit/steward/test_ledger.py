@@ -466,3 +466,29 @@ def test_verifying_an_export_that_is_not_there_names_the_path(tmp_path):
         read_jsonl(missing)
     assert str(refused.value) == f"no ledger export at {missing}"
     assert isinstance(refused.value, FileNotFoundError)
+
+
+def test_every_filtered_ledger_read_goes_through_an_index_and_an_old_database_gets_the_indexes(tmp_path):
+    import sqlite3
+
+    from steward.db import make_engine
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # a ledger table as an older Steward made it: single-column indexes only
+        old.execute(
+            "CREATE TABLE ledger (seq INTEGER PRIMARY KEY, ts VARCHAR(40), actor VARCHAR(200), action VARCHAR(50),"
+            " subject VARCHAR(300), payload TEXT, prev_hash VARCHAR(64), hash VARCHAR(64) UNIQUE)"
+        )
+        old.execute("CREATE INDEX ix_ledger_action ON ledger (action)")
+    make_engine(f"sqlite:///{path}")
+    plans = []
+    with sqlite3.connect(path) as db:
+        for sql in (
+            "SELECT * FROM ledger WHERE seq > 0 AND action IN ('approval.requested', 'approval.granted') ORDER BY seq",
+            "SELECT * FROM ledger WHERE seq > 7 AND subject = 'm:v1' AND action IN ('approval.granted') ORDER BY seq",
+            "SELECT * FROM ledger WHERE action = 'decisions.interval' AND subject >= 'predictions:interval-1' "
+            "ORDER BY subject LIMIT 1",
+        ):
+            plans.append(" ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)))
+    assert all("USING INDEX ix_ledger_" in plan or "USING COVERING INDEX" in plan for plan in plans), plans
+    assert "ix_ledger_subject_action_seq" in plans[1] and not any(p.strip() == "SCAN ledger" for p in plans)
