@@ -60,6 +60,11 @@ def rollout(
 
 ROLLBACK_BOTH = "--to restores a model and --refuse-all refuses every decision: give one of them"
 NOTHING_SERVES = "nobody: every decision is refused (503, referred to people)"
+NO_REPLICA = "no serving replica has reported in the last {seconds:g} s: the change is taken up when one starts"
+LAGGING = (
+    "NOT taken up within {seconds:g} s by: {late}; such a replica is not ready while it cannot read the routing "
+    "table (look at it, or stop it)"
+)
 
 
 def rollback(
@@ -68,12 +73,14 @@ def rollback(
     refuse_all: bool = typer.Option(False, "--refuse-all", help="The kill switch: refuse every decision."),
     actor: str | None = typer.Option(None, "--as", help="Who rolls back (default STEWARD_USER or the OS user)."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
+    wait: float = typer.Option(10.0, "--wait", min=0, help="Seconds to wait for every serving replica to take it up."),
 ) -> None:
     """Roll one use case back: its canary and shadow out of routing (rolled back); with neither, production back
     to the standby (the last production model a promotion replaced, verified good); `--to MODEL` restores that
     former production model. A restored model's sign-off and bytes are checked first. The same request twice
     changes nothing the second time. `--refuse-all` takes every model out and refuses decisions until a model is
-    restored. Other use cases keep serving. Audited in the ledger."""
+    restored. Other use cases keep serving. Audited in the ledger. Then waits until every serving replica reports
+    the new routing, and names those that do not (exit 5)."""
     from steward.anchor import anchored
     from steward.db import make_engine
     from steward.routing import RoutingError
@@ -95,6 +102,18 @@ def rollback(
         _fail(exc)
         return
     console.print(rollback_summary(model_name, done), highlight=False, markup=False)
+    from steward.replicas import LIVE_SECONDS, wait_for
+
+    serving, behind = wait_for(engine, model_name, done.routing.revision, timeout=wait)
+    if not serving and not behind:
+        console.print(NO_REPLICA.format(seconds=LIVE_SECONDS), highlight=False, markup=False)
+    if serving:
+        names = ", ".join(r.replica for r in serving)
+        console.print(f"replicas serving revision {done.routing.revision}: {names}", highlight=False, markup=False)
+    if behind:
+        late = ", ".join(f"{r.replica} (pid {r.pid}, still revision {r.revision})" for r in behind)
+        console.print(LAGGING.format(seconds=wait, late=late), highlight=False, markup=False)
+        raise typer.Exit(code=5)
 
 
 def rollback_summary(model_name: str, done: RollbackDone) -> str:

@@ -2,6 +2,7 @@
 restores a model only through the instance's own byte check, and refuses rather than stop serving."""
 
 import pickle
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from steward.keys import instance_key
 from steward.ledger import Ledger
 from steward.model_integrity import manifest_of
 from steward.registry import State
+from steward.replicas import beat
 from steward.rollouts import Rollouts
 from steward.settings import Settings
 
@@ -59,6 +61,12 @@ def home(steward_home, tmp_path, monkeypatch):
 
 
 def _rollback(*args):
+    """The exit code and what the rollback said it did (its report on the replicas aside: no replica runs here)."""
+    code, said = _rollback_in_full(*args)
+    return code, said.split(" no serving replica has reported")[0]
+
+
+def _rollback_in_full(*args):
     result = CliRunner().invoke(app, ["rollback", *args, "--as", "oncall"])
     return result.exit_code, " ".join(result.output.split())
 
@@ -114,3 +122,25 @@ def test_refuse_all_is_explicit_and_excludes_to(home):
     )
     back = _rollback("--to", v2, "--reason", "incident over")
     assert back == (0, f"{NAME}: rolled back nothing; restored {v2}; now serving: all traffic to {v2}")
+
+
+def test_rollback_waits_for_each_live_replica_and_names_the_one_that_did_not_take_it_up(home):
+    engine = home["moves"].engine
+    revision = home["moves"].table.get(NAME).revision
+    beat(engine, NAME, "0", revision=revision, pid=101)
+    beat(engine, NAME, "1", revision=revision, pid=102)
+    beat(engine, "adult-income", "0", revision=1, pid=103)  # another use case's replica is not waited for
+    taking_up = threading.Timer(0.3, lambda: beat(engine, NAME, "0", revision=revision + 1, pid=101))
+    taking_up.start()
+    code, said = _rollback_in_full("--reason", "canary breach", "--wait", "1.5")
+    taking_up.join()
+
+    assert code == 5, said
+    assert f"replicas serving revision {revision + 1}: 0" in said
+    assert f"NOT taken up within 1.5 s by: 1 (pid 102, still revision {revision})" in said
+    assert home["moves"].table.get(NAME).revision == revision + 1  # the rollback itself was done
+
+
+def test_rollback_with_no_replica_running_says_so_and_succeeds(home):
+    code, said = _rollback_in_full("--reason", "canary breach", "--wait", "0")
+    assert code == 0 and "no serving replica has reported in the last 10 s" in said
