@@ -45,6 +45,7 @@ from steward.db import make_engine
 from steward.errors import StewardError
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
+from steward.leases import expire
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.predictions import ERROR, LogUnavailable, PredictionLog
@@ -231,6 +232,10 @@ class Steward:
     def _watch(self) -> None:
         beaten = (0, 0.0)  # the revision last reported, and when
         while not self._stop.wait(REFRESH_SECONDS):
+            try:  # a dead rollout's candidate out of routing (steward/leases.py), served from this same tick
+                expire(self.moves, model_name=_usecase.model_name)
+            except Exception:  # another replica withdrew it first, or a busy database: the next tick looks again
+                logger.debug("lease expiry skipped this tick", exc_info=True)
             try:
                 self._refresh()
             except Exception:  # a busy database or a model that will not load: keep serving (not ready once stale)

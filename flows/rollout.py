@@ -5,7 +5,8 @@ took out of routing rolls it back at once: weight 0, state rolled_back, a ledger
 `steward.rollback` event.
 
 With no production model to compare against, an approved model becomes production directly (the
-ledger says so).
+ledger says so), but only the first: a use case that had production models (taken out with `steward rollback
+--refuse-all`) must have one restored before the next is rolled out against it.
 
 Before each move (shadow, each canary weight, production) the model's bytes and records are verified
 (tasks/model/integrity.py): one that does not verify is refused in the ledger, withdrawn if it already mirrors
@@ -49,6 +50,10 @@ from tasks.signoff.policy import resource
 
 ACTOR = "steward-rollout"
 NOT_APPROVED = "model {ref} is {state}: only an approved model starts a rollout"
+NOT_FIRST = (
+    "{model_name} serves no production model now, but it had one before ({earlier}): {ref} would skip shadow and "
+    "canary as if it were the first; restore one (`steward rollback --to MODEL`) and roll {ref} out against it"
+)
 OTHER_USECASE = "model {ref} is not a version of use case {usecase}'s model {model_name}: name its use case"
 FAILED = "the rollout failed at {step} ({error}): its candidate is withdrawn rather than left unwatched"
 
@@ -78,6 +83,8 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
         )
     if version.state is not State.APPROVED:
         raise ValueError(NOT_APPROVED.format(ref=ref, state=version.state.value))
+    if not moves.table.get(version.name).production and (earlier := moves.former_production(version.name)):
+        raise RoutingError(NOT_FIRST.format(ref=ref, model_name=version.name, earlier=", ".join(earlier)))
     leases = Leases(engine)
     for lapsed in expire(moves, model_name=version.name):  # a rollout of this use case that died: withdrawn first
         get_run_logger().warning(lapsed.reason)

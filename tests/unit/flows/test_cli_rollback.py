@@ -31,26 +31,7 @@ def home(steward_home, tmp_path, monkeypatch):
     moves = Rollouts(engine, Ledger(engine))
     store = tmp_path / "store"
     monkeypatch.setattr(integrity, "store_dir", lambda tag: store / tag.replace(":", "/"))
-    refs = []
-    for n in (1, 2, 3):
-        directory = store / NAME / f"t{n}"
-        directory.mkdir(parents=True)
-        (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
-        version = moves.registry.register(
-            name=NAME,
-            model_tag=f"{NAME}:t{n}",
-            model_md5=str(n),
-            data_md5="d",
-            params_hash="p",
-            git_commit=None,
-            flow_run_id=None,
-            metrics={},
-            manifest=manifest_of(directory),
-            signer=instance_key(settings),
-        )
-        sign_off(moves.ledger, version.ref)
-        moves.registry.transition(version.ref, State.APPROVED)
-        refs.append(version.ref)
+    refs = [_approved(moves, store, n) for n in (1, 2, 3)]
     moves.promote(refs[0], actor="rollout", reason="first")
     for ref in refs[1:]:
         moves.to_shadow(ref, actor="rollout")
@@ -58,6 +39,28 @@ def home(steward_home, tmp_path, monkeypatch):
         if ref == refs[1]:
             moves.promote(ref, actor="rollout", reason="passed")  # v1 becomes the standby; v3 stays in canary
     return {"moves": moves, "refs": refs, "store": store}
+
+
+def _approved(moves: Rollouts, store, n: int) -> str:
+    """Version n of NAME, its bytes in `store`, sealed by the instance key, signed off and approved."""
+    directory = store / NAME / f"t{n}"
+    directory.mkdir(parents=True)
+    (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
+    version = moves.registry.register(
+        name=NAME,
+        model_tag=f"{NAME}:t{n}",
+        model_md5=str(n),
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+        manifest=manifest_of(directory),
+        signer=instance_key(Settings()),
+    )
+    sign_off(moves.ledger, version.ref)
+    moves.registry.transition(version.ref, State.APPROVED)
+    return version.ref
 
 
 def _rollback(*args):
@@ -144,3 +147,16 @@ def test_rollback_waits_for_each_live_replica_and_names_the_one_that_did_not_tak
 def test_rollback_with_no_replica_running_says_so_and_succeeds(home):
     code, said = _rollback_in_full("--reason", "canary breach", "--wait", "0")
     assert code == 0 and "no serving replica has reported in the last 10 s" in said
+
+
+def test_after_refuse_all_the_next_model_is_not_rolled_out_as_the_first_production_model(home):
+    from flows.rollout import rollout_flow
+    from steward.routing import RoutingError
+
+    v1, v2, _ = home["refs"]
+    assert _rollback("--refuse-all", "--reason", "stop everything")[0] == 0
+    v4 = _approved(home["moves"], home["store"], 4)
+    with pytest.raises(RoutingError, match=f"had one before \\({v2}, {v1}\\): {v4} would skip shadow and canary"):
+        rollout_flow.fn(v4)
+    assert home["moves"].table.get(NAME).production is None
+    assert home["moves"].registry.get(v4).state is State.APPROVED  # nothing moved
