@@ -45,7 +45,7 @@ def main() -> None:
         project = Path(tmp)
         env, _ = build(project)
         spec = load_params(project / "params.yaml").usecase
-        bodies = requests_of(generate_applications(2_000, seed=98), label=spec.label.column)
+        bodies = [body for body, _ in requests_of(generate_applications(2_000, seed=98), label=spec.label.column)]
         answers: list[tuple[float, int, str | None]] = []  # (time, status, request id)
         stop = threading.Event()
 
@@ -78,6 +78,8 @@ def main() -> None:
         with sqlite3.connect(project / ".steward/steward.db") as db:
             logged = {rid for (rid,) in db.execute("SELECT request_id FROM predictions")}
 
+    if not answers:
+        sys.exit("no request was answered: the clients failed (see the errors above)")
     phases = {
         "before": [a for a in answers if a[0] < locked],
         "outage": [a for a in answers if locked <= a[0] < released],
