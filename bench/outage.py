@@ -1,12 +1,12 @@
 """Benchmark: the service under load while its database takes no writes for `--outage` seconds (30 by default).
 
 scripts/rollout_fixture.py's production model is served with `bentoml serve` on 127.0.0.1; 4 clients send
-ordinary synthetic applications throughout. After `--before` seconds another connection holds the SQLite
-database's write lock for `--outage` seconds (no batch of the prediction log goes in), then lets go; the clients
-go on for `--after` seconds and the service is stopped with SIGTERM. Printed: what the clients were answered in
-each phase, how long the service went on answering from its journal before it refused (503 with Retry-After),
-how long after the lock was let go it answered again (no restart), and how many acknowledged decisions are
-missing from the database at the end (the goal: none).
+ordinary synthetic applications throughout, each waiting out a Retry-After it is given. After `--before` seconds
+another connection holds the SQLite database's write lock for `--outage` seconds (no batch of the prediction log
+goes in), then lets go; the clients go on for `--after` seconds and the service is stopped with SIGTERM. Printed:
+what the clients were answered in each phase, how long the service went on answering from its journal before it
+refused (503 with Retry-After), how long after the lock was let go it answered again (no restart), and how many
+acknowledged decisions are missing from the database at the end (the goal: none).
 
 Usage: .venv/bin/python bench/outage.py [--outage 30] [--before 5] [--after 10]
 """
@@ -58,6 +58,8 @@ def main() -> None:
                     ok = answer.status_code == 200
                     answers.append((time.monotonic(), answer.status_code, answer.json()["request_id"] if ok else None))
                     i += 1
+                    if "Retry-After" in answer.headers:  # a well-behaved client waits as it is asked
+                        stop.wait(float(answer.headers["Retry-After"]))
 
         with served(env, cwd=ROOT, log=project / "service.log") as service:
             clients = [threading.Thread(target=send, args=(k, service.url)) for k in range(4)]
@@ -85,11 +87,11 @@ def main() -> None:
         "outage": [a for a in answers if locked <= a[0] < released],
         "after": [a for a in answers if a[0] >= released],
     }
-    print(f"{'phase':<8}{'seconds':>9}{'200':>8}{'503':>8}{'other':>8}")
+    print(f"{'phase':<8}{'seconds':>9}{'200':>8}{'503':>8}  other")
     for name, seconds in (("before", args.before), ("outage", args.outage), ("after", args.after)):
         counts = Counter(status for _, status, _ in phases[name])
-        other = sum(n for status, n in counts.items() if status not in (200, 503))
-        print(f"{name:<8}{seconds:>9.0f}{counts[200]:>8}{counts[503]:>8}{other:>8}")
+        other = ", ".join(f"{n} x {status}" for status, n in sorted(counts.items()) if status not in (200, 503))
+        print(f"{name:<8}{seconds:>9.0f}{counts[200]:>8}{counts[503]:>8}  {other or '-'}")
     first_refusal = min((t for t, status, _ in phases["outage"] if status == 503), default=None)
     back = min((t for t, status, _ in phases["after"] if status == 200), default=None)
     acknowledged = [rid for _, status, rid in answers if status == 200 and rid]
