@@ -33,7 +33,7 @@ test: install
 test-slow: install
 	bash scripts/pytest.sh tests -m 'slow and not long'
 
-# The Adult income lifecycle end to end (48,842 rows; about an hour on 2 cores): too long for CI.
+# The Adult income lifecycle end to end (two demos and a retraining: 24 minutes measured on 2 cores): not in CI.
 test-long: install
 	bash scripts/pytest.sh tests -m long
 

@@ -24,6 +24,7 @@ answered by production.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -44,11 +45,13 @@ from steward.db import make_engine
 from steward.errors import StewardError
 from steward.feedback_auth import feedback_key
 from steward.layout import Layout
+from steward.leases import expire
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
 from steward.predictions import ERROR, LogUnavailable, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
+from steward.replicas import STALE_SECONDS, beat
 from steward.reviews import ReviewError, ReviewQueue
 from steward.routing import Routing, RoutingTable, newest
 from steward.settings import Settings
@@ -76,7 +79,9 @@ from tasks.serving.responses import (
 from tasks.serving.schema import request_model, to_frame
 
 REFRESH_SECONDS = 0.25
-RETRY_AFTER = "2"  # seconds, when the decision log cannot take a decision
+RETRY_AFTER = "2"  # seconds, when the decision log cannot take a decision or the routing is stale
+BEAT_SECONDS = 1.0  # how often a replica reports the routing revision it serves (steward/replicas.py)
+ROUTING_STALE = "this replica has not read the routing table for {seconds:.1f} s: it may serve a withdrawn model"
 FEEDBACK = "/feedback"  # the route whose requests must be signed (deployments/guards.py checks them)
 UNKNOWN_REQUEST = "no decision with request id {request_id} was served here"
 OUTCOME_CONFLICT = "request {request_id} already has the outcome {outcome!r} on record"
@@ -144,11 +149,13 @@ class Steward:
             backlog=_params.serve.log_backlog,
             stall_seconds=_params.serve.log_stall_seconds,
         )
+        self.replica = self.log.journal.path.name if self.log.journal else "0"  # its journal's folder names it
         self.models: dict[str, Loaded] = {}
         self.refused: dict[str, str] = {}  # refs refused this process, and why: never loaded, never retried
         self._load_lock = threading.Lock()
         self.routing = Routing()
         self._row_revision = 0  # the routing row's revision last checked
+        self._routing_read = 0.0  # when the routing table was last read and taken up (monotonic)
         self._routing_refused: str | None = None  # why that row was refused, if it was (recorded once)
         self._first_routing()
         self._stop = threading.Event()
@@ -194,6 +201,7 @@ class Steward:
         ledger record) is refused, once logged and recorded, and the last recorded routing stays served."""
         name = _params.usecase.model_name  # this service serves params.yaml's use case
         if not force and newest(self.engine, name) == self._row_revision:
+            self._routing_read = time.monotonic()
             return
         checked = self.table.checked(name)
         if checked.refused and checked.refused != self._routing_refused:
@@ -209,11 +217,12 @@ class Steward:
                 self._load(ref)
         self.routing = routing  # one assignment: a request sees the old table or the new one, whole
         self._row_revision = checked.row_revision
+        self._routing_read = time.monotonic()
 
     def _first_routing(self) -> None:
         """The routing at start, read again if a refused canary or shadow was withdrawn. A refused production is not
-        replaced by an earlier version (a replaced model is retired for good, and what serves is a rollout's call):
-        the service refuses decisions (503, referred) until the routing names a model that verifies."""
+        replaced here (what serves is the routing's call: `steward rollback` restores the standby): the service
+        refuses decisions (503, referred) until the routing names a model that verifies."""
         for _ in range(2):
             try:
                 return self._refresh(force=True)
@@ -221,11 +230,30 @@ class Steward:
                 continue
 
     def _watch(self) -> None:
+        beaten = (0, 0.0)  # the revision last reported, and when
         while not self._stop.wait(REFRESH_SECONDS):
+            try:  # a dead rollout's candidate out of routing (steward/leases.py), served from this same tick
+                expire(self.moves, model_name=_usecase.model_name)
+            except Exception:  # another replica withdrew it first, or a busy database: the next tick looks again
+                logger.debug("lease expiry skipped this tick", exc_info=True)
             try:
                 self._refresh()
-            except Exception:  # a busy database or a model that will not load: keep serving
+            except Exception:  # a busy database or a model that will not load: keep serving (not ready once stale)
                 continue
+            if beaten[0] != self._row_revision or time.monotonic() - beaten[1] >= BEAT_SECONDS:
+                try:
+                    beat(self.engine, _usecase.model_name, self.replica, revision=self._row_revision, pid=os.getpid())
+                    beaten = (self._row_revision, time.monotonic())
+                except Exception:
+                    continue
+
+    def unready(self) -> str | None:
+        """Why this replica cannot take a decision now: routing not read for too long (it may serve a withdrawn
+        model), or a decision log that cannot record it."""
+        unread = time.monotonic() - self._routing_read
+        if unread > STALE_SECONDS:
+            return ROUTING_STALE.format(seconds=unread)
+        return self.log.unready()
 
     def _trip(self, routing: Routing, error: BaseException) -> None:
         """Take a failing canary out of routing and mark it rolled back (ledger records), without waiting for
@@ -244,7 +272,7 @@ class Steward:
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
         assigned = assign(routing, application[_usecase.id_column])
-        behind = self.log.unready()
+        behind = self.unready()
         if assigned is None or behind is not None:
             ctx.response.status_code = 503
             if behind is not None:
@@ -443,9 +471,9 @@ class Steward:
         self.log.stop()
 
     def __is_ready__(self) -> bool:
-        """Ready when production is loaded and the decision log can take decisions."""
+        """Ready when production is loaded, the routing was read lately and the decision log can take decisions."""
         served = bool(self.routing.production) and self.routing.production in self.models
-        return served and self.log.unready() is None
+        return served and self.unready() is None
 
 
 def _frame(application: dict[str, Any]) -> pd.DataFrame:
@@ -486,4 +514,9 @@ _service.add_asgi_middleware(  # outermost of the two: /docs.json is rate limite
     signed_paths=(FEEDBACK,),
     signing_key=partial(feedback_key, _settings),  # read (or made) when the worker builds its middleware
 )
-_service.add_asgi_middleware(OpenAPIDocument, build=lambda: document(_service.openapi_spec.asdict()))
+_service.add_asgi_middleware(
+    OpenAPIDocument,
+    build=lambda: document(
+        _service.openapi_spec.asdict(), requests={api.route: api.input_spec for api in _service.apis.values()}
+    ),
+)

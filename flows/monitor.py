@@ -3,7 +3,8 @@ it at training (tasks/monitor/window.py). It writes reports/monitor-<time>.json 
 and emits `steward.monitor.breach` (resource: the model) when anything breaches, for an automation to act on.
 
 It monitors one use case (`usecase`, default params.yaml's): by default the production model and any canary
-of that use case's routing row.
+of that use case's routing row. First it expires that use case's lapsed rollout lease, if any: a rollout that
+died has its candidate withdrawn (steward/leases.py) rather than monitored.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from steward.anchor import anchored
 from steward.db import make_engine
 from steward.layout import Layout
+from steward.leases import expire
 from steward.ledger import Ledger
 from steward.params import load_params
+from steward.rollouts import Rollouts
 from steward.routing import RoutingTable
 from steward.settings import Settings
 from tasks.artifacts import publish
@@ -50,6 +54,7 @@ def monitor_flow(
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     engine = make_engine(settings.db_url)
     model_name = params.usecase.model_name
+    _expire_leases(engine, model_name, settings=settings)
     routing = RoutingTable(engine, Ledger(engine)).get(model_name)
     refs = [model] if model else [r for r in (routing.production, routing.canary) if r]
     if not refs:
@@ -61,6 +66,16 @@ def monitor_flow(
         refs, since=start, until=until, usecase=params.usecase.name, settings=settings
     )
     return [_publish(found, routing=routing, settings=settings) for found in windows]
+
+
+def _expire_leases(engine: Any, model_name: str, *, settings: Settings) -> None:
+    """A rollout of this use case whose lease lapsed (it died): its candidate withdrawn (steward/leases.py)."""
+    moves = Rollouts(engine, anchored(engine, settings))
+    for done in expire(moves, model_name=model_name):
+        get_run_logger().warning(done.reason)
+        if done.withdrew:
+            payload = {"step": "lease", "ending": "withdrawn", "reason": done.reason}
+            emit_event(event="steward.rollback", resource=resource(done.lease.holder), payload=payload)
 
 
 @flow(name="monitor-windows", log_prints=False)

@@ -5,11 +5,19 @@ took out of routing rolls it back at once: weight 0, state rolled_back, a ledger
 `steward.rollback` event.
 
 With no production model to compare against, an approved model becomes production directly (the
-ledger says so).
+ledger says so), but only the first: a use case that had production models (taken out with `steward rollback
+--refuse-all`) must have one restored before the next is rolled out against it.
 
 Before each move (shadow, each canary weight, production) the model's bytes and records are verified
 (tasks/model/integrity.py): one that does not verify is refused in the ledger, withdrawn if it already mirrors
 or takes traffic, and the rollout ends `refused`; production stays the model it was.
+
+A rollout holds its use case's lease (steward/leases.py) from before its first move to its end, renewed by each
+step's watch and before every move: a second rollout of the use case is refused meanwhile. A rollout that stops
+renewing (killed, hung, Prefect unreachable longer than `rollout.lease_seconds`) has its candidate withdrawn by
+whoever expires leases (the service, the monitor, the next rollout); when it wakes up its renewal is refused and
+it ends `withdrawn`, never promoting. An exception in the flow (a database or Prefect error, Ctrl-C) withdraws the
+candidate at once and is raised again.
 
 A rollout acts on one use case (`usecase`, default params.yaml's): its model's routing row, its label and
 sensitive attributes; other use cases' routing is untouched.
@@ -17,6 +25,7 @@ sensitive attributes; other use cases' routing is untouched.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +35,10 @@ from prefect.events import emit_event
 from steward.anchor import anchored
 from steward.db import make_engine
 from steward.layout import Layout
+from steward.leases import Lease, LeaseLost, Leases, expire
 from steward.ledger import ROLLOUT_ANALYSIS
 from steward.model_integrity import ModelRefused
-from steward.params import load_params
+from steward.params import Params, load_params
 from steward.registry import State
 from steward.rollouts import Rollouts
 from steward.routing import RoutingError, model_name_of
@@ -40,15 +50,21 @@ from tasks.signoff.policy import resource
 
 ACTOR = "steward-rollout"
 NOT_APPROVED = "model {ref} is {state}: only an approved model starts a rollout"
+NOT_FIRST = (
+    "{model_name} serves no production model now, but it had one before ({earlier}): {ref} would skip shadow and "
+    "canary as if it were the first; restore one (`steward rollback --to MODEL`) and roll {ref} out against it"
+)
 OTHER_USECASE = "model {ref} is not a version of use case {usecase}'s model {model_name}: name its use case"
+FAILED = "the rollout failed at {step} ({error}): its candidate is withdrawn rather than left unwatched"
 
 
 @dataclass
 class RolloutResult:
     model: str
-    outcome: str  # production | rolled_back | refused
+    outcome: str  # production | rolled_back | refused | withdrawn (its lease lapsed)
     steps: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    step: str = "start"  # the step it is at (or ended at)
 
 
 @flow(name="rollout", flow_run_name="rollout {model}", log_prints=False)
@@ -56,7 +72,6 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
     """Roll `model`, an approved version of `usecase`'s model (default: params.yaml's use case), out."""
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
-    logger = get_run_logger()
     engine = make_engine(settings.db_url)
     ledger = anchored(engine, settings)
     moves = Rollouts(engine, ledger)
@@ -68,13 +83,57 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
         )
     if version.state is not State.APPROVED:
         raise ValueError(NOT_APPROVED.format(ref=ref, state=version.state.value))
-    production = moves.table.get(version.name).production
+    if not moves.table.get(version.name).production and (earlier := moves.former_production(version.name)):
+        raise RoutingError(NOT_FIRST.format(ref=ref, model_name=version.name, earlier=", ".join(earlier)))
+    leases = Leases(engine)
+    for lapsed in expire(moves, model_name=version.name):  # a rollout of this use case that died: withdrawn first
+        get_run_logger().warning(lapsed.reason)
+    lease = leases.acquire(version.name, ref, params.rollout.lease_seconds)  # LeaseHeld: another rollout moves it
     result = RolloutResult(model=ref, outcome="production")
+    try:
+        return _walk(moves, Keeper(leases, lease), result, params=params, settings=settings)
+    except LeaseLost as lost:  # it lapsed (this process stalled) and was expired: never move routing again
+        why = str(lost)
+        _pull(moves, ref, reason=why)
+        _event("steward.rollback", ref, {"step": result.step, "ending": "withdrawn", "reason": why})
+        get_run_logger().warning(f"{ref}: withdrawn: {why}")
+        result.outcome, result.reason = "withdrawn", f"{result.step}: {why}"
+        return result
+    except BaseException as error:  # a database or Prefect error, Ctrl-C: nothing left serving unwatched
+        why = FAILED.format(step=result.step, error=f"{type(error).__name__}: {error}"[:200])
+        with contextlib.suppress(Exception):  # the database too: the lease lapses, and expiring it withdraws
+            _pull(moves, ref, reason=why)
+        raise
+    finally:
+        with contextlib.suppress(Exception):  # an unreleased lease lapses; expire then finds its holder gone
+            leases.release(lease)
+
+
+@dataclass
+class Keeper:
+    """The rollout's lease: renewed before every move (`LeaseLost` if it lapsed) and handed to each step's watch."""
+
+    leases: Leases
+    lease: Lease
+
+    def renew(self) -> None:
+        self.lease = self.leases.renew(self.lease)
+
+
+def _walk(
+    moves: Rollouts, keeper: Keeper, result: RolloutResult, *, params: Params, settings: Settings
+) -> RolloutResult:
+    """The rollout's moves under its lease: the first production model, or shadow, canary weights, production."""
+    logger = get_run_logger()
+    ledger = moves.ledger
+    ref = result.model
+    production = moves.table.get(model_name_of(ref)).production
     if not production:
         if why := _refused(moves, ref, step="production", settings=settings):
             result.outcome, result.reason = "refused", why
             return result
         reason = f"{ref} is the first production model: nothing to compare it with"
+        keeper.renew()
         moves.promote(ref, actor=ACTOR, reason=reason)
         _event("steward.rollout.promoted", ref, {"reason": reason})
         logger.info(reason)
@@ -85,10 +144,12 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
         (f"canary {w:.0%}", w) for w in params.rollout.weights
     ]
     for name, weight in steps:
+        result.step = name
         if why := _refused(moves, ref, step=name, settings=settings):
             result.outcome, result.reason = "refused", f"{name}: {why}"
             return result
         since = now_iso()
+        keeper.renew()  # a rollout that lost its lease moves nothing
         if weight is None:
             moves.to_shadow(ref, actor=ACTOR)
             limits: Any = params.rollout.shadow
@@ -104,6 +165,7 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
             limits=limits,
             params=params,
             settings=settings,
+            lease=keeper.lease,
         )
         minimum = params.rollout.shadow.min_agreement if weight is None else None
         ending, why = verdict(step, shadow_min_agreement=minimum)
@@ -119,14 +181,23 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
             result.outcome, result.reason = "rolled_back", f"{name}: {why}"
             return result
 
+    result.step = "production"
     if why := _refused(moves, ref, step="production", settings=settings):
         result.outcome, result.reason = "refused", f"production: {why}"
         return result
     reason = f"{ref} passed shadow and {len(params.rollout.weights)} canary step(s)"
+    keeper.renew()  # never promoted after losing the lease
     moves.promote(ref, actor=ACTOR, reason=reason)
     _event("steward.rollout.promoted", ref, {"reason": reason, "replaced": production})
     result.reason = reason
     return result
+
+
+def _pull(moves: Rollouts, ref: str, *, reason: str) -> None:
+    """Withdraw `ref` if it is still this use case's shadow or canary (a `rollback` record with `reason`)."""
+    routing = moves.table.get(model_name_of(ref))
+    if ref in (routing.canary, routing.shadow):
+        moves.withdraw(ref, actor=ACTOR, reason=reason)
 
 
 def _refused(moves: Rollouts, ref: str, *, step: str, settings: Settings) -> str | None:

@@ -30,6 +30,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 def _import_tables() -> None:
     """Every module that declares a table, so that create_all makes them all whatever the caller imported."""
+    import steward.leases
     import steward.ledger
     import steward.model_integrity
     import steward.predictions

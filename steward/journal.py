@@ -1,9 +1,10 @@
 """The decision journal: a local append-only file each decision is written to, and fsync'd, before the service
 answers it. The prediction log (steward/predictions.py) ships the journal into the database.
 
-Group commit: callers hand their entries to one writer thread, which appends everything waiting as one write,
-fsyncs once and only then hands the entries on (in sequence order) and wakes the callers. A caller waits at most
-`commit_seconds`; a write that fails is cut back off the file, and its callers are told so (never answered).
+Group commit: the caller that finds nobody writing appends everything waiting as one write, fsyncs once, and only
+then hands the entries on (in sequence order) and wakes the callers whose entries it wrote; callers that arrive
+meanwhile queue, and one of them writes the next group. A caller waits at most `commit_seconds`; a write that
+fails is cut back off the file, and its callers are told so (never answered).
 
 A journal is a folder, written by one process at a time (an exclusive lock on `lock`, let go when the process
 dies), one per serving replica under `STEWARD_HOME/journal/<model name>/` (`claim`):
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -99,37 +101,48 @@ class Journal:
         self._fsync_directory()
         self._queue: list[_Waiting] = []
         self._cond = threading.Condition()
+        self._writing = False  # a caller is writing the queue (the leader)
         self._closed = False
         self._broken: str | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="decision-journal", daemon=True)
-        self._writer.start()
 
     # --- writing ---------------------------------------------------------------------------------
 
     def append(self, entries: list[Entry], *, wait: bool = True) -> None:
-        """Append `entries`; with `wait`, return only once they are on disk (JournalError if they are not)."""
+        """Append `entries`; with `wait`, return only once they are on disk (JournalError if they are not).
+
+        A caller that finds nobody writing writes the whole queue (its own entries and everything queued before
+        them) as one group; the others wait, and one of those still waiting writes the next group. A lone request
+        thus writes its own entry, with no hand-over to another thread."""
         waiting = _Waiting(entries)
+        deadline = time.monotonic() + self._commit_seconds
         with self._cond:
             if self._closed or self._broken:
                 raise JournalError(self._broken or CLOSED.format(path=self.path))
             self._queue.append(waiting)
-            self._cond.notify()
-        if not wait:
-            return
-        if not waiting.done.wait(self._commit_seconds):
-            raise JournalError(TOO_SLOW.format(path=self.path, seconds=self._commit_seconds))
+            if not wait and self._writing:
+                return
+            while not waiting.done.is_set():
+                if not self._writing:
+                    self._write_queue()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JournalError(TOO_SLOW.format(path=self.path, seconds=self._commit_seconds))
+                self._cond.wait(remaining)
         if waiting.error is not None:
             raise JournalError(waiting.error)
 
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                group, self._queue = self._queue, []
-                if not group and self._closed:
-                    return
+    def _write_queue(self) -> None:
+        """Write what is queued as one group, the condition's lock let go meanwhile (held on entry and exit)."""
+        self._writing = True
+        group, self._queue = self._queue, []
+        self._cond.release()
+        try:
             self._commit(group)
+        finally:
+            self._cond.acquire()
+            self._writing = False
+            self._cond.notify_all()
 
     def _commit(self, group: list[_Waiting]) -> None:
         numbered = [(self._next + i, entry) for i, entry in enumerate(e for w in group for e in w.entries)]
@@ -169,21 +182,22 @@ class Journal:
             return
         os.close(self._fd)
         self._fd = fd
-        self._segments.append(self._next)
+        with self._cond:
+            self._segments.append(self._next)
 
     def shipped(self, seq: int) -> None:
         """Everything through `seq` is in the database: delete the segments that hold nothing newer."""
-        while len(self._segments) > 1 and self._segments[1] <= seq + 1:
-            with contextlib.suppress(FileNotFoundError):
-                self._segment(self._segments[0]).unlink()
-            self._segments.pop(0)
+        with self._cond:
+            while len(self._segments) > 1 and self._segments[1] <= seq + 1:
+                with contextlib.suppress(FileNotFoundError):
+                    self._segment(self._segments[0]).unlink()
+                self._segments.pop(0)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer and let the folder go."""
+        """Let the last writer finish, then let the folder go."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._writer.join(timeout=10)
+            self._cond.wait_for(lambda: not self._writing, timeout=10)
         os.close(self._fd)
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)

@@ -213,6 +213,12 @@ class RolloutParams(Section):
     weights: tuple[float, ...] = Field(default=(0.2, 0.5), min_length=1)
     step: StepParams = StepParams(requests=200, seconds=1800)
     poll_seconds: float = Field(default=0.5, gt=0, le=60, description="How often the log is analysed.")
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="A rollout not renewing its lease this long is withdrawn (steward/leases.py).",
+    )
     analysis: AnalysisParams = AnalysisParams()
 
     @model_validator(mode="after")
@@ -220,6 +226,11 @@ class RolloutParams(Section):
         w = list(self.weights)
         if any(not 0 < x < 1 for x in w) or w != sorted(set(w)):
             raise ValueError(f"rollout.weights must rise strictly within (0, 1), got {w}")
+        if self.lease_seconds < 3 * self.poll_seconds:  # the watch renews at its looks, at least every third
+            raise ValueError(
+                f"rollout.lease_seconds ({self.lease_seconds:g}) must be at least 3 x rollout.poll_seconds "
+                f"({self.poll_seconds:g}): the watch renews the lease at its looks"
+            )
         return self
 
 

@@ -41,6 +41,7 @@ for command in (
     governance.evidence,
     serving.serve,
     serving.rollout,
+    serving.leases,
     serving.rollback,
     serving.status,
     serving.monitor,

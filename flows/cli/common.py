@@ -24,6 +24,20 @@ UNAUTHENTICATED = (
 )
 
 
+# A long-running command (a run paused for sign-off polls the Prefect API for days; a rollout watches for
+# minutes) rides out a Prefect server restart of a few minutes (retries back off 2, 4, ... 256 s) instead of
+# failing (Prefect's default, 5 retries, lasts about a minute). Only those commands get it: `steward approvals`
+# on a server that is down should say so at once. A rollout stuck in retries longer than its lease loses it and
+# its candidate is withdrawn (steward/leases.py).
+WAITING_CLIENT_RETRIES = "8"
+
+
+def _ride_out_prefect_restarts() -> None:
+    """Raise Prefect's client retries to WAITING_CLIENT_RETRIES unless PREFECT_CLIENT_MAX_RETRIES is set; call it
+    before Prefect is imported (it reads its settings once)."""
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+
+
 def _environment(settings: Settings, *, server: bool) -> None:
     """Point Prefect, BentoML and DVC at STEWARD_HOME, and at a Prefect server (started if need be)."""
     os.environ.update(settings.tool_env())

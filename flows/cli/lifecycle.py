@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from flows.cli.common import USECASE_HELP, _environment, _fail, _usecase_settings, console, err
+from flows.cli.common import (
+    USECASE_HELP,
+    _environment,
+    _fail,
+    _ride_out_prefect_restarts,
+    _usecase_settings,
+    console,
+    err,
+)
 from steward.errors import StewardError
 from steward.settings import Settings
 
@@ -34,12 +42,6 @@ def _report_verdict(result: TrainResult) -> None:
     console.print(f"[green]{result.model.state.value}:[/] {result.model.ref} ({result.model.model_tag})")
 
 
-# A run paused for sign-off polls the Prefect API for days: let it ride out a server restart of a few minutes
-# (retries back off 2, 4, ... 256 s) instead of failing (Prefect's default, 5 retries, lasts about a minute).
-# Only the waiting commands get it: `steward approvals` on a server that is down should say so at once.
-WAITING_CLIENT_RETRIES = "8"
-
-
 def _run_training(data: str | None, *, author: str | None = None, demo: bool = False) -> TrainResult:
     from flows.train import train_flow
 
@@ -60,7 +62,7 @@ def train(
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
     """Run the training flow: ingest, validate, train, audit, gate, then wait for sign-off (`steward approve`)."""
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    _ride_out_prefect_restarts()
     settings = _usecase_settings(Settings(), usecase)
     _environment(settings, server=True)
     result = _run_training(data, author=author)
@@ -79,7 +81,7 @@ def retrain(
 ) -> None:
     """Retrain on a new snapshot plus the outcomes from /feedback and the review decisions, through every gate
     and the sign-off (the same exits as `steward train`)."""
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    _ride_out_prefect_restarts()
     settings = _usecase_settings(Settings(), usecase)
     _environment(settings, server=True)
     from flows.retrain import retrain_flow
@@ -112,7 +114,7 @@ def run(
     from steward.params import load_params
     from steward.policy_in_force import adopt_demo
 
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", WAITING_CLIENT_RETRIES)
+    _ride_out_prefect_restarts()
     settings = Settings()
     _environment(settings, server=True)
     from flows.demo import demo_approvers, demo_settings, run_demo

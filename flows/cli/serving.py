@@ -1,4 +1,5 @@
-"""`steward serve`, `rollback` and `status`: what serves decisions, rolling back, and the kill switch."""
+"""`steward serve`, `rollout`, `leases`, `rollback` and `status`: what serves decisions, rolling out and back,
+and the kill switch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from flows.cli.common import _environment, _fail, console
+from flows.cli.common import _environment, _fail, _ride_out_prefect_restarts, console
 from steward.errors import StewardError
 from steward.settings import Settings
 
@@ -41,7 +42,11 @@ def rollout(
     model: str = typer.Argument(..., help="An approved model version: `name:vN` or a registry id."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
 ) -> None:
-    """Shadow → canary weights → production, with an analysis after each step and automatic rollback on a breach."""
+    """Shadow → canary weights → production, with an analysis after each step and automatic rollback on a breach.
+    The rollout holds its use case's lease while it runs (a second rollout of it is refused); if it dies, or waits
+    on Prefect longer than `rollout.lease_seconds`, its candidate is withdrawn (`steward leases`). It rides out a
+    Prefect server restart of a few minutes as `steward train` does."""
+    _ride_out_prefect_restarts()
     settings = Settings()
     _environment(settings, server=True)
     from flows.rollout import rollout_flow
@@ -58,8 +63,48 @@ def rollout(
         raise typer.Exit(code=4)
 
 
+def leases(
+    expire: bool = typer.Option(False, "--expire", help="Withdraw the candidates of lapsed leases now."),
+) -> None:
+    """The rollouts' leases, per model name: who holds each and until when. A lease lapses when its rollout stops
+    renewing it (killed, hung, Prefect unreachable); the service and `steward monitor` then withdraw its
+    candidate if it is still the shadow or canary, and so does `--expire`. Audited in the ledger."""
+    from steward.anchor import anchored
+    from steward.db import make_engine
+    from steward.leases import Leases
+    from steward.leases import expire as expire_lapsed
+    from steward.rollouts import Rollouts
+
+    settings = Settings()
+    try:
+        engine = make_engine(settings.db_url)
+        if expire:
+            for done in expire_lapsed(Rollouts(engine, anchored(engine, settings))):
+                what = "withdrawn" if done.withdrew else "no longer shadow or canary, lease dropped"
+                console.print(f"{done.lease.model_name}: {done.lease.holder} {what}", highlight=False, markup=False)
+        found = Leases(engine).all()
+    except StewardError as exc:
+        _fail(exc)
+        return
+    if not found:
+        console.print("leases: no rollout holds one", highlight=False)
+    for lease in found:
+        state = "live" if lease.live() else "lapsed"
+        console.print(
+            f"{lease.model_name}: {lease.holder}, {state} until {lease.expires_at.isoformat(timespec='seconds')} "
+            f"(renewed {lease.renewed_at.isoformat(timespec='seconds')}, {lease.seconds:g} s)",
+            highlight=False,
+            markup=False,
+        )
+
+
 ROLLBACK_BOTH = "--to restores a model and --refuse-all refuses every decision: give one of them"
 NOTHING_SERVES = "nobody: every decision is refused (503, referred to people)"
+NO_REPLICA = "no serving replica has reported in the last {seconds:g} s: the change is taken up when one starts"
+LAGGING = (
+    "NOT taken up within {seconds:g} s by: {late}; such a replica is not ready while it cannot read the routing "
+    "table (look at it, or stop it)"
+)
 
 
 def rollback(
@@ -68,12 +113,14 @@ def rollback(
     refuse_all: bool = typer.Option(False, "--refuse-all", help="The kill switch: refuse every decision."),
     actor: str | None = typer.Option(None, "--as", help="Who rolls back (default STEWARD_USER or the OS user)."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
+    wait: float = typer.Option(10.0, "--wait", min=0, help="Seconds to wait for every serving replica to take it up."),
 ) -> None:
     """Roll one use case back: its canary and shadow out of routing (rolled back); with neither, production back
     to the standby (the last production model a promotion replaced, verified good); `--to MODEL` restores that
     former production model. A restored model's sign-off and bytes are checked first. The same request twice
     changes nothing the second time. `--refuse-all` takes every model out and refuses decisions until a model is
-    restored. Other use cases keep serving. Audited in the ledger."""
+    restored. Other use cases keep serving. Audited in the ledger. Then waits until every serving replica reports
+    the new routing, and names those that do not (exit 5)."""
     from steward.anchor import anchored
     from steward.db import make_engine
     from steward.routing import RoutingError
@@ -95,6 +142,18 @@ def rollback(
         _fail(exc)
         return
     console.print(rollback_summary(model_name, done), highlight=False, markup=False)
+    from steward.replicas import LIVE_SECONDS, wait_for
+
+    serving, behind = wait_for(engine, model_name, done.routing.revision, timeout=wait)
+    if not serving and not behind:
+        console.print(NO_REPLICA.format(seconds=LIVE_SECONDS), highlight=False, markup=False)
+    if serving:
+        names = ", ".join(r.replica for r in serving)
+        console.print(f"replicas serving revision {done.routing.revision}: {names}", highlight=False, markup=False)
+    if behind:
+        late = ", ".join(f"{r.replica} (pid {r.pid}, still revision {r.revision})" for r in behind)
+        console.print(LAGGING.format(seconds=wait, late=late), highlight=False, markup=False)
+        raise typer.Exit(code=5)
 
 
 def rollback_summary(model_name: str, done: RollbackDone) -> str:

@@ -3,6 +3,11 @@
 A step ends on the first of: a breach (the caller rolls back at once), a passing analysis once the
 candidate has served the step's number of decisions, the candidate gone from routing (the service's
 circuit breaker or the kill switch took it out), or the step's time limit (inconclusive).
+
+Watching is what keeps the rollout's lease (steward/leases.py): its first look renews it, then each look once a
+third of it has passed, so a rollout whose watch stops (killed, hung, stuck waiting on the Prefect API) loses its
+lease and its candidate is withdrawn. A renewal refused (`LeaseLost`: it lapsed and was expired) ends the watch
+by raising.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from prefect.exceptions import MissingContextError
 
 from steward.anchor import anchored
 from steward.db import make_engine
+from steward.leases import Lease, Leases
 from steward.params import Params, StepParams
 from steward.predictions import window
 from steward.routing import RoutingTable, model_name_of
@@ -99,8 +105,10 @@ def watch(
     limits: StepParams,
     params: Params,
     settings: Settings,
+    lease: Lease | None = None,
 ) -> StepResult:
-    """Poll the log from `since` until the step ends (see the module docstring). Outside a flow: `watch.fn`."""
+    """Poll the log from `since` until the step ends (see the module docstring), renewing `lease` (if given) at
+    least every third of it; raises `LeaseLost` when a renewal is refused. Outside a flow: `watch.fn`."""
     try:
         log: Any = get_run_logger()
     except MissingContextError:
@@ -111,8 +119,13 @@ def watch(
     label = params.usecase.label
     started = time.monotonic()
     last_progress = started
+    last_renewal = -float("inf")  # the first look renews: a watch that starts late finds out it lost the lease
+    leases = Leases(engine)
     attributes = list(params.usecase.sensitive)
     while True:
+        if lease is not None and time.monotonic() - last_renewal >= lease.seconds / 3:
+            leases.renew(lease)  # LeaseLost: the rollout's candidate is, or is about to be, withdrawn
+            last_renewal = time.monotonic()
         frame = window(engine, models=[candidate, reference], since=since)
         analysis = analyse(
             frame,

@@ -175,12 +175,17 @@ ANSWERS: dict[str, dict[int, Answer]] = {
 }
 
 
-def document(spec: Mapping[str, Any], answers: Mapping[str, Mapping[int, Answer]] = ANSWERS) -> dict[str, Any]:
+def document(
+    spec: Mapping[str, Any],
+    answers: Mapping[str, Mapping[int, Answer]] = ANSWERS,
+    requests: Mapping[str, type[BaseModel]] | None = None,
+) -> dict[str, Any]:
     """BentoML's OpenAPI document with each answered route's responses replaced by `answers`, its request body
     marked required (the guards refuse a POST without a JSON body: 415), the security scheme of each answer that
     refuses for its lack (the admin token, /feedback's signature) declared as the route's security, the body models
-    added to the components, and the components nothing refers to any more dropped. Raises ValueError if a route
-    of the service has no answers, or answers name a route the document lacks."""
+    added to the components, and the components nothing refers to any more dropped. `requests` (route -> the
+    route's request model): each field the model lets be null is marked `nullable` (BentoML's schema drops it).
+    Raises ValueError if a route of the service has no answers, or answers name a route the document lacks."""
     doc = copy.deepcopy(dict(spec))
     paths: dict[str, dict[str, Any]] = doc["paths"]
     served = {p for p, item in paths.items() if any(API_TAG in op.get("tags", ()) for op in item.values())}
@@ -193,6 +198,8 @@ def document(spec: Mapping[str, Any], answers: Mapping[str, Mapping[int, Answer]
             operation["responses"] = {str(status): statuses[status].response() for status in sorted(statuses)}
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True
+                if requests and path in requests:
+                    _mark_nullable(operation["requestBody"], requests[path])
             if schemes := sorted({a.security for a in statuses.values() if a.security}):
                 operation["security"] = [{scheme: []} for scheme in schemes]
     bodies = sorted({a.body for s in answers.values() for a in s.values() if a.body}, key=lambda m: m.__name__)
@@ -204,6 +211,14 @@ def document(spec: Mapping[str, Any], answers: Mapping[str, Mapping[int, Answer]
     schemas.update({name: _openapi30(schema) for name, schema in defs.get("$defs", {}).items()})
     components["schemas"] = {name: schemas[name] for name in sorted(_referenced(paths, schemas))}
     return doc
+
+
+def _mark_nullable(body: dict[str, Any], model: type[BaseModel]) -> None:
+    """Mark `nullable` each property of the JSON body's schema that `model` lets be null."""
+    properties = body.get("content", {}).get(JSON, {}).get("schema", {}).get("properties", {})
+    for name, field_schema in model.model_json_schema().get("properties", {}).items():
+        if NULL in field_schema.get("anyOf", ()) and name in properties:
+            properties[name]["nullable"] = True
 
 
 def _openapi30(schema: Any) -> Any:

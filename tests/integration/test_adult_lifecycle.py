@@ -42,7 +42,7 @@ def _rows(project, n: int) -> list[dict]:
     return bodies.to_dict("records")
 
 
-@pytest.mark.long  # about an hour on 2 cores: `make test-long`, not CI
+@pytest.mark.long  # 24 minutes measured on 2 cores: `make test-long`, not CI
 @pytest.mark.timeout(4800)  # two demos (Adult about 12 minutes, German credit about 10) and a retraining
 def test_adult_income_runs_the_lifecycle_with_only_the_use_case_selected(project, prefect_server):
     _select_adult(project)

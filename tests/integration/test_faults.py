@@ -11,7 +11,7 @@ from collections import Counter
 
 import httpx
 import pytest
-from support import PROJECT_DIR, serving_project, wait_until
+from support import BIN, PROJECT_DIR, run, serving_project, wait_until
 
 from deployments.local.bento_server import served
 from steward.db import make_engine
@@ -116,3 +116,28 @@ def test_a_database_taking_no_writes_brings_503s_with_retry_after_then_decisions
     # `served` ended with SIGTERM: the service shipped everything before it stopped
     assert clients.retry_after == {"2"} and set(clients.statuses) <= {200, 503}, clients.statuses
     assert set(clients.acknowledged) - _logged(engine) == set()
+
+
+def test_a_replica_that_cannot_read_routing_is_not_ready_and_a_rollback_names_who_took_it_up(project):
+    env, folder, engine = project
+    with served(env, cwd=PROJECT_DIR, log=folder / "service.log", timeout=120) as service:
+        body = Clients(service.url).bodies[0]
+        with sqlite3.connect(folder / ".steward/steward.db", isolation_level=None) as db:
+            db.execute("ALTER TABLE routing RENAME TO routing_away")  # the routing table cannot be read
+            try:
+                wait_until(lambda: httpx.get(f"{service.url}/readyz").status_code == 503, timeout=30, what="not ready")
+                refused = httpx.post(f"{service.url}/predict", json=body, timeout=30)
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+                assert "has not read the routing table" in refused.json()["error"]
+            finally:
+                db.execute("ALTER TABLE routing_away RENAME TO routing")
+        wait_until(lambda: httpx.get(f"{service.url}/readyz").status_code == 200, timeout=30, what="ready again")
+        done = run(
+            [str(BIN / "steward"), "rollback", "--refuse-all", "--reason", "fault test", "--wait", "10"],
+            cwd=PROJECT_DIR,
+            env=env,
+        )
+        revision = RoutingTable(engine, Ledger(engine)).get(USECASE.model_name).revision
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"replicas serving revision {revision}: 0" in " ".join(done.stdout.split())
+        assert httpx.post(f"{service.url}/predict", json=body, timeout=30).status_code == 503  # refused: kill switch

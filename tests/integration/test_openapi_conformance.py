@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -96,9 +96,11 @@ def api(service):
     return schemathesis.openapi.from_url(f"{service['url']}/docs.json", config=schemathesis.Config.from_str(CONFIG))
 
 
-def _schemathesis(service: str, folder: Path, *operations: str) -> None:
+def _schemathesis(
+    service: str, folder: Path, *operations: str, examples: int = EXAMPLES, checks: list[str] = CHECKS
+) -> list[int]:
     """`st run` against the service's /docs.json (`operations`: its --include-path/--exclude-path options); fails
-    with its report unless every check passed. The statuses answered go to SEEN."""
+    with its report unless every check passed. The statuses answered go to SEEN, and are returned in order."""
     (folder / "schemathesis.toml").write_text(CONFIG)
     har = folder / "requests.har"
     command = [
@@ -108,12 +110,12 @@ def _schemathesis(service: str, folder: Path, *operations: str) -> None:
         "run",
         f"{service}/docs.json",
         "--checks",
-        ",".join(CHECKS),
+        ",".join(checks),
         *operations,
         "--header",
         f"Authorization: {AUTH['Authorization']}",
         "--max-examples",
-        str(EXAMPLES),
+        str(examples),
         "--seed",
         "0",
         "--generation-deterministic",  # and so no example database
@@ -125,12 +127,15 @@ def _schemathesis(service: str, folder: Path, *operations: str) -> None:
         "--report-har-path",
         str(har),
     ]
-    finished = run(command, cwd=folder, env=dict(os.environ), timeout=300)
+    finished = run(command, cwd=folder, env=dict(os.environ), timeout=300 + examples)
     report = finished.stdout + finished.stderr
     assert har.is_file(), report
+    statuses = []
     for entry in json.loads(har.read_text())["log"]["entries"]:
         SEEN[urlsplit(entry["request"]["url"]).path].add(entry["response"]["status"])
+        statuses.append(entry["response"]["status"])
     assert finished.returncode == 0, report
+    return statuses
 
 
 def _validated(case, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -142,6 +147,14 @@ def _validated(case, headers: dict[str, str] | None = None) -> httpx.Response:
 
 def test_every_answer_is_one_the_published_schema_documents(service, tmp_path):
     _schemathesis(service["url"], tmp_path, "--exclude-path", KILL_SWITCH)
+
+
+@pytest.mark.slow  # about 10,000 requests
+def test_ten_thousand_requests_generated_from_the_schema_get_no_server_error(service, tmp_path):
+    statuses = _schemathesis(
+        service["url"], tmp_path, "--exclude-path", KILL_SWITCH, examples=1500, checks=["not_a_server_error"]
+    )
+    assert len(statuses) >= 10_000 and not [s for s in statuses if s >= 500], Counter(statuses)
 
 
 def test_a_served_decisions_feedback_conflict_and_contest_answer_as_documented(api, service):

@@ -216,15 +216,15 @@ def test_a_client_over_its_rate_limit_gets_429_while_another_is_served(service):
 def test_a_rollback_under_load_fails_no_client_request(service):
     refs = service["refs"]
     _route(service, Routing(production=refs["production"], canary=refs["canary"], canary_weight=0.5))
-    applications = _applications(200, prefix="load")
+    applications = _applications(300, prefix="load")
 
     def send(a: dict) -> int:
-        return httpx.post(f"{service['url']}/predict", json=a, headers={"X-Client-Id": a[ID]}, timeout=10).status_code
+        return httpx.post(f"{service['url']}/predict", json=a, headers={"X-Client-Id": a[ID]}, timeout=30).status_code
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:  # 8 clients at once
         futures = [pool.submit(send, a) for a in applications]
-        wait_until(lambda: sum(f.done() for f in futures) >= 50, timeout=60, what="50 requests answered")
-        _route(service, Routing(production=refs["production"]))  # mid-load: about 150 still to go
+        wait_until(lambda: sum(f.done() for f in futures) >= 80, timeout=60, what="80 requests answered")
+        _route(service, Routing(production=refs["production"]))  # mid-load: about 220 still to go
         codes = [f.result() for f in futures]
     assert codes == [200] * len(applications)
     rollback = [r for r in service["table"]._ledger.records() if r.action == "rollout.step"][-1]

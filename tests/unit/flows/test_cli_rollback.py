@@ -2,6 +2,7 @@
 restores a model only through the instance's own byte check, and refuses rather than stop serving."""
 
 import pickle
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from steward.keys import instance_key
 from steward.ledger import Ledger
 from steward.model_integrity import manifest_of
 from steward.registry import State
+from steward.replicas import beat
 from steward.rollouts import Rollouts
 from steward.settings import Settings
 
@@ -29,26 +31,7 @@ def home(steward_home, tmp_path, monkeypatch):
     moves = Rollouts(engine, Ledger(engine))
     store = tmp_path / "store"
     monkeypatch.setattr(integrity, "store_dir", lambda tag: store / tag.replace(":", "/"))
-    refs = []
-    for n in (1, 2, 3):
-        directory = store / NAME / f"t{n}"
-        directory.mkdir(parents=True)
-        (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
-        version = moves.registry.register(
-            name=NAME,
-            model_tag=f"{NAME}:t{n}",
-            model_md5=str(n),
-            data_md5="d",
-            params_hash="p",
-            git_commit=None,
-            flow_run_id=None,
-            metrics={},
-            manifest=manifest_of(directory),
-            signer=instance_key(settings),
-        )
-        sign_off(moves.ledger, version.ref)
-        moves.registry.transition(version.ref, State.APPROVED)
-        refs.append(version.ref)
+    refs = [_approved(moves, store, n) for n in (1, 2, 3)]
     moves.promote(refs[0], actor="rollout", reason="first")
     for ref in refs[1:]:
         moves.to_shadow(ref, actor="rollout")
@@ -58,7 +41,35 @@ def home(steward_home, tmp_path, monkeypatch):
     return {"moves": moves, "refs": refs, "store": store}
 
 
+def _approved(moves: Rollouts, store, n: int) -> str:
+    """Version n of NAME, its bytes in `store`, sealed by the instance key, signed off and approved."""
+    directory = store / NAME / f"t{n}"
+    directory.mkdir(parents=True)
+    (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
+    version = moves.registry.register(
+        name=NAME,
+        model_tag=f"{NAME}:t{n}",
+        model_md5=str(n),
+        data_md5="d",
+        params_hash="p",
+        git_commit=None,
+        flow_run_id=None,
+        metrics={},
+        manifest=manifest_of(directory),
+        signer=instance_key(Settings()),
+    )
+    sign_off(moves.ledger, version.ref)
+    moves.registry.transition(version.ref, State.APPROVED)
+    return version.ref
+
+
 def _rollback(*args):
+    """The exit code and what the rollback said it did (its report on the replicas aside: no replica runs here)."""
+    code, said = _rollback_in_full(*args)
+    return code, said.split(" no serving replica has reported")[0]
+
+
+def _rollback_in_full(*args):
     result = CliRunner().invoke(app, ["rollback", *args, "--as", "oncall"])
     return result.exit_code, " ".join(result.output.split())
 
@@ -114,3 +125,38 @@ def test_refuse_all_is_explicit_and_excludes_to(home):
     )
     back = _rollback("--to", v2, "--reason", "incident over")
     assert back == (0, f"{NAME}: rolled back nothing; restored {v2}; now serving: all traffic to {v2}")
+
+
+def test_rollback_waits_for_each_live_replica_and_names_the_one_that_did_not_take_it_up(home):
+    engine = home["moves"].engine
+    revision = home["moves"].table.get(NAME).revision
+    beat(engine, NAME, "0", revision=revision, pid=101)
+    beat(engine, NAME, "1", revision=revision, pid=102)
+    beat(engine, "adult-income", "0", revision=1, pid=103)  # another use case's replica is not waited for
+    taking_up = threading.Timer(0.3, lambda: beat(engine, NAME, "0", revision=revision + 1, pid=101))
+    taking_up.start()
+    code, said = _rollback_in_full("--reason", "canary breach", "--wait", "1.5")
+    taking_up.join()
+
+    assert code == 5, said
+    assert f"replicas serving revision {revision + 1}: 0" in said
+    assert f"NOT taken up within 1.5 s by: 1 (pid 102, still revision {revision})" in said
+    assert home["moves"].table.get(NAME).revision == revision + 1  # the rollback itself was done
+
+
+def test_rollback_with_no_replica_running_says_so_and_succeeds(home):
+    code, said = _rollback_in_full("--reason", "canary breach", "--wait", "0")
+    assert code == 0 and "no serving replica has reported in the last 10 s" in said
+
+
+def test_after_refuse_all_the_next_model_is_not_rolled_out_as_the_first_production_model(home):
+    from flows.rollout import rollout_flow
+    from steward.routing import RoutingError
+
+    v1, v2, _ = home["refs"]
+    assert _rollback("--refuse-all", "--reason", "stop everything")[0] == 0
+    v4 = _approved(home["moves"], home["store"], 4)
+    with pytest.raises(RoutingError, match=f"had one before \\({v2}, {v1}\\): {v4} would skip shadow and canary"):
+        rollout_flow.fn(v4)
+    assert home["moves"].table.get(NAME).production is None
+    assert home["moves"].registry.get(v4).state is State.APPROVED  # nothing moved

@@ -157,3 +157,39 @@ def test_a_step_is_judged_on_its_use_cases_rows_routing_row_and_favourable_outco
     )
     assert gone.ending == "withdrawn" and "ours" in gone.note
     assert moves.table.get("someone-else").production == other_production
+
+
+# --- the watch keeps the rollout's lease: renewed while it looks, and a lapsed lease ends it ------------------
+
+
+def test_the_watch_renews_a_lease_shorter_than_its_step_and_stops_once_the_lease_was_expired(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from steward.leases import LeaseLost, Leases, expire
+
+    spec = usecase(SHIPPED[0])
+    settings = Settings(home=tmp_path, project_dir=tmp_path)
+    engine = make_engine(settings.db_url)
+    moves = Rollouts(engine, Ledger(engine))
+    production, canary = _canary_of(moves, spec.model_name)
+    params = params_for(SHIPPED[0], rollout=RolloutParams(poll_seconds=0.05, lease_seconds=1))
+    leases = Leases(engine)
+    lease = leases.acquire(spec.model_name, canary, 0.3)  # below the setting's floor: renewed every 0.1 s
+    kept = {
+        "candidate": canary,
+        "reference": production,
+        "role": "canary",
+        "since": "2027",
+        "params": params,
+        "settings": settings,
+        "lease": lease,
+    }
+    step = watch.fn(limits=StepParams(requests=1, seconds=1.0), **kept)  # three times the lease
+    assert step.ending == "inconclusive"
+    assert (found := leases.get(spec.model_name)) is not None and found.live()
+    assert moves.table.get(spec.model_name).canary == canary
+
+    assert expire(moves, now=datetime.now(UTC) + timedelta(seconds=1))  # as if the watch had stalled
+    with pytest.raises(LeaseLost):
+        watch.fn(limits=StepParams(requests=1, seconds=5.0), **kept)
+    assert moves.table.get(spec.model_name).canary is None

@@ -171,3 +171,21 @@ def test_no_schema_of_the_service_keeps_a_json_schema_2020_keyword_openapi_30_la
     doc = document(_bentoml_like(), {**ANSWERED, "/thing": {**ANSWERED["/thing"], 200: Answer("x", Explanation)}})
     text = json.dumps(doc["components"])
     assert '"const"' not in text and '"type": "null"' not in text and "$defs" not in text
+
+
+def test_a_request_field_its_model_lets_be_null_is_marked_nullable_where_bentoml_dropped_it():
+    class Asked(BaseModel):
+        name: str
+        gap: int | None
+        to: str | None = None
+
+    spec = _bentoml_like()
+    properties = {"name": {"type": "string"}, "gap": {"type": "integer"}, "to": {"type": "string", "default": None}}
+    spec["paths"]["/thing"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"] = properties
+    doc = document(spec, ANSWERED, requests={"/thing": Asked})
+    found = doc["paths"]["/thing"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert found == {
+        "name": {"type": "string"},
+        "gap": {"type": "integer", "nullable": True},
+        "to": {"type": "string", "default": None, "nullable": True},
+    }
