@@ -3,11 +3,11 @@ at --rate decisions/s by one replica, written in 0.1 s batches and sealed once p
 `decisions.interval` record, with a few hundred governance records (sign-offs, registry transitions, policy
 adoptions, rollout steps) spread through the chain. Then, timed:
   verify      `steward ledger verify`'s kernel: the chain (Ledger.verify, a page at a time) and every interval's
-              Merkle root recomputed from the prediction log (predictions.unmatched_batches)
+              Merkle root recomputed from the prediction log (log_verify.unmatched_batches)
   approvals   `steward approvals`' ledger read: every sign-off record, through the (action, seq) index
   sign-off    a sign-off's ledger reads: the policy adoptions, every sign-off record, the model's own sign-off
               records since its request (subject, action, seq), its registry transitions
-  proof       one decision's Merkle proof (predictions.proof) and its check
+  proof       one decision's Merkle proof (log_verify.proof) and its check
 and the ledger's size per million decisions (rows, and bytes of the table and its indexes from SQLite's dbstat),
 beside the per-batch scheme it replaces (one `decisions.batch` record per 0.1 s batch of the same traffic),
 built and read the same way.
@@ -44,8 +44,9 @@ from steward.ledger import (
     now_ts,
     record_hash,
 )
+from steward.log_verify import proof, unmatched_batches
 from steward.merkle import TREE, leaf_hash, merkle_root
-from steward.predictions import LOG_ACTOR, interval_subject, proof, unmatched_batches
+from steward.predictions import LOG_ACTOR, interval_subject
 from steward.signoff import SIGNOFF_ACTIONS
 
 COLUMNS = ("request_id", "role", "ts", "model_name", "model", "data_md5", "subject_id", "decision")

@@ -148,6 +148,7 @@ class Steward:
             replica=_settings.replica,
             backlog=_params.serve.log_backlog,
             stall_seconds=_params.serve.log_stall_seconds,
+            ledger_interval_seconds=_params.serve.ledger_interval_seconds,  # one decisions.interval record each
         )
         self.replica = self.log.journal.path.name if self.log.journal else "0"  # its journal's folder names it
         self.models: dict[str, Loaded] = {}

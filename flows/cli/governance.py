@@ -311,8 +311,8 @@ def ledger_verify(
         Ledger,
         read_jsonl,
     )
+    from steward.log_verify import BatchCheck, unmatched_batches
     from steward.policy_in_force import policy_problems
-    from steward.predictions import BatchCheck, unmatched_batches
     from steward.signoff import unverified
 
     signed = (POLICY_ADOPTED, APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DECLINED)

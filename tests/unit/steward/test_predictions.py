@@ -12,12 +12,12 @@ import pytest
 from steward.db import make_engine
 from steward.journal import JournalInUse
 from steward.ledger import Ledger
+from steward.log_verify import batch_rows
 from steward.predictions import (
     Decision,
     LogUnavailable,
     PredictionLog,
     batch_digest,
-    batch_rows,
     served_window,
     ship_journals,
     window,
@@ -576,8 +576,8 @@ def test_replicas_take_journals_of_their_own_and_a_dead_ones_is_shipped_by_a_liv
 
 
 def test_a_decision_proves_its_place_in_its_interval_record_without_the_other_decisions(engine):
+    from steward.log_verify import proof
     from steward.merkle import verify_proof
-    from steward.predictions import proof
 
     ledger = Ledger(engine)
     log = PredictionLog(engine, ledger)
@@ -608,7 +608,7 @@ def test_a_decision_proves_its_place_in_its_interval_record_without_the_other_de
 
 def test_a_proof_of_a_decision_not_yet_sealed_says_so(engine):
     from steward.errors import NotFound
-    from steward.predictions import proof
+    from steward.log_verify import proof
 
     log = PredictionLog(engine, Ledger(engine))
     log.add(_decision(1))
@@ -620,7 +620,7 @@ def test_a_proof_of_a_decision_not_yet_sealed_says_so(engine):
 
 
 def test_batches_a_crash_left_unsealed_are_sealed_by_the_next_write_once_due_and_verify_meanwhile(engine, tmp_path):
-    from steward.predictions import unmatched_batches
+    from steward.log_verify import unmatched_batches
 
     ledger = Ledger(engine)
     crashed = PredictionLog(engine, ledger, journal=tmp_path / "journal", ledger_interval_seconds=0.2)
