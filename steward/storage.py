@@ -64,13 +64,25 @@ def atomic_copy(source: Path, dest: Path) -> None:
         raise
 
 
+S3_TIMEOUT_SECONDS = 30.0  # an endpoint that stops answering fails a call after this, not after minutes
+S3_ATTEMPTS = 3  # botocore's attempts per call (standard retry mode), each bounded by the timeout
+
+
 class Storage:
     """A local folder or an S3 bucket holding content-addressed artifacts; reads any path or s3:// URI."""
 
-    def __init__(self, *, local_root: Path, bucket: str | None = None, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        local_root: Path,
+        bucket: str | None = None,
+        endpoint_url: str | None = None,
+        timeout: float = S3_TIMEOUT_SECONDS,
+    ) -> None:
         self.local_root = local_root
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.timeout = timeout  # seconds to connect, and for each read, before botocore retries (bounded)
         self._client: Any = None
 
     @classmethod
@@ -86,8 +98,14 @@ class Storage:
         """The boto3 S3 client, made on first use (credentials from the usual AWS_* sources)."""
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+            bounded = Config(
+                connect_timeout=self.timeout,
+                read_timeout=self.timeout,
+                retries={"mode": "standard", "max_attempts": S3_ATTEMPTS},
+            )
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=bounded)
         return self._client
 
     def uri(self, key: str) -> str:

@@ -1,12 +1,19 @@
 """Ledger export to a real S3 API on 127.0.0.1 (moto_server), with and without Object Lock."""
 
+import contextlib
 import hashlib
+import os
+import signal
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from support import BIN, free_port, wait_for
 
+from deployments.local.prefect_server import stop_pid
 from steward.db import make_engine
 from steward.ledger import Ledger, Record, verify_records
 from steward.ledger_export import NO_OBJECT_LOCK, export_to_s3
@@ -220,3 +227,61 @@ def test_a_resumed_export_of_a_ledger_that_grew_meanwhile_keeps_the_parts_that_s
     ledger.export_jsonl(tmp_path / "now.jsonl")
     assert client.get_object(Bucket=bucket, Key="l.jsonl")["Body"].read() == (tmp_path / "now.jsonl").read_bytes()
     assert result.count == 62 and "3 part(s) already uploaded were kept" in result.message
+
+
+@pytest.fixture
+def frozen_s3(aws_env):
+    """An S3 endpoint of its own (moto_server), which a test may freeze (SIGSTOP: it takes connections and never
+    answers) and thaw; stopped by PID at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, timeout=30)
+        yield url, process.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+        stop_pid(process.pid)
+
+
+@pytest.mark.slow  # waits out every retry's timeout
+def test_an_s3_endpoint_that_stops_answering_mid_export_gives_a_clear_error_in_bounded_time_and_no_object(
+    tmp_path, request, ledger, frozen_s3, monkeypatch
+):
+    from steward.ledger import LedgerError
+
+    url, pid = frozen_s3
+    _grown(ledger, 60)  # six parts of 4 KiB
+    bucket = _bucket_name(request, "frozen")
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
+    storage = Storage(local_root=tmp_path / "unused", bucket=bucket, endpoint_url=url, timeout=1)
+    real = storage.s3.upload_part
+
+    def stop_the_endpoint_before_part_three(**kwargs):
+        if kwargs["PartNumber"] == 3:
+            os.kill(pid, signal.SIGSTOP)  # the endpoint stops answering in the middle of the upload
+        return real(**kwargs)
+
+    monkeypatch.setattr(storage.s3, "upload_part", stop_the_endpoint_before_part_three)
+    started = time.monotonic()
+    with pytest.raises(LedgerError, match=r"stopped after 2 part\(s\): part 3 failed 3 times .*Read timeout"):
+        export_to_s3(ledger, storage=storage, key="ledger/full.jsonl", retain_days=None, part_size=4096)
+    assert time.monotonic() - started < 60  # bounded: 3 tries x 3 attempts x a 1 s timeout, not minutes
+    os.kill(pid, signal.SIGCONT)
+    fresh = boto3.client("s3", endpoint_url=url)
+    with pytest.raises(ClientError):
+        fresh.head_object(Bucket=bucket, Key="ledger/full.jsonl")  # no partial object under the key
+    monkeypatch.setattr(storage.s3, "upload_part", real)
+    export_to_s3(ledger, storage=storage, key="ledger/full.jsonl", retain_days=None, part_size=4096)
+    ledger.export_jsonl(tmp_path / "one-shot.jsonl")
+    assert (
+        fresh.get_object(Bucket=bucket, Key="ledger/full.jsonl")["Body"].read()
+        == (tmp_path / "one-shot.jsonl").read_bytes()
+    )
