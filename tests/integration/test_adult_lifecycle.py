@@ -54,7 +54,7 @@ def test_adult_income_runs_the_lifecycle_with_only_the_use_case_selected(project
     assert "250,000 synthetic people of adult_income" in done.stdout
     with sqlite3.connect(project / ".steward/steward.db") as db:
         states = dict(db.execute("SELECT version, state FROM model_versions WHERE name = 'adult-income'").fetchall())
-    assert states == {1: "retired", 2: "production", 3: "rolled_back"}, done.stdout
+    assert states == {1: "standby", 2: "production", 3: "rolled_back"}, done.stdout  # A: the standby
     assert re.search(r"traffic: \d+ requests, 0 failed", done.stdout), done.stdout
     young = re.search(r"\[C\]\s+age_group=under 25\s+(\d\.\d+) vs (\d\.\d+)", done.stdout)
     assert young and float(young[1]) < 0.5 * float(young[2]), done.stdout  # the campaign's young, declined

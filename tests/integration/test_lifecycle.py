@@ -136,7 +136,7 @@ def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(pr
     assert "chain intact" in done.stdout
     with sqlite3.connect(project / ".steward/steward.db") as db:
         states = dict(db.execute("SELECT version, state FROM model_versions WHERE name = 'credit-risk'").fetchall())
-    assert states == {1: "retired", 2: "production", 3: "rolled_back"}, done.stdout
+    assert states == {1: "standby", 2: "production", 3: "rolled_back"}, done.stdout  # A: the standby
     assert re.search(r"traffic: \d+ requests, 0 failed", done.stdout), done.stdout
     assert "[C]   canary 20%: breach" in done.stdout
     young = re.search(r"\[C\]\s+age_group=under 25\s+(\d\.\d+) vs (\d\.\d+)", done.stdout)

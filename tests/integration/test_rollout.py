@@ -163,7 +163,7 @@ def test_a_fair_candidate_walks_shadow_canary_to_production(live):
     assert steps[0]["agreement"] >= 0.7
     registry = Registry(live["engine"])
     assert registry.get(ref).state.value == "production"
-    assert registry.get(before).state.value == "retired"
+    assert registry.get(before).state.value == "standby"  # verified good: what a rollback restores
     assert dict(served_after.tally.models) == {ref: 20}
 
 
