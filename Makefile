@@ -28,7 +28,7 @@ run: install
 	$(BIN)/steward run
 
 test: install
-	bash scripts/pytest.sh tests
+	bash scripts/pytest.sh tests --durations=25
 
 test-slow: install
 	bash scripts/pytest.sh tests -m 'slow and not long'

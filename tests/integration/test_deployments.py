@@ -37,6 +37,7 @@ def _canary(project) -> tuple[Rollouts, str]:
     return moves, canary
 
 
+@pytest.mark.slow  # about 60 s with its worker on 2 cores: `make test-slow` and CI
 def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project, prefect_server):
     moves, canary = _canary(project)
     env = steward_env(project, api_url=prefect_server)

@@ -43,6 +43,7 @@ def test_a_fresh_clone_reproduces_the_committed_lock_exactly_then_skips_everythi
     assert set(json.loads(status.stdout)) == {"fairness", "mitigate"}, status.stdout
 
 
+@pytest.mark.slow  # about 85 s on 2 cores: `make test-slow` and CI
 def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
     (project / "dvc.lock").unlink()
     done = _ingest_and_repro(project, steward_env(project))
@@ -63,6 +64,7 @@ def test_from_scratch_every_stage_runs_and_writes_its_reports(project):
     assert (project / "reports/calibration.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # about 60 s on 2 cores: `make test-slow` and CI
 def test_changing_one_param_reruns_only_what_depends_on_it(project):
     env = steward_env(project)
     _ingest_and_repro(project, env)

@@ -79,6 +79,7 @@ def _logged(engine) -> set[str]:
         return {r for (r,) in db.exec_driver_sql("SELECT request_id FROM predictions WHERE role != 'shadow'")}
 
 
+@pytest.mark.slow  # about 45 s: three services killed on 2 cores: `make test-slow` and CI
 def test_sigkills_under_load_lose_no_acknowledged_decision(project):
     env, folder, engine = project
     acknowledged: list[str] = []

@@ -34,6 +34,7 @@ def _state(project):
         return connection.execute("SELECT state FROM model_versions ORDER BY id DESC").fetchone()[0]
 
 
+@pytest.mark.slow  # about 70 s on 2 cores: `make test-slow` and CI
 def test_labels_biased_against_women_are_rejected_on_error_rates_and_fair_ones_pass_those_checks(
     project, prefect_server, tmp_path
 ):

@@ -40,6 +40,7 @@ def _granted(project) -> list:
     return [r for r in ledger.records() if r.action == "approval.granted"]
 
 
+@pytest.mark.slow  # about 100 s on 2 cores: `make test-slow` and CI
 def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_approved(project, prefect_server, tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     keys = {name: new_key(tmp_path / "keys" / name) for name in ("alice", "bob", "olga")}  # each person's own key

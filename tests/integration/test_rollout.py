@@ -212,6 +212,7 @@ def test_explain_gives_reasons_and_a_counterfactual_that_really_flips_the_decisi
     assert flipped >= 6
 
 
+@pytest.mark.slow  # about 95 s on 2 cores: `make test-slow` and CI
 def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(live):
     steward = str(BIN / "steward")
     production = RoutingTable(live["engine"], Ledger(live["engine"])).get(MODEL_NAME).production

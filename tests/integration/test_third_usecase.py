@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from tests.integration.support import BIN, run, steward_env
@@ -42,6 +43,7 @@ def hiring_screen(n: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow  # about 45 s on 2 cores: `make test-slow` and CI
 def test_a_drafted_and_reviewed_use_case_runs_the_pipeline_with_no_code_change(project, tmp_path):
     env = steward_env(project)
     steward = str(BIN / "steward")
