@@ -17,6 +17,7 @@ from steward.settings import Settings
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+REPORT_DIGITS = 12  # significant digits of a float in a report
 REPORT_SCHEMA_VERSION = 1
 
 
@@ -48,11 +49,22 @@ def read_report(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write a report deterministically (sorted keys) so that an unchanged run gives an equal file."""
+    """Write a report deterministically (sorted keys, floats to 12 significant digits) so that an unchanged run
+    gives an equal file, on any CPU: numpy's vectorised sums differ in the last bit between instruction sets."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"schema_version": REPORT_SCHEMA_VERSION, **payload}
+    body = _rounded({"schema_version": REPORT_SCHEMA_VERSION, **payload})
     path.write_text(json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.{REPORT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def git_revision(project_dir: Path) -> str | None:
