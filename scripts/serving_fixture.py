@@ -12,15 +12,19 @@ module is cheap and touches no model store.
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from steward.governance import SignoffPolicy
 from steward.ledger import Ledger
+from steward.model_integrity import manifest_of
 from steward.registry import State
 from steward.signoff import Request
 
 if TYPE_CHECKING:
+    from steward.keys import Signer
     from steward.rollouts import Rollouts
 
 WALK = [State.APPROVED, State.SHADOW, State.CANARY, State.PRODUCTION]
@@ -59,8 +63,16 @@ def sign_off(
     ledger.append(actor=approver, action="approval.granted", subject=ref, payload=grant)
 
 
-def approved(moves: Rollouts, name: str, n: int) -> str:
-    """Register version `n` of model `name` with placeholder lineage, sign it off and approve it; its ref."""
+def approved(moves: Rollouts, name: str, n: int, *, directory: Path | None = None, signer: Signer | None = None) -> str:
+    """Register version `n` of model `name` with placeholder lineage, sign it off and approve it; its ref. With
+    `directory` and `signer`: a small model's files written there and registered with their signed manifest, so
+    that the byte check of a rollout or a restore can pass (or, once a test changes them, fail)."""
+    sealed: dict[str, Any] = {}
+    if directory is not None and signer is not None:
+        directory.mkdir(parents=True)
+        (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
+        (directory / "model.yaml").write_text(f"name: {name}\nversion: t{n}\n")
+        sealed = {"manifest": manifest_of(directory), "signer": signer}
     ref = moves.registry.register(
         name=name,
         model_tag=f"{name}:t{n}",
@@ -70,6 +82,7 @@ def approved(moves: Rollouts, name: str, n: int) -> str:
         git_commit=None,
         flow_run_id=None,
         metrics={},
+        **sealed,
     ).ref
     sign_off(moves.ledger, ref)
     moves.registry.transition(ref, State.APPROVED)

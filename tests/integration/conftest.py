@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import AWS_ENV, BIN, GIT_ENV, PROJECT_DIR, free_port, project_files, wait_for
+from support import AWS_ENV, GIT_ENV, PROJECT_DIR, free_port, moto_server, project_files
 
 from deployments.local.prefect_server import start_server, stop_pid
 from steward.settings import Settings
@@ -37,21 +37,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 API (moto_server) on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        # multipart parts of a few KiB (S3's 5 MiB minimum otherwise): the ledger export's resume is tested small
-        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url, timeout=30)
+    with moto_server() as (url, _):
         yield url
-    finally:
-        stop_pid(process.pid)
 
 
 @pytest.fixture

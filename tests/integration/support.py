@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,27 @@ def wait_for(url: str, *, timeout: float) -> None:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[tuple[str, int]]:
+    """A real S3 API (moto_server) on a free loopback port, as (url, pid) until the block ends; stopped by PID.
+    Multipart parts may be a few KiB (S3's 5 MiB minimum otherwise): the ledger export's resume is tested small."""
+    from deployments.local.prefect_server import stop_pid
+
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port := free_port())],
+        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, timeout=30)
+        yield url, process.pid
+    finally:
+        stop_pid(process.pid)
 
 
 def wait_until(probe: Callable[[], T], *, timeout: float, what: str, every: float = 0.1) -> T:

@@ -4,16 +4,14 @@ import contextlib
 import hashlib
 import os
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from support import BIN, free_port, wait_for
+from support import moto_server
 
-from deployments.local.prefect_server import stop_pid
 from steward.db import make_engine
 from steward.ledger import Ledger, Record, verify_records
 from steward.ledger_export import NO_OBJECT_LOCK, export_to_s3
@@ -231,24 +229,13 @@ def test_a_resumed_export_of_a_ledger_that_grew_meanwhile_keeps_the_parts_that_s
 
 @pytest.fixture
 def frozen_s3(aws_env):
-    """An S3 endpoint of its own (moto_server), which a test may freeze (SIGSTOP: it takes connections and never
-    answers) and thaw; stopped by PID at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": "1024"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url, timeout=30)
-        yield url, process.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)
-        stop_pid(process.pid)
+    """An S3 endpoint of its own, which a test may freeze (SIGSTOP: it takes connections and never answers)."""
+    with moto_server() as (url, pid):
+        try:
+            yield url, pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # thawed, so that it can be stopped
 
 
 @pytest.mark.slow  # waits out every retry's timeout

@@ -9,11 +9,10 @@ from typer.testing import CliRunner
 
 import tasks.model.integrity as integrity
 from flows.cli import app
-from scripts.serving_fixture import sign_off
+from scripts.serving_fixture import approved
 from steward.db import make_engine
 from steward.keys import instance_key
 from steward.ledger import Ledger
-from steward.model_integrity import manifest_of
 from steward.registry import State
 from steward.replicas import beat
 from steward.rollouts import Rollouts
@@ -43,24 +42,7 @@ def home(steward_home, tmp_path, monkeypatch):
 
 def _approved(moves: Rollouts, store, n: int) -> str:
     """Version n of NAME, its bytes in `store`, sealed by the instance key, signed off and approved."""
-    directory = store / NAME / f"t{n}"
-    directory.mkdir(parents=True)
-    (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
-    version = moves.registry.register(
-        name=NAME,
-        model_tag=f"{NAME}:t{n}",
-        model_md5=str(n),
-        data_md5="d",
-        params_hash="p",
-        git_commit=None,
-        flow_run_id=None,
-        metrics={},
-        manifest=manifest_of(directory),
-        signer=instance_key(Settings()),
-    )
-    sign_off(moves.ledger, version.ref)
-    moves.registry.transition(version.ref, State.APPROVED)
-    return version.ref
+    return approved(moves, NAME, n, directory=store / NAME / f"t{n}", signer=instance_key(Settings()))
 
 
 def _rollback(*args):

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scripts.serving_fixture import sign_off
+from scripts.serving_fixture import approved
 from steward.db import make_engine
 from steward.governance import SignoffPolicy
 from steward.keys import new_key
 from steward.ledger import Ledger
-from steward.model_integrity import ModelRefused, check, manifest_of, refuse
+from steward.model_integrity import ModelRefused, check, refuse
 from steward.registry import RegistryError, State
 from steward.rollouts import FORMER, NOTHING_TO_RESTORE, RollbackError, Rollouts
 from steward.routing import Routing, newest
@@ -326,25 +326,7 @@ def sealed(tmp_path):
 
 def _sealed_approved(moves, n):
     """Version `n` of m: its files in the store, registered with their signed manifest, signed off, approved."""
-    directory = moves.directory_of(f"m:t{n}")
-    directory.mkdir(parents=True)
-    (directory / "saved_model.pkl").write_bytes(pickle.dumps({"coef": n}))
-    (directory / "model.yaml").write_text(f"name: m\nversion: t{n}\n")
-    version = moves.registry.register(
-        name="m",
-        model_tag=f"m:t{n}",
-        model_md5=str(n),
-        data_md5="d",
-        params_hash="p",
-        git_commit=None,
-        flow_run_id=None,
-        metrics={},
-        manifest=manifest_of(directory),
-        signer=moves.key,
-    )
-    sign_off(moves.ledger, version.ref)
-    moves.registry.transition(version.ref, State.APPROVED)
-    return version.ref
+    return approved(moves, "m", n, directory=moves.directory_of(f"m:t{n}"), signer=moves.key)
 
 
 def _rolled_out(moves, ref):
