@@ -45,8 +45,8 @@ from steward.ledger import (
     record_hash,
 )
 from steward.log_verify import proof, unmatched_batches
-from steward.merkle import TREE, leaf_hash, merkle_root
-from steward.predictions import LOG_ACTOR, interval_subject
+from steward.merkle import leaf_hash, merkle_root
+from steward.predictions import LOG_ACTOR, interval_payload, interval_subject
 from steward.signoff import SIGNOFF_ACTIONS
 
 COLUMNS = ("request_id", "role", "ts", "model_name", "model", "data_md5", "subject_id", "decision")
@@ -102,15 +102,7 @@ def build(path: Path, *, decisions: int, rate: int, flush: float, interval: floa
             actor=LOG_ACTOR,
             action=DECISIONS_INTERVAL,
             subject=interval_subject(batch),
-            payload={
-                "first_batch": first,
-                "last_batch": batch,
-                "batches": len(roots),
-                "count": len(rows),
-                "root": merkle_root(roots),
-                "opened": rows[0][2],
-                "tree": TREE,
-            },
+            payload=interval_payload(first, batch, roots, count=len(rows), opened=rows[0][2]),
         )
         _governance(ledger, intervals)
         if intervals % 20 == 0:

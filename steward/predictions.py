@@ -127,6 +127,20 @@ def interval_subject(last_batch: int) -> str:
     return f"predictions:interval-{last_batch:012d}"
 
 
+def interval_payload(first: int, last: int, roots: list[str], *, count: int, opened: str) -> dict[str, Any]:
+    """A `decisions.interval` record's payload: batches first..last, their decisions' count, and the Merkle root
+    over the batch roots (in batch order)."""
+    return {
+        "first_batch": first,
+        "last_batch": last,
+        "batches": len(roots),
+        "count": count,
+        "root": merkle_root(roots),
+        "opened": opened,
+        "tree": TREE,
+    }
+
+
 def batch_digest(decisions: list[Decision]) -> str:
     """sha256 of the canonical JSON list of the batch's decisions, ordered by (request id, role)."""
     ordered = sorted(decisions, key=lambda d: (d.request_id, d.role))
@@ -316,22 +330,17 @@ class PredictionLog:
     def _seal_in(self, session: Session, *, force: bool) -> Record | None:
         """Inside a transaction holding the ledger lock: the interval record over every unsealed batch."""
         rows = list(session.scalars(select(UnsealedBatchRow).order_by(UnsealedBatchRow.batch)))
-        if not rows or not (force or self._due(min(r.ts for r in rows))):
+        opened = min((r.ts for r in rows), default="")
+        if not rows or not (force or self._due(opened)):
             return None
         first, last = rows[0].batch, rows[-1].batch
         record = self._ledger.append(
             actor=LOG_ACTOR,
             action=DECISIONS_INTERVAL,
             subject=interval_subject(last),
-            payload={
-                "first_batch": first,
-                "last_batch": last,
-                "batches": len(rows),
-                "count": sum(r.count for r in rows),
-                "root": merkle_root([r.root for r in rows]),
-                "opened": min(r.ts for r in rows),
-                "tree": TREE,
-            },
+            payload=interval_payload(
+                first, last, [r.root for r in rows], count=sum(r.count for r in rows), opened=opened
+            ),
             session=session,
         )
         session.execute(delete(UnsealedBatchRow).where(UnsealedBatchRow.batch <= last))
