@@ -139,6 +139,7 @@ def main() -> None:
                         limits=params.rollout.step.model_copy(update={"seconds": 600.0}),
                         params=params,
                         settings=settings,
+                        weight=args.weight,
                     )
                     moves.withdraw(ref, actor="bench", reason=f"bench: {step.ending}")
                     rollback = [r for r in ledger.records(actions=(ROLLBACK,)) if r.subject == ref][-1]

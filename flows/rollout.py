@@ -165,6 +165,7 @@ def _walk(
             limits=limits,
             params=params,
             settings=settings,
+            weight=weight,
             lease=keeper.lease,
         )
         minimum = params.rollout.shadow.min_agreement if weight is None else None

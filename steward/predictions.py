@@ -438,12 +438,14 @@ def _pending(seq: int, entry: dict[str, Any]) -> _Pending:
 
 
 def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:
-    """The decisions of `models` logged at or after `since` (ISO time), with their outcomes where known:
-    one row per decision, the group attributes as columns (what the rollout and monitoring analyses read)."""
+    """The decisions of `models` logged at or after `since` (ISO time), oldest first, with their outcomes (and when
+    each arrived) where known: one row per decision, the group attributes as columns (what the rollout and
+    monitoring analyses read)."""
     query = (
-        select(PredictionRow, OutcomeRow.outcome)
+        select(PredictionRow, OutcomeRow.outcome, OutcomeRow.ts)
         .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
         .where(PredictionRow.model.in_(models), PredictionRow.ts >= since)
+        .order_by(PredictionRow.ts, PredictionRow.request_id, PredictionRow.role)
     )
     with Session(engine) as session:
         rows = [
@@ -452,15 +454,18 @@ def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFram
                 "role": row.role,
                 "ts": row.ts,
                 "model": row.model,
+                "subject_id": row.subject_id,
                 "decision": row.decision,
                 "probability": row.probability,
                 "latency_ms": row.latency_ms,
                 "outcome": outcome,
+                "outcome_ts": outcome_ts,
                 **{k: str(v) for k, v in (row.groups or {}).items()},
             }
-            for row, outcome in session.execute(query)
+            for row, outcome, outcome_ts in session.execute(query)
         ]
-    columns = ["request_id", "role", "ts", "model", "decision", "probability", "latency_ms", "outcome"]
+    columns = ["request_id", "role", "ts", "model", "subject_id", "decision", "probability", "latency_ms"]
+    columns += ["outcome", "outcome_ts"]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
 

@@ -13,8 +13,8 @@ by raising.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from prefect import get_run_logger, task
@@ -29,9 +29,12 @@ from steward.predictions import window
 from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
 from tasks.rollout.canary import Analysis, Design, analyse
+from tasks.rollout.plan import LOOKBACK_SECONDS, Plan, baseline, plan
 
 Ending = Literal["breach", "pass", "inconclusive", "withdrawn"]
 PROGRESS_EVERY = 10.0  # seconds between progress lines in the run's log
+TEST_FIELDS = ("metric", "group", "n", "successes", "n_reference", "reference_successes", "verdict", "note")
+TEST_FIELDS += ("candidate_rate", "reference_rate", "e_value", "max_e_value", "p_value", "pass_e_value")
 LOW_AGREEMENT = "shadow agreed with production on {agreement:.1%} of {n} decisions, below {minimum:.0%}"
 
 
@@ -42,11 +45,13 @@ class StepResult:
     seconds: float
     decisive_ts: str | None  # the newest decision the deciding look read (a breach's decisive request)
     note: str = ""
+    plan: dict[str, Any] | None = None  # a canary step's plan (tasks/rollout/plan.py), made before it started
 
     def payload(self, *, step: str) -> dict[str, Any]:
+        """The step's `rollout.analysis` record: each test's counts, rates, e-values, always-valid p-value and
+        interval for (candidate - production), and the plan made before the step."""
         tests = [
-            {k: v for k, v in t.__dict__.items() if k in ("metric", "group", "n", "llr", "verdict", "candidate_rate")}
-            | {"reference_rate": t.reference_rate}
+            {k: v for k, v in asdict(t).items() if k in TEST_FIELDS} | {"interval": [round(x, 6) for x in t.interval]}
             for t in self.analysis.tests
         ]
         return {
@@ -55,12 +60,16 @@ class StepResult:
             "summary": self.note or self.analysis.summary(),
             "candidate": self.analysis.candidate,
             "reference": self.analysis.reference,
+            "method": self.analysis.method,
+            "weight": self.analysis.weight,
             "n_candidate": self.analysis.n_candidate,
             "n_reference": self.analysis.n_reference,
             "alpha_per_test": self.analysis.alpha_per_test,
+            "threshold": self.analysis.threshold,
             "agreement": self.analysis.agreement,
             "seconds": round(self.seconds, 3),
             "decisive_ts": self.decisive_ts,
+            "plan": self.plan,
             "tests": tests,
         }
 
@@ -105,10 +114,13 @@ def watch(
     limits: StepParams,
     params: Params,
     settings: Settings,
+    weight: float | None = None,
     lease: Lease | None = None,
 ) -> StepResult:
     """Poll the log from `since` until the step ends (see the module docstring), renewing `lease` (if given) at
-    least every third of it; raises `LeaseLost` when a renewal is refused. Outside a flow: `watch.fn`."""
+    least every third of it; raises `LeaseLost` when a renewal is refused. A canary step (`weight`, its share of
+    applicants) is planned first from production's decisions in the LOOKBACK_SECONDS before `since`, and the plan
+    logged. Outside a flow: `watch.fn`."""
     try:
         log: Any = get_run_logger()
     except MissingContextError:
@@ -122,6 +134,24 @@ def watch(
     last_renewal = -float("inf")  # the first look renews: a watch that starts late finds out it lost the lease
     leases = Leases(engine)
     attributes = list(params.usecase.sensitive)
+    base = baseline(
+        _history(engine, reference, since), reference=reference, attributes=attributes, design=design(params)
+    )
+    step_plan: Plan | None = None
+    if role == "canary" and weight is not None:
+        tests = (len(base.groups) or 1) * sum(m != "latency" for m in params.rollout.analysis.metrics)
+        tests += "latency" in params.rollout.analysis.metrics
+        step_plan = plan(
+            base,
+            weight=weight,
+            design=design(params),
+            tests=tests,
+            limit_seconds=limits.seconds,
+            min_requests=limits.requests,
+        )
+        if log is not None:
+            (log.info if step_plan.feasible else log.warning)(f"{role} {candidate}: plan: {step_plan.summary()}")
+    planned = step_plan.as_dict() if step_plan else None
     while True:
         if lease is not None and time.monotonic() - last_renewal >= lease.seconds / 3:
             leases.renew(lease)  # LeaseLost: the rollout's candidate is, or is about to be, withdrawn
@@ -136,22 +166,35 @@ def watch(
             design=design(params),
             favourable=str(label.favourable),
             unfavourable=str(label.unfavourable),
+            weight=weight,
+            slow_ms=base.slow_ms,
         )
         elapsed = time.monotonic() - started
         ours = frame[(frame["model"] == candidate) & (frame["role"] == role)] if len(frame) else frame
         newest = str(ours["ts"].max()) if len(ours) else None
         if analysis.verdict == "breach":
-            return StepResult("breach", analysis, elapsed, newest)
+            return StepResult("breach", analysis, elapsed, newest, plan=planned)
         routing = table.get(model_name)
         if (routing.canary if role == "canary" else routing.shadow) != candidate:
             note = f"{candidate} left routing during the step: {routing.reason or 'no reason recorded'}"
-            return StepResult("withdrawn", analysis, elapsed, newest, note)
+            return StepResult("withdrawn", analysis, elapsed, newest, note, planned)
         if analysis.n_candidate >= limits.requests and analysis.verdict == "pass":
-            return StepResult("pass", analysis, elapsed, newest)
+            return StepResult("pass", analysis, elapsed, newest, plan=planned)
         if elapsed >= limits.seconds:
             note = f"time limit {limits.seconds:g} s reached; {analysis.summary()}"
-            return StepResult("inconclusive", analysis, elapsed, newest, note)
+            return StepResult("inconclusive", analysis, elapsed, newest, note, planned)
         if log is not None and time.monotonic() - last_progress >= PROGRESS_EVERY:
             last_progress = time.monotonic()
             log.info(f"{role} {candidate}: {analysis.n_candidate} decisions, {analysis.summary()}")
         time.sleep(params.rollout.poll_seconds)
+
+
+def _history(engine: Any, reference: str, since: str) -> Any:
+    """Production's decisions in the LOOKBACK_SECONDS before `since` (none if `since` is not a time)."""
+    try:
+        start = datetime.fromisoformat(since)
+    except ValueError:
+        start = None
+    lookback = (start - timedelta(seconds=LOOKBACK_SECONDS)).isoformat() if start else "9999"
+    history = window(engine, models=[reference], since=lookback)
+    return history[history["ts"] < since]

@@ -397,27 +397,29 @@ def test_served_window_has_what_a_model_served_in_the_half_open_interval(engine)
     assert sorted(everything["request_id"]) == ["r1", "r4", "r5", "r7"]
 
 
-def test_window_has_every_answer_of_the_models_since_a_time_with_outcomes_and_groups(engine):
+def test_window_has_every_answer_of_the_models_since_a_time_oldest_first_with_outcomes_and_groups(engine):
     _served(engine)
     frame = window(engine, models=["credit-risk:v1", "credit-risk:v2"], since="2026-01-01T00:00:00+00:00")
-    got = _records(frame, ["request_id", "role"])
-    assert [(r["request_id"], r["role"], r["model"], r["outcome"]) for r in got] == [
-        ("r1", "production", "credit-risk:v1", "good"),
-        ("r1", "shadow", "credit-risk:v2", "good"),
-        ("r2", "canary", "credit-risk:v2", "bad"),
-        ("r3", "shadow", "credit-risk:v1", None),
-        ("r4", "production", "credit-risk:v1", None),
-        ("r7", "canary", "credit-risk:v1", None),
+    got = frame.to_dict("records")
+    assert [(r["request_id"], r["role"], r["ts"][11:16], r["outcome"]) for r in got] == [
+        ("r1", "production", "00:00", "good"),
+        ("r1", "shadow", "00:00", "good"),
+        ("r7", "canary", "00:20", None),
+        ("r2", "canary", "00:30", "bad"),
+        ("r3", "shadow", "00:40", None),
+        ("r4", "production", "01:00", None),
     ]
-    assert got[2] == {
+    assert got[3] == {
         "request_id": "r2",
         "role": "canary",
         "ts": "2026-01-01T00:30:00+00:00",
         "model": "credit-risk:v2",
+        "subject_id": "ar2",
         "decision": "approve",
         "probability": 0.3,
         "latency_ms": 3.0,
         "outcome": "bad",
+        "outcome_ts": "t",
         "sex": "female",
         "age_band": "3",
     }
@@ -433,10 +435,12 @@ def test_an_empty_window_still_has_its_columns(engine):
         "role",
         "ts",
         "model",
+        "subject_id",
         "decision",
         "probability",
         "latency_ms",
         "outcome",
+        "outcome_ts",
     ]
 
 
