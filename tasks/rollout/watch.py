@@ -33,8 +33,10 @@ from tasks.rollout.plan import LOOKBACK_SECONDS, Plan, baseline, plan
 
 Ending = Literal["breach", "pass", "inconclusive", "withdrawn"]
 PROGRESS_EVERY = 10.0  # seconds between progress lines in the run's log
-TEST_FIELDS = ("metric", "group", "n", "successes", "n_reference", "reference_successes", "verdict", "note")
-TEST_FIELDS += ("candidate_rate", "reference_rate", "e_value", "max_e_value", "p_value", "pass_e_value")
+TEST_FIELDS = (
+    *("metric", "group", "n", "successes", "n_reference", "reference_successes", "verdict", "note"),
+    *("candidate_rate", "reference_rate", "e_value", "max_e_value", "p_value", "pass_e_value"),
+)
 LOW_AGREEMENT = "shadow agreed with production on {agreement:.1%} of {n} decisions, below {minimum:.0%}"
 
 

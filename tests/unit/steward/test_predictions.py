@@ -400,7 +400,7 @@ def test_served_window_has_what_a_model_served_in_the_half_open_interval(engine)
 def test_window_has_every_answer_of_the_models_since_a_time_oldest_first_with_outcomes_and_groups(engine):
     _served(engine)
     frame = window(engine, models=["credit-risk:v1", "credit-risk:v2"], since="2026-01-01T00:00:00+00:00")
-    got = frame.to_dict("records")
+    got = [{k: None if pd.isna(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
     assert [(r["request_id"], r["role"], r["ts"][11:16], r["outcome"]) for r in got] == [
         ("r1", "production", "00:00", "good"),
         ("r1", "shadow", "00:00", "good"),

@@ -7,6 +7,7 @@ from steward.ledger import Ledger
 from steward.params import AnalysisParams, RolloutParams, StepParams
 from steward.predictions import Decision, PredictionLog
 from steward.rollouts import Rollouts
+from steward.routing import bucket
 from steward.settings import Settings
 from tasks.rollout.canary import Analysis
 from tasks.rollout.watch import StepResult, verdict, watch
@@ -21,8 +22,8 @@ def _step(ending: str, *, agreement: float | None, n_paired: int = 400, note: st
         n_candidate=n_paired,
         n_reference=n_paired,
         alpha_per_test=0.01,
-        upper=4.6,
-        lower=-2.9,
+        threshold=100.0,
+        method="paired",
         agreement=agreement,
         n_paired=n_paired,
     )
@@ -72,8 +73,10 @@ def _canary_of(moves: Rollouts, model_name: str) -> tuple[str, str]:
 
 
 def _served(log: PredictionLog, model_name: str, ref: str, role: str, approved: int, n: int, outcome: str) -> None:
+    """n decisions of `ref` in `role`, each for an applicant its routing bucket sends there at weight 0.5."""
     for i in range(n):
         request_id = f"{ref}-{role}-{outcome}-{i}"
+        subject = next(s for j in range(1000) if (bucket(s := f"{request_id}-{j}") < 0.5) == (role == "canary"))
         log.add(
             Decision(
                 request_id=request_id,
@@ -82,7 +85,7 @@ def _served(log: PredictionLog, model_name: str, ref: str, role: str, approved: 
                 model_name=model_name,
                 model=ref,
                 data_md5="d",
-                subject_id=request_id,
+                subject_id=subject,
                 decision="approve" if i < approved else "decline",
                 probability=0.6,
                 latency_ms=10.0,
@@ -121,6 +124,7 @@ def test_a_step_is_judged_on_its_use_cases_rows_routing_row_and_favourable_outco
         limits=limits,
         params=params,
         settings=settings,
+        weight=0.5,
     )
 
     assert step.ending == "breach"
@@ -143,6 +147,7 @@ def test_a_step_is_judged_on_its_use_cases_rows_routing_row_and_favourable_outco
         limits=StepParams(requests=1, seconds=0.2),
         params=params,
         settings=settings,
+        weight=0.5,
     )
     assert quiet.ending == "inconclusive"
     moves.withdraw(canary, actor="t", reason="ours")
@@ -154,6 +159,7 @@ def test_a_step_is_judged_on_its_use_cases_rows_routing_row_and_favourable_outco
         limits=limits,
         params=params,
         settings=settings,
+        weight=0.5,
     )
     assert gone.ending == "withdrawn" and "ours" in gone.note
     assert moves.table.get("someone-else").production == other_production
@@ -182,6 +188,7 @@ def test_the_watch_renews_a_lease_shorter_than_its_step_and_stops_once_the_lease
         "since": "2027",
         "params": params,
         "settings": settings,
+        "weight": 0.5,
         "lease": lease,
     }
     step = watch.fn(limits=StepParams(requests=1, seconds=1.0), **kept)  # three times the lease
