@@ -6,14 +6,16 @@ and its unfair candidate (the education shortcut). Live traffic is the student-l
 `--proxy` of the young borrowing for education, chosen so the candidate approves the young at about half
 production's rate. Both rates are measured offline on 20,000 applications of that traffic, with the
 service's own decision rule (approve: P(good) >= 0.5 and outside the review band), which gives the
-effect (p0, p1) and the yardstick, Wald's E1[N] (tasks/canary.expected_sample_size).
+effect (p0, p1) and the yardsticks: Wald's E1[N] with p0 known (tasks/rollout/sequential.wald_expected_sample_size)
+at alpha = 0.05 and at the analysis's per-test alpha (alpha/k, Bonferroni: the oracle the goal is measured
+against), and the plan's expected count for the allocation test (tasks/rollout/plan.py).
 
 Each run registers the candidate afresh, puts it in canary at `--weight`, and runs the rollout's watch
 (tasks/rollout/watch.py, the analysis in params.yaml) until it breaches, then withdraws it as the flow does.
 Counted per run, from the prediction log: the young applicants' canary decisions the deciding look read,
 those the canary served in all (until the service saw weight 0), and all its decisions; timed: from the
 newest decision the deciding look read to the rollback record (weight 0 in the routing table) and to the
-canary's last served decision. Goals: served young decisions at most 1.5x E1[N]; under 2 s to weight 0.
+canary's last served decision. Goals: served young decisions at most 1.5x E1[N] at alpha/k; under 2 s to weight 0.
 
 Usage: .venv/bin/python bench/rollback.py [--runs 5] [--weight 0.1] [--proxy 0.45]
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -86,7 +89,8 @@ def main() -> None:
     from steward.rollouts import Rollouts
     from steward.settings import Settings
     from tasks.demo.traffic import Traffic, requests_of
-    from tasks.rollout.canary import expected_sample_size
+    from tasks.rollout.canary import Design
+    from tasks.rollout.sequential import Effect, breach_information, wald_expected_sample_size
     from tasks.rollout.watch import now_iso, watch
     from usecases.german_credit.generator import generate_applications
 
@@ -103,7 +107,7 @@ def main() -> None:
         seals = moves.registry.seal(unfair.id)
         assert seals is not None, f"{unfair.ref} was registered unsigned"
         production = refs["production"]
-        yardstick = expected_sample_size(p0, p1, alpha=0.05, beta=0.05)
+        loose = wald_expected_sample_size(p0, p1, alpha=0.05, beta=0.05)
         rows = []
         with served(env, cwd=ROOT, log=project / "service.log") as service:
             url = service.url
@@ -171,24 +175,28 @@ def main() -> None:
             finally:
                 tally = traffic.stop()
         k = len(step.analysis.tests)
-        bonferroni = expected_sample_size(p0, p1, alpha=0.05 / k, beta=0.05)
+        yardstick = wald_expected_sample_size(p0, p1, alpha=0.05 / k, beta=0.05)
+        effect: Effect = Design().effect("selection_rate")
+        planned = math.log(k / 0.05) / breach_information(p0, weight=args.weight, effect=effect) * args.weight
 
     served_young = np.array([r["young_served"] for r in rows], dtype=float)
     at_decision = np.array([r["young_at_decision"] for r in rows], dtype=float)
     to_zero = np.array([r["to_weight_0_s"] for r in rows])
     print(f"effect: young approved at p0 = {p0:.3f} by production, p1 = {p1:.3f} by the canary (offline)")
-    print(f"SPRT E1[N] at alpha = beta = 0.05: {yardstick:.1f} young ({bonferroni:.1f} at alpha/{k}, Bonferroni)")
+    print(f"oracle SPRT E1[N] (p0 known), beta 0.05: {loose:.1f} young at alpha 0.05, {yardstick:.1f} at alpha/{k}")
+    print(f"planned for the allocation test at weight {args.weight:.0%}: {planned:.1f} young canary decisions")
     print(f"traffic: {tally.sent} requests, {tally.failed} failed; canary weight {args.weight:.0%}; {len(rows)} runs")
-    print(f"{'':<28}{'mean':>8}{'max':>8}{'ratio to E1[N]':>16}")
+    print(f"{'':<28}{'mean':>8}{'max':>8}{'ratio to E1[N] at alpha/k':>27}")
     for label, counts in (("young, read by the decision", at_decision), ("young, served by the canary", served_young)):
-        print(f"{label:<28}{counts.mean():>8.1f}{counts.max():>8.0f}{counts.mean() / yardstick:>15.2f}x")
+        print(f"{label:<28}{counts.mean():>8.1f}{counts.max():>8.0f}{counts.mean() / yardstick:>26.2f}x")
     print(f"{'all canary decisions':<28}{np.mean([r['canary_served'] for r in rows]):>8.1f}")
     print(
         f"seconds from the decisive decision to weight 0: mean {np.nanmean(to_zero):.2f}, max {np.nanmax(to_zero):.2f}"
     )
     ratio = served_young.mean() / yardstick
     print(
-        f"served/E1[N] {ratio:.2f}x (goal <= {GOAL_RATIO}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'}); "
+        f"served/E1[N] at alpha/{k} {ratio:.2f}x "
+        f"(goal <= {GOAL_RATIO}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'}); "
         f"max seconds to weight 0 {np.nanmax(to_zero):.2f} (goal < {GOAL_SECONDS}: "
         f"{'met' if np.nanmax(to_zero) < GOAL_SECONDS else 'NOT met'})"
     )

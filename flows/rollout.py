@@ -218,15 +218,21 @@ def _event(name: str, ref: str, payload: dict[str, Any]) -> None:
 
 
 def _artifact(ref: str, name: str, step: StepResult, why: str) -> None:
-    lines = ["| metric | group | n | candidate | production | LLR | verdict |", "|---|---|---|---|---|---|---|"]
+    head = "| metric | group | n | candidate | production | difference (always-valid) | e-value | p-value | verdict |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     lines += [
         f"| {t.metric} | {t.group} | {t.n} | {_rate(t.candidate_rate)} | {_rate(t.reference_rate)} "
-        f"| {t.llr:.2f} | {t.verdict} |"
+        f"| [{t.interval[0]:+.3f}, {t.interval[1]:+.3f}] | {t.max_e_value:.3g} | {t.p_value:.3g} | {t.verdict} |"
         for t in step.analysis.tests
     ]
-    bounds = f"Breach at LLR >= {step.analysis.upper:.2f}; pass at LLR <= {step.analysis.lower:.2f}."
+    a = step.analysis
+    rule = (
+        f"{a.method.capitalize()} tests ({len(a.tests)}, Bonferroni): a breach when a test's e-value reaches "
+        f"{a.threshold:.3g}; intervals at {1 - a.alpha_per_test:.2%}."
+    )
+    planned = [f"Plan: {step.plan['summary']}."] if step.plan else []
     key = "rollout-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    markdown = "\n\n".join([f"## {ref}: {name}", why, bounds, "\n".join(lines)])
+    markdown = "\n\n".join([f"## {ref}: {name}", why, *planned, rule, "\n".join(lines)])
     publish(key, markdown, description=f"{ref} {name}: {step.ending}")
 
 
