@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.common import _fail, console
+from steward.display import safe_text
 from steward.errors import StewardError
 from steward.settings import Settings
 
@@ -18,7 +19,8 @@ DECISIONS = ("approve", "decline")
 def review_list(
     every: bool = typer.Option(False, "--all", help="Resolved cases too, with their resolution."),
 ) -> None:
-    """Open review cases: referrals from the review band and contested decisions, oldest first."""
+    """Open review cases: referrals from the review band and contested decisions, oldest first. A contest's text is
+    the applicant's: shown with its control and invisible characters escaped (steward/display.py)."""
     from steward.db import make_engine
     from steward.reviews import ReviewQueue
 
@@ -28,8 +30,9 @@ def review_list(
     table = Table("case", "kind", "request id", "reason", "status")
     for case in cases:
         done = resolved.get(case.id)
-        status = f"{done.decision} by {done.reviewer}" if done else case.status
-        table.add_row(str(case.id), case.kind, case.request_id, escape(case.reason), escape(status))
+        status = f"{done.decision} by {safe_text(done.reviewer)}" if done else case.status
+        reason, request_id = safe_text(case.reason), safe_text(case.request_id)
+        table.add_row(str(case.id), case.kind, escape(request_id), escape(reason), escape(status))
     console.print(table if cases else "no open review cases")
 
 
@@ -56,4 +59,9 @@ def review_resolve(
     except StewardError as exc:
         _fail(exc)
         return
-    console.print(f"case {done.case} ({done.kind}, request {done.request_id}): {done.decision} by {done.reviewer}")
+    console.print(
+        f"case {done.case} ({done.kind}, request {safe_text(done.request_id)}): {done.decision} by "
+        f"{safe_text(done.reviewer)}",
+        markup=False,
+        highlight=False,
+    )
