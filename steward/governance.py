@@ -91,6 +91,11 @@ class GovernanceParams(_Section):
     floors: dict[str, Tier] = Field(
         default={}, description="Use case name → the lowest tier its runs may ask for (default: risk_tier)."
     )
+    decision_time_attributes: dict[str, dict[str, str]] = Field(
+        default={},
+        description="Use case name → the protected attributes its models may read when deciding, each with the "
+        "reason the policy's owners accept (a ThresholdOptimizer mitigation needs one; nothing else may).",
+    )
 
     @model_validator(mode="after")
     def _tier_defined(self) -> GovernanceParams:
@@ -105,6 +110,11 @@ class GovernanceParams(_Section):
                 PublicKey.from_text(text, source=f"governance.owners.{i}")
             except KeyFileError as exc:
                 raise ValueError(str(exc)) from None
+        for usecase, allowed in self.decision_time_attributes.items():
+            for attribute, reason in allowed.items():
+                if not reason.strip():
+                    where = f"governance.decision_time_attributes.{usecase}.{attribute}"
+                    raise ValueError(f"{where}: give the reason reading it at decision time is allowed")
         held = {role for approver in self.approvers.values() for role in approver.roles}
         for tier, policy in self.signoff.items():
             missing = sorted(set(policy.roles) - held)
@@ -144,7 +154,10 @@ def _check_keys(approvers: dict[str, Approver]) -> None:
 
 def policy_digest(governance: GovernanceParams) -> str:
     """sha256 of a policy's canonical JSON (tiers, sign-off rules, approvers and their keys, owners, floors)."""
-    return hashlib.sha256(canonical_json(governance.model_dump(mode="json", by_alias=True)).encode()).hexdigest()
+    # a policy that allows no protected attribute at decision time digests as it did before the setting existed
+    unset = set() if governance.decision_time_attributes else {"decision_time_attributes"}
+    document = governance.model_dump(mode="json", by_alias=True, exclude=unset)
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
 
 
 def rank(tier: Tier) -> int:

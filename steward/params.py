@@ -106,7 +106,11 @@ class DataBiasParams(Section):
 
 class MitigationParams(Section):
     enabled: bool = True
-    method: Literal["threshold_optimizer", "exponentiated_gradient"] = "threshold_optimizer"
+    method: Literal["threshold_optimizer", "exponentiated_gradient"] = Field(
+        default="exponentiated_gradient",
+        description="exponentiated_gradient decides without the protected attribute; threshold_optimizer reads it "
+        "at decision time, so the policy must allow that (governance.decision_time_attributes).",
+    )
     constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "demographic_parity"
     attribute: str | None = Field(
         default=None, description="The sensitive attribute the mitigation constrains (default: the first one)."
@@ -290,6 +294,30 @@ class Params(Section):
                 f"{self.usecase.sensitive}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _decision_time_use_allowed(self) -> Params:
+        """A mitigation that reads a protected attribute when deciding runs only where the policy allows it."""
+        mitigation = self.fairness.mitigation
+        if not mitigation.enabled or mitigation.method != "threshold_optimizer":
+            return self
+        attribute = self.mitigation_attribute
+        if attribute not in self.governance.decision_time_attributes.get(self.usecase.name, {}):
+            raise ValueError(
+                f"fairness.mitigation.method threshold_optimizer reads {attribute!r} when deciding, which the policy "
+                f"does not allow for {self.usecase.name}: set governance.decision_time_attributes."
+                f"{self.usecase.name}.{attribute} to the reason it is allowed, or use exponentiated_gradient, which "
+                "decides without it"
+            )
+        return self
+
+    def decision_time_attribute(self) -> tuple[str, str] | None:
+        """(attribute, the policy's reason) when the mitigation reads a protected attribute when deciding."""
+        mitigation = self.fairness.mitigation
+        if not mitigation.enabled or mitigation.method != "threshold_optimizer":
+            return None
+        attribute = self.mitigation_attribute
+        return attribute, self.governance.decision_time_attributes[self.usecase.name][attribute]
 
     @property
     def mitigation_attribute(self) -> str:

@@ -7,6 +7,10 @@ Mitigated decisions are made deterministic: fairlearn's mitigators may randomise
 thresholds; a decision about a person must be reproducible, so Steward grants the favourable outcome when its
 probability under the mitigated rule is at least 0.5, and audits exactly that rule. The attribute constrained
 is params.mitigation_attribute (fairness.mitigation.attribute, else the use case's first sensitive one).
+
+ExponentiatedGradient (the default) decides without the protected attribute. ThresholdOptimizer reads it at
+decision time, which params refuse unless governance.decision_time_attributes allows that attribute for the use
+case with a reason (steward/params.py); the report then records both.
 """
 
 from __future__ import annotations
@@ -153,11 +157,13 @@ def main() -> None:
         audit_after = fairness_audit(mitigated, test, params=params)
         after_eval = {"metrics": metrics(test[LABEL].to_numpy(), positive_proba(mitigated, test), threshold=0.5)}
         verdict_after = judge(evaluation=after_eval, fairness=audit_after)
+        reads = params.decision_time_attribute()
         report.update(
             applied=True,
             method=mitigation.method,
             constraint=mitigation.constraint,
             attribute=attribute,
+            decision_time_attribute={"attribute": reads[0], "allowed_because": reads[1]} if reads else None,
             mitigated={"verdict": verdict_after.to_dict(), "fairness": audit_after, "evaluation": after_eval},
         )
         if verdict_after.verdict == "pass":
