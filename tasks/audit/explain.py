@@ -51,13 +51,13 @@ def local_explanations(
     aggregated: pd.DataFrame,
     proba: np.ndarray,
     *,
-    id_column: str,
     threshold: float,
     top_k: int,
     protected: list[str],
 ) -> list[dict[str, Any]]:
-    """Decision, probability and reason codes for each row given; `protected` (the use case's never-changed
-    columns) are never cited as reasons."""
+    """Decision, probability and reason codes for each row given, numbered: no example names the person it is
+    about (reports are committed and frozen into evidence packs, which cannot erase anyone); `protected` (the use
+    case's never-changed columns) are never cited as reasons."""
     out = []
     for i in range(len(rows)):
         decision: Literal["approve", "decline"] = "approve" if proba[i] >= threshold else "decline"
@@ -70,7 +70,7 @@ def local_explanations(
         )
         out.append(
             {
-                "subject_id": str(rows.iloc[i][id_column]),
+                "example": i + 1,
                 "probability": round(float(proba[i]), 6),
                 "decision": decision,
                 "reasons": reasons,
@@ -263,7 +263,6 @@ def explain(
             rows.iloc[: ex.local_examples],
             aggregated.iloc[: ex.local_examples],
             proba[: ex.local_examples],
-            id_column=usecase.id_column,
             threshold=params.evaluate.threshold,
             top_k=ex.top_k_reasons,
             protected=sorted(usecase.never_changed),

@@ -241,8 +241,10 @@ def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
         assert local["decision"] == ("approve" if local["probability"] >= params.evaluate.threshold else "decline")
         assert 0 < len(local["reasons"]) <= params.explain.top_k_reasons
         assert not {r["feature"] for r in local["reasons"]} & params.usecase.never_changed
-        assert set(local) == {"subject_id", "probability", "decision", "reasons"}
-    assert {local["subject_id"] for local in body["local"]} <= set(test["applicant_id"])
+        assert set(local) == {"example", "probability", "decision", "reasons"}
+    assert [local["example"] for local in body["local"]] == list(range(1, params.explain.local_examples + 1))
+    ids = set(test["applicant_id"].astype(str))
+    assert not any(i in json.dumps(body) for i in ids)  # no example names the person it is about
     assert {p["attribute"] for p in body["proxies"]} == PROTECTED  # the protected attributes and age_group
     assert not {p["feature"] for p in body["proxies"]} & (PROTECTED | set(params.usecase.proxies))
 
