@@ -182,17 +182,18 @@ class ServeParams(Section):
 
 
 class AnalysisParams(Section):
-    """The canary analysis's hypotheses and error rates (tasks/rollout/canary.py)."""
+    """The canary analysis's hypotheses and error rates (tasks/rollout/canary.py; its e-processes refuse a design
+    outside these ranges too, naming the setting)."""
 
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise false-alarm rate (Bonferroni).")
-    beta: float = Field(default=0.05, gt=0, lt=0.5, description="Miss rate at the breach hypothesis.")
+    beta: float = Field(default=0.05, gt=0, lt=0.5, description="Pass rate of a candidate at the breach effect.")
     selection_ratio: float = Field(
         default=0.5, gt=0, lt=1, description="Breach: a group approved at this x production."
     )
     rate_gap: float = Field(default=0.2, gt=0, lt=1, description="Breach: a group's TPR this much lower (FPR higher).")
     latency_factor: float = Field(default=1.5, gt=1, description="Slow: above this x production's p95 latency.")
     slow_share: float = Field(default=0.25, gt=0.05, lt=1, description="Breach: this share of requests slow.")
-    min_samples: int = Field(default=20, ge=5, description="Per test, before any verdict (inconclusive until).")
+    min_samples: int = Field(default=20, ge=5, description="Per test, the candidate's observations before a pass.")
     metrics: tuple[Literal["selection_rate", "tpr", "fpr", "latency"], ...] = (
         "selection_rate",
         "tpr",
