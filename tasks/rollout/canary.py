@@ -176,7 +176,7 @@ def _describe(test: Test, threshold: float) -> str:
 @dataclass(frozen=True)
 class _Sides:
     """One test's observations in order: which side decided (candidate True), and each side's outcome (a paired
-    shadow has both; a canary's other side is NaN)."""
+    shadow has both; a canary's `reference` is unused, all False)."""
 
     candidate: np.ndarray
     success: np.ndarray  # the candidate's outcome (canary: whichever side decided)
