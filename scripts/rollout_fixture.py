@@ -6,6 +6,7 @@ BENTOML_HOME:
 
 * production: gradient boosting on unbiased applications, promoted (the first production model);
 * fair: the same recipe on another draw, approved (a rollout of it should reach production);
+* fair_again: the same recipe on a third draw, approved (for a second rollout that should pass its shadow);
 * unfair: trained on a snapshot with the education shortcut (`usecases/german_credit/generator.py`), approved. It treats
   every group alike on ordinary traffic, but declines the young once a student-loan campaign brings them
   to borrow for education (`generate_applications(proxy=...)`);
@@ -101,7 +102,13 @@ def main() -> None:
     ledger = Ledger(engine)
     moves = Rollouts(engine, ledger)
     refs = {}
-    for role, seed, shortcut in (("production", 1, 0.0), ("fair", 2, 0.0), ("unfair", 3, 1.0), ("broken", 4, 0.0)):
+    for role, seed, shortcut in (
+        ("production", 1, 0.0),
+        ("fair", 2, 0.0),
+        ("unfair", 3, 1.0),
+        ("broken", 4, 0.0),
+        ("fair_again", 5, 0.0),
+    ):
         frame = to_feature_frame(generate_applications(ROWS, seed=seed, shortcut=shortcut), usecase=params.usecase)
         if role == "broken":  # trained on a column no request has: it raises on every request it is given
             frame["bureau_score"] = frame["credit_amount"] % 7

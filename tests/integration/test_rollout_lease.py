@@ -134,7 +134,7 @@ def test_a_killed_rollouts_canary_leaves_routing_within_its_lease(live):
 
 
 def test_a_rollout_rides_out_a_prefect_restart_mid_step_and_completes_or_withdraws(live, prefect):
-    ref, engine = live["refs"]["unfair"], live["engine"]  # on ordinary traffic it treats every group alike
+    ref, engine = live["refs"]["fair_again"], live["engine"]  # passes its shadow: the restart hits a canary step
     table = Rollouts(engine, Ledger(engine)).table
     settings, before = prefect["settings"], prefect["server"]
     with Expirer(engine):
