@@ -48,6 +48,7 @@ from steward.layout import Layout
 from steward.leases import expire
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
+from steward.personal import Pseudonyms
 from steward.predictions import ERROR, LogUnavailable, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
@@ -97,6 +98,7 @@ logger = logging.getLogger("steward.serving")
 _settings = Settings()
 _params = load_params(Layout(_settings.project_dir).params_file)
 _usecase = _params.usecase  # the one use case this process serves
+_pseudonym = Pseudonyms.of(_settings, model_name=_usecase.model_name)  # who a decision is about, as logged
 _raw_suite = read_suite(_settings.project_dir / _usecase.raw_suite)
 _usecase.require_suite(_raw_suite)  # refuse to start on a use case its suite contradicts, every mismatch named
 Application = request_model(serving_suite(_raw_suite, _usecase))
@@ -272,7 +274,8 @@ class Steward:
         started = time.perf_counter()
         application = Application(**fields).model_dump()  # validated again: the service's own contract
         routing = self.routing
-        assigned = assign(routing, application[_usecase.id_column])
+        subject = _pseudonym(application[_usecase.id_column])  # routed and logged: the id as sent is never kept
+        assigned = assign(routing, subject)
         behind = self.unready()
         if assigned is None or behind is not None:
             ctx.response.status_code = 503
@@ -286,7 +289,7 @@ class Steward:
             probability, contributions = chosen.decide(frame)
         except Exception as error:
             # monitoring counts errors; nobody is answered this one, so it need not wait for the disk
-            self._log(request_id, role, chosen, application, ERROR, 0.0, started, durable=False)
+            self._log(request_id, role, chosen, subject, application, ERROR, 0.0, started, durable=False)
             if role != "canary":
                 raise
             self._trip(routing, error)
@@ -295,13 +298,13 @@ class Steward:
         decision, reasons = _decision(probability), _reasons(contributions, frame, probability)
         review = REFERRAL.format(probability=probability) if decision == REFERRED else None  # opened as it is written
         try:
-            self._log(request_id, role, chosen, application, decision, probability, started, review=review)
+            self._log(request_id, role, chosen, subject, application, decision, probability, started, review=review)
         except LogUnavailable as unrecorded:  # never answer a decision that is not on record
             ctx.response.status_code = 503
             ctx.response.headers["Retry-After"] = RETRY_AFTER
             return Refusal(error=str(unrecorded), decision=REFERRED)
         if routing.shadow and routing.shadow != chosen.ref:
-            self._shadow_pool.submit(self._shadow, routing.shadow, request_id, application, frame)
+            self._shadow_pool.submit(self._shadow, routing.shadow, request_id, subject, application, frame)
         return Prediction(
             request_id=request_id,
             decision=decision,
@@ -311,13 +314,15 @@ class Steward:
             reasons=reasons,
         )
 
-    def _shadow(self, ref: str, request_id: str, application: dict[str, Any], frame: pd.DataFrame) -> None:
+    def _shadow(
+        self, ref: str, request_id: str, subject: str, application: dict[str, Any], frame: pd.DataFrame
+    ) -> None:
         started = time.perf_counter()
         try:
             shadow = self._load(ref)
             probability = shadow.score(frame)
             decision = _decision(probability)
-            self._log(request_id, "shadow", shadow, application, decision, probability, started, durable=False)
+            self._log(request_id, "shadow", shadow, subject, application, decision, probability, started, durable=False)
         except Exception:  # a shadow's failure (or a log that cannot take it) is logged by its absence, never surfaced
             return
 
@@ -326,6 +331,7 @@ class Steward:
         request_id: str,
         role: str,
         loaded: Loaded,
+        subject: str,
         application: dict[str, Any],
         decision: str,
         probability: float,
@@ -334,9 +340,10 @@ class Steward:
         review: str | None = None,
         durable: bool = True,
     ) -> None:
-        """Log one answer; `durable`: return only once it is journalled (LogUnavailable if it cannot be)."""
+        """Log one answer about `subject` (a pseudonym); `durable`: return only once it is journalled
+        (LogUnavailable if it cannot be). The protected attributes and proxies go apart from the inputs."""
         groups = _usecase.logged_groups(application)
-        hidden = {*_usecase.protected, _usecase.id_column}
+        hidden = {*groups, _usecase.id_column}
         inputs = {} if role == "shadow" else {k: v for k, v in application.items() if k not in hidden}
         self.log.add(
             Logged(
@@ -346,7 +353,7 @@ class Steward:
                 model_name=_params.usecase.model_name,
                 model=loaded.ref,
                 data_md5=loaded.data_md5,
-                subject_id=str(application[_usecase.id_column]),
+                subject_id=subject,
                 decision=decision,
                 probability=round(probability, 6),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -393,7 +400,7 @@ class Steward:
         derived from one, a proxy or an immutable feature). Nothing is logged as a decision."""
         application = Application(**fields).model_dump()
         routing = self.routing
-        assigned = assign(routing, application[_usecase.id_column])
+        assigned = assign(routing, _pseudonym(application[_usecase.id_column]))  # the model /predict would use
         if assigned is None:
             ctx.response.status_code = 503
             return Error(error=refusal(routing))

@@ -83,10 +83,11 @@ def feedback_key(settings: Settings) -> str:
         if len(key) < MIN_KEY_CHARS:  # said here, not in Settings: a pydantic error would repeat the secret
             raise FeedbackKeyError(CONFIGURED_KEY_SHORT.format(n=MIN_KEY_CHARS))
         return key
-    return _read_or_make(settings.state_dir / KEY_FILE)
+    return read_or_make_key(settings.state_dir / KEY_FILE)
 
 
-def _read_or_make(path: Path) -> str:
+def read_or_make_key(path: Path) -> str:
+    """The key in `path`, made there (0600, atomically: the first process to make it wins) when missing."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")

@@ -46,6 +46,8 @@ Action = Literal[
     "policy.adopted",
     "model.refused",
     "routing.refused",
+    "personal.erased",
+    "retention.applied",
 ]
 GATE_VERDICT: Final = "gate.verdict"
 APPROVAL_REQUESTED: Final = "approval.requested"  # a sign-off opened: author, policy, evidence digest
@@ -66,6 +68,8 @@ DECISIONS_INTERVAL: Final = "decisions.interval"  # an interval's decision batch
 POLICY_ADOPTED: Final = "policy.adopted"  # a governance policy put in force, signed by a policy owner
 MODEL_REFUSED: Final = "model.refused"  # a model whose bytes or records did not verify, refused before loading
 ROUTING_REFUSED: Final = "routing.refused"  # a service refused a routing row no ledger record vouches for
+PERSONAL_ERASED: Final = "personal.erased"  # a subject's personal data erased on request: counts and reason
+RETENTION_APPLIED: Final = "retention.applied"  # personal data past its retention period removed: counts, cut-offs
 ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 
 GENESIS_HASH: Final = "0" * 64

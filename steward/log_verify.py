@@ -20,33 +20,39 @@ from steward.canonical import canonical_json
 from steward.errors import NotFound
 from steward.ledger import DECISIONS_BATCH, DECISIONS_INTERVAL, Ledger, LedgerRow, Record
 from steward.merkle import Step, leaf_hash, merkle_path, merkle_root, root_of_path
+from steward.personal import ERASED, SaltRow, commitment
 from steward.predictions import (
+    PUBLIC,
     SEAL_GRACE_SECONDS,
     Decision,
+    PredictionGroupsRow,
     PredictionInputRow,
     PredictionRow,
     UnsealedBatchRow,
     batch_digest,
     interval_subject,
     ordered_leaves,
+    sealed,
 )
 
 
 def batch_rows(engine: Engine, batch: int) -> list[Decision]:
-    """The decisions of one written batch (to re-check its digest against the ledger)."""
+    """The decisions of one written batch as logged, their personal parts joined back (empty once erased)."""
     query = (
-        select(PredictionRow, PredictionInputRow.inputs)
+        select(PredictionRow, PredictionInputRow.inputs, PredictionGroupsRow.groups)
         .outerjoin(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
+        .outerjoin(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
         .where(PredictionRow.batch == batch)
     )
-    fields = [name for name in Decision.__dataclass_fields__ if name != "inputs"]
+    fields = [name for name in Decision.__dataclass_fields__ if name not in ("inputs", "groups")]
     with Session(engine) as session:
         return [
             Decision(
                 **{name: getattr(row, name) for name in fields},
+                groups=groups or {},
                 inputs=(inputs or {}) if row.role != "shadow" else {},
             )
-            for row, inputs in session.execute(query)
+            for row, inputs, groups in session.execute(query)
         ]
 
 
@@ -74,29 +80,63 @@ NOT_YET_SEALED = "{count} decision(s) in {batches} batch(es) from {first} are no
 NOT_SEALED = "decision {request_id} ({role}) is logged but not yet sealed in a ledger record: ask again after {seal_by}"
 NO_DECISION = "no logged decision {request_id} ({role})"
 
-_FIELDS = [name for name in Decision.__dataclass_fields__ if name != "inputs"]
+PART_EDITED = (
+    "decision {request_id} ({role}): its {part} does not match the commitment sealed with it: the log was edited"
+)
+PART_UNSALTED = (
+    "decision {request_id} ({role}) still holds its {part}, but its subject's salt is gone: an erasure left "
+    "personal data behind"
+)
+PART_UNSEALED = "decision {request_id} ({role}) holds a {part} that no commitment in its leaf covers: added afterwards"
 
 
-def _decision_rows(session: Session, first: int, last: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(batch, decision as logged) for every decision of batches first..last, through the batch index; the
-    decision as `asdict(Decision)` gives it (a shadow's inputs are never stored: {})."""
+def _decision_rows(
+    session: Session, first: int, last: int, problems: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(batch, sealed decision: `steward.predictions.sealed`) for every decision of batches first..last, through
+    the batch index. Each personal part still held is recomputed against its commitment (a mismatch, or a part
+    held without its salt, goes to `problems`); an erased part counts by its stored commitment."""
     table = PredictionRow.__table__
     query = (
-        select(*(table.c[name] for name in _FIELDS), table.c.batch, PredictionInputRow.__table__.c.inputs)
-        .select_from(table.outerjoin(PredictionInputRow.__table__, PredictionInputRow.request_id == table.c.request_id))
+        select(
+            *(table.c[name] for name in PUBLIC),
+            table.c.subject_id,
+            table.c.commitments,
+            table.c.batch,
+            PredictionGroupsRow.__table__.c.groups,
+            PredictionInputRow.__table__.c.inputs,
+            SaltRow.__table__.c.salt,
+        )
+        .select_from(
+            table.outerjoin(PredictionInputRow.__table__, PredictionInputRow.request_id == table.c.request_id)
+            .outerjoin(PredictionGroupsRow.__table__, PredictionGroupsRow.request_id == table.c.request_id)
+            .outerjoin(SaltRow.__table__, SaltRow.subject == table.c.subject_id)
+        )
         .where(table.c.batch >= first, table.c.batch <= last)
     )
-    width = len(_FIELDS)
+    width = len(PUBLIC)
     for row in session.execute(query.execution_options(yield_per=5000)):
-        decision = dict(zip(_FIELDS, row[:width], strict=True))
-        decision["inputs"] = (row[width + 1] or {}) if decision["role"] != "shadow" else {}
-        yield row[width], decision
+        decision = dict(zip(PUBLIC, row[:width], strict=True))
+        subject, committed, batch, groups, inputs, salt = row[width:]
+        held = {"subject": subject if subject != ERASED else None, "groups": groups}
+        if decision["role"] != "shadow":
+            held["inputs"] = inputs
+        for part, value in held.items():
+            if value is None:
+                continue
+            if part not in committed:
+                problems.append(PART_UNSEALED.format(part=part, **decision))
+            elif salt is None:
+                problems.append(PART_UNSALTED.format(part=part, **decision))
+            elif commitment(salt, part, value) != committed[part]:
+                problems.append(PART_EDITED.format(part=part, **decision))
+        yield batch, sealed(decision, committed)
 
 
-def _batch_leaves(session: Session, first: int, last: int) -> dict[int, list[str]]:
+def _batch_leaves(session: Session, first: int, last: int, problems: list[str]) -> dict[int, list[str]]:
     """Each batch's leaves in first..last, in tree order: (request id, role)."""
     grouped: dict[int, list[dict[str, Any]]] = {}
-    for batch, decision in _decision_rows(session, first, last):
+    for batch, decision in _decision_rows(session, first, last, problems):
         grouped.setdefault(batch, []).append(decision)
     return {batch: ordered_leaves(grouped[batch]) for batch in sorted(grouped)}
 
@@ -134,7 +174,7 @@ def unmatched_batches(engine: Engine, ledger: Ledger, *, now: datetime | None = 
             if covered and first <= covered[-1][1]:
                 problems.append(INTERVAL_OVERLAPS.format(first=first, last=last, seq=record.seq))
             covered.append((first, last))
-            leaves = _batch_leaves(session, first, last)
+            leaves = _batch_leaves(session, first, last, problems)
             count = sum(len(v) for v in leaves.values())
             found = merkle_root([merkle_root(v) for v in leaves.values()])
             payload = record.payload
@@ -159,7 +199,7 @@ def unmatched_batches(engine: Engine, ledger: Ledger, *, now: datetime | None = 
         waiting = [b for b in outside if b in unsealed]
         problems += [BATCH_UNRECORDED.format(batch=b) for b in outside if b not in unsealed]
         for batch in waiting:
-            own = _batch_leaves(session, batch, batch).get(batch, [])
+            own = _batch_leaves(session, batch, batch, problems).get(batch, [])
             if merkle_root(own) != unsealed[batch].root or len(own) != unsealed[batch].count:
                 problems.append(UNSEALED_CHANGED.format(batch=batch))
     note = None
@@ -204,8 +244,9 @@ def _legacy_batch(engine: Engine, record: Record) -> list[str]:
 
 @dataclass(frozen=True)
 class DecisionProof:
-    """That one decision is in the ledger: the decision as logged, its Merkle path to the root of its interval's
-    `decisions.interval` record, and that record. Showable to the person it concerns without any other decision."""
+    """That one decision is in the ledger: the decision as sealed (public fields and commitments), its Merkle path
+    to the root of its interval's `decisions.interval` record, and that record. Showable to the person it concerns
+    without any other decision, and saying nothing about anyone without the salts."""
 
     decision: dict[str, Any]
     path: list[Step]
@@ -252,7 +293,7 @@ def proof(engine: Engine, request_id: str, role: str = "production") -> Decision
             seal_by = pending.seal_by if pending is not None else "its seal"
             raise NotFound(NOT_SEALED.format(request_id=request_id, role=role, seal_by=seal_by))
         grouped: dict[int, list[dict[str, Any]]] = {}
-        for number, decision in _decision_rows(session, first, int(record.payload["last_batch"])):
+        for number, decision in _decision_rows(session, first, int(record.payload["last_batch"]), []):
             grouped.setdefault(number, []).append(decision)
     batches = sorted(grouped)
     ordered = sorted(grouped[batch], key=lambda d: (d["request_id"], d["role"]))

@@ -1,9 +1,10 @@
 """Merkle trees over served decisions: one ledger record vouches for an interval's decisions, and one decision
 can be shown to be among them with a path of sibling hashes, without the other decisions.
 
-- leaf: sha256 of the canonical JSON of one decision (`steward.canonical`: sorted keys, no spaces, UTF-8), the
-  same text the old per-batch digest hashed. The JSON text starts with `{`, never with 0x01, so no leaf
-  preimage is ever a node preimage (second preimages across levels are impossible).
+- leaf: sha256 of the canonical JSON of one sealed decision (`steward.canonical`: sorted keys, no spaces, UTF-8):
+  its public fields and the salted commitments of its personal parts (`steward.predictions.sealed`), never the
+  personal data itself. The JSON text starts with `{`, never with 0x01, so no leaf preimage is ever a node
+  preimage (second preimages across levels are impossible).
 - node: sha256(0x01 || left || right) over the two children's 32 raw bytes.
 - a level with an odd count carries its last hash up unchanged (no duplication, so no two leaf lists share a root).
 
@@ -19,7 +20,7 @@ from typing import Any, Final, Literal
 
 from steward.canonical import canonical_json
 
-TREE: Final = "sha256-merkle/v1"  # named in every interval record, so a verifier knows the rules above
+TREE: Final = "sha256-merkle/v2"  # named in every interval record, so a verifier knows the rules above
 EMPTY_ROOT: Final = hashlib.sha256(b"").hexdigest()  # the root of no leaves (never sealed: an interval has one)
 
 Side = Literal["left", "right"]  # where the sibling sits
@@ -72,8 +73,8 @@ def root_of_path(leaf: str, path: Sequence[Step]) -> str:
 
 
 def verify_proof(decision: dict[str, Any], path: Sequence[Step], root: str) -> bool:
-    """Whether `decision` (as logged: every field of steward.predictions.Decision) is a leaf of the tree with
-    `root`, by `path`. Needs nothing but the decision, the path and the root named in the ledger record."""
+    """Whether `decision` (as sealed: steward.predictions.sealed) is a leaf of the tree with `root`, by `path`.
+    Needs nothing but the sealed decision, the path and the root named in the ledger record."""
     try:
         return root_of_path(leaf_hash(decision), path) == root
     except (ValueError, TypeError):

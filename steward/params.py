@@ -269,6 +269,37 @@ class RetrainParams(Section):
     )
 
 
+class RetentionParams(Section):
+    """How long personal data in the prediction log is kept, in days, table by table (steward/erasure.py)."""
+
+    decisions: int = Field(
+        default=730,
+        ge=1,
+        description="A decision keeps its subject (pseudonym) this long; then it loses it with its inputs and "
+        "groups, and only the anonymous decision stays under the ledger's seal.",
+    )
+    inputs: int = Field(default=365, ge=1, description="What the applicant sent (monitoring, retraining).")
+    groups: int = Field(default=365, ge=1, description="The protected attributes kept for fairness monitoring.")
+    outcomes: int = Field(default=730, ge=1, description="True outcomes reported through /feedback.")
+    reviews: int = Field(default=730, ge=1, description="Contest texts and reviewers' notes.")
+
+    @model_validator(mode="after")
+    def _parts_within_decision(self) -> RetentionParams:
+        for part in ("inputs", "groups"):
+            if getattr(self, part) > self.decisions:
+                raise ValueError(
+                    f"privacy.retention.{part} ({getattr(self, part)} days) must not exceed privacy.retention."
+                    f"decisions ({self.decisions}): a decision's {part} go with its subject at the latest"
+                )
+        return self
+
+
+class PrivacyParams(Section):
+    """Personal data: retention periods, enforced by `steward retention apply` and the scheduled retention flow."""
+
+    retention: RetentionParams = RetentionParams()
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -285,6 +316,7 @@ class Params(Section):
     rollout: RolloutParams = RolloutParams()
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
+    privacy: PrivacyParams = PrivacyParams()
 
     @model_validator(mode="after")
     def _mitigation_attribute_audited(self) -> Params:

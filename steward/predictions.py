@@ -17,7 +17,11 @@ steward/log_verify.py re-checks the log against the seals and gives one decision
 
 Rows are keyed by model name (`model_name`, the use case's `usecase.model_name`): one database holds the
 decisions of every use case, and each reader (monitoring, the rollout's analysis, retraining) reads one
-model name's rows. `subject_id` is the value of the use case's id column (who the decision is about).
+model name's rows. `subject_id` is who the decision is about as a pseudonym (steward/personal.py), never the id
+as sent. Personal data is kept apart and sealed by commitment: the protected attributes in `prediction_groups`,
+the application's other fields in `prediction_inputs` (both keyed by request), and each decision's Merkle leaf
+covers its public fields and the salted commitments of its pseudonym, groups and inputs (`sealed`), so erasing a
+person (steward/erasure.py) leaves every root verifiable.
 
 Durability: the service logs with a journal (steward/journal.py), so a decision is answered only once it is
 fsync'd on local disk, and a batch reaches the database within `flush_seconds` when the database is there.
@@ -47,6 +51,7 @@ from steward.errors import StewardError
 from steward.journal import JournalError, JournalInUse, claim
 from steward.ledger import DECISIONS_INTERVAL, Ledger, Record, now_ts
 from steward.merkle import TREE, leaf_hash, merkle_root
+from steward.personal import commitments, salts_for
 from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"
@@ -69,12 +74,22 @@ class OutcomeRow(Base):
 
 class PredictionInputRow(Base):
     """What the applicant sent, once per request (production's and the shadow's answers share it): the
-    model's inputs without the protected attributes, which live in `groups`. Monitoring reads it."""
+    model's inputs without the id and the protected attributes. Monitoring and retraining read it."""
 
     __tablename__ = "prediction_inputs"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PredictionGroupsRow(Base):
+    """The protected attributes of a request (UseCase.logged_groups), apart from the application: only the
+    fairness readers join them (the rollout's analysis, fairness monitoring, retraining's mitigation)."""
+
+    __tablename__ = "prediction_groups"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    groups: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class PredictionRow(Base):
@@ -86,11 +101,11 @@ class PredictionRow(Base):
     model_name: Mapped[str] = mapped_column(String(200), index=True)  # the use case's model name
     model: Mapped[str] = mapped_column(String(300), index=True)  # the registry ref `name:vN`
     data_md5: Mapped[str] = mapped_column(String(64))
-    subject_id: Mapped[str] = mapped_column(String(200))  # the use case's id column's value
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)  # the subject's pseudonym; "" once erased
     decision: Mapped[str] = mapped_column(String(12))
     probability: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
-    groups: Mapped[dict[str, Any]] = mapped_column(JSON)  # UseCase.logged_groups: for fairness monitoring, retraining
+    commitments: Mapped[dict[str, str]] = mapped_column(JSON)  # part → salted commitment (steward/personal.py)
     batch: Mapped[int] = mapped_column(Integer, index=True)
 
 
@@ -104,20 +119,39 @@ class Decision:
     model_name: str
     model: str
     data_md5: str
-    subject_id: str
+    subject_id: str  # the pseudonym (steward/personal.py)
     decision: str
     probability: float
     latency_ms: float
     groups: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)  # the request's non-protected fields (not the shadow's)
 
+    def parts(self) -> dict[str, Any]:
+        """Its personal parts (steward.personal.PARTS): a shadow's answer has no inputs of its own."""
+        own = {"subject": self.subject_id, "groups": self.groups}
+        return own if self.role == "shadow" else own | {"inputs": self.inputs}
 
-def batch_root(decisions: list[Decision]) -> str:
-    """The Merkle root of a batch's decisions ordered by (request id, role) (steward/merkle.py)."""
-    return merkle_root(ordered_leaves([asdict(d) for d in decisions]))
+
+PUBLIC: tuple[str, ...] = (
+    "request_id",
+    "role",
+    "ts",
+    "model_name",
+    "model",
+    "data_md5",
+    "decision",
+    "probability",
+    "latency_ms",
+)  # a decision's fields that say nothing about who it is about: in its Merkle leaf as they are
+
+
+def sealed(decision: dict[str, Any], commitments: dict[str, str]) -> dict[str, Any]:
+    """What a decision's Merkle leaf hashes: its public fields and its personal parts' commitments."""
+    return {name: decision[name] for name in PUBLIC} | {"commitments": dict(commitments)}
 
 
 def ordered_leaves(decisions: list[dict[str, Any]]) -> list[str]:
+    """The leaves of sealed decisions (`sealed`) in tree order: (request id, role)."""
     return [leaf_hash(d) for d in sorted(decisions, key=lambda d: (d["request_id"], d["role"]))]
 
 
@@ -359,26 +393,31 @@ class PredictionLog:
                 self._behind_since = time.monotonic()
 
     def _write(self, pending: list[_Pending]) -> Written:
-        decisions = [p.decision for p in pending]
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             number = (session.scalar(select(func.max(PredictionRow.batch))) or 0) + 1
+            salts = salts_for(session, (p.decision.subject_id for p in pending))
+            leaves = []
             for p in pending:
                 row = asdict(p.decision)
-                inputs = row.pop("inputs")
-                session.add(PredictionRow(**row, batch=number))
+                inputs, groups = row.pop("inputs"), row.pop("groups")
+                committed = commitments(salts[p.decision.subject_id], p.decision.parts())
+                session.add(PredictionRow(**row, commitments=committed, batch=number))
+                leaves.append(sealed(row, committed))
                 if inputs:
                     session.merge(PredictionInputRow(request_id=p.decision.request_id, inputs=inputs))
+                if groups:
+                    session.merge(PredictionGroupsRow(request_id=p.decision.request_id, groups=groups))
                 if p.review is not None:
                     open_in(session, kind="referral", request_id=p.decision.request_id, reason=p.review)
             if self.journal is not None:
                 session.merge(JournalPositionRow(journal=self.journal.id, seq=pending[-1].seq))
-            root, ts = batch_root(decisions), now_ts()
+            root, ts = merkle_root(ordered_leaves(leaves)), now_ts()
             due = datetime.fromisoformat(ts) + timedelta(seconds=self._interval)
             seal_by = due.isoformat(timespec="microseconds")
-            session.add(UnsealedBatchRow(batch=number, ts=ts, seal_by=seal_by, count=len(decisions), root=root))
+            session.add(UnsealedBatchRow(batch=number, ts=ts, seal_by=seal_by, count=len(pending), root=root))
             session.flush()
-            return Written(number, len(decisions), root, self._seal_in(session, force=False))
+            return Written(number, len(pending), root, self._seal_in(session, force=False))
 
     def start(self) -> None:
         if self._thread is None:
@@ -442,7 +481,8 @@ def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFram
     each arrived) where known: one row per decision, the group attributes as columns (what the rollout and
     monitoring analyses read)."""
     query = (
-        select(PredictionRow, OutcomeRow.outcome, OutcomeRow.ts)
+        select(PredictionRow, PredictionGroupsRow.groups, OutcomeRow.outcome, OutcomeRow.ts)
+        .outerjoin(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
         .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
         .where(PredictionRow.model.in_(models), PredictionRow.ts >= since)
         .order_by(PredictionRow.ts, PredictionRow.request_id, PredictionRow.role)
@@ -460,9 +500,9 @@ def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFram
                 "latency_ms": row.latency_ms,
                 "outcome": outcome,
                 "outcome_ts": outcome_ts,
-                **{k: str(v) for k, v in (row.groups or {}).items()},
+                **{k: str(v) for k, v in (groups or {}).items()},
             }
-            for row, outcome, outcome_ts in session.execute(query)
+            for row, groups, outcome, outcome_ts in session.execute(query)
         ]
     columns = ["request_id", "role", "ts", "model", "subject_id", "decision", "probability", "latency_ms"]
     columns += ["outcome", "outcome_ts"]
@@ -475,8 +515,9 @@ def served_window(engine: Engine, *, model: str, since: str = "", until: str = "
     (errors included, as decision `error`): what monitoring reads."""
     reviewed = {r.request_id: r.decision for r in ReviewQueue(engine).resolutions()}
     query = (
-        select(PredictionRow, PredictionInputRow.inputs, OutcomeRow.outcome)
+        select(PredictionRow, PredictionInputRow.inputs, PredictionGroupsRow.groups, OutcomeRow.outcome)
         .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
+        .outerjoin(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
         .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
         .where(
             PredictionRow.model == model,
@@ -489,7 +530,7 @@ def served_window(engine: Engine, *, model: str, since: str = "", until: str = "
         rows = [
             {
                 **inputs,
-                **{k: str(v) for k, v in (row.groups or {}).items()},
+                **{k: str(v) for k, v in (groups or {}).items()},
                 "request_id": row.request_id,
                 "ts": row.ts,
                 "decision": row.decision,
@@ -498,6 +539,6 @@ def served_window(engine: Engine, *, model: str, since: str = "", until: str = "
                 "outcome": outcome,
                 "review": reviewed.get(row.request_id),  # a person's decision on a referred or contested case
             }
-            for row, inputs, outcome in session.execute(query)
+            for row, inputs, groups, outcome in session.execute(query)
         ]
     return pd.DataFrame(rows)

@@ -3,6 +3,10 @@
 A person resolves a case with the decision that stands (approve or decline) and a note; the resolution and
 its `review.decision` ledger record are written in one transaction, and a case is resolved once. The
 resolutions are labels: what a person decided for that request, for monitoring and retraining to read.
+
+The note is about a person, so it stays here, correctable and erasable: the ledger holds its salted commitment
+(steward/personal.py) and the salt lives beside the note. `steward ledger verify` recomputes the commitment of
+every note still held (`edited_notes`); erasing a note deletes it and its salt, and the record stays intact.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from steward.db import Base
 from steward.errors import StewardError
 from steward.ledger import REVIEW_DECISION, Ledger
+from steward.personal import commitment, new_salt
 
 Kind = Literal["referral", "contest"]
 Outcome = Literal["approve", "decline"]
 UNKNOWN_CASE = "no review case {case}"
 ALREADY_RESOLVED = "case {case} was already resolved: {decision} by {reviewer} at {at}"
 NO_REVIEWER = "say who decides: a reviewer's name"
-NO_NOTE = "a resolution needs a note: what the reviewer saw (it goes to the ledger and to the applicant's file)"
+NO_NOTE = "a resolution needs a note: what the reviewer saw (the applicant's file keeps it; the ledger its commitment)"
+NOTE_EDITED = "review case {case} (ledger seq {seq}): its note does not match the commitment in the ledger: edited"
 TOO_MANY_OPEN = (
     "request {request_id} already has {open} open {kind} cases, the most it may have at once ({limit}): "
     "a reviewer resolves one before another opens"
@@ -53,7 +59,8 @@ class ReviewDecisionRow(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("reviews.id"), primary_key=True)
     decision: Mapped[str] = mapped_column(String(12))
     reviewer: Mapped[str] = mapped_column(String(200))
-    note: Mapped[str] = mapped_column(String(2000))
+    note: Mapped[str] = mapped_column(String(2000))  # "" once erased
+    salt: Mapped[str | None] = mapped_column(String(64))  # of the note's commitment; None once erased
     resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -129,9 +136,11 @@ class ReviewQueue:
                         case=case, decision=done.decision, reviewer=done.reviewer, at=done.resolved_at
                     )
                 )
-            now = datetime.now(UTC)
+            now, salt = datetime.now(UTC), new_salt()
             session.add(
-                ReviewDecisionRow(case_id=case, decision=decision, reviewer=reviewer, note=note, resolved_at=now)
+                ReviewDecisionRow(
+                    case_id=case, decision=decision, reviewer=reviewer, note=note, salt=salt, resolved_at=now
+                )
             )
             row.status = "resolved"
             ledger.append(
@@ -143,7 +152,7 @@ class ReviewQueue:
                     "kind": row.kind,
                     "request_id": row.request_id,
                     "decision": decision,
-                    "note": note,
+                    "note_commitment": commitment(salt, "note", note),
                 },
                 session=session,
             )
@@ -157,3 +166,20 @@ class ReviewQueue:
                 Resolution(r.id, r.request_id, r.kind, d.decision, d.reviewer, d.note, d.resolved_at)
                 for r, d in session.execute(query.order_by(ReviewRow.id))
             ]
+
+
+def edited_notes(engine: Engine, ledger: Ledger) -> builtins.list[str]:
+    """The review notes still held whose text no longer matches the commitment their ledger record holds."""
+    with Session(engine) as session:
+        held = {
+            row.case_id: (row.note, row.salt)
+            for row in session.scalars(select(ReviewDecisionRow).where(ReviewDecisionRow.salt.is_not(None)))
+        }
+    problems = []
+    for record in ledger.iter_records(actions=(REVIEW_DECISION,)):
+        case = record.payload.get("case")
+        if case in held and "note_commitment" in record.payload:
+            note, salt = held[case]
+            if commitment(salt, "note", note) != record.payload["note_commitment"]:
+                problems.append(NOTE_EDITED.format(case=case, seq=record.seq))
+    return problems

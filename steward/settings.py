@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "checked where it is used: steward/feedback_auth.py); unset: a random one made once at "
         "STEWARD_HOME/keys/feedback.key",
     )
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="The key subject ids are pseudonymised with in the prediction log (HMAC-SHA256; at least 32 "
+        "characters: steward/personal.py); unset: a random one made once at STEWARD_HOME/keys/pseudonym.key. "
+        "Without it nobody can find a subject's decisions by id, to erase them or otherwise",
+    )
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
         default=(),
         description="Comma-separated addresses or networks (CIDR) of the proxies whose X-Client-Id the rate limit "

@@ -286,12 +286,11 @@ class UseCase(Spec):
         return {*self.protected, *self.groups, *self.proxies, *self.immutable}
 
     def logged_groups(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """What the prediction log keeps of one request beside its inputs: every protected attribute and every
-        raw sensitive column as sent (a gap as None), and each derived group's label. Fairness monitoring reads
-        the sensitive ones; retraining rebuilds the raw row from all of them."""
-        kept = {
-            c: _plain(record.get(c)) for c in dict.fromkeys([*self.protected, *self.sensitive]) if c not in self.groups
-        }
+        """What the prediction log keeps of one request apart from its inputs: every protected attribute, every
+        raw sensitive column and every proxy of one as sent (a gap as None), and each derived group's label.
+        Fairness monitoring reads the sensitive ones; retraining rebuilds the raw row from all of them."""
+        named = [*self.protected, *self.sensitive, *self.proxies]
+        kept = {c: _plain(record.get(c)) for c in dict.fromkeys(named) if c not in self.groups}
         for name, group in self.groups.items():
             label = group.assign([_plain(record.get(group.column))]).iloc[0]
             kept[name] = None if _plain(label) is None else str(label)

@@ -1,6 +1,6 @@
 """`steward`: the front door. It parses arguments, prepares the environment, and calls a flow or a task.
 
-The commands live by concern in lifecycle.py, governance.py, review.py, serving.py and server.py, and
+The commands live by concern in lifecycle.py, governance.py, privacy.py, review.py, serving.py and server.py, and
 share common.py; this module only builds the Typer app and registers them, in the order `--help` lists
 them. None of those modules imports Prefect (or anything that does) at module level: `_environment()` must set
 PREFECT_* before Prefect is imported, since Prefect reads its settings once, on import.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import governance, lifecycle, policy, review, server, serving, usecase
+from flows.cli import governance, lifecycle, policy, privacy, review, server, serving, usecase
 
 app = typer.Typer(help="Steward: responsible model lifecycle for high-stakes decisions.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server Steward starts when PREFECT_API_URL is unset.")
@@ -27,6 +27,8 @@ usecase_app = typer.Typer(
     help="Use cases: a decision problem's data, labels, protected groups and actionable features."
 )
 app.add_typer(usecase_app, name="usecase")
+retention_app = typer.Typer(help="Personal data past its retention period (params.yaml privacy.retention).")
+app.add_typer(retention_app, name="retention")
 
 for command in (
     lifecycle.train,
@@ -45,6 +47,7 @@ for command in (
     serving.rollback,
     serving.status,
     serving.monitor,
+    privacy.erase,
 ):
     app.command()(command)
 
@@ -60,6 +63,7 @@ review_app.command("resolve")(review.review_resolve)
 usecase_app.command("draft")(usecase.usecase_draft)
 usecase_app.command("check")(usecase.usecase_check)
 usecase_app.command("list")(usecase.usecase_list)
+retention_app.command("apply")(privacy.retention_apply)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -303,6 +303,7 @@ def ledger_verify(
     from steward.anchor import anchor_from, verifying_keys
     from steward.anchor_verify import Exported, verify
     from steward.db import make_engine
+    from steward.erasure import erasure_problems
     from steward.ledger import (
         APPROVAL_DECLINED,
         APPROVAL_GRANTED,
@@ -313,11 +314,13 @@ def ledger_verify(
     )
     from steward.log_verify import BatchCheck, unmatched_batches
     from steward.policy_in_force import policy_problems
+    from steward.reviews import edited_notes
     from steward.signoff import unverified
 
     signed = (POLICY_ADOPTED, APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DECLINED)
     settings = Settings()
     batches: BatchCheck | None = None
+    personal: list[str] = []
     try:
         anchor = anchor_from(against, settings=settings)
         public = verifying_keys(settings, keys)
@@ -331,6 +334,7 @@ def ledger_verify(
             report = verify(ledger, anchor, public)
             sign_offs = ledger.records(actions=signed)  # through the action index: never the whole table
             batches = unmatched_batches(engine, ledger)
+            personal = erasure_problems(engine, ledger) + edited_notes(engine, ledger)
     except StewardError as exc:
         _fail(exc)
         return
@@ -352,6 +356,9 @@ def ledger_verify(
         failed = True
     for problem in batches.problems if batches else []:
         err.print(f"decisions broken: {escape(problem)}", highlight=False)
+        failed = True
+    for problem in personal:
+        err.print(f"personal data broken: {escape(problem)}", highlight=False)
         failed = True
     if failed:
         raise typer.Exit(code=1)

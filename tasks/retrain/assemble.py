@@ -3,8 +3,9 @@ through /feedback, plus (if `retrain.review_labels`) the referred or contested d
 and no outcome has reached yet, labelled with the reviewer's decision.
 
 The served rows are rebuilt in the use case's raw-data schema (the columns of its raw suite) from the
-prediction log's rows of its model name: what the person sent, the protected attributes kept for fairness
-monitoring, the id (`usecase.id_column`) and the label (`usecase.label`: an outcome equal to the favourable
+prediction log's rows of its model name: what the person sent, the protected attributes kept apart for fairness
+monitoring, the subject's pseudonym in place of the id (`usecase.id_column`: the log never holds the id) and the
+label (`usecase.label`: an outcome equal to the favourable
 or unfavourable value, as /feedback stores it, a string; any other outcome is ignored and counted). A
 reviewer's decision is a person's judgement, not an outcome: it is a weaker label and carries the reviewers'
 own biases, which is why it is a setting and why the run records how many rows each source gave.
@@ -12,6 +13,7 @@ own biases, which is why it is a setting and why the run records how many rows e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,8 @@ from sqlalchemy.orm import Session
 from steward.db import make_engine
 from steward.layout import Layout
 from steward.params import load_params
-from steward.predictions import ERROR, OutcomeRow, PredictionInputRow, PredictionRow
+from steward.personal import ERASED, Pseudonyms
+from steward.predictions import ERROR, OutcomeRow, PredictionGroupsRow, PredictionInputRow, PredictionRow
 from steward.reviews import ReviewQueue
 from steward.settings import Settings
 from steward.storage import Storage
@@ -73,13 +76,15 @@ def served_rows(
     label = usecase.label
     values = {str(label.favourable): label.favourable, str(label.unfavourable): label.unfavourable}
     query = (
-        select(PredictionRow, PredictionInputRow.inputs, OutcomeRow.outcome)
+        select(PredictionRow, PredictionInputRow.inputs, PredictionGroupsRow.groups, OutcomeRow.outcome)
         .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
+        .join(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
         .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
         .where(
             PredictionRow.model_name == usecase.model_name,
             PredictionRow.role != "shadow",
             PredictionRow.decision != ERROR,
+            PredictionRow.subject_id != ERASED,
         )
     )
     reviewed = (
@@ -90,7 +95,7 @@ def served_rows(
     known = set(columns)
     rows, from_outcomes, from_reviews, ignored = [], 0, 0, 0
     with Session(engine) as session:
-        for row, inputs, outcome in session.execute(query.order_by(PredictionRow.ts)):
+        for row, inputs, groups, outcome in session.execute(query.order_by(PredictionRow.ts)):
             if outcome is not None and outcome not in values:
                 ignored += 1
                 continue
@@ -99,17 +104,24 @@ def served_rows(
                 continue
             from_outcomes += outcome is not None
             from_reviews += outcome is None
-            groups = {k: v for k, v in (row.groups or {}).items() if k in known}
-            rows.append({**inputs, **groups, usecase.id_column: row.subject_id, label.column: value})
+            raw = {k: v for k, v in (groups or {}).items() if k in known}
+            rows.append({**inputs, **raw, usecase.id_column: row.subject_id, label.column: value})
     frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     return frame, from_outcomes, from_reviews, ignored
 
 
 def assemble(
-    snapshot: Path, engine: Engine, *, usecase: UseCase, suite: dict[str, Any], out: Path, review_labels: bool
+    snapshot: Path,
+    engine: Engine,
+    *,
+    usecase: UseCase,
+    suite: dict[str, Any],
+    out: Path,
+    review_labels: bool,
+    pseudonym: Callable[[object], str],
 ) -> Assembled:
     """The new snapshot and `usecase`'s labelled served rows as one CSV at `out`, in the columns of its raw
-    `suite` (a person's newest row stands)."""
+    `suite` (a person's newest row stands: a snapshot row whose id's `pseudonym` a served row has is replaced)."""
     base = pd.read_csv(snapshot)
     key = usecase.id_column
     served, from_outcomes, from_reviews, ignored = served_rows(
@@ -117,8 +129,9 @@ def assemble(
     )
     served = served.drop_duplicates(subset=key, keep="last")
     ids = served[key].astype(str)
-    replaced = int(base[key].astype(str).isin(ids).sum())
-    kept = base[~base[key].astype(str).isin(ids)]
+    again = base[key].astype(str).map(pseudonym).isin(ids) | base[key].astype(str).isin(ids)
+    replaced = int(again.sum())
+    kept = base[~again]
     combined = pd.concat([kept, served[base.columns]], ignore_index=True) if len(served) else kept
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.part")
@@ -153,4 +166,5 @@ def assemble_task(data: str | None, *, usecase: str | None = None, settings: Set
         suite=suite,
         out=settings.state_dir / "retrain" / f"snapshot-{stamp}.csv",
         review_labels=params.retrain.review_labels,
+        pseudonym=Pseudonyms.of(settings, model_name=params.usecase.model_name),
     )

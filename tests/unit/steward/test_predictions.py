@@ -46,9 +46,27 @@ def engine(tmp_path):
     return make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
 
 
-def _leaf(decision):
-    text = json.dumps(asdict(decision), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _salt(engine, subject):
+    with engine.connect() as connection:
+        found = connection.exec_driver_sql("SELECT salt FROM subject_salts WHERE subject = ?", (subject,))
+        return bytes.fromhex(found.scalar_one())
+
+
+def _leaf(decision, engine):
+    """The leaf by hand: the public fields, and sha256(salt || part || 0x00 || JSON) of each personal part."""
+    salt = _salt(engine, decision.subject_id)
+    parts = {"subject": decision.subject_id, "groups": decision.groups}
+    if decision.role != "shadow":
+        parts["inputs"] = decision.inputs
+    committed = {
+        k: hashlib.sha256(salt + k.encode() + b"\x00" + _json(v).encode()).hexdigest() for k, v in parts.items()
+    }
+    public = {k: v for k, v in asdict(decision).items() if k not in ("subject_id", "groups", "inputs")}
+    return hashlib.sha256(_json(public | {"commitments": committed}).encode()).hexdigest()
 
 
 def _root(hashes):
@@ -63,8 +81,8 @@ def _root(hashes):
     return hashes[0]
 
 
-def _expected_root(decisions):
-    return _root([_leaf(d) for d in sorted(decisions, key=lambda d: (d.request_id, d.role))])
+def _expected_root(decisions, engine):
+    return _root([_leaf(d, engine) for d in sorted(decisions, key=lambda d: (d.request_id, d.role))])
 
 
 def test_each_batch_is_written_with_its_merkle_root_and_sealed_by_an_interval_record(engine):
@@ -77,7 +95,7 @@ def test_each_batch_is_written_with_its_merkle_root_and_sealed_by_an_interval_re
     assert log.flush() is None and log.pending() == 0
     rows = sorted(batch_rows(engine, 1), key=lambda d: (d.request_id, d.role))
     record = written.sealed
-    assert (written.batch, written.count, written.root) == (1, 6, _expected_root(rows))
+    assert (written.batch, written.count, written.root) == (1, 6, _expected_root(rows, engine))
     assert record.action == "decisions.interval" and record.payload["count"] == 6
     assert record.payload["root"] == written.root  # one batch: the interval's root is the batch's
     assert len(rows) == 6 and rows[0] == _decision(0)
@@ -136,7 +154,7 @@ def test_inputs_are_logged_once_per_request_and_covered_by_the_batch_digest(engi
     written = log.flush()
     rows = batch_rows(engine, 1)
     assert {d.role: d.inputs for d in rows} == {"production": sent, "shadow": {}}
-    assert written.root == _expected_root(rows)
+    assert written.root == _expected_root(rows, engine)
     window = served_window(engine, model="credit-risk:v1")
     assert window[["duration_months", "purpose", "sex", "decision"]].to_dict("records") == [
         {"duration_months": 12, "purpose": "education", "sex": "female", "decision": "approve"}
@@ -215,8 +233,8 @@ def test_batches_are_numbered_and_one_interval_record_seals_them_with_count_rang
         "last_batch": 2,
         "batches": 2,
         "count": 4,
-        "root": _root([_expected_root([_decision(1)]), _expected_root(second)]),
-        "tree": "sha256-merkle/v1",
+        "root": _root([_expected_root([_decision(1)], engine), _expected_root(second, engine)]),
+        "tree": "sha256-merkle/v2",
     }
     assert opened <= record.ts and log.seal() is None  # nothing left to seal
     assert sorted(d.request_id for d in batch_rows(engine, 2)) == ["r0003", "r0004", "r0005"]
@@ -337,7 +355,7 @@ def _served(engine):
                 decision="approve" if n % 2 else "decline",
                 probability=n / 10,
                 latency_ms=float(n),
-                groups={"sex": "female", "age_band": n},
+                groups={"sex": "female", "age_band": int(request_id[1:])},  # one request, one applicant
                 inputs={} if role == "shadow" else {"amount": n * 100},
             )
         )
@@ -383,7 +401,7 @@ def test_served_window_has_what_a_model_served_in_the_half_open_interval(engine)
         {
             "amount": 800,
             "sex": "female",
-            "age_band": "8",
+            "age_band": "7",
             "request_id": "r7",
             "ts": "2026-01-01T00:20:00+00:00",
             "decision": "decline",
@@ -421,7 +439,7 @@ def test_window_has_every_answer_of_the_models_since_a_time_oldest_first_with_ou
         "outcome": "bad",
         "outcome_ts": "t",
         "sex": "female",
-        "age_band": "3",
+        "age_band": "2",
     }
     assert sorted(window(engine, models=["credit-risk:v1"])["request_id"]) == ["r1", "r3", "r4", "r5", "r7"]
 
@@ -606,7 +624,7 @@ def test_a_decision_proves_its_place_in_its_interval_record_without_the_other_de
         assert verify_proof(json.loads(json.dumps(shown.decision)), shown.path, record.payload["root"])
         assert not verify_proof({**shown.decision, "decision": "approve!"}, shown.path, record.payload["root"])
     decisions = [d for b in (1, 2, 3) for d in batch_rows(engine, b)]
-    by_batch = [_expected_root(batch_rows(engine, b)) for b in (1, 2, 3)]
+    by_batch = [_expected_root(batch_rows(engine, b), engine) for b in (1, 2, 3)]
     assert len(decisions) == 18 and record.payload["root"] == _root(by_batch)
 
 

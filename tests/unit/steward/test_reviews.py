@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
-from steward.reviews import TOO_MANY_OPEN, ReviewError, ReviewQueue
+from steward.reviews import TOO_MANY_OPEN, ReviewError, ReviewQueue, edited_notes
 
 
 @pytest.fixture
@@ -25,15 +26,33 @@ def test_a_resolution_closes_the_case_and_is_a_ledger_record_and_a_label(queue):
     assert (done.request_id, done.decision, done.reviewer) == ("b" * 32, "approve", "kim")
     assert [c.id for c in reviews.list()] == [referral.id]
     record = ledger.records(actions=("review.decision",))[-1]
+    with reviews._engine.connect() as connection:  # the salt is kept beside the note, never in the ledger
+        salt = connection.exec_driver_sql("SELECT salt FROM review_decisions").scalar_one()
+    committed = hashlib.sha256(bytes.fromhex(salt) + b"note\x00" + b'"payslips checked"').hexdigest()
     assert record.actor == "kim" and record.payload == {
         "case": contest.id,
         "kind": "contest",
         "request_id": "b" * 32,
         "decision": "approve",
-        "note": "payslips checked",
+        "note_commitment": committed,  # the note itself stays erasable, out of the ledger
     }
+    assert "payslips" not in record.to_json() and salt not in record.to_json()
     assert [(r.request_id, r.decision) for r in reviews.resolutions()] == [("b" * 32, "approve")]
-    assert ledger.verify().ok
+    assert ledger.verify().ok and edited_notes(reviews._engine, ledger) == []
+
+
+def test_an_edited_note_no_longer_matches_its_commitment_and_an_erased_one_is_not_checked(queue):
+    reviews, ledger = queue
+    case = reviews.open(kind="contest", request_id="c" * 32, reason="r")
+    reviews.resolve(case.id, decision="decline", reviewer="kim", note="arrears on two loans", ledger=ledger)
+    with reviews._engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE review_decisions SET note = 'no arrears'")
+    assert edited_notes(reviews._engine, ledger) == [
+        f"review case {case.id} (ledger seq 1): its note does not match the commitment in the ledger: edited"
+    ]
+    with reviews._engine.begin() as connection:  # what an erasure does: the note and its salt go
+        connection.exec_driver_sql("UPDATE review_decisions SET note = '', salt = NULL")
+    assert edited_notes(reviews._engine, ledger) == [] and ledger.verify().ok
 
 
 def test_a_case_is_resolved_once_and_the_refusal_names_the_first_resolution(queue):

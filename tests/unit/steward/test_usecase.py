@@ -201,10 +201,10 @@ def test_a_use_case_its_suite_contradicts_is_refused_naming_every_mismatch():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_the_logged_groups_keep_every_protected_and_sensitive_column_as_sent_and_each_derived_bin(name):
+def test_the_logged_groups_keep_every_protected_sensitive_and_proxy_column_as_sent_and_each_derived_bin(name):
     spec = usecase(name)
     rows = read_snapshot(PROJECT / spec.dataset.file).drop(columns=[spec.label.column]).head(40)
-    raw = {*spec.protected, *spec.sensitive} - set(spec.groups)
+    raw = {*spec.protected, *spec.sensitive, *spec.proxies} - set(spec.groups)  # kept apart from the inputs
     for record in rows.astype(object).where(rows.notna(), None).to_dict(orient="records"):
         groups = spec.logged_groups(record)
         assert set(groups) == raw | set(spec.groups)

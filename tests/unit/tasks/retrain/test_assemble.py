@@ -11,12 +11,18 @@ import pytest
 
 from steward.db import make_engine
 from steward.ledger import Ledger
+from steward.personal import Pseudonyms
 from steward.predictions import Decision, PredictionLog
 from steward.reviews import ReviewQueue
 from tasks.retrain.assemble import assemble
 from tests.usecases import SHIPPED, usecase
 
 PROJECT = Path(__file__).resolve().parents[4]
+KEY = "k" * 32
+
+
+def _pseudonym(model_name: str) -> Pseudonyms:
+    return Pseudonyms(KEY, model_name=model_name)
 
 
 def _suite(name: str) -> dict:
@@ -40,7 +46,7 @@ def _log(engine, ledger, rows, *, name: str, model_name: str, prefix: str, start
             model_name=model_name,
             model=f"{model_name}:v1",
             data_md5="d",
-            subject_id=f"{prefix}{i}",
+            subject_id=_pseudonym(model_name)(f"{prefix}{i}"),  # as the service logs it
             decision="approve",
             probability=0.7,
             latency_ms=10.0,
@@ -80,7 +86,22 @@ def served(request, tmp_path):
 
 
 def _assemble(name, engine, snapshot: Path, out: Path, *, review_labels: bool = True):
-    return assemble(snapshot, engine, usecase=usecase(name), suite=_suite(name), out=out, review_labels=review_labels)
+    spec = usecase(name)
+    return assemble(
+        snapshot,
+        engine,
+        usecase=spec,
+        suite=_suite(name),
+        out=out,
+        review_labels=review_labels,
+        pseudonym=_pseudonym(spec.model_name),
+    )
+
+
+def _live(name: str) -> dict[str, str]:
+    """The pseudonyms of the served rows (the log never holds an id) → the id each stands for."""
+    pseudonym = _pseudonym(usecase(name).model_name)
+    return {pseudonym(f"live-{i}"): f"live-{i}" for i in range(13)}
 
 
 def test_outcomes_and_review_decisions_join_the_snapshot_as_labelled_rows(served, tmp_path):
@@ -94,8 +115,8 @@ def test_outcomes_and_review_decisions_join_the_snapshot_as_labelled_rows(served
     assert list(combined.columns) == columns["kwargs"]["column_set"]
     base = len(_snapshot(name))
     assert done.counts() == {"snapshot": base, "outcomes": 5, "reviews": 2, "replaced": 0, "ignored": 1}
-    live = combined[combined[key].str.startswith("live-")].set_index(key)
-    assert len(combined) == base + 7 and not combined[key].str.startswith("other-").any()
+    live = combined[combined[key].isin(_live(name))].set_index(key).rename(index=_live(name))
+    assert len(combined) == base + 7 and len(live) == 7 and not combined[key].str.startswith("other-").any()
     good, bad = str(spec.label.favourable), str(spec.label.unfavourable)
     # an outcome outranks a review (row 4); a reviewer's decline is unfavourable, an approval favourable
     assert live[label].to_dict() == {
@@ -130,5 +151,5 @@ def test_a_served_row_replaces_the_snapshot_row_of_the_same_person(served, tmp_p
     (tmp_path / "snap.csv").write_text(snapshot.to_csv(index=False))
     done = _assemble(name, engine, tmp_path / "snap.csv", tmp_path / "out.csv")
     combined = pd.read_csv(done.path)
-    assert done.replaced == 1 and len(combined) == 20 - 1 + 7
-    assert (combined[key] == "live-1").sum() == 1
+    assert done.replaced == 1 and len(combined) == 20 - 1 + 7  # matched through the pseudonym of its id
+    assert (combined[key] == "live-1").sum() == 0 and combined[key].isin(_live(name)).sum() == 7
