@@ -24,9 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from steward.errors import NotFound, StewardError
@@ -45,6 +45,7 @@ UNACCOUNTED = (
     "{found} decision(s) have lost their subject, but erasure and retention records account for {recorded}: "
     "personal data was removed off the record"
 )
+T = TypeVar("T")
 CHUNK = 500  # ids per IN (...) list: well under every database's bound on bound parameters
 
 
@@ -69,7 +70,12 @@ class Removed:
         return dict(self.__dict__)
 
 
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+def _rows(session: Session, statement: Any) -> int:
+    """How many rows an UPDATE or DELETE changed."""
+    return int(cast(CursorResult[Any], session.execute(statement)).rowcount)
+
+
+def _chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
 
@@ -82,35 +88,37 @@ def _strip(
     wanted = set(parts)
     for chunk in _chunks(requests):
         if "subject" in wanted:
-            counts["decisions"] += session.execute(
+            counts["decisions"] += _rows(
+                session,
                 update(PredictionRow)
                 .where(PredictionRow.request_id.in_(chunk), PredictionRow.subject_id != ERASED)
-                .values(subject_id=ERASED)
-            ).rowcount
+                .values(subject_id=ERASED),
+            )
         if "inputs" in wanted:
-            counts["inputs"] += session.execute(
-                delete(PredictionInputRow).where(PredictionInputRow.request_id.in_(chunk))
-            ).rowcount
+            counts["inputs"] += _rows(
+                session, delete(PredictionInputRow).where(PredictionInputRow.request_id.in_(chunk))
+            )
         if "groups" in wanted:
-            counts["groups"] += session.execute(
-                delete(PredictionGroupsRow).where(PredictionGroupsRow.request_id.in_(chunk))
-            ).rowcount
+            counts["groups"] += _rows(
+                session, delete(PredictionGroupsRow).where(PredictionGroupsRow.request_id.in_(chunk))
+            )
     return counts
 
 
 def _outcomes_and_reviews(session: Session, requests: Sequence[str]) -> dict[str, int]:
     counts = {"outcomes": 0, "reviews": 0, "notes": 0}
     for chunk in _chunks(requests):
-        counts["outcomes"] += session.execute(delete(OutcomeRow).where(OutcomeRow.request_id.in_(chunk))).rowcount
+        counts["outcomes"] += _rows(session, delete(OutcomeRow).where(OutcomeRow.request_id.in_(chunk)))
         cases = list(session.scalars(select(ReviewRow.id).where(ReviewRow.request_id.in_(chunk))))
-        counts["reviews"] += session.execute(
-            update(ReviewRow).where(ReviewRow.id.in_(cases), ReviewRow.reason != "").values(reason="")
-        ).rowcount
-        counts["notes"] += session.execute(
+        counts["reviews"] += _rows(
+            session, update(ReviewRow).where(ReviewRow.id.in_(cases), ReviewRow.reason != "").values(reason="")
+        )
+        counts["notes"] += _rows(
+            session,
             update(ReviewDecisionRow)
             .where(ReviewDecisionRow.case_id.in_(cases), ReviewDecisionRow.salt.is_not(None))
-            .values(note="", salt=None)
-        ).rowcount
+            .values(note="", salt=None),
+        )
     return counts
 
 
@@ -149,7 +157,7 @@ def erase(
     with Session(engine) as session, session.begin():
         ledger.lock(session)
         counts = _strip(session, requests) | _outcomes_and_reviews(session, requests)
-        counts["salts"] = session.execute(delete(SaltRow).where(SaltRow.subject == pseudonym)).rowcount
+        counts["salts"] = _rows(session, delete(SaltRow).where(SaltRow.subject == pseudonym))
         removed = Removed(**counts, snapshot_rows=rows)
         record = ledger.append(
             actor=actor,
@@ -196,7 +204,7 @@ def apply_retention(
             counts[part] += _strip(session, older(part), parts=(part,))[part]
         counts |= _outcomes_and_reviews_before(session, model_name, cutoff)
         referred = select(PredictionRow.subject_id).where(PredictionRow.subject_id != ERASED)
-        counts["salts"] = session.execute(delete(SaltRow).where(SaltRow.subject.not_in(referred))).rowcount
+        counts["salts"] = _rows(session, delete(SaltRow).where(SaltRow.subject.not_in(referred)))
         removed = Removed(**counts, snapshot_rows=rows)
         record = ledger.append(
             actor=actor,
@@ -212,23 +220,24 @@ def _outcomes_and_reviews_before(session: Session, model_name: str, cutoff: dict
     """Outcomes recorded before `outcomes`' cut-off and review texts of cases opened before `reviews`' cut-off,
     of `model_name`'s decisions."""
     ours = select(PredictionRow.request_id).where(PredictionRow.model_name == model_name)
-    outcomes = session.execute(
-        delete(OutcomeRow).where(OutcomeRow.ts < cutoff["outcomes"], OutcomeRow.request_id.in_(ours))
-    ).rowcount
+    outcomes = _rows(
+        session, delete(OutcomeRow).where(OutcomeRow.ts < cutoff["outcomes"], OutcomeRow.request_id.in_(ours))
+    )
     when = datetime.fromisoformat(cutoff["reviews"])
     cases = list(
         session.scalars(select(ReviewRow.id).where(ReviewRow.opened_at < when, ReviewRow.request_id.in_(ours)))
     )
     reviews = notes = 0
     for chunk in _chunks(cases):
-        reviews += session.execute(
-            update(ReviewRow).where(ReviewRow.id.in_(chunk), ReviewRow.reason != "").values(reason="")
-        ).rowcount
-        notes += session.execute(
+        reviews += _rows(
+            session, update(ReviewRow).where(ReviewRow.id.in_(chunk), ReviewRow.reason != "").values(reason="")
+        )
+        notes += _rows(
+            session,
             update(ReviewDecisionRow)
             .where(ReviewDecisionRow.case_id.in_(chunk), ReviewDecisionRow.salt.is_not(None))
-            .values(note="", salt=None)
-        ).rowcount
+            .values(note="", salt=None),
+        )
     return {"outcomes": outcomes, "reviews": reviews, "notes": notes}
 
 

@@ -100,7 +100,8 @@ def salts_for(session: Session, subjects: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        found |= dict(session.execute(select(SaltRow.subject, SaltRow.salt).where(SaltRow.subject.in_(chunk))).all())
+        rows = session.execute(select(SaltRow.subject, SaltRow.salt).where(SaltRow.subject.in_(chunk)))
+        found |= {subject: salt for subject, salt in rows}
     for subject in wanted:
         if subject not in found:
             found[subject] = new_salt()

@@ -174,6 +174,7 @@ def edited_notes(engine: Engine, ledger: Ledger) -> builtins.list[str]:
         held = {
             row.case_id: (row.note, row.salt)
             for row in session.scalars(select(ReviewDecisionRow).where(ReviewDecisionRow.salt.is_not(None)))
+            if row.salt is not None
         }
     problems = []
     for record in ledger.iter_records(actions=(REVIEW_DECISION,)):
