@@ -12,7 +12,10 @@ dies), one per serving replica under `STEWARD_HOME/journal/<model name>/` (`clai
 - `journal.id`: the journal's name, made once; the database stores, per journal id, the last sequence number
   shipped, in the same transaction as the rows, so a crash between the two repeats nothing and loses nothing;
 - `<first seq, 20 digits>.jsonl`: segments of lines `seq<TAB>crc32<TAB>json`. A new segment starts once the
-  current one passes `segment_bytes`; a segment wholly shipped is deleted.
+  current one passes `segment_bytes` or is `segment_seconds` old; a segment wholly shipped is deleted. The
+  journal holds personal data, so a quiet journal also starts a new segment once its current one is that old and
+  wholly shipped (`shipped`): a decision leaves the journal within `segment_seconds` of reaching the database,
+  and an erasure (steward/erasure.py) finds it only there.
 
 Opening a journal reads every segment back. A torn last line (a kill in the middle of a write) was never
 acknowledged: it is cut off. A bad line anywhere else is corruption: the journal refuses to open, naming it.
@@ -37,6 +40,7 @@ from typing import Any
 from steward.errors import StewardError
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+SEGMENT_SECONDS = 300.0
 MAX_REPLICAS = 64  # journals one use case's replicas may hold under one home
 IN_USE = (
     "the decision journal {path} is in use by another process: each serving replica of a use case needs a "
@@ -79,11 +83,14 @@ class Journal:
         durable: Durable,
         commit_seconds: float = 2.0,
         segment_bytes: int = SEGMENT_BYTES,
+        segment_seconds: float = SEGMENT_SECONDS,
     ) -> None:
         self.path = directory
         self._durable = durable
         self._commit_seconds = commit_seconds
         self._segment_bytes = segment_bytes
+        self._segment_seconds = segment_seconds
+        self._segment_opened = time.monotonic()
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -167,7 +174,7 @@ class Journal:
                 self._broken = BROKEN.format(path=self.path, error=error)
             for waiting in group:
                 waiting.error = self._broken
-        if start + len(blob) >= self._segment_bytes:
+        if start + len(blob) >= self._segment_bytes or self._segment_age() >= self._segment_seconds:
             self._rotate()
         for waiting in group:
             waiting.done.set()
@@ -182,11 +189,28 @@ class Journal:
             return
         os.close(self._fd)
         self._fd = fd
+        self._segment_opened = time.monotonic()
         with self._cond:
             self._segments.append(self._next)
 
+    def _segment_age(self) -> float:
+        return time.monotonic() - self._segment_opened
+
     def shipped(self, seq: int) -> None:
-        """Everything through `seq` is in the database: delete the segments that hold nothing newer."""
+        """Everything through `seq` is in the database: delete the segments that hold nothing newer (starting a
+        new segment first when the current one is old, holds entries and all of them are shipped)."""
+        with self._cond:
+            idle = not self._writing and not self._closed and not self._broken
+            stale = self._segment_age() >= self._segment_seconds and self._segments[-1] < self._next <= seq + 1
+            if idle and stale:
+                self._writing = True  # no group may be written while the segment changes
+        if idle and stale:
+            try:
+                self._rotate()
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
         with self._cond:
             while len(self._segments) > 1 and self._segments[1] <= seq + 1:
                 with contextlib.suppress(FileNotFoundError):

@@ -260,6 +260,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.journal = None if journal is None else claim(journal, replica, durable=self._durable)
+        self._shipped = 0  # the last journal seq this process shipped
         self._recovering = [] if self.journal is None else [_pending(s, e) for s, e in self.journal.recovered]
 
     def add(self, decision: Decision, *, review: str | None = None, durable: bool = True) -> None:
@@ -340,7 +341,8 @@ class PredictionLog:
             with self._lock:
                 self._behind_since = time.monotonic() if self._buffer else None
             if self.journal is not None:
-                self.journal.shipped(taken[-1].seq)
+                self._shipped = taken[-1].seq
+                self.journal.shipped(self._shipped)
             return written
 
     def seal(self, *, force: bool = True) -> Record | None:
@@ -447,6 +449,8 @@ class PredictionLog:
             try:
                 if self.flush() is None:
                     self.seal(force=False)  # a quiet log still seals its last batches when their interval ends
+                    if self.journal is not None and self._shipped:
+                        self.journal.shipped(self._shipped)  # and lets its shipped decisions go
                 self._ledger.checkpoint_if_due()  # a service gone quiet still anchors its last batches
                 if self.journal is not None and time.monotonic() - adopted > ADOPT_SECONDS:
                     adopted = time.monotonic()

@@ -144,6 +144,27 @@ def test_segments_rotate_and_shipped_ones_are_deleted_without_the_numbering_goin
     again.close()
 
 
+def _held(directory) -> str:
+    return "".join(p.read_text() for p in directory.glob("*.jsonl"))
+
+
+def test_a_quiet_journal_lets_its_shipped_entries_go_once_its_segment_is_old(tmp_path):
+    journal, _ = _open(tmp_path, segment_seconds=0.2)
+    journal.append([{"who": "ANNA"}, {"who": "BEN"}])
+    journal.shipped(2)  # shipped, but the segment is young: it stays (the next writes go on in it)
+    assert "ANNA" in _held(tmp_path)
+    time.sleep(0.25)
+    journal.shipped(1)  # old, but BEN is not in the database yet: nothing may go
+    assert "BEN" in _held(tmp_path)
+    journal.shipped(2)  # old and wholly shipped: a new segment starts and the old one is deleted
+    assert _held(tmp_path) == "" and sorted(int(p.stem) for p in tmp_path.glob("*.jsonl")) == [3]
+    journal.append([{"who": "CARL"}])
+    journal.close()
+    again, sink = _open(tmp_path)
+    assert [entry for _, entry in again.recovered] == [{"who": "CARL"}]  # numbering and recovery intact
+    again.close()
+
+
 def test_a_journal_that_cannot_hand_entries_on_stops_taking_them(tmp_path):
     def refuse(numbered):
         raise MemoryError("no room for the buffer")
