@@ -160,7 +160,7 @@ def test_a_quiet_journal_lets_its_shipped_entries_go_once_its_segment_is_old(tmp
     assert _held(tmp_path) == "" and sorted(int(p.stem) for p in tmp_path.glob("*.jsonl")) == [3]
     journal.append([{"who": "CARL"}])
     journal.close()
-    again, sink = _open(tmp_path)
+    again, _ = _open(tmp_path)
     assert [entry for _, entry in again.recovered] == [{"who": "CARL"}]  # numbering and recovery intact
     again.close()
 
