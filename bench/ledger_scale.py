@@ -12,9 +12,10 @@ and the ledger's size per million decisions (rows, and bytes of the table and it
 beside the per-batch scheme it replaces (one `decisions.batch` record per 0.1 s batch of the same traffic),
 built and read the same way.
 
-Rows are bulk-inserted with executemany in interval-sized chunks (the fast path); each batch's Merkle root and
-each interval's record are made with the real functions (steward.merkle, Ledger.append) over exactly the
-decisions inserted, so verify checks real roots.
+Rows are bulk-inserted with executemany in interval-sized chunks (the fast path); each subject's salt, each
+decision's commitments, each batch's Merkle root and each interval's record are made with the real functions
+(steward.personal, steward.predictions.sealed, steward.merkle, Ledger.append) over exactly the decisions
+inserted, so verify checks real commitments and roots. bench/erase.py builds its log with `build`.
 Usage: PYTHONPATH=. .venv/bin/python bench/ledger_scale.py [--decisions 10000000] [--rate 1000] [--db PATH]
 """
 
@@ -46,11 +47,12 @@ from steward.ledger import (
 )
 from steward.log_verify import proof, unmatched_batches
 from steward.merkle import leaf_hash, merkle_root
-from steward.predictions import LOG_ACTOR, interval_payload, interval_subject
+from steward.personal import commitments, new_salt
+from steward.predictions import LOG_ACTOR, interval_payload, interval_subject, sealed
 from steward.signoff import SIGNOFF_ACTIONS
 
 COLUMNS = ("request_id", "role", "ts", "model_name", "model", "data_md5", "subject_id", "decision")
-COLUMNS += ("probability", "latency_ms")  # the predictions table's columns in order, then groups and batch
+COLUMNS += ("probability", "latency_ms")  # the predictions table's columns in order, then commitments and batch
 MODELS = 50  # governance: a model version per this many intervals' worth of sign-offs
 
 
@@ -62,7 +64,7 @@ def _decision(n: int, batch_ts: str) -> dict[str, Any]:
         "model_name": "credit-risk",
         "model": "credit-risk:v1",
         "data_md5": "d" * 32,
-        "subject_id": f"a{n}",
+        "subject_id": f"p-{n:040x}",  # a pseudonym
         "decision": "approve" if n % 3 else "decline",
         "probability": (n % 997) / 997,
         "latency_ms": 1.0 + (n % 13) / 10,
@@ -80,7 +82,7 @@ def build(path: Path, *, decisions: int, rate: int, flush: float, interval: floa
     n = batch = intervals = 0
     start = time.perf_counter()
     while n < decisions:
-        rows, inputs, roots = [], [], []
+        rows, inputs, groups, salts, roots = [], [], [], [], []
         first = batch + 1
         for _ in range(per_interval):
             if n >= decisions:
@@ -89,13 +91,21 @@ def build(path: Path, *, decisions: int, rate: int, flush: float, interval: floa
             ts = now_ts()
             chunk = [_decision(i, ts) for i in range(n, min(n + per_batch, decisions))]
             n += len(chunk)
-            leaves = sorted((d["request_id"], d["role"], leaf_hash(d)) for d in chunk)
-            roots.append(merkle_root([leaf for _, _, leaf in leaves]))
+            leaves = []
             for d in chunk:
-                rows.append((*(d[name] for name in COLUMNS), json.dumps(d["groups"]), batch))
+                salt = new_salt()
+                parts = {"subject": d["subject_id"], "groups": d["groups"], "inputs": d["inputs"]}
+                committed = commitments(salt, parts)
+                leaves.append((d["request_id"], d["role"], leaf_hash(sealed(d, committed))))
+                rows.append((*(d[name] for name in COLUMNS), json.dumps(committed), batch))
                 inputs.append((d["request_id"], json.dumps(d["inputs"])))
+                groups.append((d["request_id"], json.dumps(d["groups"])))
+                salts.append((d["subject_id"], salt))
+            roots.append(merkle_root([leaf for _, _, leaf in sorted(leaves)]))
         raw.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         raw.executemany("INSERT INTO prediction_inputs VALUES (?,?)", inputs)
+        raw.executemany("INSERT INTO prediction_groups VALUES (?,?)", groups)
+        raw.executemany("INSERT INTO subject_salts VALUES (?,?)", salts)
         raw.commit()
         intervals += 1
         ledger.append(

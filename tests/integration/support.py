@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from steward.feedback_auth import feedback_key
+from steward.personal import Pseudonyms
 from steward.settings import Settings
 
 T = TypeVar("T")
@@ -109,6 +110,17 @@ def steward_env(project: Path, *, api_url: str | None = None, extra: dict[str, s
         env["PREFECT_API_URL"] = api_url
     env.update(extra or {})
     return env
+
+
+def pseudonyms_of(env: Mapping[str, str], model_name: str) -> Pseudonyms:
+    """The pseudonyms a service started with `env` logs and routes subjects by (steward/personal.py): under its
+    STEWARD_PSEUDONYM_KEY, else the key file of its STEWARD_HOME (made now if the service has not made it yet)."""
+    settings = Settings(
+        project_dir=Path(env["STEWARD_PROJECT_DIR"]),
+        home=Path(env["STEWARD_HOME"]),
+        pseudonym_key=env.get("STEWARD_PSEUDONYM_KEY"),
+    )
+    return Pseudonyms.of(settings, model_name=model_name)
 
 
 def feedback_key_of(env: Mapping[str, str]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from support import PROJECT_DIR, free_port, serving_project, wait_until
+from support import PROJECT_DIR, free_port, pseudonyms_of, serving_project, wait_until
 
 from deployments.local.bento_server import SERVICE, Service, serve_command, served
 from deployments.local.prefect_server import stop_pid
@@ -100,7 +100,8 @@ def test_attack_a_canary_whose_pickle_was_swapped_for_another_models_is_refused_
     assert (withdrawn.canary, withdrawn.canary_weight, withdrawn.production) == (None, 0.0, production)
     assert world["registry"].get(canary).state is State.ROLLED_BACK
     applications = _applications(40, prefix="swap")
-    assert any(bucket(a[USECASE.id_column]) < 0.5 for a in applications)  # some would have met the canary
+    pseudonym = pseudonyms_of(world["env"], USECASE.model_name)
+    assert any(bucket(pseudonym(a[USECASE.id_column])) < 0.5 for a in applications)  # some would have met the canary
     assert set(_served_models(world, applications)) == {production}
     assert _logged(world, canary) == 0
 
