@@ -151,6 +151,7 @@ class Steward:
             backlog=_params.serve.log_backlog,
             stall_seconds=_params.serve.log_stall_seconds,
             ledger_interval_seconds=_params.serve.ledger_interval_seconds,  # one decisions.interval record each
+            journal_segment_seconds=_params.serve.journal_segment_seconds,
         )
         self.replica = self.log.journal.path.name if self.log.journal else "0"  # its journal's folder names it
         self.models: dict[str, Loaded] = {}

@@ -106,6 +106,8 @@ class Journal:
             self._segments.append(self._next)
         self._fd = os.open(self._segment(self._segments[-1]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._fsync_directory()
+        if self._segment_size():  # entries of an earlier process: of unknown age, they go as soon as shipped
+            self._segment_opened -= segment_seconds
         self._queue: list[_Waiting] = []
         self._cond = threading.Condition()
         self._writing = False  # a caller is writing the queue (the leader)

@@ -169,6 +169,13 @@ class ServeParams(Section):
     log_stall_seconds: float = Field(
         default=5.0, gt=0, description="Seconds decisions may wait with nothing reaching the database before 503s."
     )
+    journal_segment_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="A decision leaves the local journal at most this long after reaching the database (the journal "
+        "holds personal data: an erasure reaches its copies within this).",
+    )
     max_open_contests: int = Field(
         default=3, ge=1, description="Open contest cases one decision may have at once; /contest refuses more (409)."
     )

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from steward.canonical import canonical_json
 from steward.db import Base
 from steward.errors import StewardError
-from steward.journal import JournalError, JournalInUse, claim
+from steward.journal import SEGMENT_SECONDS, JournalError, JournalInUse, claim
 from steward.ledger import DECISIONS_INTERVAL, Ledger, Record, now_ts
 from steward.merkle import TREE, leaf_hash, merkle_root
 from steward.personal import commitments, salts_for
@@ -246,6 +246,7 @@ class PredictionLog:
         backlog: int = 20_000,
         stall_seconds: float = 5.0,
         ledger_interval_seconds: float = LEDGER_INTERVAL_SECONDS,
+        journal_segment_seconds: float = SEGMENT_SECONDS,
     ) -> None:
         self._engine = engine
         self._interval = ledger_interval_seconds
@@ -259,7 +260,8 @@ class PredictionLog:
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.journal = None if journal is None else claim(journal, replica, durable=self._durable)
+        segments = {"segment_seconds": journal_segment_seconds}
+        self.journal = None if journal is None else claim(journal, replica, durable=self._durable, **segments)
         self._shipped = 0  # the last journal seq this process shipped
         self._recovering = [] if self.journal is None else [_pending(s, e) for s, e in self.journal.recovered]
 

@@ -160,8 +160,10 @@ def test_a_quiet_journal_lets_its_shipped_entries_go_once_its_segment_is_old(tmp
     assert _held(tmp_path) == "" and sorted(int(p.stem) for p in tmp_path.glob("*.jsonl")) == [3]
     journal.append([{"who": "CARL"}])
     journal.close()
-    again, _ = _open(tmp_path)
+    again, _ = _open(tmp_path, segment_seconds=60)
     assert [entry for _, entry in again.recovered] == [{"who": "CARL"}]  # numbering and recovery intact
+    again.shipped(3)  # a segment an earlier process left is of unknown age: it goes once shipped
+    assert _held(tmp_path) == ""
     again.close()
 
 
