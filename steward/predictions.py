@@ -390,6 +390,7 @@ class PredictionLog:
         with Session(self._engine) as session:
             row = session.get(JournalPositionRow, self.journal.id)
         shipped = row.seq if row is not None else 0
+        self._shipped = shipped  # what the journal may let go once nothing newer waits
         with self._lock:
             self._buffer[:0] = [p for p in self._recovering if p.seq > shipped]
             self._recovering = []

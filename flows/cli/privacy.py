@@ -47,6 +47,15 @@ def erase(
         _fail(exc)
         return
     console.print(f"erased from {model_name}: {describe(removed)} (ledger seq {record.seq})", highlight=False)
+    pseudonym = Pseudonyms.of(settings, model_name=model_name)(subject).encode()
+    held = [p for p in settings.journal_dir(model_name).glob("*/*.jsonl") if pseudonym in p.read_bytes()]
+    if held:  # a serving replica's journal: it lets shipped decisions go on its own, never rewritten from outside
+        seconds = params.serve.journal_segment_seconds
+        console.print(
+            f"{len(held)} decision journal segment(s) of this machine still hold copies: a running service deletes "
+            f"them within {seconds:g} s (serve.journal_segment_seconds); a stopped one at its next start",
+            highlight=False,
+        )
 
 
 def retention_apply(

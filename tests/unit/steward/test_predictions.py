@@ -517,6 +517,24 @@ def test_a_journalled_decision_survives_a_crash_before_its_batch_and_is_shipped_
     third.stop()
 
 
+def test_shipped_decisions_leave_a_quiet_journal_and_one_a_restart_found(engine, tmp_path):
+    def held() -> str:
+        return "".join(p.read_text() for p in (tmp_path / "journal").glob("*/*.jsonl"))
+
+    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", journal_segment_seconds=0.2)
+    log.add(_decision(1))
+    log.journal.close()  # killed: the decision is in the journal only
+    after = PredictionLog(
+        engine, Ledger(engine), journal=tmp_path / "journal", flush_seconds=0.05, journal_segment_seconds=60
+    )
+    after.start()
+    wait = time.monotonic() + 5
+    while ("r0001" in held() or _logged(engine) != ["r0001"]) and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert _logged(engine) == ["r0001"] and "r0001" not in held()  # shipped, then let go: no copy left behind
+    after.stop()
+
+
 def test_a_referral_opens_its_review_case_with_its_batch_not_on_the_response_path(engine, tmp_path):
     log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal")
     log.add(_decision(1), review="P(favourable) 0.500 in band")
