@@ -521,18 +521,33 @@ def test_shipped_decisions_leave_a_quiet_journal_and_one_a_restart_found(engine,
     def held() -> str:
         return "".join(p.read_text() for p in (tmp_path / "journal").glob("*/*.jsonl"))
 
-    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", journal_segment_seconds=0.2)
+    log = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", journal_segment_seconds=60)
     log.add(_decision(1))
-    log.journal.close()  # killed: the decision is in the journal only
+    log.flush()  # in the database; its segment is young, so the journal keeps the copy for now
+    log.add(_decision(2))
+    log.journal.close()  # killed: r0002 is in the journal only
+    assert "r0001" in held()
     after = PredictionLog(
         engine, Ledger(engine), journal=tmp_path / "journal", flush_seconds=0.05, journal_segment_seconds=60
     )
     after.start()
     wait = time.monotonic() + 5
-    while ("r0001" in held() or _logged(engine) != ["r0001"]) and time.monotonic() < wait:
+    while ("r000" in held() or _logged(engine) != ["r0001", "r0002"]) and time.monotonic() < wait:
         time.sleep(0.05)
-    assert _logged(engine) == ["r0001"] and "r0001" not in held()  # shipped, then let go: no copy left behind
+    assert _logged(engine) == ["r0001", "r0002"] and "r000" not in held()  # shipped, then let go: no copy left
     after.stop()
+    third = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", flush_seconds=0.05)
+    third.add(_decision(3))
+    third.flush()
+    third.journal.close()  # killed once its decision was shipped: only the journal's copy is left to go
+    assert "r0003" in held()
+    fourth = PredictionLog(engine, Ledger(engine), journal=tmp_path / "journal", flush_seconds=0.05)
+    fourth.start()
+    wait = time.monotonic() + 5
+    while "r0003" in held() and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert "r0003" not in held() and len(_logged(engine)) == 3
+    fourth.stop()
 
 
 def test_a_referral_opens_its_review_case_with_its_batch_not_on_the_response_path(engine, tmp_path):
