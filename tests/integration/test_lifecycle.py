@@ -11,9 +11,10 @@ import subprocess
 import time
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
-from support import BIN, run, steward_env
+from support import BIN, pseudonyms_of, run, steward_env
 
 from steward.db import make_engine
 from steward.keys import new_key
@@ -123,7 +124,7 @@ def test_steward_train_pauses_at_sign_off_and_steward_approve_registers_it_appro
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # the whole demo: about 9-11 minutes on 2 cores, past the suite's 600 s default
-def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(project, prefect_server):
+def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(project, prefect_server, tmp_path):
     env = steward_env(project, api_url=prefect_server, extra={"STEWARD_SIGNOFF_POLL_SECONDS": "1"})
     status = run(["git", "status", "--porcelain"], cwd=project, env=env).stdout
     done = run([str(BIN / "steward"), "run"], cwd=project, env=env, timeout=2400)
@@ -143,3 +144,37 @@ def test_steward_run_trains_three_rolls_one_out_and_rolls_the_unfair_one_back(pr
     young = re.search(r"\[C\]\s+age_group=under 25\s+(\d\.\d+) vs (\d\.\d+)", done.stdout)
     assert young and float(young[1]) < 0.5 * float(young[2]), done.stdout  # the campaign's young, declined
     assert "steward status:" in done.stdout and re.search(r"production\W+credit-risk:v2", done.stdout)
+    _erase_a_served_applicant(project, env, tmp_path)
+
+
+def _erase_a_served_applicant(project, env, tmp_path) -> None:
+    """An applicant the demo served asks to be erased: `steward erase`, then `steward ledger verify` passes on the
+    fully signed ledger, and the evidence pack, the ledger export, the reports and the database hold neither
+    their id nor their pseudonym."""
+    steward = str(BIN / "steward")
+    pseudonym = pseudonyms_of(env, "credit-risk")
+    with sqlite3.connect(project / ".steward/steward.db") as db:
+        logged = {subject for (subject,) in db.execute("SELECT DISTINCT subject_id FROM predictions")}
+    ids = (i for f in sorted((project / ".steward/demo").glob("*.csv")) for i in pd.read_csv(f)["applicant_id"])
+    subject = next(str(i) for i in ids if pseudonym(str(i)) in logged)
+    erased = run([steward, "erase", subject, "--reason", "art. 17 request 2026-7", "--as", "dpo"], cwd=project, env=env)
+    assert erased.returncode == 0 and "erased from credit-risk:" in erased.stdout, erased.stdout + erased.stderr
+    verified = run([steward, "ledger", "verify"], cwd=project, env=env)
+    assert verified.returncode == 0 and "ledger ok" in verified.stdout, verified.stdout + verified.stderr
+    pack, export = tmp_path / "erased-pack", tmp_path / "ledger.jsonl"
+    assert run([steward, "evidence", "credit-risk:v2", "--out", str(pack)], cwd=project, env=env).returncode == 0
+    assert run([steward, "ledger", "export", "--out", str(export)], cwd=project, env=env).returncode == 0
+    wanted = [subject.encode(), pseudonym(subject).encode()]
+    searched = [
+        export,
+        pack.with_suffix(".zip"),
+        *pack.rglob("*"),
+        *(project / ".steward/workspaces/demo/reports").rglob("*"),
+    ]
+    found = [str(p) for p in searched if p.is_file() and any(w in p.read_bytes() for w in wanted)]
+    with sqlite3.connect(project / ".steward/steward.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found += [
+            t for t in tables if any(w.decode() in str(r) for r in db.execute(f'SELECT * FROM "{t}"') for w in wanted)
+        ]
+    assert found == [] and len(searched) > 20
