@@ -55,9 +55,8 @@ def local_explanations(
     top_k: int,
     protected: list[str],
 ) -> list[dict[str, Any]]:
-    """Decision, probability and reason codes for each row given, numbered: no example names the person it is
-    about (reports are committed and frozen into evidence packs, which cannot erase anyone); `protected` (the use
-    case's never-changed columns) are never cited as reasons."""
+    """Decision, probability and reason codes for each row given (`synthetic_examples`), numbered; `protected`
+    (the use case's never-changed columns) are never cited as reasons."""
     out = []
     for i in range(len(rows)):
         decision: Literal["approve", "decline"] = "approve" if proba[i] >= threshold else "decline"
@@ -77,6 +76,16 @@ def local_explanations(
             }
         )
     return out
+
+
+def synthetic_examples(rows: pd.DataFrame, n: int, *, seed: int) -> pd.DataFrame:
+    """`n` applicants nobody is: each column's value drawn from a different explained row (independently per
+    column), so the report's local examples show how the model reasons on realistic values without describing a
+    person (reports are committed and frozen into evidence packs, which cannot erase anyone)."""
+    rng = np.random.default_rng(seed)
+    n = min(n, len(rows))
+    drawn = {column: rows[column].to_numpy()[rng.choice(len(rows), size=n, replace=False)] for column in rows}
+    return pd.DataFrame(drawn, index=range(n)).astype(rows.dtypes.to_dict())
 
 
 # --- proxies: can a model feature stand in for a protected attribute? ---------------------------------
@@ -243,6 +252,8 @@ def explain(
     attribution = explain_rows(model, rows, explainer=explainer)
     aggregated = aggregate(attribution.values, encoded_sources(model[0]))
     proba = positive_proba(model, rows)
+    examples = synthetic_examples(rows, ex.local_examples, seed=ex.seed)
+    made_up = explain_rows(model, examples, explainer=explainer)
     proxies = proxy_table(
         train,
         features=list(model.feature_names_in_),
@@ -259,10 +270,11 @@ def explain(
         "global_importance": importance(aggregated),
         "by_group": importance_by_group(aggregated, rows, attributes=usecase.sensitive),
         "group_sizes": {a: rows[a].astype(str).value_counts().sort_index().to_dict() for a in usecase.sensitive},
+        "local_note": "synthetic applicants: each field drawn from a different explained applicant",
         "local": local_explanations(
-            rows.iloc[: ex.local_examples],
-            aggregated.iloc[: ex.local_examples],
-            proba[: ex.local_examples],
+            examples,
+            aggregate(made_up.values, encoded_sources(model[0])),
+            positive_proba(model, examples),
             threshold=params.evaluate.threshold,
             top_k=ex.top_k_reasons,
             protected=sorted(usecase.never_changed),

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tasks.audit.explain import explain, importance, plot_all, probe_column, proxy_table
+from tasks.audit.explain import explain, importance, plot_all, probe_column, proxy_table, synthetic_examples
 from tasks.data.features import read_snapshot, to_feature_frame
 from tasks.data.prepare import split
 from tasks.model.evaluate import positive_proba
@@ -244,9 +244,20 @@ def test_the_report_follows_the_contract_and_is_strict_json(fitted, tmp_path):
         assert set(local) == {"example", "probability", "decision", "reasons"}
     assert [local["example"] for local in body["local"]] == list(range(1, params.explain.local_examples + 1))
     ids = set(test["applicant_id"].astype(str))
-    assert not any(i in json.dumps(body) for i in ids)  # no example names the person it is about
+    assert not any(i in json.dumps(body) for i in ids)  # no example names anyone
+    assert body["local_note"].startswith("synthetic applicants")
     assert {p["attribute"] for p in body["proxies"]} == PROTECTED  # the protected attributes and age_group
     assert not {p["feature"] for p in body["proxies"]} & (PROTECTED | set(params.usecase.proxies))
+
+
+def test_synthetic_examples_take_each_column_from_the_rows_but_are_none_of_them():
+    rows = pd.DataFrame({"a": range(50), "b": [f"v{i}" for i in range(50)], "c": np.arange(50) * 1.5})
+    made = synthetic_examples(rows, 5, seed=3)
+    assert list(made.columns) == ["a", "b", "c"] and (made.dtypes == rows.dtypes).all() and len(made) == 5
+    for column in rows:
+        assert set(made[column]) <= set(rows[column]) and made[column].is_unique  # drawn without replacement
+    assert not made.merge(rows).shape[0]  # no synthetic row is a real one (the columns were drawn apart)
+    assert synthetic_examples(rows, 5, seed=3).equals(made) and len(synthetic_examples(rows, 99, seed=3)) == 50
 
 
 @pytest.fixture(scope="module")
