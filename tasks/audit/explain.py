@@ -251,7 +251,6 @@ def explain(
     explainer = build_explainer(model, background=background)
     attribution = explain_rows(model, rows, explainer=explainer)
     aggregated = aggregate(attribution.values, encoded_sources(model[0]))
-    proba = positive_proba(model, rows)
     examples = synthetic_examples(rows, ex.local_examples, seed=ex.seed)
     made_up = explain_rows(model, examples, explainer=explainer)
     proxies = proxy_table(
