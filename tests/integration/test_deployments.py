@@ -1,5 +1,6 @@
 """deployments/prefect.yaml for real: `prefect deploy --all` on a process work pool, a `prefect worker`, and a
-monitoring breach event that makes the rollback trigger's deployment take a canary out of routing."""
+monitoring breach event that makes the rollback trigger's deployment take a canary out of routing, and the daily
+retention deployment run on the same worker."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project,
         assert monitor["parameters"]["usecase"] == name.replace("-", "_")
         retrain = httpx.get(f"{prefect_server}/deployments/name/retrain/retrain-{name}", timeout=10).json()
         assert retrain["parameters"] == {"usecase": name.replace("-", "_")}
+    for name, cron in (("german-credit", "15 3 * * *"), ("adult-income", "45 3 * * *")):  # daily, one per use case
+        retention = httpx.get(f"{prefect_server}/deployments/name/retention/retention-{name}", timeout=10).json()
+        assert [s["schedule"]["cron"] for s in retention["schedules"]] == [cron]
+        assert retention["parameters"] == {"usecase": name.replace("-", "_")}
 
     log = (project / "worker.log").open("w")
     worker = subprocess.Popen(
@@ -83,6 +88,15 @@ def test_a_canary_breach_event_runs_the_rollback_deployment_on_a_worker(project,
         flow_run = wait_until(finished, timeout=240, what="rollback flow run", every=1)[0]
         assert flow_run["state_type"] == "COMPLETED", (project / "worker.log").read_text()[-3000:]
         assert flow_run["parameters"]["model"] == canary
+        # what the daily schedule does, run now on the same worker: one retention.applied record
+        started = run([prefect, "deployment", "run", "retention/retention-german-credit"], cwd=project, env=env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        wait_until(
+            lambda: moves.ledger.records(actions=("retention.applied",)),
+            timeout=240,
+            what="a retention.applied record from the retention deployment",
+            every=1,
+        )
     finally:
         stop_pid(worker.pid)
         log.close()
