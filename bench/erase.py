@@ -2,8 +2,8 @@
 interval records as the service seals them (bench/ledger_scale.py builds it: real salts, commitments, Merkle roots
 and ledger records). Timed, side by side:
 
-  this     `steward erase`'s kernel (steward.erasure.erase): the person's pseudonym, inputs and groups removed, their
-           salt destroyed, one `personal.erased` record; then `steward ledger verify`'s kernel (the chain, every
+  this     `steward erase`'s kernel (steward.erasure.erase): the person's pseudonym, inputs and groups removed with
+           their salts, one `personal.erased` record; then `steward ledger verify`'s kernel (the chain, every
            interval root recomputed with every commitment still checkable, the erasure accounting)
   before   what erasure meant before commitments: the person's rows deleted from the log, then the same verify,
            which names the interval their deletion broke (the evidence and the erasure cannot both stand)
@@ -74,7 +74,8 @@ def main() -> None:
     after, verify_this = timed(lambda: verify(ledger))
     with sqlite3.connect(path) as db:
         left = db.execute("SELECT count(*) FROM predictions WHERE subject_id = ?", (subject,)).fetchone()[0]
-        left += db.execute("SELECT count(*) FROM subject_salts WHERE subject = ?", (subject,)).fetchone()[0]
+        for table in ("prediction_inputs", "prediction_groups"):  # the parts, and the salts kept with them
+            left += db.execute(f"SELECT count(*) FROM {table} WHERE request_id = ?", (request,)).fetchone()[0]
     old = Ledger(make_engine(f"sqlite:///{before}"))
 
     def delete() -> None:

@@ -47,12 +47,12 @@ from steward.ledger import (
 )
 from steward.log_verify import proof, unmatched_batches
 from steward.merkle import leaf_hash, merkle_root
-from steward.personal import commitments, new_salt
+from steward.personal import commitment, new_salt
 from steward.predictions import LOG_ACTOR, interval_payload, interval_subject, sealed
 from steward.signoff import SIGNOFF_ACTIONS
 
 COLUMNS = ("request_id", "role", "ts", "model_name", "model", "data_md5", "subject_id", "decision")
-COLUMNS += ("probability", "latency_ms")  # the predictions table's columns in order, then commitments and batch
+COLUMNS += ("probability", "latency_ms")  # the predictions table's columns in order, then the rest
 MODELS = 50  # governance: a model version per this many intervals' worth of sign-offs
 
 
@@ -82,7 +82,7 @@ def build(path: Path, *, decisions: int, rate: int, flush: float, interval: floa
     n = batch = intervals = 0
     start = time.perf_counter()
     while n < decisions:
-        rows, inputs, groups, salts, roots = [], [], [], [], []
+        rows, inputs, groups, roots = [], [], [], []
         first = batch + 1
         for _ in range(per_interval):
             if n >= decisions:
@@ -93,19 +93,18 @@ def build(path: Path, *, decisions: int, rate: int, flush: float, interval: floa
             n += len(chunk)
             leaves = []
             for d in chunk:
-                salt = new_salt()
+                salts = {part: new_salt() for part in ("subject", "groups", "inputs")}
                 parts = {"subject": d["subject_id"], "groups": d["groups"], "inputs": d["inputs"]}
-                committed = commitments(salt, parts)
+                committed = {part: commitment(salts[part], part, value) for part, value in parts.items()}
                 leaves.append((d["request_id"], d["role"], leaf_hash(sealed(d, committed))))
-                rows.append((*(d[name] for name in COLUMNS), json.dumps(committed), batch))
-                inputs.append((d["request_id"], json.dumps(d["inputs"])))
-                groups.append((d["request_id"], json.dumps(d["groups"])))
-                salts.append((d["subject_id"], salt))
+                row = (*(d[name] for name in COLUMNS), json.dumps(committed), batch, salts["subject"], None)
+                rows.append(row)
+                inputs.append((d["request_id"], json.dumps(d["inputs"]), salts["inputs"]))
+                groups.append((d["request_id"], json.dumps(d["groups"]), salts["groups"]))
             roots.append(merkle_root([leaf for _, _, leaf in sorted(leaves)]))
-        raw.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        raw.executemany("INSERT INTO prediction_inputs VALUES (?,?)", inputs)
-        raw.executemany("INSERT INTO prediction_groups VALUES (?,?)", groups)
-        raw.executemany("INSERT INTO subject_salts VALUES (?,?)", salts)
+        raw.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        raw.executemany("INSERT INTO prediction_inputs VALUES (?,?,?)", inputs)
+        raw.executemany("INSERT INTO prediction_groups VALUES (?,?,?)", groups)
         raw.commit()
         intervals += 1
         ledger.append(

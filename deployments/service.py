@@ -48,7 +48,7 @@ from steward.layout import Layout
 from steward.leases import expire
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
-from steward.personal import Pseudonyms
+from steward.personal import Pseudonyms, check_key
 from steward.predictions import ERROR, LogUnavailable, PredictionLog
 from steward.predictions import Decision as Logged
 from steward.registry import Registry
@@ -142,6 +142,7 @@ class Steward:
         )
         self._trip_lock = threading.Lock()
         self.reviews = ReviewQueue(self.engine)
+        check_key(self.engine, _settings)  # every replica of a database pseudonymises under one key
         self.log = PredictionLog(
             self.engine,
             self.ledger,

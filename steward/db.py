@@ -25,6 +25,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # erased personal data is overwritten, not left in free pages
     cursor.close()
 
 
@@ -33,6 +34,7 @@ def _import_tables() -> None:
     import steward.leases
     import steward.ledger
     import steward.model_integrity
+    import steward.personal
     import steward.predictions
     import steward.registry
     import steward.reviews

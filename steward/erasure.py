@@ -1,19 +1,22 @@
 """Erasing a person's data on request (GDPR article 17) and retiring everyone's on schedule (retention), with the
 ledger still verifiable afterwards (steward/personal.py says why it stays so).
 
-- `erase`: every decision of one subject of one use case loses its pseudonym, inputs and protected attributes; its
-  outcomes are deleted; its review cases lose the contest text and the reviewer's note (and the note's salt); the
-  subject's salt is deleted; the rows of the subject in the retraining snapshots Steward assembled are removed. One
-  `personal.erased` ledger record says how many of each, and why (never who).
-- `apply_retention`: the same, table by table, for everything older than its period (`privacy.retention` in
-  params.yaml), with one `retention.applied` record of the counts and cut-offs; salts nobody's decision refers to
-  any longer go too.
-- `erasure_problems` (in `steward ledger verify`): decisions that lost their subject must be exactly those the
-  erasure and retention records account for, so personal data is never removed off the record.
+- `erase`: every decision of one subject of one use case loses its pseudonym, inputs and protected attributes, each
+  with its salt; its outcomes are deleted; its review cases lose the contest text and the reviewer's note (and the
+  note's salt); the subject's rows in the retraining snapshots Steward assembled are removed. One `personal.erased`
+  ledger record says how many of each, and why (never who).
+- `apply_retention`: the same, kind by kind, for everything older than its period (`privacy.retention` in
+  params.yaml), with one `retention.applied` record of the counts and cut-offs.
+- On the record: each decision that loses its subject names the record that removed it (`erased_by`, the record's
+  seq), and each removed groups or inputs row leaves a `removed_parts` row naming it. `erasure_problems` (in
+  `steward ledger verify`) checks each record's counts against the rows naming it, that a retention record removed
+  nothing younger than its cut-off, and that no decision lost its subject without a record; log_verify.py names a
+  part removed with no record. So personal data is never removed off the record, and a decision cannot be
+  retired early under cover of retention.
 
 What stays: each decision's public fields (model, time, decision, probability, latency) and commitments, which say
-nothing about a person once the pseudonym and the salt are gone, and the `review.decision` records (a decision
-and a note's commitment). Prefect and the DVC cache are outside: see README "Personal data".
+nothing about a person once the data and its salts are gone, and the `review.decision` records (a decision and a
+note's commitment). The DVC cache and backups are outside: see README "Personal data".
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from steward.errors import NotFound, StewardError
 from steward.ledger import PERSONAL_ERASED, RETENTION_APPLIED, Ledger, Record
-from steward.personal import ERASED, SaltRow
-from steward.predictions import OutcomeRow, PredictionGroupsRow, PredictionInputRow, PredictionRow
+from steward.personal import ERASED
+from steward.predictions import OutcomeRow, PredictionGroupsRow, PredictionInputRow, PredictionRow, RemovedPartRow
 from steward.reviews import ReviewDecisionRow, ReviewRow
 
 ACTOR = "steward-privacy"
@@ -41,12 +44,24 @@ NO_REASON = "an erasure needs a reason: the request it answers (a ticket or arti
 REASON_NAMES_SUBJECT = (
     "the reason names the subject's id: the ledger keeps the reason for ever; give the request's reference"
 )
-UNACCOUNTED = (
-    "{found} decision(s) have lost their subject, but erasure and retention records account for {recorded}: "
-    "personal data was removed off the record"
+COUNT_MISMATCH = (
+    "{action} record {seq} counts {recorded} {kind}, but {found} name it as what removed them: personal data was "
+    "removed off the record, or the record was forged"
 )
+TOO_YOUNG = (
+    "retention record {seq} removed {count} {kind} logged after its cut-off {before}: retired early under cover of "
+    "retention"
+)
+NO_RECORD = (
+    "{count} decision(s) lost their subject with no erasure or retention record naming it: removed off the record"
+)
+UNKNOWN_RECORD = "{count} removed part(s) name ledger seq {seq}, which is no erasure or retention record"
 T = TypeVar("T")
 CHUNK = 500  # ids per IN (...) list: well under every database's bound on bound parameters
+PARTS: dict[str, type[PredictionGroupsRow] | type[PredictionInputRow]] = {
+    "groups": PredictionGroupsRow,
+    "inputs": PredictionInputRow,
+}
 
 
 class ErasureError(StewardError, ValueError):
@@ -55,7 +70,7 @@ class ErasureError(StewardError, ValueError):
 
 @dataclass(frozen=True)
 class Removed:
-    """What one erasure or retention run removed, table by table."""
+    """What one erasure or retention run removed, kind by kind."""
 
     decisions: int = 0  # decisions that lost their subject (pseudonym)
     inputs: int = 0
@@ -63,7 +78,6 @@ class Removed:
     outcomes: int = 0
     reviews: int = 0  # contest or referral texts
     notes: int = 0  # reviewers' notes (with their salts)
-    salts: int = 0
     snapshot_rows: int = 0  # rows of retraining snapshots under STEWARD_HOME
 
     def counts(self) -> dict[str, int]:
@@ -80,43 +94,47 @@ def _chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
         yield values[start : start + CHUNK]
 
 
-def _strip(
-    session: Session, requests: Sequence[str], *, parts: Iterable[str] = ("subject", "inputs", "groups")
-) -> dict[str, int]:
-    """Remove the personal `parts` of the decisions of `requests` (every role), inside `session`'s transaction."""
-    counts = {"decisions": 0, "inputs": 0, "groups": 0}
-    wanted = set(parts)
-    for chunk in _chunks(requests):
-        if "subject" in wanted:
-            counts["decisions"] += _rows(
-                session,
-                update(PredictionRow)
-                .where(PredictionRow.request_id.in_(chunk), PredictionRow.subject_id != ERASED)
-                .values(subject_id=ERASED),
-            )
-        if "inputs" in wanted:
-            counts["inputs"] += _rows(
-                session, delete(PredictionInputRow).where(PredictionInputRow.request_id.in_(chunk))
-            )
-        if "groups" in wanted:
-            counts["groups"] += _rows(
-                session, delete(PredictionGroupsRow).where(PredictionGroupsRow.request_id.in_(chunk))
-            )
-    return counts
+def _next_seq(session: Session) -> int:
+    """The seq the next ledger record will have (under the ledger's lock, nothing else can take it)."""
+    head = Ledger.head_of(session)
+    return 1 if head is None else head[0] + 1
 
 
-def _outcomes_and_reviews(session: Session, requests: Sequence[str]) -> dict[str, int]:
-    counts = {"outcomes": 0, "reviews": 0, "notes": 0}
+def _unlink(session: Session, requests: Sequence[str], *, seq: int) -> int:
+    """Remove the pseudonym (and its salt) of every decision of `requests` still linked, naming record `seq`."""
+    done = 0
     for chunk in _chunks(requests):
-        counts["outcomes"] += _rows(session, delete(OutcomeRow).where(OutcomeRow.request_id.in_(chunk)))
-        cases = list(session.scalars(select(ReviewRow.id).where(ReviewRow.request_id.in_(chunk))))
+        done += _rows(
+            session,
+            update(PredictionRow)
+            .where(PredictionRow.request_id.in_(chunk), PredictionRow.subject_id != ERASED)
+            .values(subject_id=ERASED, subject_salt=None, erased_by=seq),
+        )
+    return done
+
+
+def _remove(session: Session, part: str, requests: Sequence[str], *, seq: int) -> int:
+    """Delete the `part` rows (groups or inputs, with their salts) of `requests`, leaving a `removed_parts` row each."""
+    table, done = PARTS[part], 0
+    for chunk in _chunks(requests):
+        held = list(session.scalars(select(table.request_id).where(table.request_id.in_(chunk))))
+        if held:
+            session.execute(insert(RemovedPartRow), [{"request_id": r, "part": part, "record": seq} for r in held])
+            done += _rows(session, delete(table).where(table.request_id.in_(held)))
+    return done
+
+
+def _texts(session: Session, cases: Sequence[int]) -> dict[str, int]:
+    """Blank the contest texts and the reviewers' notes (with their salts) of `cases`."""
+    counts = {"reviews": 0, "notes": 0}
+    for chunk in _chunks(cases):
         counts["reviews"] += _rows(
-            session, update(ReviewRow).where(ReviewRow.id.in_(cases), ReviewRow.reason != "").values(reason="")
+            session, update(ReviewRow).where(ReviewRow.id.in_(chunk), ReviewRow.reason != "").values(reason="")
         )
         counts["notes"] += _rows(
             session,
             update(ReviewDecisionRow)
-            .where(ReviewDecisionRow.case_id.in_(cases), ReviewDecisionRow.salt.is_not(None))
+            .where(ReviewDecisionRow.case_id.in_(chunk), ReviewDecisionRow.salt.is_not(None))
             .values(note="", salt=None),
         )
     return counts
@@ -136,29 +154,35 @@ def erase(
 ) -> tuple[Removed, Record]:
     """Erase subject `pseudonym` (of `subject_id`, as sent) from `model_name`'s records and from the retraining
     `snapshots` (CSV files whose `id_column` holds the id or the pseudonym); returns what went and the ledger
-    record of it. Refuses an unknown subject, a missing reason, a reason that names the subject."""
+    record of it. Refuses a missing reason, a reason that names the subject, and a subject found nowhere. The
+    decisions are found and changed under the ledger's lock, so a batch written meanwhile cannot slip between."""
     if not reason.strip():
         raise ErasureError(NO_REASON)
     if subject_id.strip() and subject_id.strip() in reason:
         raise ErasureError(REASON_NAMES_SUBJECT)
-    with Session(engine) as session:
-        requests = sorted(
-            set(
-                session.scalars(
-                    select(PredictionRow.request_id).where(
-                        PredictionRow.subject_id == pseudonym, PredictionRow.model_name == model_name
-                    )
-                )
-            )
-        )
-    if not requests:
-        raise NotFound(NO_SUBJECT.format(model_name=model_name, subject=subject_id))
-    rows = sum(_scrub_csv(path, column=id_column, ids={subject_id, pseudonym}) for path in snapshots)
+    files = [p for p in snapshots if p.is_file()]
+    ids = {subject_id, pseudonym}
+    in_files = sum(_scrub_csv(path, column=id_column, ids=ids, dry_run=True) for path in files)
     with Session(engine) as session, session.begin():
         ledger.lock(session)
-        counts = _strip(session, requests) | _outcomes_and_reviews(session, requests)
-        counts["salts"] = _rows(session, delete(SaltRow).where(SaltRow.subject == pseudonym))
-        removed = Removed(**counts, snapshot_rows=rows)
+        query = select(PredictionRow.request_id).where(
+            PredictionRow.subject_id == pseudonym, PredictionRow.model_name == model_name
+        )
+        requests = sorted(set(session.scalars(query)))
+        if not requests and not in_files:
+            raise NotFound(NO_SUBJECT.format(model_name=model_name, subject=subject_id))
+        seq = _next_seq(session)
+        counts = {"decisions": _unlink(session, requests, seq=seq)}
+        counts |= {part: _remove(session, part, requests, seq=seq) for part in PARTS}
+        counts["outcomes"] = sum(
+            _rows(session, delete(OutcomeRow).where(OutcomeRow.request_id.in_(chunk))) for chunk in _chunks(requests)
+        )
+        cases = [
+            c
+            for chunk in _chunks(requests)
+            for c in session.scalars(select(ReviewRow.id).where(ReviewRow.request_id.in_(chunk)))
+        ]
+        removed = Removed(**counts, **_texts(session, cases), snapshot_rows=in_files)
         record = ledger.append(
             actor=actor,
             action=PERSONAL_ERASED,
@@ -166,6 +190,9 @@ def erase(
             payload={"model_name": model_name, "reason": reason.strip(), **removed.counts()},
             session=session,
         )
+        assert record.seq == seq, (record.seq, seq)
+    for path in files:  # after the record: an erasure that stops here is finished by running it again
+        _scrub_csv(path, column=id_column, ids=ids)
     return removed, record
 
 
@@ -181,31 +208,34 @@ def apply_retention(
 ) -> tuple[Removed, Record]:
     """Retire what `model_name`'s records hold past its period (`days`: decisions, inputs, groups, outcomes,
     reviews): a decision past `decisions` loses its subject with its inputs and groups; inputs and groups may go
-    sooner. Retraining `snapshots` older than `decisions` are deleted. One `retention.applied` record."""
+    sooner. Retraining `snapshots` (rows of inputs and groups) older than the shorter of those two are deleted.
+    One `retention.applied` record."""
     now = now or datetime.now(UTC)
-    cutoff = {table: (now - timedelta(days=d)).isoformat(timespec="microseconds") for table, d in days.items()}
-
-    def older(table: str) -> list[str]:
-        query = select(PredictionRow.request_id).where(
-            PredictionRow.model_name == model_name, PredictionRow.ts < cutoff[table]
-        )
-        with Session(engine) as session:
-            return sorted(set(session.scalars(query)))
-
-    files = [p for p in snapshots if datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat() < cutoff["decisions"]]
-    rows = 0
-    for path in files:
-        rows += _count_rows(path)
-        path.unlink()
+    cutoff = {kind: (now - timedelta(days=d)).isoformat(timespec="microseconds") for kind, d in days.items()}
+    ours = PredictionRow.model_name == model_name
+    stale = min(cutoff["inputs"], cutoff["groups"])
+    files = [p for p in snapshots if datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat() < stale]
     with Session(engine) as session, session.begin():
         ledger.lock(session)
-        counts = _strip(session, older("decisions"))
-        for part in ("inputs", "groups"):
-            counts[part] += _strip(session, older(part), parts=(part,))[part]
-        counts |= _outcomes_and_reviews_before(session, model_name, cutoff)
-        referred = select(PredictionRow.subject_id).where(PredictionRow.subject_id != ERASED)
-        counts["salts"] = _rows(session, delete(SaltRow).where(SaltRow.subject.not_in(referred)))
-        removed = Removed(**counts, snapshot_rows=rows)
+        seq = _next_seq(session)
+
+        def older(kind: str, *also: Any) -> list[str]:
+            query = select(PredictionRow.request_id).where(ours, PredictionRow.ts < cutoff[kind], *also)
+            return sorted(set(session.scalars(query)))
+
+        counts = {"decisions": _unlink(session, older("decisions", PredictionRow.subject_id != ERASED), seq=seq)}
+        for part, table in PARTS.items():
+            held = PredictionRow.request_id.in_(select(table.request_id))
+            counts[part] = _remove(session, part, sorted({*older(part, held), *older("decisions", held)}), seq=seq)
+        mine = select(PredictionRow.request_id).where(ours)
+        counts["outcomes"] = _rows(
+            session, delete(OutcomeRow).where(OutcomeRow.ts < cutoff["outcomes"], OutcomeRow.request_id.in_(mine))
+        )
+        when = datetime.fromisoformat(cutoff["reviews"])
+        cases = list(
+            session.scalars(select(ReviewRow.id).where(ReviewRow.opened_at < when, ReviewRow.request_id.in_(mine)))
+        )
+        removed = Removed(**counts, **_texts(session, cases), snapshot_rows=sum(_count_rows(p) for p in files))
         record = ledger.append(
             actor=actor,
             action=RETENTION_APPLIED,
@@ -213,46 +243,77 @@ def apply_retention(
             payload={"model_name": model_name, "days": dict(days), "before": cutoff, **removed.counts()},
             session=session,
         )
+        assert record.seq == seq, (record.seq, seq)
+    for path in files:
+        path.unlink(missing_ok=True)
     return removed, record
 
 
-def _outcomes_and_reviews_before(session: Session, model_name: str, cutoff: dict[str, str]) -> dict[str, int]:
-    """Outcomes recorded before `outcomes`' cut-off and review texts of cases opened before `reviews`' cut-off,
-    of `model_name`'s decisions."""
-    ours = select(PredictionRow.request_id).where(PredictionRow.model_name == model_name)
-    outcomes = _rows(
-        session, delete(OutcomeRow).where(OutcomeRow.ts < cutoff["outcomes"], OutcomeRow.request_id.in_(ours))
-    )
-    when = datetime.fromisoformat(cutoff["reviews"])
-    cases = list(
-        session.scalars(select(ReviewRow.id).where(ReviewRow.opened_at < when, ReviewRow.request_id.in_(ours)))
-    )
-    reviews = notes = 0
-    for chunk in _chunks(cases):
-        reviews += _rows(
-            session, update(ReviewRow).where(ReviewRow.id.in_(chunk), ReviewRow.reason != "").values(reason="")
-        )
-        notes += _rows(
-            session,
-            update(ReviewDecisionRow)
-            .where(ReviewDecisionRow.case_id.in_(chunk), ReviewDecisionRow.salt.is_not(None))
-            .values(note="", salt=None),
-        )
-    return {"outcomes": outcomes, "reviews": reviews, "notes": notes}
-
-
 def erasure_problems(engine: Engine, ledger: Ledger) -> list[str]:
-    """Whether the decisions without a subject are exactly those erasure and retention records account for."""
+    """Whether every removal is on the record: each erasure or retention record's counts equal the rows naming it,
+    a retention record removed nothing logged after its cut-offs, and no decision lost its subject unnamed."""
+    records = {r.seq: r for r in ledger.iter_records(actions=(PERSONAL_ERASED, RETENTION_APPLIED))}
+    problems = []
     with Session(engine) as session:
-        found = session.scalar(select(func.count()).where(PredictionRow.subject_id == ERASED)) or 0
-    recorded = sum(
-        int(r.payload.get("decisions", 0)) for r in ledger.iter_records(actions=(PERSONAL_ERASED, RETENTION_APPLIED))
-    )
-    return [] if found == recorded else [UNACCOUNTED.format(found=found, recorded=recorded)]
+        unlinked: dict[int | None, int] = {
+            seq: n
+            for seq, n in session.execute(
+                select(PredictionRow.erased_by, func.count())
+                .where(PredictionRow.subject_id == ERASED)
+                .group_by(PredictionRow.erased_by)
+            )
+        }
+        parts = {
+            (seq, part): n
+            for seq, part, n in session.execute(
+                select(RemovedPartRow.record, RemovedPartRow.part, func.count()).group_by(
+                    RemovedPartRow.record, RemovedPartRow.part
+                )
+            )
+        }
+        young: dict[tuple[int, str], int] = {}
+        for seq, record in records.items():
+            before = record.payload.get("before") if record.action == RETENTION_APPLIED else None
+            if not isinstance(before, dict):
+                continue
+            young[(seq, "decisions")] = (
+                session.scalar(
+                    select(func.count()).where(PredictionRow.erased_by == seq, PredictionRow.ts >= before["decisions"])
+                )
+                or 0
+            )
+            for part in PARTS:  # a part goes at its own cut-off, never later than its decision's subject
+                limit = str(before.get(part, ""))
+                young[(seq, part)] = (
+                    session.scalar(
+                        select(func.count(func.distinct(RemovedPartRow.request_id)))
+                        .join(PredictionRow, PredictionRow.request_id == RemovedPartRow.request_id)
+                        .where(RemovedPartRow.record == seq, RemovedPartRow.part == part, PredictionRow.ts >= limit)
+                    )
+                    or 0
+                )
+    if unlinked.get(None):
+        problems.append(NO_RECORD.format(count=unlinked[None]))
+    for seq in sorted(({s for s in unlinked if s is not None} | {s for s, _ in parts}) - set(records)):
+        count = unlinked.get(seq, 0) + sum(n for (s, _), n in parts.items() if s == seq)
+        problems.append(UNKNOWN_RECORD.format(count=count, seq=seq))
+    for seq, record in records.items():
+        found = {"decisions": unlinked.get(seq, 0)} | {part: parts.get((seq, part), 0) for part in PARTS}
+        for kind, n in found.items():
+            if int(record.payload.get(kind, 0)) != n:
+                problems.append(
+                    COUNT_MISMATCH.format(
+                        action=record.action, seq=seq, recorded=record.payload.get(kind), kind=kind, found=n
+                    )
+                )
+            if young.get((seq, kind)):
+                before = record.payload["before"]
+                problems.append(TOO_YOUNG.format(seq=seq, count=young[(seq, kind)], kind=kind, before=before.get(kind)))
+    return problems
 
 
-def _scrub_csv(path: Path, *, column: str, ids: set[str]) -> int:
-    """Remove the rows of `ids` (in `column`) from the CSV at `path`, atomically; how many went."""
+def _scrub_csv(path: Path, *, column: str, ids: set[str], dry_run: bool = False) -> int:
+    """Remove the rows of `ids` (in `column`) from the CSV at `path`, atomically; how many (would) go."""
     if not path.is_file():
         return 0
     with path.open(newline="", encoding="utf-8") as source:
@@ -268,7 +329,7 @@ def _scrub_csv(path: Path, *, column: str, ids: set[str]) -> int:
                 gone += 1
             else:
                 kept.append(row)
-    if gone:
+    if gone and not dry_run:
         partial = path.with_name(f".{path.name}.erasing")
         with partial.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
@@ -292,5 +353,5 @@ def snapshot_files(state_dir: Path) -> list[Path]:
 
 
 def describe(removed: Removed) -> str:
-    parts: dict[str, Any] = {k: v for k, v in removed.counts().items() if v}
+    parts = {k: v for k, v in removed.counts().items() if v}
     return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in parts.items()) or "nothing"

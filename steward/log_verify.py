@@ -20,7 +20,7 @@ from steward.canonical import canonical_json
 from steward.errors import NotFound
 from steward.ledger import DECISIONS_BATCH, DECISIONS_INTERVAL, Ledger, LedgerRow, Record
 from steward.merkle import Step, leaf_hash, merkle_path, merkle_root, root_of_path
-from steward.personal import ERASED, SaltRow, commitment
+from steward.personal import ERASED, commitment
 from steward.predictions import (
     PUBLIC,
     SEAL_GRACE_SECONDS,
@@ -28,6 +28,7 @@ from steward.predictions import (
     PredictionGroupsRow,
     PredictionInputRow,
     PredictionRow,
+    RemovedPartRow,
     UnsealedBatchRow,
     batch_digest,
     interval_subject,
@@ -83,48 +84,68 @@ NO_DECISION = "no logged decision {request_id} ({role})"
 PART_EDITED = (
     "decision {request_id} ({role}): its {part} does not match the commitment sealed with it: the log was edited"
 )
-PART_UNSALTED = (
-    "decision {request_id} ({role}) still holds its {part}, but its subject's salt is gone: an erasure left "
-    "personal data behind"
-)
+PART_UNSALTED = "decision {request_id} ({role}) holds its {part} without its salt: the log was edited"
 PART_UNSEALED = "decision {request_id} ({role}) holds a {part} that no commitment in its leaf covers: added afterwards"
+PART_GONE = (
+    "decision {request_id} ({role}): its {part} is gone, and no erasure or retention record removed it: "
+    "personal data was removed off the record"
+)
 
 
 def _decision_rows(
     session: Session, first: int, last: int, problems: list[str]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(batch, sealed decision: `steward.predictions.sealed`) for every decision of batches first..last, through
-    the batch index. Each personal part still held is recomputed against its commitment (a mismatch, or a part
-    held without its salt, goes to `problems`); an erased part counts by its stored commitment."""
+    the batch index. Each personal part still held is recomputed against its commitment with its own salt (a
+    mismatch, or a part held without its salt, goes to `problems`); a part removed on the record (an `erased_by`
+    record, a `removed_parts` row) counts by its stored commitment, one removed off the record is a problem."""
     table = PredictionRow.__table__
+    groups, inputs = PredictionGroupsRow.__table__, PredictionInputRow.__table__
+    removed_groups, removed_inputs = RemovedPartRow.__table__.alias(), RemovedPartRow.__table__.alias()
     query = (
         select(
             *(table.c[name] for name in PUBLIC),
             table.c.subject_id,
+            table.c.subject_salt,
+            table.c.erased_by,
             table.c.commitments,
             table.c.batch,
-            PredictionGroupsRow.__table__.c.groups,
-            PredictionInputRow.__table__.c.inputs,
-            SaltRow.__table__.c.salt,
+            groups.c.groups,
+            groups.c.salt,
+            removed_groups.c.record,
+            inputs.c.inputs,
+            inputs.c.salt,
+            removed_inputs.c.record,
         )
         .select_from(
-            table.outerjoin(PredictionInputRow.__table__, PredictionInputRow.request_id == table.c.request_id)
-            .outerjoin(PredictionGroupsRow.__table__, PredictionGroupsRow.request_id == table.c.request_id)
-            .outerjoin(SaltRow.__table__, SaltRow.subject == table.c.subject_id)
+            table.outerjoin(groups, groups.c.request_id == table.c.request_id)
+            .outerjoin(inputs, inputs.c.request_id == table.c.request_id)
+            .outerjoin(
+                removed_groups,
+                (removed_groups.c.request_id == table.c.request_id) & (removed_groups.c.part == "groups"),
+            )
+            .outerjoin(
+                removed_inputs,
+                (removed_inputs.c.request_id == table.c.request_id) & (removed_inputs.c.part == "inputs"),
+            )
         )
         .where(table.c.batch >= first, table.c.batch <= last)
     )
     width = len(PUBLIC)
     for row in session.execute(query.execution_options(yield_per=5000)):
         decision = dict(zip(PUBLIC, row[:width], strict=True))
-        subject, committed, batch, groups, inputs, salt = row[width:]
-        held = {"subject": subject if subject != ERASED else None, "groups": groups}
-        if decision["role"] != "shadow":
-            held["inputs"] = inputs
-        for part, value in held.items():
+        subject, subject_salt, erased_by, committed, batch = row[width : width + 5]
+        g_value, g_salt, g_removed, i_value, i_salt, i_removed = row[width + 5 :]
+        held = {
+            "subject": (subject if subject != ERASED else None, subject_salt, erased_by),
+            "groups": (g_value, g_salt, g_removed),
+            "inputs": (i_value if decision["role"] != "shadow" else None, i_salt, i_removed),
+        }
+        for part, (value, salt, removed) in held.items():
             if value is None:
-                continue
-            if part not in committed:
+                if part in committed and removed is None:
+                    problems.append(PART_GONE.format(part=part, **decision))
+            elif part not in committed:
                 problems.append(PART_UNSEALED.format(part=part, **decision))
             elif salt is None:
                 problems.append(PART_UNSALTED.format(part=part, **decision))

@@ -292,11 +292,12 @@ class RetentionParams(Section):
 
     @model_validator(mode="after")
     def _parts_within_decision(self) -> RetentionParams:
-        for part in ("inputs", "groups"):
+        for part in ("inputs", "groups", "outcomes", "reviews"):
             if getattr(self, part) > self.decisions:
                 raise ValueError(
                     f"privacy.retention.{part} ({getattr(self, part)} days) must not exceed privacy.retention."
-                    f"decisions ({self.decisions}): a decision's {part} go with its subject at the latest"
+                    f"decisions ({self.decisions}): once a decision loses its subject, nothing about it can be found "
+                    "to erase"
                 )
         return self
 

@@ -51,7 +51,7 @@ from steward.errors import StewardError
 from steward.journal import SEGMENT_SECONDS, JournalError, JournalInUse, claim
 from steward.ledger import DECISIONS_INTERVAL, Ledger, Record, now_ts
 from steward.merkle import TREE, leaf_hash, merkle_root
-from steward.personal import commitments, salts_for
+from steward.personal import commitment, new_salt
 from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
 
 LOG_ACTOR = "steward-serving"
@@ -74,12 +74,14 @@ class OutcomeRow(Base):
 
 class PredictionInputRow(Base):
     """What the applicant sent, once per request (production's and the shadow's answers share it): the
-    model's inputs without the id and the protected attributes. Monitoring and retraining read it."""
+    model's inputs without the id and the protected attributes. Monitoring and retraining read it. Its salt
+    (steward/personal.py) goes with it."""
 
     __tablename__ = "prediction_inputs"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    salt: Mapped[str] = mapped_column(String(64))
 
 
 class PredictionGroupsRow(Base):
@@ -90,6 +92,18 @@ class PredictionGroupsRow(Base):
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     groups: Mapped[dict[str, Any]] = mapped_column(JSON)
+    salt: Mapped[str] = mapped_column(String(64))
+
+
+class RemovedPartRow(Base):
+    """A request's groups or inputs removed on the record: by the `personal.erased` or `retention.applied`
+    ledger record `record` (its seq). `steward ledger verify` takes a missing part only with one of these."""
+
+    __tablename__ = "removed_parts"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[str] = mapped_column(String(12), primary_key=True)
+    record: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class PredictionRow(Base):
@@ -101,12 +115,14 @@ class PredictionRow(Base):
     model_name: Mapped[str] = mapped_column(String(200), index=True)  # the use case's model name
     model: Mapped[str] = mapped_column(String(300), index=True)  # the registry ref `name:vN`
     data_md5: Mapped[str] = mapped_column(String(64))
-    subject_id: Mapped[str] = mapped_column(String(64), index=True)  # the subject's pseudonym; "" once erased
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)  # the subject's pseudonym; "" once removed
     decision: Mapped[str] = mapped_column(String(12))
     probability: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
     commitments: Mapped[dict[str, str]] = mapped_column(JSON)  # part → salted commitment (steward/personal.py)
     batch: Mapped[int] = mapped_column(Integer, index=True)
+    subject_salt: Mapped[str | None] = mapped_column(String(64))  # the pseudonym's commitment's; None once removed
+    erased_by: Mapped[int | None] = mapped_column(Integer, index=True)  # the record that removed the subject
 
 
 @dataclass(frozen=True)
@@ -127,9 +143,14 @@ class Decision:
     inputs: dict[str, Any] = field(default_factory=dict)  # the request's non-protected fields (not the shadow's)
 
     def parts(self) -> dict[str, Any]:
-        """Its personal parts (steward.personal.PARTS): a shadow's answer has no inputs of its own."""
-        own = {"subject": self.subject_id, "groups": self.groups}
-        return own if self.role == "shadow" else own | {"inputs": self.inputs}
+        """Its personal parts as stored (steward.personal.PARTS): the pseudonym, and the groups and inputs when it
+        has any (a shadow's answer has no inputs of its own)."""
+        held = {
+            "subject": self.subject_id,
+            "groups": self.groups,
+            "inputs": {} if self.role == "shadow" else self.inputs,
+        }
+        return {part: value for part, value in held.items() if value}
 
 
 PUBLIC: tuple[str, ...] = (
@@ -401,18 +422,26 @@ class PredictionLog:
         with Session(self._engine) as session, session.begin():
             self._ledger.lock(session)
             number = (session.scalar(select(func.max(PredictionRow.batch))) or 0) + 1
-            salts = salts_for(session, (p.decision.subject_id for p in pending))
+            requests = sorted({p.decision.request_id for p in pending})
+            salts = {"groups": _salts(session, PredictionGroupsRow, requests)}
+            salts["inputs"] = _salts(session, PredictionInputRow, requests)
             leaves = []
             for p in pending:
                 row = asdict(p.decision)
-                inputs, groups = row.pop("inputs"), row.pop("groups")
-                committed = commitments(salts[p.decision.subject_id], p.decision.parts())
-                session.add(PredictionRow(**row, commitments=committed, batch=number))
+                parts = p.decision.parts()
+                own = {"subject": new_salt()}  # each part's salt: a request's groups and inputs keep theirs
+                for part, table in (("groups", PredictionGroupsRow), ("inputs", PredictionInputRow)):
+                    if part not in parts:
+                        continue
+                    if p.decision.request_id not in salts[part]:  # the request's first answer stores the part
+                        salts[part][p.decision.request_id] = new_salt()
+                        value = {"request_id": p.decision.request_id, part: parts[part]}
+                        session.add(table(**value, salt=salts[part][p.decision.request_id]))
+                    own[part] = salts[part][p.decision.request_id]
+                committed = {part: commitment(own[part], part, value) for part, value in parts.items()}
+                del row["inputs"], row["groups"]
+                session.add(PredictionRow(**row, commitments=committed, batch=number, subject_salt=own["subject"]))
                 leaves.append(sealed(row, committed))
-                if inputs:
-                    session.merge(PredictionInputRow(request_id=p.decision.request_id, inputs=inputs))
-                if groups:
-                    session.merge(PredictionGroupsRow(request_id=p.decision.request_id, groups=groups))
                 if p.review is not None:
                     open_in(session, kind="referral", request_id=p.decision.request_id, reason=p.review)
             if self.journal is not None:
@@ -460,6 +489,19 @@ class PredictionLog:
                     ship_journals(self._engine, self._ledger, self.journal.path.parent)  # replicas that died
             except Exception:
                 continue
+
+
+def _salts(session: Session, table: Any, requests: list[str]) -> dict[str, str]:
+    """The salts of the rows `table` (groups or inputs) already holds for `requests` (a shadow's answer written
+    after production's, in another batch, commits to the same stored part with the same salt)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(requests), 500):
+        chunk = requests[start : start + 500]
+        found |= {
+            r: salt
+            for r, salt in session.execute(select(table.request_id, table.salt).where(table.request_id.in_(chunk)))
+        }
+    return found
 
 
 def ship_journals(engine: Engine, ledger: Ledger, base: Path) -> int:

@@ -31,6 +31,8 @@ ALREADY_RESOLVED = "case {case} was already resolved: {decision} by {reviewer} a
 NO_REVIEWER = "say who decides: a reviewer's name"
 NO_NOTE = "a resolution needs a note: what the reviewer saw (the applicant's file keeps it; the ledger its commitment)"
 NOTE_EDITED = "review case {case} (ledger seq {seq}): its note does not match the commitment in the ledger: edited"
+NOTE_UNSALTED = "review case {case} (ledger seq {seq}): a note is held without its salt: edited"
+DECISION_EDITED = "review case {case} (ledger seq {seq}): its decision is not the one recorded ({decision}): edited"
 TOO_MANY_OPEN = (
     "request {request_id} already has {open} open {kind} cases, the most it may have at once ({limit}): "
     "a reviewer resolves one before another opens"
@@ -169,18 +171,22 @@ class ReviewQueue:
 
 
 def edited_notes(engine: Engine, ledger: Ledger) -> builtins.list[str]:
-    """The review notes still held whose text no longer matches the commitment their ledger record holds."""
+    """The resolutions that no longer match their ledger record: a note still held whose text does not match the
+    commitment, a note held without its salt, a decision other than the one recorded."""
     with Session(engine) as session:
-        held = {
-            row.case_id: (row.note, row.salt)
-            for row in session.scalars(select(ReviewDecisionRow).where(ReviewDecisionRow.salt.is_not(None)))
-            if row.salt is not None
-        }
+        held = {row.case_id: (row.note, row.salt, row.decision) for row in session.scalars(select(ReviewDecisionRow))}
     problems = []
     for record in ledger.iter_records(actions=(REVIEW_DECISION,)):
         case = record.payload.get("case")
-        if case in held and "note_commitment" in record.payload:
-            note, salt = held[case]
-            if commitment(salt, "note", note) != record.payload["note_commitment"]:
-                problems.append(NOTE_EDITED.format(case=case, seq=record.seq))
+        if case not in held:
+            continue
+        note, salt, decision = held[case]
+        if decision != record.payload.get("decision"):
+            problems.append(DECISION_EDITED.format(case=case, seq=record.seq, decision=record.payload.get("decision")))
+        if "note_commitment" not in record.payload:
+            continue
+        if salt is None and note:
+            problems.append(NOTE_UNSALTED.format(case=case, seq=record.seq))
+        elif salt is not None and commitment(salt, "note", note) != record.payload["note_commitment"]:
+            problems.append(NOTE_EDITED.format(case=case, seq=record.seq))
     return problems

@@ -35,7 +35,7 @@ def erase(
         removed, record = erase_subject(
             engine,
             anchored(engine, settings),
-            pseudonym=Pseudonyms.of(settings, model_name=model_name)(subject),
+            pseudonym=Pseudonyms.of(settings, model_name=model_name, engine=engine)(subject),
             subject_id=subject,
             model_name=model_name,
             reason=reason,
@@ -52,8 +52,9 @@ def erase(
     if held:  # a serving replica's journal: it lets shipped decisions go on its own, never rewritten from outside
         seconds = params.serve.journal_segment_seconds
         console.print(
-            f"{len(held)} decision journal segment(s) of this machine still hold copies: a running service deletes "
-            f"them within {seconds:g} s (serve.journal_segment_seconds); a stopped one at its next start",
+            f"{len(held)} decision journal segment(s) of this machine still hold this person: a running service "
+            f"deletes what it shipped within {seconds:g} s (serve.journal_segment_seconds), a stopped one at its next "
+            "start. A decision not yet shipped reaches the database afterwards: run this erasure again after that.",
             highlight=False,
         )
 

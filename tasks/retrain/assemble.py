@@ -159,12 +159,13 @@ def assemble_task(data: str | None, *, usecase: str | None = None, settings: Set
         snapshot = Storage.from_settings(settings).fetch(data, settings.state_dir / "incoming" / f"retrain-{stamp}.csv")
     else:
         snapshot = current_snapshot(layout, usecase=params.usecase, columns=raw_columns(suite))
+    engine = make_engine(settings.db_url)
     return assemble(
         snapshot,
-        make_engine(settings.db_url),
+        engine,
         usecase=params.usecase,
         suite=suite,
         out=settings.state_dir / "retrain" / f"snapshot-{stamp}.csv",
         review_labels=params.retrain.review_labels,
-        pseudonym=Pseudonyms.of(settings, model_name=params.usecase.model_name),
+        pseudonym=Pseudonyms.of(settings, model_name=params.usecase.model_name, engine=engine),
     )

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from steward.personal import ERASED
 from steward.routing import bucket
 from tasks.rollout.sequential import (
     Effect,
@@ -251,7 +252,7 @@ def analyse(
 def _canary_rows(ours: pd.DataFrame, theirs: pd.DataFrame, weight: float) -> pd.DataFrame:
     """Both sides' decisions in the order they were made, each applicant once, with its side by routing bucket."""
     rows = pd.concat([ours, theirs]).sort_values(["ts", "request_id"], kind="stable")
-    rows = rows.drop_duplicates("subject_id", keep="first")
+    rows = rows[rows["subject_id"] != ERASED].drop_duplicates("subject_id", keep="first")  # erased: side unknown
     return rows.assign(candidate=[bucket(str(s)) < weight for s in rows["subject_id"]])
 
 
@@ -260,8 +261,8 @@ def _paired_rows(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
     beside production's (the groups and outcome are the request's, read from production's row)."""
     shadow = ours[["request_id", "decision", "latency_ms"]].drop_duplicates("request_id")
     rows = theirs.merge(shadow, on="request_id", suffixes=("_reference", ""))
-    rows = rows.sort_values(["ts", "request_id"], kind="stable").drop_duplicates("subject_id", keep="first")
-    return rows.assign(candidate=True)
+    rows = rows[rows["subject_id"] != ERASED].sort_values(["ts", "request_id"], kind="stable")
+    return rows.drop_duplicates("subject_id", keep="first").assign(candidate=True)
 
 
 def _observations(rows: pd.DataFrame, metric: str, *, favourable: str, unfavourable: str) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import stat
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -16,11 +17,10 @@ from sqlalchemy import text
 from steward.db import make_engine
 from steward.erasure import ErasureError, apply_retention, erase, erasure_problems, snapshot_files
 from steward.errors import NotFound
-from steward.feedback_auth import FeedbackKeyError
 from steward.ledger import Ledger
 from steward.log_verify import unmatched_batches
 from steward.params import RetentionParams
-from steward.personal import Pseudonyms, pseudonym_key
+from steward.personal import PseudonymKeyError, Pseudonyms, check_key, commitment, pseudonym_key
 from steward.predictions import Decision, PredictionLog
 from steward.reviews import ReviewQueue, edited_notes
 from steward.settings import Settings
@@ -43,8 +43,16 @@ def test_the_pseudonym_key_is_made_once_readable_by_its_owner_only_and_a_short_o
     made = pseudonym_key(settings)
     path = tmp_path / "keys" / "pseudonym.key"
     assert pseudonym_key(settings) == made and len(made) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    with pytest.raises(FeedbackKeyError, match="at least 32"):
+    with pytest.raises(PseudonymKeyError, match="at least 32"):
         pseudonym_key(Settings(home=tmp_path, project_dir=tmp_path, pseudonym_key="short"))
+
+
+def test_a_database_takes_one_pseudonym_key_and_refuses_another(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'steward.db'}")
+    check_key(engine, Settings(home=tmp_path, project_dir=tmp_path, pseudonym_key=KEY))
+    check_key(engine, Settings(home=tmp_path / "elsewhere", project_dir=tmp_path, pseudonym_key=KEY))  # same key
+    with pytest.raises(PseudonymKeyError, match=r"not the one sqlite:///.*steward\.db was written with"):
+        check_key(engine, Settings(home=tmp_path / "other", project_dir=tmp_path))  # a key file of its own
 
 
 def _decision(i: int, subject: str, *, role: str = "production", ts: datetime = NOW) -> Decision:
@@ -126,7 +134,6 @@ def test_erasing_a_subject_leaves_no_trace_of_them_and_every_root_commitment_and
         "outcomes": 1,
         "reviews": 1,
         "notes": 1,
-        "salts": 1,
         "snapshot_rows": 2,  # her id as sent and her pseudonym
     }
     assert (record.action, record.actor, record.payload["reason"]) == (
@@ -166,22 +173,59 @@ def test_an_edited_personal_field_is_caught_against_its_commitment(logged):
     assert any("decision r0003 (production): its groups does not match" in p for p in problems)
 
 
-def test_destroying_a_salt_to_hide_an_edit_is_caught_and_so_is_a_silent_erasure(logged):
+def test_replacing_or_dropping_a_salt_to_hide_an_edit_is_caught(logged):
     engine, ledger, _ = logged
-    with engine.begin() as connection:  # edit BOB's inputs, then delete his salt so nothing can be recomputed
-        connection.execute(text("UPDATE prediction_inputs SET inputs = '{}' WHERE request_id = 'r0003'"))
-        connection.execute(text("DELETE FROM subject_salts WHERE subject = :s"), {"s": PSEUDONYM("BOB")})
-    assert any(
-        "r0003 (production) still holds its inputs, but its subject's salt is gone" in p
-        for p in _verify(engine, ledger)
-    )
-    with engine.begin() as connection:  # and if the rest goes too, off the record: the count gives it away
-        connection.execute(text("UPDATE predictions SET subject_id = '' WHERE request_id = 'r0003'"))
-        connection.execute(text("DELETE FROM prediction_inputs WHERE request_id = 'r0003'"))
-        connection.execute(text("DELETE FROM prediction_groups WHERE request_id = 'r0003'"))
+    with engine.begin() as connection:  # edit BOB's inputs under a salt of the editor's choosing
+        connection.execute(
+            text("UPDATE prediction_inputs SET inputs = '{}', salt = :s WHERE request_id = 'r0003'"), {"s": "ab" * 32}
+        )
+        connection.execute(
+            text("UPDATE predictions SET subject_salt = NULL WHERE request_id = 'r0001' AND role = 'shadow'")
+        )
     assert _verify(engine, ledger) == [
-        "1 decision(s) have lost their subject, but erasure and retention records account for 0: personal data "
-        "was removed off the record"
+        "decision r0001 (shadow) holds its subject without its salt: the log was edited",
+        "decision r0003 (production): its inputs does not match the commitment sealed with it: the log was edited",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statement", "problem"),
+    [
+        (
+            "UPDATE predictions SET subject_id = '', subject_salt = NULL WHERE request_id = 'r0003'",
+            "1 decision(s) lost their subject with no erasure or retention record naming it",
+        ),
+        (
+            "DELETE FROM prediction_groups WHERE request_id = 'r0003'",
+            "decision r0003 (production): its groups is gone, and no erasure or retention record removed it",
+        ),
+        (
+            "DELETE FROM prediction_inputs WHERE request_id = 'r0003'",
+            "decision r0003 (production): its inputs is gone, and no erasure or retention record removed it",
+        ),
+    ],
+)
+def test_personal_data_removed_off_the_record_is_named(logged, statement, problem):
+    engine, ledger, _ = logged
+    with engine.begin() as connection:
+        connection.execute(text(statement))
+    problems = _verify(engine, ledger)
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_removal_pinned_on_an_erasure_that_did_not_make_it_is_named(logged):
+    engine, ledger, home = logged
+    _, record = _erase(engine, ledger, home)
+    with engine.begin() as connection:  # BOB unlinked too, blamed on ALICE's erasure
+        connection.execute(
+            text(
+                "UPDATE predictions SET subject_id = '', subject_salt = NULL, erased_by = :s WHERE request_id = 'r0003'"
+            ),
+            {"s": record.seq},
+        )
+    assert _verify(engine, ledger) == [
+        f"personal.erased record {record.seq} counts 3 decisions, but 4 name it as what removed them: personal data "
+        "was removed off the record, or the record was forged"
     ]
 
 
@@ -220,7 +264,6 @@ def test_retention_retires_each_kind_past_its_period_and_records_the_counts(tmp_
         "outcomes": 1,
         "reviews": 1,
         "notes": 0,
-        "salts": 1,  # ANNA's: no decision refers to her any longer
         "snapshot_rows": 0,
     }
     assert record.action == "retention.applied" and record.payload["days"] == DAYS
@@ -233,6 +276,40 @@ def test_retention_retires_each_kind_past_its_period_and_records_the_counts(tmp_
     assert set(again.counts().values()) == {0} and _verify(engine, ledger) == []
 
 
+def test_no_salt_left_behind_opens_a_removed_part_to_guessing(tmp_path):
+    engine, ledger = _aged(tmp_path)
+    apply_retention(engine, ledger, model_name="credit-risk", days=DAYS, now=NOW)
+    with engine.connect() as connection:  # BEN's inputs went (15 days > 10) while his subject stays linked
+        committed = connection.execute(text("SELECT commitments FROM predictions WHERE request_id = 'r0002'")).scalar()
+        salts = [
+            r[0]
+            for q in (
+                "SELECT subject_salt FROM predictions",
+                "SELECT salt FROM prediction_groups",
+                "SELECT salt FROM prediction_inputs",
+            )
+            for r in connection.execute(text(q))
+            if r[0]
+        ]
+    inputs = json.loads(committed)["inputs"]
+    truth = {"credit_amount": 1002, "purpose": "purpose-of-BEN"}
+    assert salts and all(commitment(salt, "inputs", truth) != inputs for salt in salts)  # even the true guess fails
+
+
+def test_a_decision_retired_early_under_cover_of_retention_is_named(tmp_path):
+    engine, ledger = _aged(tmp_path)
+    young = (NOW - timedelta(days=1)).isoformat(timespec="microseconds")
+    with engine.begin() as connection:  # CARL's decision back-dated for the run, then put back
+        connection.execute(
+            text("UPDATE predictions SET ts = :t WHERE request_id = 'r0003'"), {"t": "2020-01-01T00:00:00+00:00"}
+        )
+    _, record = apply_retention(engine, ledger, model_name="credit-risk", days=DAYS, now=NOW)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE predictions SET ts = :t WHERE request_id = 'r0003'"), {"t": young})
+    problems = erasure_problems(engine, ledger)
+    assert f"retention record {record.seq} removed 1 decisions logged after its cut-off" in problems[0], problems
+
+
 def test_retention_leaves_other_use_cases_rows_alone(tmp_path):
     engine, ledger = _aged(tmp_path)
     removed, _ = apply_retention(engine, ledger, model_name="adult-income", days=DAYS, now=NOW)
@@ -242,6 +319,8 @@ def test_retention_leaves_other_use_cases_rows_alone(tmp_path):
 def test_a_part_may_not_outlive_its_decisions_subject():
     with pytest.raises(ValueError, match=r"privacy.retention.inputs \(800 days\) must not exceed"):
         RetentionParams(decisions=730, inputs=800)
+    with pytest.raises(ValueError, match=r"privacy.retention.reviews \(800 days\) must not exceed"):
+        RetentionParams(decisions=730, reviews=800)
 
 
 def test_a_decisions_proof_shows_its_public_fields_and_commitments_and_verifies_after_erasure(logged):

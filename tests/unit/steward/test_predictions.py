@@ -50,20 +50,34 @@ def _json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _salt(engine, subject):
+def _salts(engine, decision) -> dict[str, bytes]:
+    """Each part's salt as stored beside it (a request's groups and inputs share one row per request)."""
     with engine.connect() as connection:
-        found = connection.exec_driver_sql("SELECT salt FROM subject_salts WHERE subject = ?", (subject,))
-        return bytes.fromhex(found.scalar_one())
+        key = {"r": decision.request_id, "role": decision.role}
+        found = {
+            "subject": connection.exec_driver_sql(
+                "SELECT subject_salt FROM predictions WHERE request_id = :r AND role = :role", key
+            ).scalar_one(),
+            "groups": connection.exec_driver_sql(
+                "SELECT salt FROM prediction_groups WHERE request_id = :r", key
+            ).scalar(),
+            "inputs": connection.exec_driver_sql(
+                "SELECT salt FROM prediction_inputs WHERE request_id = :r", key
+            ).scalar(),
+        }
+    return {part: bytes.fromhex(salt) for part, salt in found.items() if salt}
 
 
 def _leaf(decision, engine):
-    """The leaf by hand: the public fields, and sha256(salt || part || 0x00 || JSON) of each personal part."""
-    salt = _salt(engine, decision.subject_id)
+    """The leaf by hand: the public fields, and sha256(salt || part || 0x00 || JSON) of each personal part held."""
+    salts = _salts(engine, decision)
     parts = {"subject": decision.subject_id, "groups": decision.groups}
     if decision.role != "shadow":
         parts["inputs"] = decision.inputs
     committed = {
-        k: hashlib.sha256(salt + k.encode() + b"\x00" + _json(v).encode()).hexdigest() for k, v in parts.items()
+        k: hashlib.sha256(salts[k] + k.encode() + b"\x00" + _json(v).encode()).hexdigest()
+        for k, v in parts.items()
+        if v
     }
     public = {k: v for k, v in asdict(decision).items() if k not in ("subject_id", "groups", "inputs")}
     return hashlib.sha256(_json(public | {"commitments": committed}).encode()).hexdigest()

@@ -50,9 +50,19 @@ def test_an_edited_note_no_longer_matches_its_commitment_and_an_erased_one_is_no
     assert edited_notes(reviews._engine, ledger) == [
         f"review case {case.id} (ledger seq 1): its note does not match the commitment in the ledger: edited"
     ]
+    with reviews._engine.begin() as connection:  # the salt dropped, so the forged note cannot be recomputed
+        connection.exec_driver_sql("UPDATE review_decisions SET salt = NULL")
+    assert edited_notes(reviews._engine, ledger) == [
+        f"review case {case.id} (ledger seq 1): a note is held without its salt: edited"
+    ]
     with reviews._engine.begin() as connection:  # what an erasure does: the note and its salt go
         connection.exec_driver_sql("UPDATE review_decisions SET note = '', salt = NULL")
     assert edited_notes(reviews._engine, ledger) == [] and ledger.verify().ok
+    with reviews._engine.begin() as connection:  # the label retraining reads, turned around
+        connection.exec_driver_sql("UPDATE review_decisions SET decision = 'approve'")
+    assert edited_notes(reviews._engine, ledger) == [
+        f"review case {case.id} (ledger seq 1): its decision is not the one recorded (decline): edited"
+    ]
 
 
 def test_a_case_is_resolved_once_and_the_refusal_names_the_first_resolution(queue):
