@@ -307,7 +307,8 @@ def audited(attributes: Sequence[str], intersections: Sequence[Sequence[str]]) -
 def as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Sensitive columns as strings (missing values as their own group): the text every audit keys groups by.
 
-    Row by row; `as_categories` gives the same text coded, and applies this only to one row per distinct value.
+    Row by row; `as_categories` gives the same text coded, applying this to one row per distinct value (to every
+    row only in a column `_value_codes` codes by its text: Python objects, dates and other types).
     """
     return frame.astype(object).where(frame.notna(), MISSING_GROUP).astype(str)
 
@@ -317,7 +318,8 @@ def _value_codes(column: pd.Series) -> np.ndarray:
 
     Hashing finds equal values without a Python object per row, but equal is not always the same text: 0.0 and
     -0.0 are equal floats (so floats are coded by bit pattern), and in an object column 1, 1.0 and True are
-    equal values (so an object column, which holds a Python object per row anyway, is coded by its text).
+    equal values (so an object column, which holds a Python object per row anyway, is coded by its text, and so
+    is any type other than text, integers, booleans, floats and categories).
     """
     dtype = column.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
