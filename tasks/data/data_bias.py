@@ -3,6 +3,7 @@
 For each sensitive attribute and intersection: counts and shares, base rates with bootstrap CIs
 (tasks.audit.bootstrap), the max - min difference and min / max ratio over groups of at least min_group_size
 rows, and the four-fifths rule judged on the ratio's lower CI bound (a pass must survive sampling noise).
+Every figure comes from the group x label counts, and groups are integer codes, so ten million rows take seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from tasks.audit.bootstrap import (
     UNDEFINED_RATE,
     GroupBootstrap,
+    as_categories,
     attribute_name,
     attribute_rng,
     audited,
@@ -93,12 +95,13 @@ def data_bias(
     combos = audited(attributes, intersections)
     check_attributes(frame.columns, combos)
     y = frame[LABEL].to_numpy()
+    coded = as_categories(frame[sorted({c for combo in combos for c in combo})])
     report: dict[str, Any] = {}
     flags: list[str] = []
     for columns in combos:
         name = attribute_name(columns)
         boot = bootstrap_groups(
-            group_labels(frame, columns),
+            group_labels(coded, columns),
             y,
             n_boot=n_boot,
             min_group_size=min_group_size,

@@ -12,12 +12,16 @@ from tasks.audit.bootstrap import (
     NO_ROWS,
     NOT_BINARY,
     UNDEFINED_RATE,
+    _a_row_of_each,
+    as_categories,
+    as_strings,
     attribute_name,
     attribute_rng,
     audited,
     bootstrap_groups,
     build_cells,
     check_attributes,
+    error_order,
     group_labels,
     metric,
     percentile_ci,
@@ -529,3 +533,95 @@ def test_base_rate_table_has_counts_positives_and_rates_only():
     assert set(boot.point) == {"count", "positives", "base_rate"}
     assert boot.point["positives"].tolist() == [1, 2]
     assert boot.point["count"].tolist() == [2, 3]
+
+
+# Columns of every kind a sensitive attribute may come in, with the text each row's value has (str() of it,
+# "(missing)" when missing), written out by hand.
+KINDS = {
+    "text": (pd.Series(["b", None, "a", "b"], dtype="str"), ["b", "(missing)", "a", "b"]),
+    "objects that are equal but print differently": (
+        pd.Series([1, "1", 1.0, True], dtype=object),
+        ["1", "1", "1.0", "True"],
+    ),
+    "floats with a negative zero and NaN": (pd.Series([0.0, -0.0, np.nan, 2.5]), ["0.0", "-0.0", "(missing)", "2.5"]),
+    "float32": (pd.Series([0.5, 0.25, 0.5, np.nan], dtype="float32"), ["0.5", "0.25", "0.5", "(missing)"]),
+    "integers": (pd.Series([3, 10, 3, 2]), ["3", "10", "3", "2"]),
+    "nullable integers": (pd.Series([3, None, 3, 2], dtype="Int64"), ["3", "(missing)", "3", "2"]),
+    "booleans": (pd.Series([True, False, False, True]), ["True", "False", "False", "True"]),
+    "categories in another order, one unused": (
+        pd.Series(pd.Categorical(["y", None, "x", "y"], categories=["y", "z", "x"])),
+        ["y", "(missing)", "x", "y"],
+    ),
+    "categories that are numbers": (pd.Series(pd.Categorical([2, 1, 2, 1])), ["2", "1", "2", "1"]),
+    "dates": (
+        pd.Series(pd.to_datetime(["2024-01-02", None, "2024-01-02", "2023-05-06"])),
+        ["2024-01-02 00:00:00", "(missing)", "2024-01-02 00:00:00", "2023-05-06 00:00:00"],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_group_labels_are_each_rows_text_for_every_kind_of_column(kind):
+    column, text = KINDS[kind]
+    frame = pd.DataFrame({"c": column}).set_index(pd.Index([7, 3, 5, 1]))  # an index that is not 0..n-1
+    labels = group_labels(frame, ["c"])
+    assert labels.tolist() == text
+    assert list(labels.categories) == sorted(set(text))  # the groups in sorted order, each observed
+    assert as_strings(frame)["c"].tolist() == text  # the row-by-row definition
+    coded = as_categories(frame)
+    assert coded.index.tolist() == [7, 3, 5, 1] and coded["c"].astype(str).tolist() == text
+
+
+def test_intersection_labels_join_each_rows_texts_and_merge_equal_ones():
+    """('a | b', 'c') and ('a', 'b | c') read 'a | b | c' both: one group, as their text is one."""
+    frame = pd.DataFrame(
+        {"x": pd.Series(["a | b", "a", "a", None], dtype="str"), "y": pd.Categorical(["c", "b | c", "c", "c"])}
+    )
+    text = ["a | b | c", "a | b | c", "a | c", "(missing) | c"]
+    labels = group_labels(frame, ["x", "y"])
+    assert labels.tolist() == text
+    assert list(labels.categories) == sorted(set(text))
+    assert group_labels(as_categories(frame), ["x", "y"]).tolist() == text
+
+
+def test_a_row_of_each_code_whatever_order_codes_are_numbered_in():
+    in_order = np.array([0, -1, 1, 0, 2, 1])  # numbered in order of appearance, as pd.factorize does
+    assert _a_row_of_each(in_order, 3).tolist() == [0, 2, 4]
+    other = np.array([2, -1, 0, 2, 1, 0])
+    assert _a_row_of_each(other, 3).tolist() == [2, 4, 0]
+
+
+def _cells_by_sorting_rows(groups, y, decision, proba, bins):
+    """The cells by a sort of the rows on (group, label, decision, squared error) and np.unique: the
+    straightforward computation, at O(n log n) per attribute."""
+    codes, uniques = pd.factorize(np.asarray(groups, dtype=object), sort=True)
+    key = (codes * 2 + y) * 2 + decision
+    sq = (proba - y) ** 2
+    order = np.lexsort((sq, key))
+    sorted_key, sq = key[order], sq[order]
+    size = np.bincount(sorted_key)
+    start = np.concatenate(([0], np.cumsum(size)[:-1]))
+    fine = sorted_key * bins + (np.arange(len(sorted_key)) - start[sorted_key]) * bins // size[sorted_key]
+    unique_fine, inverse, counts = np.unique(fine, return_inverse=True, return_counts=True)
+    return tuple(map(str, uniques)), unique_fine // bins, counts, np.bincount(inverse, weights=sq) / counts
+
+
+@pytest.mark.parametrize("bins", [1, 3, 64])
+def test_cells_equal_a_sort_of_the_rows_to_the_last_bit(bins):
+    """Many tied scores, groups as text or as a Categorical, the error order computed or passed in."""
+    rng = np.random.default_rng(4)
+    n = 5000
+    groups = rng.choice(["c", "a", "b | x"], n, p=[0.6, 0.3, 0.1])
+    y = rng.integers(0, 2, n)
+    proba = np.round(rng.beta(2, 2, n), 2)
+    decision = (proba >= 0.5).astype(int)
+    names, cell_key, counts, sq_error = _cells_by_sorting_rows(groups, y, decision, proba, bins)
+    frame = pd.DataFrame({"g": groups})
+    for given, order in ((groups, None), (group_labels(frame, ["g"]), None), (groups, error_order(y, proba))):
+        cells = build_cells(given, y, decision=decision, proba=proba, bins=bins, order=order)
+        assert cells.groups == names
+        np.testing.assert_array_equal(cells.counts, counts)
+        np.testing.assert_array_equal(cells.group, cell_key // 4)
+        np.testing.assert_array_equal(cells.y, cell_key // 2 % 2)
+        np.testing.assert_array_equal(cells.decision, cell_key % 2)
+        assert cells.sq_error.tobytes() == sq_error.tobytes()  # the same sums in the same order

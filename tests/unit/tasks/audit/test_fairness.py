@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,27 +11,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from tasks.audit.bootstrap import (
-    MISSING_ATTRIBUTE,
-    TOO_FEW_GROUPS,
-    UNDEFINED_IN_GROUPS,
-    UNDEFINED_RATE,
-    attribute_rng,
-    bootstrap_groups,
-    group_labels,
-)
-from tasks.audit.fairness import (
-    LENGTH_MISMATCH,
-    NO_PREDICT_PROBA,
-    SMALL_GROUP,
-    audit,
-    check_agreement,
-    metric_frame,
-    plot_rates,
-    scores,
-)
+from tasks.audit.bootstrap import MISSING_ATTRIBUTE, TOO_FEW_GROUPS, UNDEFINED_IN_GROUPS, UNDEFINED_RATE
+from tasks.audit.fairness import LENGTH_MISMATCH, NO_PREDICT_PROBA, SMALL_GROUP, audit, plot_rates, scores
 from tasks.data.features import read_snapshot, to_feature_frame
 from tests.conftest import PROJECT_DIR
+from tests.unit.tasks.audit.metricframe import fairness_by_group, summaries
 from tests.usecases import SHIPPED, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
@@ -180,23 +166,72 @@ def test_a_model_without_predict_proba_is_a_clear_error(german):
     assert str(caught.value) == NO_PREDICT_PROBA.format(kind="Pipeline")
 
 
-def test_a_disagreement_with_metricframe_is_caught(german):
-    y, p = german["label"].to_numpy(), german["proba"].to_numpy()
-    d = (p >= 0.5).astype(int)
-    columns = ["sex", "age_group"]
-    by_group = metric_frame(y, d, p, german[columns])
-    assert list(by_group.index) == [
-        "female | 25 and over",
-        "female | under 25",
-        "male | 25 and over",
-        "male | under 25",
-    ]
-    boot = bootstrap_groups(group_labels(german, columns), y, decision=d, proba=p, n_boot=50, min_group_size=30,
-                            rng=attribute_rng(0, "x"))  # fmt: skip
-    check_agreement(by_group, boot, attribute="sex \u00d7 age_group")
-    by_group.loc["male | under 25", "tpr"] += 1e-6
-    with pytest.raises(AssertionError, match="tpr"):
-        check_agreement(by_group, boot, attribute="sex \u00d7 age_group")
+def _value(figure: dict) -> float:
+    return np.nan if figure["value"] is None else figure["value"]
+
+
+def _assert_equals_metricframe(report: dict, frame: pd.DataFrame, columns: list[str], threshold: float) -> None:
+    """Every group's count, positives and rates, and every summary, equal fairlearn MetricFrame's to 1e-9."""
+    y, p = frame["label"].to_numpy(), frame["proba"].to_numpy()
+    d = (p >= threshold).astype(int)
+    body = report["attributes"][" \u00d7 ".join(columns)]
+    expected = fairness_by_group(y, d, p, frame[columns])
+    assert list(body["groups"]) == list(expected.index)  # the same groups, in the same (sorted) order
+    for group, row in expected.iterrows():
+        got = body["groups"][group]
+        assert (got["count"], got["positives"]) == (row["count"], row["positives"]), group
+        np.testing.assert_allclose(
+            [_value(got[rate]) for rate in RATES], row[RATES].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=group
+        )
+    reference = summaries(y, d, frame[columns], proba=p, min_group_size=report["min_group_size"])
+    got = {name: _value(value) for name, value in body["summary"].items()}
+    assert list(got) == list(reference)
+    np.testing.assert_allclose(list(got.values()), list(reference.values()), rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped_sample(request) -> tuple[str, pd.DataFrame]:
+    """3,000 rows of a shipped use case's data, scored by a regression on its numeric columns."""
+    uc = usecase(request.param)
+    raw = read_snapshot(PROJECT_DIR / uc.dataset.file)
+    frame = to_feature_frame(raw.sample(n=min(3000, len(raw)), random_state=1), usecase=uc).reset_index(drop=True)
+    numeric = [c for c in frame.select_dtypes("number").columns if c not in {*uc.not_features, *uc.protected, "label"}]
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame[numeric], frame["label"])
+    return request.param, frame.assign(proba=model.predict_proba(frame[numeric])[:, 1])
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_on_each_shipped_use_case_every_figure_equals_metricframe(shipped_sample, threshold):
+    """The use case's own attributes and intersections: group figures, differences and ratios."""
+    name, frame = shipped_sample
+    uc = usecase(name)
+    options = {"n_boot": 50, "ci_level": 0.95, "min_group_size": 30, "seed": 0, "threshold": threshold}
+    report = audit(
+        frame["label"], frame["proba"], frame, attributes=uc.sensitive, intersections=uc.intersections, **options
+    )
+    for columns in [*([a] for a in uc.sensitive), *uc.intersections]:
+        _assert_equals_metricframe(report, frame, list(columns), threshold)
+
+
+def test_undefined_rates_equal_metricframe_and_are_null(german):
+    """A large group without positive labels (TPR, FNR 0/0) and one nobody in is approved (precision 0/0)."""
+    y = german["label"].where(german["foreign_worker"] == "yes", 0)  # 37 foreign_worker "no": all bad
+    proba = german["proba"].where(german["sex"] == "male", 0.0)  # no woman approved
+    frame = german.assign(label=y, proba=proba)
+    report = _audit(frame, intersections=[])
+    no, female = report["attributes"]["foreign_worker"]["groups"]["no"], report["attributes"]["sex"]["groups"]["female"]
+    assert no["tpr"]["value"] is None and no["fnr"]["value"] is None and no["fpr"]["value"] is not None
+    assert female["precision"] == {"value": None, "ci": None, "note": UNDEFINED_RATE["precision"]}
+    assert female["selection_rate"]["value"] == 0.0
+    for columns in (["sex"], ["age_group"], ["foreign_worker"]):
+        _assert_equals_metricframe(report, frame, columns, 0.7)
+
+
+def test_the_audits_do_not_import_fairlearn():
+    """MetricFrame is the tests' reference only: the audits' point figures come from the counts."""
+    code = "import sys, tasks.audit.fairness, tasks.data.data_bias; print('fairlearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_report_is_strict_json_and_plots_are_written(audited, tmp_path):

@@ -9,6 +9,7 @@ from tasks.audit.bootstrap import MISSING_ATTRIBUTE, TOO_FEW_GROUPS
 from tasks.data.data_bias import FAILS_FOUR_FIFTHS, SMALL_GROUP, data_bias, plot_base_rates
 from tasks.data.features import read_snapshot, to_feature_frame
 from tests.conftest import PROJECT_DIR
+from tests.unit.tasks.audit.metricframe import base_rates_by_group, summaries
 from tests.usecases import SHIPPED, usecase
 
 GERMAN_CSV = Path(__file__).resolve().parents[4] / "data/german_credit.csv"
@@ -138,3 +139,24 @@ def test_on_each_shipped_use_case_groups_and_base_rates_equal_the_raw_labels(nam
         for group, value in rate.items():
             assert body["groups"][group]["count"] == int((key == group).sum())
             assert body["groups"][group]["base_rate"]["value"] == pytest.approx(value, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_on_each_shipped_use_case_every_figure_equals_metricframe(name):
+    """Counts, base rates, and the difference and ratio over large groups, against fairlearn MetricFrame's."""
+    uc = usecase(name)
+    frame = to_feature_frame(read_snapshot(PROJECT_DIR / uc.dataset.file), usecase=uc)
+    got = _audit(frame, attributes=uc.sensitive, intersections=uc.intersections, n_boot=50)
+    y = frame["label"].to_numpy()
+    for columns in [*([a] for a in uc.sensitive), *uc.intersections]:
+        body = got["attributes"][" \u00d7 ".join(columns)]
+        expected = base_rates_by_group(y, frame[list(columns)])
+        assert list(body["groups"]) == list(expected.index)
+        for group, row in expected.iterrows():
+            assert body["groups"][group]["count"] == row["count"]
+            assert body["groups"][group]["share"] == pytest.approx(row["count"] / len(frame), rel=1e-9, abs=1e-9)
+            assert body["groups"][group]["base_rate"]["value"] == pytest.approx(row["base_rate"], rel=1e-9, abs=1e-9)
+        reference = summaries(y, y, frame[list(columns)], min_group_size=30)
+        for key, value in reference.items():
+            expected_value = None if np.isnan(value) else pytest.approx(value, rel=1e-9, abs=1e-9)
+            assert body["summary"][key]["value"] == expected_value, key
