@@ -127,7 +127,8 @@ def test_a_killed_rollouts_canary_leaves_routing_within_its_lease(live):
         wait_until(lambda: table.get(MODEL_NAME).canary is None, timeout=LEASE + EXPIRY_EVERY + 2, what="canary out")
     gone = time.monotonic() - killed
     assert gone <= LEASE + EXPIRY_EVERY + 1.0, gone
-    assert Registry(engine).get(ref).state.value == "rolled_back"
+    # traffic first: the routing change commits, then the registry's transition (Rollouts.withdraw) a moment later
+    wait_until(lambda: Registry(engine).get(ref).state.value == "rolled_back", timeout=5, what=f"{ref} rolled back")
     record = Ledger(engine).records(subject=ref, actions=(ROLLBACK,))[-1]
     assert record.actor == "steward-lease" and "stopped renewing its lease" in record.payload["reason"]
     assert Leases(engine).get(MODEL_NAME) is None
