@@ -12,7 +12,7 @@ and the ledger's size per million decisions (rows, and bytes of the table and it
 beside the per-batch scheme it replaces (one `decisions.batch` record per 0.1 s batch of the same traffic),
 built and read the same way.
 
-Rows are bulk-inserted with executemany in interval-sized chunks (the fast path); each subject's salt, each
+Rows are bulk-inserted with executemany in interval-sized chunks (the fast path); each part's salt, each
 decision's commitments, each batch's Merkle root and each interval's record are made with the real functions
 (steward.personal, steward.predictions.sealed, steward.merkle, Ledger.append) over exactly the decisions
 inserted, so verify checks real commitments and roots. bench/erase.py builds its log with `build`.

@@ -17,8 +17,8 @@ def erase(
     usecase: str | None = typer.Option(None, "--usecase", help="The use case (default: params.yaml's)."),
 ) -> None:
     """Erase one person's data from the prediction log (pseudonym, inputs, protected attributes), their outcomes,
-    the text of their review cases and their rows in retraining snapshots; their salt goes, so every commitment
-    to them is unverifiable for ever, and the ledger (one `personal.erased` record) still verifies."""
+    the text of their review cases and their rows in retraining snapshots; each part's salt goes with it, so no
+    commitment to them can be checked against a guess, and the ledger (one `personal.erased` record) still verifies."""
     from steward.anchor import anchored
     from steward.db import make_engine
     from steward.erasure import describe, snapshot_files
