@@ -53,7 +53,8 @@ def frame(rows: int, *, seed: int, drifted: bool) -> pd.DataFrame:
 
 
 def ours(reference_path: Path, current_path: Path) -> tuple[float, dict[str, bool]]:
-    from tasks.monitor.drift import Thresholds, drift, reference
+    from tasks.monitor.drift import Thresholds, drift
+    from tasks.monitor.sketch import reference
 
     started = time.perf_counter()
     ref = reference(pd.read_parquet(reference_path), NUMERIC + CATEGORICAL)

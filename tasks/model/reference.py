@@ -2,11 +2,12 @@
 the model at registration (a custom object in the BentoML store): what tasks/monitor/window.py compares a window
 of the prediction log with.
 
-It holds, for the columns the model reads, what tasks/monitor/drift.py compares with (deciles and a sample of each
-numeric column, the frequencies of each categorical one); the same for the predicted probability; each
-sensitive group's approval and error rates on the held-out split under the service's own decision rule
-(favourable: P(favourable) at least the threshold and outside the review band); and each feature's share of the
-mean absolute SHAP attribution (from the explain stage, which explains the unmitigated model).
+It holds, for the columns the model reads, what tasks/monitor/drift.py compares with (tasks/monitor/sketch.py: the
+deciles and distribution function of each numeric column, the frequencies of each categorical one); the same for
+the predicted probability; each sensitive group's approval and error rates on the held-out split under the
+service's own decision rule (favourable: P(favourable) at least the threshold and outside the review band); and
+each feature's share of the mean absolute SHAP attribution (from the explain stage, which explains the unmitigated
+model).
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ def build_reference(
     threshold: float,
     band: tuple[float, float],
     attributions: Mapping[str, float],
-    seed: int = 0,
 ) -> dict[str, Any]:
     """The reference of one model: `probability` is its P(favourable) on `test`, `label` True where favourable."""
     import numpy as np
     import pandas as pd
 
-    from tasks.monitor.drift import reference  # SciPy: not for the training flow, which reads REFERENCE_FILE
+    from tasks.monitor.sketch import describe, reference  # not for the training flow, which reads REFERENCE_FILE
 
     approved = approvals(np.asarray(probability), threshold=threshold, band=band)
     favourable = np.asarray(label, dtype=bool)
@@ -60,8 +60,8 @@ def build_reference(
             }
     total = sum(abs(v) for v in attributions.values()) or 1.0
     return {
-        "inputs": reference(train, list(inputs), seed=seed),
-        "prediction": reference(pd.DataFrame({PROBABILITY: probability}), [PROBABILITY], seed=seed)[PROBABILITY],
+        "inputs": reference(train, list(inputs)),
+        "prediction": describe(pd.Series(probability)),
         "groups": groups,
         "attributions": {k: abs(v) / total for k, v in attributions.items()},
         "threshold": threshold,
@@ -91,7 +91,6 @@ def reference_of(
         threshold=params.evaluate.threshold,
         band=params.serve.review_band,
         attributions=attributions,
-        seed=params.monitor.seed,
     )
 
 
