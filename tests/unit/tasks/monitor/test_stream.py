@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tasks.monitor import stream
@@ -31,9 +30,7 @@ def test_a_file_read_in_small_chunks_gives_the_frames_figures(tmp_path, ref, win
     path = tmp_path / "window.parquet"
     window.to_parquet(path, row_group_size=4_000)
     counted = stream.stream_counts(str(path), ref, batch_bytes=8 * 1_500 * len(COLUMNS))  # 1,500-row chunks
-    assert drift_of_counts(counted, ref, thresholds=Thresholds()) == drift(
-        window, ref, thresholds=Thresholds()
-    )
+    assert drift_of_counts(counted, ref, thresholds=Thresholds()) == drift(window, ref, thresholds=Thresholds())
 
 
 def test_a_folder_of_files_read_in_column_passes_gives_the_frames_figures(tmp_path, ref, window, monkeypatch):
@@ -57,10 +54,12 @@ def test_a_window_without_a_referenced_column_is_refused_by_name(tmp_path, ref, 
 
 
 def test_a_missing_window_is_named(tmp_path, ref):
-    with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.parquet"):
         stream.parquet_drift(str(tmp_path / "nowhere.parquet"), ref, thresholds=Thresholds())
 
 
 def test_an_s3_endpoint_becomes_fsspecs_option():
-    assert stream.storage_options("http://127.0.0.1:9000") == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert stream.storage_options("http://127.0.0.1:9000") == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}
+    }
     assert stream.storage_options(None) == {}
