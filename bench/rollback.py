@@ -84,10 +84,10 @@ def main() -> None:
     from steward.ledger import ROLLBACK, Ledger
     from steward.model_integrity import Manifest
     from steward.params import load_params
-    from steward.predictions import window
     from steward.registry import State
     from steward.rollouts import Rollouts
     from steward.settings import Settings
+    from steward.windows import window
     from tasks.demo.traffic import Traffic, requests_of
     from tasks.rollout.canary import Design
     from tasks.rollout.sequential import Effect, breach_information, wald_expected_sample_size

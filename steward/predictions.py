@@ -41,7 +41,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import JSON, Engine, Float, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -52,7 +51,7 @@ from steward.journal import SEGMENT_SECONDS, JournalError, JournalInUse, claim
 from steward.ledger import DECISIONS_INTERVAL, Ledger, Record, now_ts
 from steward.merkle import TREE, leaf_hash, merkle_root
 from steward.personal import commitment, new_salt
-from steward.reviews import ReviewQueue, open_in  # its tables too: the windows join review decisions
+from steward.reviews import open_in
 
 LOG_ACTOR = "steward-serving"
 ERROR = "error"  # the decision of a request the model raised on: logged for monitoring, never answered
@@ -523,71 +522,3 @@ def ship_journals(engine: Engine, ledger: Ledger, base: Path) -> int:
 
 def _pending(seq: int, entry: dict[str, Any]) -> _Pending:
     return _Pending(seq, Decision(**entry["decision"]), entry.get("review"))
-
-
-def window(engine: Engine, *, models: list[str], since: str = "") -> pd.DataFrame:
-    """The decisions of `models` logged at or after `since` (ISO time), oldest first, with their outcomes (and when
-    each arrived) where known: one row per decision, the group attributes as columns (what the rollout and
-    monitoring analyses read)."""
-    query = (
-        select(PredictionRow, PredictionGroupsRow.groups, OutcomeRow.outcome, OutcomeRow.ts)
-        .outerjoin(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
-        .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
-        .where(PredictionRow.model.in_(models), PredictionRow.ts >= since)
-        .order_by(PredictionRow.ts, PredictionRow.request_id, PredictionRow.role)
-    )
-    with Session(engine) as session:
-        rows = [
-            {
-                "request_id": row.request_id,
-                "role": row.role,
-                "ts": row.ts,
-                "model": row.model,
-                "subject_id": row.subject_id,
-                "decision": row.decision,
-                "probability": row.probability,
-                "latency_ms": row.latency_ms,
-                "outcome": outcome,
-                "outcome_ts": outcome_ts,
-                **{k: str(v) for k, v in (groups or {}).items()},
-            }
-            for row, groups, outcome, outcome_ts in session.execute(query)
-        ]
-    columns = ["request_id", "role", "ts", "model", "subject_id", "decision", "probability", "latency_ms"]
-    columns += ["outcome", "outcome_ts"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
-
-
-def served_window(engine: Engine, *, model: str, since: str = "", until: str = "9999") -> pd.DataFrame:
-    """The decisions `model` served (production or canary) in [since, until), with what each applicant sent,
-    the outcome and the review decision where known, and the group attributes: one row per decision
-    (errors included, as decision `error`): what monitoring reads."""
-    reviewed = {r.request_id: r.decision for r in ReviewQueue(engine).resolutions()}
-    query = (
-        select(PredictionRow, PredictionInputRow.inputs, PredictionGroupsRow.groups, OutcomeRow.outcome)
-        .join(PredictionInputRow, PredictionInputRow.request_id == PredictionRow.request_id)
-        .outerjoin(PredictionGroupsRow, PredictionGroupsRow.request_id == PredictionRow.request_id)
-        .outerjoin(OutcomeRow, OutcomeRow.request_id == PredictionRow.request_id)
-        .where(
-            PredictionRow.model == model,
-            PredictionRow.role != "shadow",
-            PredictionRow.ts >= since,
-            PredictionRow.ts < until,
-        )
-    )
-    with Session(engine) as session:
-        rows = [
-            {
-                **inputs,
-                **{k: str(v) for k, v in (groups or {}).items()},
-                "request_id": row.request_id,
-                "ts": row.ts,
-                "decision": row.decision,
-                "probability": row.probability,
-                "latency_ms": row.latency_ms,
-                "outcome": outcome,
-                "review": reviewed.get(row.request_id),  # a person's decision on a referred or contested case
-            }
-            for row, inputs, groups, outcome in session.execute(query)
-        ]
-    return pd.DataFrame(rows)

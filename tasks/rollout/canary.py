@@ -198,7 +198,7 @@ def analyse(
     slow_ms: float | None = None,
 ) -> Analysis:
     """Compare `candidate` (the model's rows with `role`: canary, at `weight`, or shadow) with `reference`
-    (production's rows) over `log`, a prediction-log window (`steward.predictions.window`: oldest first, with the
+    (production's rows) over `log`, a prediction-log window (`steward.windows.window`: oldest first, with the
     columns in NEEDED and the sensitive attributes). The TPR tests read the decisions whose outcome is `favourable`,
     the FPR tests those whose outcome is `unfavourable`. `slow_ms` is the latency threshold fixed before the step;
     without it, production's p95 in `log` times the factor stands in (noted on the test)."""

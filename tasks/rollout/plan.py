@@ -37,7 +37,7 @@ class Baseline:
 
 
 def baseline(history: pd.DataFrame, *, reference: str, attributes: list[str], design: Design) -> Baseline:
-    """`history` is a prediction-log window before the step (`steward.predictions.window`)."""
+    """`history` is a prediction-log window before the step (`steward.windows.window`)."""
     theirs = history[
         (history["model"] == reference) & (history["role"] == "production") & (history["decision"] != "error")
     ]

@@ -25,9 +25,9 @@ from steward.anchor import anchored
 from steward.db import make_engine
 from steward.leases import Lease, Leases
 from steward.params import Params, StepParams
-from steward.predictions import window
 from steward.routing import RoutingTable, model_name_of
 from steward.settings import Settings
+from steward.windows import window
 from tasks.rollout.canary import Analysis, Design, analyse
 from tasks.rollout.plan import LOOKBACK_SECONDS, Plan, baseline, plan
 

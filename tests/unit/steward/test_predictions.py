@@ -18,11 +18,10 @@ from steward.predictions import (
     LogUnavailable,
     PredictionLog,
     batch_digest,
-    served_window,
     ship_journals,
-    window,
 )
 from steward.reviews import ReviewQueue
+from steward.windows import served_pages, served_window, window
 
 
 def _decision(i, role="production"):
@@ -427,6 +426,15 @@ def test_served_window_has_what_a_model_served_in_the_half_open_interval(engine)
     ]
     everything = served_window(engine, model="credit-risk:v1")
     assert sorted(everything["request_id"]) == ["r1", "r4", "r5", "r7"]
+
+
+def test_served_pages_are_the_window_in_time_order_a_page_at_a_time(engine):
+    _served(engine)
+    pages = list(served_pages(engine, model="credit-risk:v1", page_rows=3))
+    assert [len(page) for page in pages] == [3, 1]
+    whole = served_window(engine, model="credit-risk:v1")
+    assert _records(pd.concat(pages, ignore_index=True), ["ts"]) == _records(whole, ["ts"])
+    assert whole["ts"].is_monotonic_increasing
 
 
 def test_window_has_every_answer_of_the_models_since_a_time_oldest_first_with_outcomes_and_groups(engine):
