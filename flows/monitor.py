@@ -26,7 +26,7 @@ from steward.rollouts import Rollouts
 from steward.routing import RoutingTable
 from steward.settings import Settings
 from tasks.artifacts import publish
-from tasks.monitor.window import monitor_window, page
+from tasks.monitor.window import monitor_parquet, monitor_window, page
 from tasks.signoff.policy import resource
 
 NOTHING_SERVED = "use case {usecase} has no production model ({model_name}) to monitor: name one with --model"
@@ -45,11 +45,17 @@ def task_runner(params: Any) -> Any:
 
 @flow(name="monitor", flow_run_name="monitor {model}", log_prints=False)
 def monitor_flow(
-    model: str | None = None, hours: float = 24.0, since: str | None = None, usecase: str | None = None
+    model: str | None = None,
+    hours: float = 24.0,
+    since: str | None = None,
+    usecase: str | None = None,
+    parquet: str | None = None,
 ) -> list[dict[str, Any]]:
     """Monitor `model` (default: `usecase`'s production and, if there is one, its canary; `usecase` defaults to
     params.yaml's) over the last `hours`, or from `since` (ISO time); the windows run on the task runner
-    params.yaml names."""
+    params.yaml names. With `parquet` (a file or folder, local or s3://, as `steward monitor --export` writes),
+    `model`'s decisions there (default: production's) are judged instead, counted chunk by chunk or, on Dask,
+    partition by partition."""
     settings = Settings()
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
     engine = make_engine(settings.db_url)
@@ -57,13 +63,15 @@ def monitor_flow(
     _expire_leases(engine, model_name, settings=settings)
     routing = RoutingTable(engine, Ledger(engine)).get(model_name)
     refs = [model] if model else [r for r in (routing.production, routing.canary) if r]
+    if parquet:
+        refs = refs[:1]
     if not refs:
         raise ValueError(NOTHING_SERVED.format(usecase=params.usecase.name, model_name=model_name))
     now = datetime.now(UTC)
     start = since or (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
     until = now.isoformat(timespec="microseconds")
     windows = _windows.with_options(task_runner=task_runner(params))(
-        refs, since=start, until=until, usecase=params.usecase.name, settings=settings
+        refs, since=start, until=until, usecase=params.usecase.name, settings=settings, parquet=parquet
     )
     return [_publish(found, routing=routing, settings=settings) for found in windows]
 
@@ -79,9 +87,21 @@ def _expire_leases(engine: Any, model_name: str, *, settings: Settings) -> None:
 
 
 @flow(name="monitor-windows", log_prints=False)
-def _windows(refs: list[str], *, since: str, until: str, usecase: str, settings: Settings) -> list[dict[str, Any]]:
-    futures = [monitor_window.submit(ref, since=since, until=until, usecase=usecase, settings=settings) for ref in refs]
+def _windows(
+    refs: list[str], *, since: str, until: str, usecase: str, settings: Settings, parquet: str | None
+) -> list[dict[str, Any]]:
+    if parquet:
+        futures = [monitor_parquet.submit(ref, source=parquet, usecase=usecase, settings=settings) for ref in refs]
+    else:
+        futures = [
+            monitor_window.submit(ref, since=since, until=until, usecase=usecase, settings=settings) for ref in refs
+        ]
     return [future.result() for future in futures]
+
+
+def window_of(found: dict[str, Any]) -> str:
+    """Which decisions a report judged: from a time on, or those exported to a Parquet source."""
+    return f"in {found['source']}" if "source" in found else f"since {found['since']}"
 
 
 def _publish(found: dict[str, Any], *, routing: Any, settings: Settings) -> dict[str, Any]:
@@ -92,11 +112,11 @@ def _publish(found: dict[str, Any], *, routing: Any, settings: Settings) -> dict
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"monitor-{stamp}.json").write_text(json.dumps(found, indent=2, sort_keys=True, default=str) + "\n")
     if found["n"]:
-        (reports / f"monitor-{stamp}.html").write_text(page(found, title=f"Monitoring {ref} from {found['since']}"))
+        (reports / f"monitor-{stamp}.html").write_text(page(found, title=f"Monitoring {ref} {window_of(found)}"))
     lines = [f"- {b}" for b in found["breaches"]] or ["- none"]
     publish(
         "monitor",
-        f"## {ref}: {found['n']} decisions since {found['since']}\n\nBreaches:\n" + "\n".join(lines),
+        f"## {ref}: {found['n']} decisions {window_of(found)}\n\nBreaches:\n" + "\n".join(lines),
         description=f"monitoring {ref}",
     )
     if found["breaches"]:

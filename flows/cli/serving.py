@@ -234,22 +234,67 @@ def monitor(
     hours: float = typer.Option(24.0, "--hours", help="The window: the last HOURS of the prediction log."),
     since: str | None = typer.Option(None, "--since", help="Or from this ISO time (UTC) until now."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
+    parquet: str | None = typer.Option(
+        None, "--parquet", help="Judge the decisions exported here (a file or folder, a path or s3://) instead."
+    ),
+    export: str | None = typer.Option(
+        None, "--export", help="Write the window of --model (default: production) here as Parquet, and stop."
+    ),
 ) -> None:
     """Drift, group rates, error rates, attributions and latency of a window against each model's reference
     (production and any canary). Writes reports/monitor-<time>.json and .html; exits 4 on a breach (and emits
-    a Prefect event)."""
+    a Prefect event). A window of millions of decisions: --export it to Parquet, then judge it with --parquet
+    (read in chunks, or on Dask with params.yaml's monitor.task_runner: dask; no attributions)."""
     settings = Settings()
+    if export:
+        _export(settings, model=model, hours=hours, since=since, usecase=usecase, destination=export)
+        return
     _environment(settings, server=True)
-    from flows.monitor import monitor_flow
+    from flows.monitor import monitor_flow, window_of
 
     try:
-        reports = monitor_flow(model=model, hours=hours, since=since, usecase=usecase)
-    except StewardError as exc:
+        reports = monitor_flow(model=model, hours=hours, since=since, usecase=usecase, parquet=parquet)
+    except (StewardError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
         return
     for found in reports:
-        console.print(f"{found['model']}: {found['n']} decisions since {found['since']}", highlight=False)
+        console.print(f"{found['model']}: {found['n']} decisions {window_of(found)}", highlight=False)
         for breach in found["breaches"]:
             console.print(f"  breach: {breach}", highlight=False, markup=False)
     if any(found["breaches"] for found in reports):
         raise typer.Exit(code=4)
+
+
+def _export(
+    settings: Settings, *, model: str | None, hours: float, since: str | None, usecase: str | None, destination: str
+) -> None:
+    """`steward monitor --export`: the served window of `model` (default: the use case's production) as Parquet,
+    page by page, without the request ids (the monitor does not read them)."""
+    from datetime import UTC, datetime, timedelta
+
+    from steward.db import make_engine
+    from steward.layout import Layout
+    from steward.ledger import Ledger
+    from steward.params import load_params
+    from steward.routing import RoutingTable
+    from steward.windows import served_pages
+    from tasks.monitor.stream import export_window, storage_options
+
+    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
+    engine = make_engine(settings.db_url)
+    ref = model or RoutingTable(engine, Ledger(engine)).get(params.usecase.model_name).production
+    if ref is None:
+        _fail(ValueError(f"use case {params.usecase.name} has no production model: name one with --model"))
+        return
+    now = datetime.now(UTC)
+    start = since or (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
+    pages = (
+        page.drop(columns=["request_id"])
+        for page in served_pages(engine, model=ref, since=start, until=now.isoformat(timespec="microseconds"))
+    )
+    try:
+        written = export_window(pages, destination, options=storage_options(settings.s3_endpoint_url))
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    console.print(f"{ref}: {written} decisions since {start} written to {destination}", highlight=False)

@@ -13,6 +13,7 @@ overturned). Every breach is named in `breaches`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,13 +29,26 @@ from steward.layout import Layout
 from steward.ledger import Ledger
 from steward.model_integrity import ModelRefused
 from steward.params import load_params
-from steward.predictions import ERROR, served_window
+from steward.predictions import ERROR
 from steward.registry import Registry
 from steward.settings import Settings
+from steward.windows import served_window
 from tasks.model.integrity import verified
 from tasks.model.reference import PROBABILITY
 from tasks.model.register import stored_reference
-from tasks.monitor.drift import Thresholds, column_drift, drift
+from tasks.monitor.drift import ColumnDrift, Thresholds, column_drift, drift, drift_of_counts, verdict
+from tasks.monitor.stream import (
+    LATENCY,
+    Engine,
+    columns_of,
+    dask_counts,
+    dask_tally,
+    read_column,
+    storage_options,
+    stream_counts,
+    stream_tally,
+)
+from tasks.monitor.tally import Tally, WindowTally, tally
 
 NO_OUTCOMES = "no outcomes yet"
 FEW = "{n} decision(s), fewer than {minimum}"
@@ -68,32 +82,43 @@ def report(
     """The monitoring report of `window` (one row per served decision: the inputs, probability, decision,
     outcome or None, latency_ms, and the sensitive attributes) against `ref`; an outcome equal to
     `favourable` (the use case's favourable label value, as a string) is the one an approval is right on."""
-    breaches: list[str] = []
-    inputs = drift(window, ref["inputs"], thresholds=limits.drift)
-    breaches += [f"input drift: {d.column} {_stats(d.statistics)}" for d in inputs if d.drifted]
-    prediction = column_drift(
-        ref["prediction"], window[PROBABILITY], column=PROBABILITY, thresholds=Thresholds(psi=limits.prediction_psi)
+    return judge(
+        inputs=drift(window, ref["inputs"], thresholds=limits.drift),
+        prediction=column_drift(
+            ref["prediction"], window[PROBABILITY], column=PROBABILITY, thresholds=Thresholds(psi=limits.prediction_psi)
+        ),
+        tallied=tally(window, ref["groups"], favourable=favourable),
+        ref=ref,
+        limits=limits,
+        attributions=attributions,
+        latencies=window["latency_ms"].to_numpy(dtype=float),
     )
+
+
+def judge(
+    *,
+    inputs: list[ColumnDrift],
+    prediction: ColumnDrift,
+    tallied: WindowTally,
+    ref: Mapping[str, Any],
+    limits: Limits,
+    attributions: Mapping[str, float] | None = None,
+    latencies: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The report from a window's drift, tallies, attributions and latencies (None: not read, not judged)."""
+    breaches = [f"input drift: {d.column} {_stats(d.statistics)}" for d in inputs if d.drifted]
     if prediction.statistics["psi"] > limits.prediction_psi:
         breaches.append(f"prediction drift: PSI {prediction.statistics['psi']:.3f} > {limits.prediction_psi}")
-    failed = (window["decision"] == ERROR).to_numpy()
-    error_rate = float(failed.mean()) if len(window) else 0.0
+    error_rate = tallied.errors / tallied.requests if tallied.requests else 0.0
     if error_rate > limits.max_error_rate:
         breaches.append(
-            f"errors: {failed.sum()} of {len(window)} requests ({error_rate:.2%}) > {limits.max_error_rate:.2%}"
+            f"errors: {tallied.errors} of {tallied.requests} requests ({error_rate:.2%}) > {limits.max_error_rate:.2%}"
         )
-    answered = window[~failed]
-    approved = (answered["decision"] == "approve").to_numpy()
-    known = answered["outcome"].notna().to_numpy()
-    good = (answered["outcome"] == favourable).to_numpy()
     groups = []
     for name, expected in ref["groups"].items():
-        attribute, _, value = name.partition("=")
-        if attribute not in answered:
+        if name not in tallied.groups:
             continue
-        member = (answered[attribute].astype(str) == value).to_numpy()
-        row = _group(name, expected, approved[member], (approved != good)[member & known], limits)
-        row["reviews"] = _reviews(answered[member])
+        row = _group(name, expected, tallied.groups[name], limits)
         breaches += row.pop("breaches")
         groups.append(row)
     attribution = None
@@ -110,62 +135,50 @@ def report(
         attribution = {"js": distance, "drifted": distance > limits.attribution_js}
         if attribution["drifted"]:
             breaches.append(f"attribution drift: JS {distance:.3f} > {limits.attribution_js}")
-    p95 = float(np.percentile(window["latency_ms"], 95)) if len(window) else None
-    if p95 is not None and p95 > limits.max_p95_latency_ms:
-        breaches.append(f"latency: p95 {p95:.0f} ms > {limits.max_p95_latency_ms:.0f} ms")
+    latency = None
+    if latencies is not None:
+        p95 = float(np.percentile(latencies, 95)) if len(latencies) else None
+        if p95 is not None and p95 > limits.max_p95_latency_ms:
+            breaches.append(f"latency: p95 {p95:.0f} ms > {limits.max_p95_latency_ms:.0f} ms")
+        latency = {"p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None, "p95_ms": p95}
     return {
-        "n": len(window),
-        "errors": int(failed.sum()),
+        "n": tallied.requests,
+        "errors": tallied.errors,
         "error_rate": error_rate,
-        "outcomes": int(known.sum()),
-        "reviews": _reviews(answered),
+        "outcomes": tallied.answered.with_outcome,
+        "reviews": tallied.answered.review_counts(),
         "inputs": [asdict(d) for d in inputs],
         "prediction": asdict(prediction),
         "groups": groups,
         "attribution": attribution,
-        "latency": {"p50_ms": float(np.percentile(window["latency_ms"], 50)) if len(window) else None, "p95_ms": p95},
+        "latency": latency,
         "breaches": breaches,
     }
 
 
-def _group(
-    name: str, expected: Mapping[str, float], approved: np.ndarray, wrong: np.ndarray, limits: Limits
-) -> dict[str, Any]:
-    row: dict[str, Any] = {"group": name, "n": len(approved), "reference": dict(expected), "breaches": []}
-    if len(approved) < limits.min_group_size:
-        row["note"] = FEW.format(n=len(approved), minimum=limits.min_group_size)
+def _group(name: str, expected: Mapping[str, float], counted: Tally, limits: Limits) -> dict[str, Any]:
+    row: dict[str, Any] = {"group": name, "n": counted.n, "reference": dict(expected), "breaches": []}
+    row["reviews"] = counted.review_counts()
+    if counted.n < limits.min_group_size:
+        row["note"] = FEW.format(n=counted.n, minimum=limits.min_group_size)
         return row
-    rate = float(approved.mean())
+    rate = counted.approved / counted.n
     row["selection_rate"] = rate
     if abs(rate - expected["selection_rate"]) > limits.selection_gap:
         row["breaches"].append(
             f"selection rate drift: {name} {rate:.3f} vs {expected['selection_rate']:.3f} at training"
         )
-    row["with_outcome"] = len(wrong)
-    if len(wrong) >= limits.min_group_size:
-        error = float(wrong.mean())
+    row["with_outcome"] = counted.with_outcome
+    if counted.with_outcome >= limits.min_group_size:
+        error = counted.wrong / counted.with_outcome
         row["error_rate"] = error
         if abs(error - expected["error_rate"]) > limits.error_gap:
             row["breaches"].append(f"error rate drift: {name} {error:.3f} vs {expected['error_rate']:.3f} at training")
+    elif counted.with_outcome:
+        row["outcome_note"] = FEW.format(n=counted.with_outcome, minimum=limits.min_group_size)
     else:
-        row["outcome_note"] = NO_OUTCOMES if not len(wrong) else FEW.format(n=len(wrong), minimum=limits.min_group_size)
+        row["outcome_note"] = NO_OUTCOMES
     return row
-
-
-def _reviews(rows: pd.DataFrame) -> dict[str, int]:
-    """What people decided on this model's decisions: referred cases they approved or declined, and contested
-    decisions they overturned (the review decisions as monitoring labels)."""
-    if "review" not in rows:
-        return {"resolved": 0, "referred_approved": 0, "referred_declined": 0, "contested_overturned": 0}
-    resolved = rows[rows["review"].notna()]
-    referred = resolved[resolved["decision"] == "referred"]
-    contested = resolved[resolved["decision"] != "referred"]
-    return {
-        "resolved": len(resolved),
-        "referred_approved": int((referred["review"] == "approve").sum()),
-        "referred_declined": int((referred["review"] == "decline").sum()),
-        "contested_overturned": int((contested["review"] != contested["decision"]).sum()),
-    }
 
 
 def _stats(statistics: Mapping[str, float]) -> str:
@@ -229,9 +242,20 @@ def page(found: Mapping[str, Any], *, title: str) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{found['n']} decisions, {found['outcomes']} with outcomes; "
-        f"p95 latency {found['latency']['p95_ms'] or 0:.0f} ms</p><h2>Breaches</h2><ul>{breaches}</ul>"
+        f"p95 latency {(found['latency'] or {}).get('p95_ms') or 0:.0f} ms</p><h2>Breaches</h2><ul>{breaches}</ul>"
         f"<img alt='input drift and approval rates by group' src='data:image/png;base64,{image}'></body></html>"
     )
+
+
+def _reference(ref: str, *, settings: Settings, where: str) -> tuple[Any, dict[str, Any]]:
+    """The verified model `ref` and the reference stored with it; ModelRefused when its bytes or records do not
+    verify (it is then never unpickled, its reference included)."""
+    engine = make_engine(settings.db_url)
+    version = verified(ref, registry=Registry(engine), ledger=Ledger(engine), settings=settings, where=where)
+    reference = stored_reference(version.model_tag)
+    if reference is None:
+        raise ValueError(NO_REFERENCE.format(ref=ref))
+    return version, reference
 
 
 @task(name="monitor-window", cache_policy=NO_CACHE)
@@ -245,16 +269,12 @@ def monitor_window(
     import bentoml
 
     params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
-    engine = make_engine(settings.db_url)
     try:
-        version = verified(ref, registry=Registry(engine), ledger=Ledger(engine), settings=settings, where="monitor")
+        version, reference = _reference(ref, settings=settings, where="monitor")
     except ModelRefused as refused:
         breach = REFUSED.format(reason=refused)
         return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [breach], "refused": str(refused)}
-    reference = stored_reference(version.model_tag)
-    if reference is None:
-        raise ValueError(NO_REFERENCE.format(ref=ref))
-    window = served_window(engine, model=ref, since=since, until=until)
+    window = served_window(make_engine(settings.db_url), model=ref, since=since, until=until)
     if window.empty:
         return {"model": ref, "since": since, "until": until, "n": 0, "breaches": [], "note": "no decisions"}
     answered = window[window["decision"] != ERROR]  # the model raised on the others: nothing to explain
@@ -270,3 +290,68 @@ def monitor_window(
         window, reference, limits=limits_of(params.monitor), favourable=favourable, attributions=attributions
     )
     return {"model": ref, "since": since, "until": until, **found}
+
+
+def parquet_report(
+    source: str,
+    ref: Mapping[str, Any],
+    *,
+    limits: Limits,
+    favourable: str,
+    engine: Engine = "stream",
+    options: Mapping[str, Any] | None = None,
+    client: Any = None,
+) -> dict[str, Any]:
+    """The report of a window exported as Parquet (a file or folder, local or s3://: the columns `report` reads),
+    from counts taken chunk by chunk in this process or partition by partition on Dask (`engine`), so memory does
+    not grow with rows; the latency percentiles read that one column whole. Attributions are not computed."""
+    names = columns_of(source, options=options)
+    described = {**ref["inputs"], PROBABILITY: ref["prediction"]}
+    if engine == "dask":
+        counted = dask_counts(source, described, options=options, client=client)
+        tallied = dask_tally(source, ref["groups"], favourable=favourable, options=options, client=client)
+    else:
+        counted = stream_counts(source, described, options=options)
+        tallied = stream_tally(source, ref["groups"], favourable=favourable, options=options)
+    latencies = None
+    if LATENCY in names:
+        latencies = read_column(source, LATENCY, options=options).to_numpy(dtype=float)
+    inputs = {column: counted[column] for column in ref["inputs"]}
+    return judge(
+        inputs=drift_of_counts(inputs, ref["inputs"], thresholds=limits.drift),
+        prediction=verdict(
+            ref["prediction"],
+            counted[PROBABILITY],
+            column=PROBABILITY,
+            thresholds=Thresholds(psi=limits.prediction_psi),
+        ),
+        tallied=tallied,
+        ref=ref,
+        limits=limits,
+        latencies=latencies,
+    )
+
+
+@task(name="monitor-parquet", cache_policy=NO_CACHE)
+def monitor_parquet(ref: str, *, source: str, usecase: str | None = None, settings: Settings) -> dict[str, Any]:
+    """The report of model `ref`'s decisions exported to Parquet at `source` (see `parquet_report`): counted on
+    the Dask cluster this task runs on when `monitor.task_runner` is dask, else in chunks here."""
+    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
+    try:
+        _, reference = _reference(ref, settings=settings, where="monitor")
+    except ModelRefused as refused:
+        return {"model": ref, "source": source, "n": 0, "breaches": [REFUSED.format(reason=refused)]}
+    found = functools.partial(
+        parquet_report,
+        source,
+        reference,
+        limits=limits_of(params.monitor),
+        favourable=str(params.usecase.label.favourable),
+        options=storage_options(settings.s3_endpoint_url),
+    )
+    if params.monitor.task_runner == "dask":
+        from prefect_dask import get_dask_client
+
+        with get_dask_client() as client:
+            return {"model": ref, "source": source, **found(engine="dask", client=client)}
+    return {"model": ref, "source": source, **found(engine="stream")}

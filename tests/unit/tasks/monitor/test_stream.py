@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tasks.monitor import stream
@@ -63,3 +64,25 @@ def test_an_s3_endpoint_becomes_fsspecs_option():
         "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}
     }
     assert stream.storage_options(None) == {}
+
+
+def test_an_exported_window_reads_back_page_by_page_with_the_first_pages_types(tmp_path):
+    pages = [
+        pd.DataFrame({"x": [1.0, 2.0], "outcome": [None, None], "sex": ["f", "m"]}),
+        pd.DataFrame({"x": [3.0], "outcome": ["good"], "sex": ["f"], "late": [1]}),  # `late`: not in the first
+        pd.DataFrame({"x": [np.nan, 5.0], "outcome": ["bad", None]}),
+    ]
+    path = tmp_path / "window.parquet"
+    assert stream.export_window(iter(pages), str(path)) == 5
+    back = pd.read_parquet(path)
+    assert back.columns.tolist() == ["x", "outcome", "sex"]
+    assert back["x"].tolist()[:3] == [1.0, 2.0, 3.0] and np.isnan(back["x"][3]) and back["x"][4] == 5.0
+    assert [None if pd.isna(v) else v for v in back["outcome"]] == [None, None, "good", "bad", None]
+    assert [None if pd.isna(v) else v for v in back["sex"]] == ["f", "m", "f", None, None]
+
+
+def test_an_empty_window_is_not_exported(tmp_path):
+    with pytest.raises(ValueError) as caught:
+        stream.export_window(iter([]), str(tmp_path / "w.parquet"))
+    assert str(caught.value) == f"no decisions in the window: nothing written to {tmp_path / 'w.parquet'}"
+    assert not (tmp_path / "w.parquet").exists()

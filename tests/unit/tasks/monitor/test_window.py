@@ -173,3 +173,46 @@ def test_an_approval_is_an_error_unless_the_outcome_is_the_use_cases_favourable_
     men = next(g for g in other["groups"] if g["group"] == "sex=male")
     member = (window["sex"] == "male") & known
     assert men["error_rate"] == pytest.approx(approved[member].mean())
+
+
+def _everything_window(model) -> pd.DataFrame:
+    """A drifted window with raised requests, missing outcomes, resolved reviews and a referred case."""
+    window = _served(model, 6_000, seed=12, drift=1.0).assign(review=None)
+    window.loc[:59, "decision"] = "error"
+    window.loc[window.index % 5 == 0, "outcome"] = None
+    window.loc[100:103, "decision"] = "referred"
+    window.loc[100:101, "review"] = "approve"
+    window.loc[200:210, "review"] = "decline"
+    window["latency_ms"] = np.random.default_rng(12).gamma(2.0, 30.0, len(window))
+    return window
+
+
+def test_a_window_exported_to_parquet_is_judged_on_the_frames_figures(model, ref, tmp_path, monkeypatch):
+    """Read in chunks of about a thousand rows from three files: every figure equals the frame's (without SHAP)."""
+    from tasks.monitor import stream
+    from tasks.monitor.window import parquet_report
+
+    window = _everything_window(model)
+    folder = tmp_path / "window"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(window)), 3)):
+        window.iloc[part].to_parquet(folder / f"part-{i}.parquet")
+    monkeypatch.setattr(stream, "BATCH_BYTES", 8 * 1_100 * 20)  # 1,100 rows of 20 columns, 1,024 of more
+    limits = Limits(max_p95_latency_ms=100.0)
+    expected = report(window, ref, limits=limits, favourable="good")
+    found = parquet_report(str(folder), ref, limits=limits, favourable="good")
+    assert found == expected
+    assert any(b.startswith("input drift") for b in found["breaches"]) and found["errors"] == 60
+    assert found["reviews"]["resolved"] >= 13 and found["latency"]["p95_ms"] > 100.0
+
+
+def test_a_parquet_window_without_decisions_is_refused_by_name(model, ref, tmp_path):
+    from tasks.monitor.window import parquet_report
+
+    path = tmp_path / "window.parquet"
+    _served(model, 200, seed=13).drop(columns="decision").to_parquet(path)
+    with pytest.raises(ValueError) as caught:
+        parquet_report(str(path), ref, limits=Limits(), favourable="good")
+    assert str(caught.value) == (
+        "the window lacks the column 'decision' of the prediction log (`steward monitor --export` writes it)"
+    )
