@@ -64,18 +64,23 @@ class WindowTally:
         )
 
 
+def _is(values: pd.Series, value: str) -> np.ndarray:
+    """Where `values` equal `value`, a missing value not (text columns read from Parquet hold pd.NA)."""
+    return (values == value).to_numpy(dtype=bool, na_value=False)
+
+
 def _reviews(rows: pd.DataFrame) -> tuple[int, ...]:
     """Referred cases reviewers approved or declined, and contested decisions they overturned."""
     if "review" not in rows:
         return (0,) * len(REVIEWS)
-    resolved = rows[rows["review"].notna()]
-    referred = resolved[resolved["decision"] == "referred"]
-    contested = resolved[resolved["decision"] != "referred"]
+    resolved = rows[rows["review"].notna().to_numpy()]
+    is_referred = _is(resolved["decision"], "referred")
+    referred, contested = resolved[is_referred], resolved[~is_referred]
     return (
         len(resolved),
-        int((referred["review"] == "approve").sum()),
-        int((referred["review"] == "decline").sum()),
-        int((contested["review"] != contested["decision"]).sum()),
+        int(_is(referred["review"], "approve").sum()),
+        int(_is(referred["review"], "decline").sum()),
+        int((~(contested["review"] == contested["decision"]).to_numpy(dtype=bool, na_value=False)).sum()),
     )
 
 
@@ -85,16 +90,16 @@ def _tally(rows: pd.DataFrame, approved: np.ndarray, known: np.ndarray, wrong: n
 
 def tally(window: pd.DataFrame, groups: Iterable[str], *, favourable: str) -> WindowTally:
     """The `WindowTally` of `window`; `favourable` is the use case's favourable outcome as /feedback stores it."""
-    failed = (window["decision"] == ERROR).to_numpy()
+    failed = _is(window["decision"], ERROR)
     answered = window[~failed]
-    approved = (answered["decision"] == "approve").to_numpy()
+    approved = _is(answered["decision"], "approve")
     known = answered["outcome"].notna().to_numpy()
-    wrong = (approved != (answered["outcome"] == favourable).to_numpy()) & known
+    wrong = (approved != _is(answered["outcome"], favourable)) & known
     by_group: dict[str, Tally] = {}
     for name in groups:
         attribute, _, value = name.partition("=")
         if attribute not in answered:
             continue
-        member = (answered[attribute].astype(str) == value).to_numpy()
+        member = _is(answered[attribute].astype(str), value)
         by_group[name] = _tally(answered[member], approved[member], known[member], wrong[member])
     return WindowTally(len(window), int(failed.sum()), _tally(answered, approved, known, wrong), by_group)

@@ -15,6 +15,7 @@ from distributed import Client, LocalCluster
 from tasks.monitor import stream
 from tasks.monitor.drift import Thresholds, drift
 from tasks.monitor.sketch import reference
+from tests.unit.tasks.monitor.served import everything_window, fitted_model, reference_of
 from usecases.german_credit.generator import generate_applications
 
 pytestmark = pytest.mark.integration
@@ -86,3 +87,21 @@ def test_a_window_on_s3_streams_and_runs_on_dask(tmp_path, s3_endpoint, aws_env,
             uri, ref, thresholds=Thresholds(), options=options, engine="dask", client=cluster
         )
     assert on_dask == expected
+
+
+def test_a_whole_report_on_dask_equals_the_frames(tmp_path, cluster):
+    """Drift, prediction drift, group rates, error rates, reviews and latency of a window of five files, each
+    partition counted on a worker: the report equals the one from the frame (attributions aside)."""
+    from tasks.monitor.window import Limits, parquet_report, report
+
+    model = fitted_model()
+    reference = reference_of(model)
+    served = everything_window(model)
+    folder = tmp_path / "window"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(served)), 5)):
+        served.iloc[part].to_parquet(folder / f"part-{i}.parquet")
+    limits = Limits(max_p95_latency_ms=100.0)
+    expected = report(served, reference, limits=limits, favourable="good")
+    on_dask = parquet_report(str(folder), reference, limits=limits, favourable="good", engine="dask", client=cluster)
+    assert on_dask == expected and expected["breaches"]

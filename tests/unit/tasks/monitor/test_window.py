@@ -3,67 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tasks.data.features import LABEL, to_feature_frame
-from tasks.model.reference import approvals, build_reference
-from tasks.model.train import fit
+from tasks.data.features import LABEL
 from tasks.monitor.window import Limits, report
-from tests.usecases import SHIPPED, params_for, usecase
-from usecases.german_credit.generator import generate_applications
-
-PARAMS = params_for()
-BAND = (0.45, 0.55)
-INPUTS = ["duration_months", "credit_amount", "checking_status", "purpose", "savings", "housing"]
-SENSITIVE = ["sex", "age_group"]
+from tests.unit.tasks.monitor.served import everything_window, fitted_model, outcomes, reference_of
+from tests.unit.tasks.monitor.served import served as _served
+from tests.usecases import SHIPPED
 
 
 @pytest.fixture(scope="module")
 def model():
-    train = PARAMS.train.model_copy(update={"model": "logistic_regression"})
-    return fit(
-        to_feature_frame(generate_applications(8_000, seed=1), usecase=PARAMS.usecase),
-        params=PARAMS.model_copy(update={"train": train}),
-    )
-
-
-def _outcomes(name: str) -> tuple[str, str]:
-    """The use case's favourable and unfavourable outcomes as /feedback stores them (strings)."""
-    label = usecase(name).label
-    return str(label.favourable), str(label.unfavourable)
-
-
-def _served(model, n: int, *, seed: int, name: str = "german_credit", **scenario) -> pd.DataFrame:
-    """A window as the service logs it: inputs, probability, decision under the service's rule, and the
-    outcome in the words of use case `name`."""
-    good, bad = _outcomes(name)
-    frame = to_feature_frame(generate_applications(n, seed=seed, **scenario), usecase=PARAMS.usecase)
-    probability = model.predict_proba(frame[list(model.feature_names_in_)])[:, 1]
-    approved = approvals(probability, threshold=0.5, band=BAND)
-    return frame.assign(
-        probability=probability,
-        decision=np.where(approved, "approve", "decline"),
-        outcome=np.where(frame[LABEL] == 1, good, bad),
-        latency_ms=np.full(n, 20.0),
-    )
+    return fitted_model()
 
 
 @pytest.fixture(scope="module")
 def ref(model):
-    test = _served(model, 6_000, seed=2)
-    importances = {"checking_status": 1.0, "duration_months": 0.5, "credit_amount": 0.3, "savings": 0.2}
-    return build_reference(
-        to_feature_frame(generate_applications(8_000, seed=1), usecase=PARAMS.usecase),
-        test,
-        test["probability"].to_numpy(),
-        inputs=INPUTS,
-        sensitive=SENSITIVE,
-        label=test[LABEL] == 1,
-        threshold=0.5,
-        band=BAND,
-        attributions=importances,
-    )
+    return reference_of(model)
 
 
 def test_the_reference_rates_are_the_groups_rates_under_the_services_rule(model, ref):
@@ -78,7 +34,7 @@ def test_the_reference_rates_are_the_groups_rates_under_the_services_rule(model,
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_window_like_the_reference_has_no_breach(model, ref, name):
-    found = report(_served(model, 4_000, seed=3, name=name), ref, limits=Limits(), favourable=_outcomes(name)[0])
+    found = report(_served(model, 4_000, seed=3, name=name), ref, limits=Limits(), favourable=outcomes(name)[0])
     assert found["breaches"] == []
     assert found["outcomes"] == 4_000 and {g["group"] for g in found["groups"]} == set(ref["groups"])
 
@@ -157,7 +113,7 @@ def test_review_decisions_are_reported_as_labels_per_group(model, ref):
 def test_an_approval_is_an_error_unless_the_outcome_is_the_use_cases_favourable_value(model, ref, name):
     window = _served(model, 3_000, seed=11, name=name)
     window.loc[window.index % 7 == 0, "outcome"] = None  # some outcomes have not arrived
-    good, _ = _outcomes(name)
+    good, _ = outcomes(name)
     found = report(window, ref, limits=Limits(min_group_size=50), favourable=good)
     approved = window["decision"] == "approve"
     known = window["outcome"].notna()
@@ -175,24 +131,12 @@ def test_an_approval_is_an_error_unless_the_outcome_is_the_use_cases_favourable_
     assert men["error_rate"] == pytest.approx(approved[member].mean())
 
 
-def _everything_window(model) -> pd.DataFrame:
-    """A drifted window with raised requests, missing outcomes, resolved reviews and a referred case."""
-    window = _served(model, 6_000, seed=12, drift=1.0).assign(review=None)
-    window.loc[:59, "decision"] = "error"
-    window.loc[window.index % 5 == 0, "outcome"] = None
-    window.loc[100:103, "decision"] = "referred"
-    window.loc[100:101, "review"] = "approve"
-    window.loc[200:210, "review"] = "decline"
-    window["latency_ms"] = np.random.default_rng(12).gamma(2.0, 30.0, len(window))
-    return window
-
-
 def test_a_window_exported_to_parquet_is_judged_on_the_frames_figures(model, ref, tmp_path, monkeypatch):
     """Read in chunks of about a thousand rows from three files: every figure equals the frame's (without SHAP)."""
     from tasks.monitor import stream
     from tasks.monitor.window import parquet_report
 
-    window = _everything_window(model)
+    window = everything_window(model)
     folder = tmp_path / "window"
     folder.mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(window)), 3)):
