@@ -243,6 +243,19 @@ def test_monitoring_finds_drift_in_a_drifted_window_and_none_in_an_ordinary_one(
         assert time.monotonic() < deadline, "no steward.monitor.breach event"
         time.sleep(1)
 
+    # The same window exported to Parquet page by page, then judged from it on the monitor's Dask cluster: the
+    # same figures as from the log (attributions aside: they need the model on a sample of rows).
+    exported = live["project"] / "exported-window.parquet"
+    wrote = run([steward, "monitor", "--since", since, "--export", str(exported)], cwd=live["project"], env=live["env"])
+    assert wrote.returncode == 0 and f"{production}: 1000 decisions" in wrote.stdout, wrote.stdout + wrote.stderr
+    judged = run([steward, "monitor", "--parquet", str(exported)], cwd=live["project"], env=live["env"], timeout=300)
+    assert judged.returncode == 4 and "breach: input drift: credit_amount" in judged.stdout, judged.stdout
+    from_parquet = json.loads(sorted((live["project"] / "reports").glob("monitor-*.json"))[-1].read_text())
+    assert from_parquet["source"] == str(exported) and from_parquet["n"] == 1000
+    for key in ("inputs", "prediction", "groups", "errors", "outcomes", "reviews", "latency"):
+        assert from_parquet[key] == found[key], key
+    exported.unlink()
+
 
 def test_a_model_whose_bytes_changed_is_refused_by_the_rollout_and_the_monitor(live):
     """An approved version whose stored pickle lost one byte after registration: `steward rollout` refuses it
