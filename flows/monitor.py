@@ -33,10 +33,13 @@ NOTHING_SERVED = "use case {usecase} has no production model ({model_name}) to m
 
 
 def task_runner(params: Any) -> Any:
-    """The task runner `monitor.task_runner` asks for: Prefect's threads, or a local Dask cluster."""
+    """The task runner `monitor.task_runner` asks for: Prefect's threads, or Dask: the cluster at
+    `monitor.dask_address`, else a local one of `monitor.dask_workers` processes."""
     if params.monitor.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        if params.monitor.dask_address:
+            return DaskTaskRunner(address=params.monitor.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": params.monitor.dask_workers, "threads_per_worker": 1})
     from prefect.task_runners import ThreadPoolTaskRunner
 

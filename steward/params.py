@@ -261,11 +261,18 @@ class MonitorParams(Section):
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
     max_error_rate: float = Field(default=0.01, ge=0, lt=1, description="Share of requests the model raised on.")
     min_group_size: int = Field(default=50, ge=1, description="A group judged only with this many decisions.")
-    seed: int = 0
+    seed: int = Field(default=0, description="The window rows explained for attribution drift.")
     task_runner: Literal["thread", "dask"] = Field(
-        default="thread", description="dask: each model's window on a local Dask cluster (prefect-dask)."
+        default="thread",
+        description="dask: each model's window on a Dask cluster (prefect-dask), a Parquet window's partitions too.",
     )
-    dask_workers: int = Field(default=2, ge=1, le=64, description="Worker processes of that cluster.")
+    dask_workers: int = Field(default=2, ge=1, le=64, description="Worker processes of a local cluster.")
+    dask_address: str | None = Field(
+        default=None,
+        pattern=r"^(tcp|tls)://[^\s/]+:\d+$",
+        description="A running Dask scheduler (tcp://HOST:PORT) instead of a local cluster; its workers need "
+        "Steward's environment and S3 credentials.",
+    )
 
 
 class RetrainParams(Section):
