@@ -129,29 +129,53 @@ class ColumnCounts:
         return ColumnCounts(self.n + other.n, bins=self.bins + other.bins, cells=self.cells + other.cells)
 
 
-def count(ref: Mapping[str, Any], values: pd.Series, *, column: str = "") -> ColumnCounts:
-    """The counts of one window column (missing values left out) against its reference `ref`."""
+def points(ref: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric reference's PSI edges and grid as arrays (what `count` compares values with), for a caller that
+    counts many chunks against it to build once."""
+    return np.asarray(ref["edges"], dtype=float), curve(ref).grid
+
+
+def count(
+    ref: Mapping[str, Any],
+    values: pd.Series,
+    *,
+    column: str = "",
+    prepared: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ColumnCounts:
+    """The counts of one window column (missing values left out) against its reference `ref` (`prepared`: its
+    `points`, if the caller has them). Numbers are sorted once, and the edges and grid points searched in them."""
     values = values.dropna()
     if ref["kind"] == "numeric":
-        numbers = pd.to_numeric(values).to_numpy(dtype=float)
-        edges = np.asarray(ref["edges"], dtype=float)
-        grid = curve(ref).grid
-        position = np.searchsorted(grid, numbers, side="left")
-        on_point = (position < len(grid)) & (grid[np.minimum(position, len(grid) - 1)] == numbers)
-        return ColumnCounts(
-            len(numbers),
-            bins=np.bincount(np.searchsorted(edges, numbers, side="right"), minlength=len(edges) + 1),
-            cells=np.bincount(2 * position + on_point, minlength=2 * len(grid) + 1),
-        )
+        edges, grid = prepared if prepared is not None else points(ref)
+        ordered = np.sort(pd.to_numeric(values).to_numpy(dtype=float))
+        n = len(ordered)
+        below_edge = np.searchsorted(ordered, edges, side="left")
+        below = np.searchsorted(ordered, grid, side="left")
+        at_or_below = np.searchsorted(ordered, grid, side="right")
+        cells = np.empty(2 * len(grid) + 1, dtype=np.int64)
+        cells[1::2] = at_or_below - below  # equal to grid point i
+        cells[0:-1:2] = below - np.concatenate(([0], at_or_below[:-1]))  # between grid points i-1 and i
+        cells[-1] = n - (at_or_below[-1] if len(grid) else 0)  # above the last
+        return ColumnCounts(n, bins=np.diff(np.concatenate(([0], below_edge, [n]))), cells=cells)
     if ref["kind"] == "categorical":
         observed = values.astype(str).value_counts()
         return ColumnCounts(int(observed.sum()), labels={str(k): int(v) for k, v in observed.items() if v})
     raise ValueError(UNKNOWN_KIND.format(column=column, kind=ref["kind"]))
 
 
-def counts(ref: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, ColumnCounts]:
-    """`count` of each column `ref` describes that `frame` holds."""
-    return {column: count(ref[column], frame[column], column=column) for column in ref if column in frame}
+def counts(
+    ref: Mapping[str, Any],
+    frame: pd.DataFrame,
+    *,
+    prepared: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, ColumnCounts]:
+    """`count` of each column `ref` describes that `frame` holds (`prepared`: `points` of numeric columns)."""
+    prepared = prepared or {}
+    return {
+        column: count(ref[column], frame[column], column=column, prepared=prepared.get(column))
+        for column in ref
+        if column in frame
+    }
 
 
 def merge(a: Mapping[str, ColumnCounts], b: Mapping[str, ColumnCounts]) -> dict[str, ColumnCounts]:

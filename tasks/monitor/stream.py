@@ -3,8 +3,9 @@ split into partitions on a Dask cluster, each chunk or partition counted against
 (tasks/monitor/sketch.py) and the counts added. Counts are integers, so both ways give the figures of the whole
 window held in one frame, to the bit, with memory that does not grow with rows.
 
-Chunks are at most `BATCH_BYTES` of numbers at a time, over at most `COLUMNS_PER_PASS` columns: a window of a
-thousand columns is read in passes over column groups, each pass reading only its columns' pages.
+A file is read a row group at a time, over at most `COLUMNS_PER_PASS` columns, and counted in frames of at most
+`BATCH_BYTES` of numbers: memory follows the row group, not the file, and a window of a thousand columns is read in
+passes over column groups, each reading only its columns' pages.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import pandas as pd
 
 from tasks.monitor.drift import NO_COLUMN, ColumnDrift, Thresholds, drift_of_counts
-from tasks.monitor.sketch import ColumnCounts, counts, merge
+from tasks.monitor.sketch import ColumnCounts, counts, merge, points
 from tasks.monitor.tally import WindowTally, tally
 
 BATCH_BYTES = 64 * 2**20
@@ -60,10 +61,19 @@ def _check_columns(names: list[str], needed: Iterable[str], *, message: str = NO
 
 
 def _chunks(dataset: Any, columns: list[str], batch_bytes: int | None) -> Iterator[pd.DataFrame]:
-    """`columns` in chunks of about `batch_bytes` (default BATCH_BYTES) of numbers, at least 1,024 rows."""
+    """`columns` of every file of `dataset`, a row group at a time (pyarrow's dataset scanner buffers ahead and
+    grows with the file), each cut into frames of about `batch_bytes` (default BATCH_BYTES) of numbers."""
+    import pyarrow.parquet as pq
+
     rows = max(1024, (batch_bytes or BATCH_BYTES) // (8 * max(1, len(columns))))
-    for batch in dataset.to_batches(columns=columns, batch_size=rows, batch_readahead=1, fragment_readahead=1):
-        yield batch.to_pandas()
+    for path in dataset.files:
+        with dataset.filesystem.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=columns)
+                for start in range(0, table.num_rows, rows):
+                    yield table.slice(start, rows).to_pandas()
+                del table
 
 
 def stream_counts(
@@ -75,11 +85,12 @@ def stream_counts(
     _check_columns(dataset.schema.names, ref)
     columns = list(ref)
     total: dict[str, ColumnCounts] = {}
+    prepared = {c: points(ref[c]) for c in columns if ref[c]["kind"] == "numeric"}
     for start in range(0, len(columns), COLUMNS_PER_PASS):
         part = columns[start : start + COLUMNS_PER_PASS]
         described = {c: ref[c] for c in part}
         for chunk in _chunks(dataset, part, batch_bytes):
-            total = merge(total, counts(described, chunk))
+            total = merge(total, counts(described, chunk, prepared=prepared))
     return total
 
 
@@ -136,8 +147,14 @@ def dask_counts(
     scheduler), added up in a tree."""
     _check_columns(columns_of(source, options=options), ref)
     described = dict(ref)
+    prepared = {c: points(ref[c]) for c in ref if ref[c]["kind"] == "numeric"}
     return _on_dask(
-        source, list(ref), lambda part: counts(described, part), merge, options=options or {}, client=client
+        source,
+        list(ref),
+        lambda part: counts(described, part, prepared=prepared),
+        merge,
+        options=options or {},
+        client=client,
     )
 
 
