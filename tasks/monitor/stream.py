@@ -1,11 +1,13 @@
-"""Drift of a window too large for one frame: a Parquet file or folder (on local disk or S3) read in chunks, or
+"""A monitoring window too large for one frame: a Parquet file or folder (on local disk or S3) read in chunks, or
 split into partitions on a Dask cluster, each chunk or partition counted against the reference
-(tasks/monitor/sketch.py) and the counts added. Counts are integers, so both ways give the figures of the whole
-window held in one frame, to the bit, with memory that does not grow with rows.
+(tasks/monitor/sketch.py) and tallied per group (tasks/monitor/tally.py), and the counts added. Counts are
+integers, so both ways give the figures of the whole window held in one frame, to the bit, with memory that does
+not grow with rows.
 
 A file is read a row group at a time, over at most `COLUMNS_PER_PASS` columns, and counted in frames of at most
 `BATCH_BYTES` of numbers: memory follows the row group, not the file, and a window of a thousand columns is read in
-passes over column groups, each reading only its columns' pages.
+passes over column groups, each reading only its columns' pages. `export_window` writes such a file from the
+prediction log, a page at a time.
 """
 
 from __future__ import annotations
