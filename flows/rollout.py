@@ -21,6 +21,11 @@ candidate at once and is raised again.
 
 A rollout acts on one use case (`usecase`, default params.yaml's): its model's routing row, its label and
 sensitive attributes; other use cases' routing is untouched.
+
+`alpha` judges this rollout's steps at a stricter family-wise false-alarm rate than `rollout.analysis.alpha`, down to
+a hundredth of it (each step's ledger record carries the rate it was judged at). A stricter rate costs a breach more
+evidence (the threshold k/alpha grows; a breach needs about ln(k/alpha) / ln(k/alpha_0) times the decisions), never a
+candidate at the breach effect a better chance to pass (that is beta's); the floor keeps it from making a canary deaf.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ NOT_FIRST = (
 )
 OTHER_USECASE = "model {ref} is not a version of use case {usecase}'s model {model_name}: name its use case"
 FAILED = "the rollout failed at {step} ({error}): its candidate is withdrawn rather than left unwatched"
+BAD_ALPHA = (
+    "alpha={alpha!r}: a rollout may be judged at a false-alarm rate from rollout.analysis.alpha / {floor:g} to "
+    "rollout.analysis.alpha ({configured:g}), never a laxer one"
+)
+ALPHA_FLOOR = 100  # the strictest rate a rollout may ask for: rollout.analysis.alpha / ALPHA_FLOOR
 
 
 @dataclass
@@ -68,10 +78,11 @@ class RolloutResult:
 
 
 @flow(name="rollout", flow_run_name="rollout {model}", log_prints=False)
-def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
-    """Roll `model`, an approved version of `usecase`'s model (default: params.yaml's use case), out."""
+def rollout_flow(model: str, usecase: str | None = None, alpha: float | None = None) -> RolloutResult:
+    """Roll `model`, an approved version of `usecase`'s model (default: params.yaml's use case), out; `alpha`: a
+    stricter false-alarm rate for its steps (see the module docstring)."""
     settings = Settings()
-    params = load_params(Layout(settings.project_dir).params_file, usecase=usecase)
+    params = with_alpha(load_params(Layout(settings.project_dir).params_file, usecase=usecase), alpha)
     engine = make_engine(settings.db_url)
     ledger = anchored(engine, settings)
     moves = Rollouts(engine, ledger)
@@ -107,6 +118,18 @@ def rollout_flow(model: str, usecase: str | None = None) -> RolloutResult:
     finally:
         with contextlib.suppress(Exception):  # an unreleased lease lapses; expire then finds its holder gone
             leases.release(lease)
+
+
+def with_alpha(params: Params, alpha: float | None) -> Params:
+    """`params` with the canary analysis judged at `alpha` (None: as configured); a laxer rate than configured, or
+    one below a hundredth of it, is refused, naming both."""
+    if alpha is None:
+        return params
+    configured = params.rollout.analysis.alpha
+    if not configured / ALPHA_FLOOR <= alpha <= configured:
+        raise ValueError(BAD_ALPHA.format(alpha=alpha, floor=ALPHA_FLOOR, configured=configured))
+    analysis = params.rollout.analysis.model_copy(update={"alpha": alpha})
+    return params.model_copy(update={"rollout": params.rollout.model_copy(update={"analysis": analysis})})
 
 
 @dataclass
