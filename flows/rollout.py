@@ -43,7 +43,7 @@ from steward.layout import Layout
 from steward.leases import Lease, LeaseLost, Leases, expire
 from steward.ledger import ROLLOUT_ANALYSIS
 from steward.model_integrity import ModelRefused
-from steward.params import Params, load_params
+from steward.params import Params, ParamsError, load_params
 from steward.registry import State
 from steward.rollouts import Rollouts
 from steward.routing import RoutingError, model_name_of
@@ -127,7 +127,7 @@ def with_alpha(params: Params, alpha: float | None) -> Params:
         return params
     configured = params.rollout.analysis.alpha
     if not configured / ALPHA_FLOOR <= alpha <= configured:
-        raise ValueError(BAD_ALPHA.format(alpha=alpha, floor=ALPHA_FLOOR, configured=configured))
+        raise ParamsError(BAD_ALPHA.format(alpha=alpha, floor=ALPHA_FLOOR, configured=configured))
     analysis = params.rollout.analysis.model_copy(update={"alpha": alpha})
     return params.model_copy(update={"rollout": params.rollout.model_copy(update={"analysis": analysis})})
 

@@ -41,6 +41,11 @@ def serve(port: int = typer.Option(3000, "--port", help="Port on 127.0.0.1.")) -
 def rollout(
     model: str = typer.Argument(..., help="An approved model version: `name:vN` or a registry id."),
     usecase: str | None = typer.Option(None, "--usecase", help=USECASE_HELP),
+    alpha: float | None = typer.Option(
+        None,
+        "--alpha",
+        help="Judge the steps at this stricter false-alarm rate (rollout.analysis.alpha down to a hundredth of it).",
+    ),
 ) -> None:
     """Shadow → canary weights → production, with an analysis after each step and automatic rollback on a breach.
     The rollout holds its use case's lease while it runs (a second rollout of it is refused); if it dies, or waits
@@ -52,7 +57,7 @@ def rollout(
     from flows.rollout import rollout_flow
 
     try:
-        result = rollout_flow(model, usecase=usecase)
+        result = rollout_flow(model, usecase=usecase, alpha=alpha)
     except StewardError as exc:
         _fail(exc)
         return

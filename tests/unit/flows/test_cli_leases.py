@@ -45,11 +45,11 @@ def test_rollout_raises_prefects_client_retries_like_train(steward_home, monkeyp
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # no server is started
     seen = {}
 
-    def fake(model, usecase=None):
-        seen["retries"] = os.environ.get("PREFECT_CLIENT_MAX_RETRIES")
+    def fake(model, usecase=None, alpha=None):
+        seen["retries"], seen["alpha"] = os.environ.get("PREFECT_CLIENT_MAX_RETRIES"), alpha
         raise flows.rollout.RoutingError("stop here")
 
     monkeypatch.setattr(flows.rollout, "rollout_flow", fake)
-    done = CliRunner().invoke(app, ["rollout", f"{NAME}:v2"])
+    done = CliRunner().invoke(app, ["rollout", f"{NAME}:v2", "--alpha", "0.01"])
     assert done.exit_code == 1 and "stop here" in done.output
-    assert seen == {"retries": WAITING_CLIENT_RETRIES}
+    assert seen == {"retries": WAITING_CLIENT_RETRIES, "alpha": 0.01}
