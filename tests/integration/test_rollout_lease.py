@@ -34,6 +34,7 @@ GERMAN = usecase("german_credit")
 MODEL_NAME = GERMAN.model_name
 LEASE = 5.0
 EXPIRY_EVERY = 1.0  # the test's expirer: the service looks every 250 ms
+FAIR_ALPHA = ("--alpha", "0.001")  # a fair candidate's false alarm (about 2% a step at 0.05) would end these early
 ROLLOUT = {
     "shadow": {"requests": 60, "seconds": 120, "min_agreement": 0.5},
     "weights": [0.2, 0.5],
@@ -80,7 +81,7 @@ def live(tmp_path_factory, prefect):
 def _start_rollout(live, ref: str, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     log = (live["project"] / f"rollout-{ref.replace(':', '-')}.log").open("w")
     return subprocess.Popen(
-        [str(BIN / "steward"), "rollout", ref],
+        [str(BIN / "steward"), "rollout", ref, *FAIR_ALPHA],  # fair candidates: their shadow must pass
         cwd=live["project"],
         env=env or live["env"],
         stdout=log,
