@@ -15,7 +15,7 @@ from functools import partial
 import httpx
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, feedback_key_of, run, steward_env, wait_until
+from support import BIN, FAIR_ALPHA, PROJECT_DIR, feedback_key_of, run, steward_env, wait_until
 
 from deployments.local.bento_server import served
 from scripts.rollout_fixture import build
@@ -40,10 +40,6 @@ ROLLOUT = {
     "step": {"requests": 60, "seconds": 150},
     "poll_seconds": 0.5,
 }
-
-# A fair candidate's story needs it to pass: at alpha 0.05 each of its three steps false-alarms about 2% of the time,
-# as designed (README, "steward rollout --alpha"); at 0.001 about one run in a thousand would.
-FAIR_ALPHA = ("--alpha", "0.001")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from support import BIN, PROJECT_DIR, feedback_key_of, free_port, steward_env, wait_until
+from support import BIN, FAIR_ALPHA, PROJECT_DIR, feedback_key_of, free_port, steward_env, wait_until
 
 from deployments.local.bento_server import served
 from deployments.local.prefect_server import start_server, stop_pid
@@ -34,7 +34,6 @@ GERMAN = usecase("german_credit")
 MODEL_NAME = GERMAN.model_name
 LEASE = 5.0
 EXPIRY_EVERY = 1.0  # the test's expirer: the service looks every 250 ms
-FAIR_ALPHA = ("--alpha", "0.001")  # a fair candidate's false alarm (about 2% a step at 0.05) would end these early
 ROLLOUT = {
     "shadow": {"requests": 60, "seconds": 120, "min_agreement": 0.5},
     "weights": [0.2, 0.5],

@@ -5,52 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from flows.rollout import with_alpha
-from steward.routing import bucket
-from tasks.rollout.canary import analyse
 from tasks.rollout.watch import design
+from tests.unit.tasks.rollout.test_canary import _analyse, _log
 from tests.usecases import params_for
-
-
-def _canary_log(n: int, *, approve_candidate: float, seed: int = 0) -> pd.DataFrame:
-    """A canary at 20% that approves `approve_candidate` of one group, production 0.8 (sides by the routing bucket)."""
-    rng = np.random.default_rng(seed)
-    subjects = [f"s{i}" for i in range(n)]
-    candidate = np.array([bucket(s) < 0.2 for s in subjects])
-    approve = rng.random(n) < np.where(candidate, approve_candidate, 0.8)
-    ts = pd.date_range("2026-01-01", periods=n, freq="s", tz="UTC")
-    return pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(n)],
-            "role": np.where(candidate, "canary", "production"),
-            "ts": ts,
-            "model": np.where(candidate, "m:v2", "m:v1"),
-            "subject_id": subjects,
-            "decision": np.where(approve, "approve", "decline"),
-            "latency_ms": 10.0,
-            "outcome": None,
-            "outcome_ts": pd.NaT,
-            "sex": "female",
-        }
-    )
-
-
-def _verdict(params, log):
-    return analyse(
-        log,
-        candidate="m:v2",
-        reference="m:v1",
-        role="canary",
-        attributes=["sex"],
-        design=design(params),
-        favourable="good",
-        unfavourable="bad",
-        weight=0.2,
-        slow_ms=100.0,
-    )
 
 
 def test_a_stricter_alpha_raises_the_breach_threshold_and_needs_more_evidence():
@@ -59,13 +19,13 @@ def test_a_stricter_alpha_raises_the_breach_threshold_and_needs_more_evidence():
     strict = with_alpha(params, 0.001)
     assert design(strict).alpha == 0.001 and design(params).alpha == 0.05
     assert with_alpha(params, None) is params
-    log = _canary_log(2000, approve_candidate=0.35)
-    first = next(n for n in range(20, 2000, 20) if _verdict(params, log.head(n)).verdict == "breach")
-    default, stricter = _verdict(params, log.head(first)), _verdict(strict, log.head(first))
+    log = _log(np.random.default_rng(0), 3000, young_factor=0.35)  # the canary approves the young at 0.35x
+    first = next(n for n in range(20, 3000, 20) if _analyse(log.head(n), design(params)).verdict == "breach")
+    default, stricter = _analyse(log.head(first), design(params)), _analyse(log.head(first), design(strict))
     k = len(default.tests)
     assert default.threshold == pytest.approx(k / 0.05) and stricter.threshold == pytest.approx(k / 0.001)
     assert stricter.verdict != "breach"  # the evidence that breaches at 0.05 is not yet enough at 0.001 ...
-    assert _verdict(strict, log).verdict == "breach"  # ... more of it is
+    assert _analyse(log, design(strict)).verdict == "breach"  # ... more of it is
     assert math.isclose(stricter.alpha_per_test, 0.001 / k)
 
 
